@@ -1,0 +1,29 @@
+# `make run` and `make test` do all the set-up themselves on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fastwebhook serve -c config.toml
+
+check: $(STAMP)
+	$(BIN)/fastwebhook check -c config.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench -q --benchmark-enable --benchmark-only -p no:cacheprovider
+	$(BIN)/python bench/load.py
+
+clean:
+	rm -rf $(VENV) *.egg-info fastwebhook.db fastwebhook.db-wal fastwebhook.db-shm

@@ -1,0 +1,118 @@
+"""The admin API (SPEC section 9) and the queries the CLI shares with it: one code path."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+from urllib.parse import parse_qs
+
+from .config import Config
+from .errors import StoreError
+from .http import Request, Response
+from .store.base import Store
+from .store.records import parse_execution_id
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+STATUSES = ("queued", "started", "resolved", "failed", "error", "aborted")
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def _limit(value: Any) -> int:
+    if value in (None, ""):
+        return DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise BadQuery(f"limit must be a whole number, not {value!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+async def list_executions(store: Store, workflow: str | None = None, status: str | None = None,
+                          limit: Any = None, cursor: str | None = None) -> dict:
+    limit = _limit(limit)
+    if status is not None and status not in STATUSES:
+        raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
+    before = None
+    if cursor:
+        before = parse_execution_id(cursor)
+        if before is None:
+            raise BadQuery(f"not a cursor: {cursor!r}")
+    items = await store.list_executions(workflow or None, status or None, limit, before)
+    return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
+
+
+async def get_execution(store: Store, id_text: str) -> dict | None:
+    raw = parse_execution_id(id_text)
+    return await store.get_execution(raw) if raw is not None else None
+
+
+async def list_requests(store: Store, limit: Any = None, cursor: str | None = None) -> dict:
+    limit = _limit(limit)
+    before = None
+    if cursor:
+        if not str(cursor).isdigit():
+            raise BadQuery(f"not a cursor: {cursor!r}")
+        before = int(cursor)
+    items = await store.list_requests(limit, before)
+    return {"items": items, "next": str(items[-1]["seq"]) if len(items) == limit else None}
+
+
+def list_workflows(config: Config) -> list[dict]:
+    return [{"key": w.key, "title": w.title, "path": w.path, "methods": list(w.methods),
+             "mode": w.mode, "enabled": w.enabled, "verify": w.verify.scheme, "version": w.version}
+            for w in config.workflows.values()]
+
+
+class AdminApi:
+    """Bearer-token guarded; each call runs as its own task (admin calls are not the hot path)."""
+
+    PREFIX = "/api/admin"
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self.expected = f"Bearer {config.admin_token}".encode()
+
+    def handle(self, request: Request) -> Response | asyncio.Future:
+        given = request.headers.get("authorization", "").encode("latin-1")
+        if not hmac.compare_digest(given, self.expected):
+            return Response.error(401, "missing or wrong admin token",
+                                  ((b"www-authenticate", b'Bearer realm="fastwebhook"'),))
+        return asyncio.ensure_future(self._dispatch(request))
+
+    async def _dispatch(self, request: Request) -> Response:
+        parts = request.path[len(self.PREFIX):].strip("/").split("/")
+        query = {k: v[-1] for k, v in parse_qs(request.query_string.decode("latin-1")).items()}
+        try:
+            return await self._route(request.method, parts, query)
+        except BadQuery as exc:
+            return Response.error(400, str(exc))
+        except StoreError as exc:
+            return Response.error(503, f"store unavailable: {exc}", ((b"retry-after", b"1"),))
+
+    async def _route(self, method: str, parts: list[str], query: dict) -> Response:
+        match parts:
+            case ["executions"] if method == "GET":
+                return Response.json(200, await list_executions(
+                    self.store, query.get("workflow"), query.get("status"), query.get("limit"),
+                    query.get("cursor")))
+            case ["executions", id_text] if method == "GET":
+                record = await get_execution(self.store, id_text)
+                return Response.json(200, record) if record else Response.error(404, "no such execution")
+            case ["requests"] if method == "GET":
+                return Response.json(200, await list_requests(self.store, query.get("limit"), query.get("cursor")))
+            case ["workflows"] if method == "GET":
+                return Response.json(200, {"items": list_workflows(self.config), "next": None})
+            case ["workflows", key] if method == "GET":
+                found = [w for w in list_workflows(self.config) if w["key"] == key]
+                return Response.json(200, found[0]) if found else Response.error(404, "no such workflow")
+            case ["executions"] | ["executions", _] | ["requests"] | ["workflows"] | ["workflows", _]:
+                return Response.error(405, "method not allowed", ((b"allow", b"GET"),))
+        return Response.error(404, "not found")

@@ -1,0 +1,119 @@
+"""What the protocol calls: routing, the reserved endpoints, and each workflow's trigger."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+from .admin import AdminApi
+from .config import Config
+from .http import Request, Response
+from .ingest import Trigger
+from .metrics import CONTENT_TYPE
+from .router import Router
+from .service import Service
+from .store.base import RequestLogEntry
+
+log = logging.getLogger("fastwebhook.app")
+NOT_FOUND = Response.error(404, "not found")
+OK = Response.json(200, {"status": "ok"})
+
+
+class _Endpoint:
+    """A routed path: the methods it takes and what answers them."""
+
+    __slots__ = ("methods", "allow", "handler", "body_limit", "key")
+
+    def __init__(self, methods: tuple[str, ...], handler, body_limit: int, key: str | None):
+        self.methods = frozenset(methods)
+        self.allow = ", ".join(methods).encode()
+        self.handler = handler
+        self.body_limit = body_limit
+        self.key = key
+
+
+class WebhookApp:
+    def __init__(self, config: Config, service: Service):
+        self.config = config
+        self.service = service
+        self.max_body = config.server.max_body_size
+        self.router = Router()
+        for workflow in config.workflows.values():
+            if workflow.enabled:
+                self.router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, service),
+                                                         workflow.max_body_size, workflow.key))
+        small = min(self.max_body, 64 << 10)
+        self.router.add("/healthz", _Endpoint(("GET", "HEAD"), lambda r: OK, small, None))
+        self.router.add("/readyz", _Endpoint(("GET", "HEAD"), self.readyz, small, None))
+        if config.metrics_path:
+            self.router.add(config.metrics_path, _Endpoint(("GET",), self.metrics, small, None))
+        if config.admin_token:
+            admin = AdminApi(config, service.store)
+            self.router.add_prefix(AdminApi.PREFIX, _Endpoint(
+                ("GET", "POST", "PUT", "DELETE"), admin.handle, self.max_body, None))
+
+    # -- the protocol's side ------------------------------------------------------------------
+    def route(self, request: Request) -> None:
+        found = self.router.match(request.path)
+        if found is None:
+            request.body_limit = self.max_body
+            return
+        request.route, request.params = found
+        request.body_limit = request.route.body_limit
+
+    def handle(self, request: Request):
+        endpoint = request.route
+        if endpoint is None:
+            return self._plain_reject(request, NOT_FOUND, None, "not found")
+        if request.method not in endpoint.methods:
+            return self._plain_reject(request, Response.error(405, "method not allowed", ((b"allow", endpoint.allow),)),
+                                      endpoint.key, "method")
+        if self.service.stopping and endpoint.key is not None:
+            return self._plain_reject(request, Response.error(503, "shutting down", ((b"retry-after", b"1"),)),
+                                      endpoint.key, "shutting_down")
+        return endpoint.handler(request)
+
+    def too_large(self, request: Request) -> Response:
+        key = request.route.key if request.route is not None else None
+        limit = request.body_limit
+        return self._plain_reject(request, Response.error(413, f"body exceeds {limit} bytes", close=True), key, "size")
+
+    def connection_opened(self) -> None:
+        self.service.metrics.connections_open += 1
+
+    def connection_closed(self) -> None:
+        self.service.metrics.connections_open -= 1
+
+    def internal_error(self, exc: BaseException | None) -> None:
+        log.error("internal error while parsing a request", exc_info=exc)
+
+    # -- reserved endpoints -------------------------------------------------------------------
+    def readyz(self, request: Request) -> Response:
+        service = self.service
+        problems = []
+        if not service.store_ok or not service.writer.healthy:
+            problems.append("store unreachable")
+        if service.queue.room <= 0:
+            problems.append("queue full")
+        if service.stopping:
+            problems.append("shutting down")
+        if problems:
+            return Response.json(503, {"status": "unavailable", "problems": problems}, ((b"retry-after", b"1"),))
+        return Response.json(200, {"status": "ready", "queue_depth": service.queue.load})
+
+    def metrics(self, request: Request) -> Response:
+        return Response(200, self.service.metrics.render(), CONTENT_TYPE.encode())
+
+    def _plain_reject(self, request: Request, response: Response, key: str | None, reason: str) -> Response:
+        metrics = self.service.metrics
+        label = key or ""
+        metrics.count(metrics.requests, label, str(response.status))
+        if key is not None and reason in ("method", "size", "malformed"):
+            metrics.count(metrics.rejected, key, reason)
+        self.service.writer.log_request(RequestLogEntry(
+            request.received_at, request.peer, request.method, request.path, key, response.status,
+            reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
+        return response
+
+

@@ -1,0 +1,139 @@
+"""`fastwebhook`: serve, check, and read what happened (the admin API's code paths)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+
+from . import admin
+from .config import Config, find_config, load_config
+from .errors import ConfigErrors, FastwebhookError
+from .store import open_store
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("-c", "--config", help="config file (default: $FASTWEBHOOK_CONFIG, ./config.toml, /etc/fastwebhook/config.toml)")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        return sub
+
+    command("serve", "run the server in the foreground")
+    command("check", "validate the config and every workflow")
+    command("workflows", "list workflows")
+    executions = command("executions", "list executions, newest first")
+    executions.add_argument("--workflow")
+    executions.add_argument("--status")
+    executions.add_argument("--limit", default=20)
+    executions.add_argument("--cursor")
+    execution = command("execution", "show one execution")
+    execution.add_argument("id")
+    requests = command("requests", "list the request log, newest first")
+    requests.add_argument("--limit", default=20)
+    args = parser.parse_args(argv)
+
+    path = find_config(args.config)
+    try:
+        config = load_config(path)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"{path}: {error}", file=sys.stderr)
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "serve":
+            return _serve(config)
+        if args.command == "check":
+            print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {config.storage.url}")
+            return 0
+        if args.command == "workflows":
+            return _show(args, admin.list_workflows(config), ("key", "path", "methods", "mode", "enabled", "verify"))
+        return asyncio.run(_read(args, config))
+    except FastwebhookError as exc:
+        print(f"fastwebhook: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(config: Config) -> int:
+    from .logs import setup_logging  # noqa: PLC0415 - only the server logs
+    from .server import run  # noqa: PLC0415
+
+    setup_logging(config.log_level, config.log_format)
+    run(config)
+    return 0
+
+
+async def _read(args, config: Config) -> int:
+    store = open_store(config.storage)
+    await store.open()
+    try:
+        if args.command == "executions":
+            page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor)
+            return _show(args, page, ("id", "workflow", "status", "created_at", "finished_at", "dedup_key"))
+        if args.command == "requests":
+            page = await admin.list_requests(store, args.limit)
+            return _show(args, page, ("at", "ip", "method", "path", "workflow", "status", "reason"))
+        record = await admin.get_execution(store, args.id)
+        if record is None:
+            print(f"fastwebhook: no execution {args.id}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_execution(record)
+        return 0
+    except admin.BadQuery as exc:
+        print(f"fastwebhook: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await store.close()
+
+
+def _show(args, data: Any, columns: tuple[str, ...]) -> int:
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    rows = data["items"] if isinstance(data, dict) else data
+    table = [columns] + [tuple(_cell(row.get(c)) for c in columns) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if isinstance(data, dict) and data.get("next"):
+        print(f"(more: --cursor {data['next']})")
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _print_execution(record: dict) -> None:
+    request = record["request"]
+    print(f"execution  {record['id']}")
+    for key in ("workflow", "version", "status", "dedup_key", "created_at", "started_at", "finished_at", "error"):
+        print(f"{key:<11}{_cell(record.get(key))}")
+    print(f"request    {request['method']} {request['path']} from {request['ip']}")
+    for name, value in request["headers"].items():
+        print(f"  {name}: {value}")
+    print(f"  data: {orjson.dumps(request['data']).decode()[:2000]}")
+    print(f"jobs       {len(record.get('jobs', []))}")
+    for job in record.get("jobs", []):
+        outcome = job["error"] if job["error"] else orjson.dumps(job["result"]).decode()[:200]
+        print(f"  {job['node']} ({job['type']}) {job['status']} {job['duration_ms']:.2f} ms: {outcome}")
+        for line in job["logs"]:
+            print(f"    log: {line}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The TOML config, loaded once into frozen dataclasses.
+
+Every problem is collected with its TOML key path (0-based list indexes) so `fastwebhook check`
+can print them all in one go.  Parts owned by later features (channels, collections) are kept as
+validated plain data until their modules claim them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError, ConfigErrors
+from .units import parse_duration, parse_size
+
+DEFAULT_LOCATIONS = ("./config.toml", "/etc/fastwebhook/config.toml")
+RESERVED_PATHS = ("/metrics", "/healthz", "/readyz")
+ADMIN_PREFIX = "/api/admin"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MODES = ("async", "sync")
+DURABILITIES = ("commit", "memory")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PATH_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]*)$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 8080),)
+    processes: int = 1
+    max_body_size: int = 1 << 20
+    max_header_size: int = 16 << 10
+    read_timeout: float = 15.0
+    keepalive_timeout: float = 75.0
+    trusted_proxies: tuple[Any, ...] = ()
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = "sqlite:///./fastwebhook.db"
+    durability: str = "commit"
+    retention: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    capacity: int = 10000
+    workers: int = 64
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    scheme: str = "none"
+    secrets: tuple[bytes, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Built from the scheme registry at load: (raw, headers, now) -> None or raise.
+    verifier: Callable | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    enabled: bool = False
+    key: str = ""            # a template; "" means the scheme's default key
+    ttl: float = 86400.0
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    body: Any = '{"ok": true, "execution": "{{$execution.id}}"}'
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    key: str
+    type: str
+    path: str                       # where it sits in the TOML, for errors at run time too
+    title: str = ""
+    ignore_fail: bool = False
+    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    then: tuple["NodeSpec", ...] = ()
+    otherwise: tuple["NodeSpec", ...] = ()
+
+
+@dataclass(frozen=True)
+class Workflow:
+    key: str
+    path: str
+    title: str = ""
+    methods: tuple[str, ...] = ("POST",)
+    mode: str = "async"
+    enabled: bool = True
+    sync_timeout: float = 30.0
+    on_sync_timeout: str = "accept"
+    ip_allow: tuple[Any, ...] = ()
+    max_body_size: int = 1 << 20
+    content_types: frozenset[str] = frozenset()
+    rate_limit: str = ""
+    schema: str = ""
+    order_key: str = ""
+    concurrency: int = 0
+    public_url: str = ""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    response: ResponseConfig = field(default_factory=ResponseConfig)
+    nodes: tuple[NodeSpec, ...] = ()
+    version: str = ""               # a digest of the workflow's table: executions record it
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerConfig
+    storage: StorageConfig
+    queue: QueueConfig
+    metrics_path: str
+    admin_token: str
+    log_level: str
+    log_format: str
+    env: Mapping[str, str]
+    channels: Mapping[str, Any]
+    collections: Mapping[str, Any]
+    workflows: Mapping[str, Workflow]
+
+
+def find_config(explicit: str | None = None) -> str:
+    """-c PATH, else $FASTWEBHOOK_CONFIG, else ./config.toml, else /etc/fastwebhook/config.toml."""
+    if explicit:
+        return explicit
+    if os.environ.get("FASTWEBHOOK_CONFIG"):
+        return os.environ["FASTWEBHOOK_CONFIG"]
+    for candidate in DEFAULT_LOCATIONS:
+        if Path(candidate).exists():
+            return candidate
+    return DEFAULT_LOCATIONS[0]
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute ${VAR}, validate; raise ConfigErrors listing every problem."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors([ConfigError("", f"{path}: invalid TOML: {exc}")]) from None
+    loader = _Loader(Path(path), os.environ if environ is None else environ)
+    config = loader.load(raw)
+    if loader.errors:
+        raise ConfigErrors(loader.errors)
+    return config
+
+
+class _Loader:
+    """Walks the raw TOML once, collecting errors instead of stopping at the first."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str]):
+        self.path = path
+        self.environ = environ
+        self.errors: list[ConfigError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(ConfigError(path, message))
+
+    # -- generic helpers -------------------------------------------------------------------
+    def substitute(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            return _ENV_REF.sub(lambda m: self._env_value(m, path), value)
+        if isinstance(value, dict):
+            return {k: self.substitute(v, _join(path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    def _env_value(self, match: re.Match, path: str) -> str:
+        name, default = match[1], match[2]
+        if name in self.environ:
+            return self.environ[name]
+        if default is not None:
+            return default
+        self.error(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+        return ""
+
+    def table(self, raw: Mapping, key: str, path: str) -> dict:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            self.error(_join(path, key), "must be a table")
+            return {}
+        return value
+
+    def take(self, table: Mapping, key: str, path: str, kind: type | tuple, default: Any) -> Any:
+        value = table.get(key, default)
+        if value is not default and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
+            self.error(_join(path, key), f"must be {_kind_name(kind)}, not {type(value).__name__}")
+            return default
+        return value
+
+    def convert(self, fn: Callable, value: Any, path: str, default: Any) -> Any:
+        try:
+            return fn(value, path)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return default
+
+    def unknown_keys(self, table: Mapping, known: set[str], path: str) -> None:
+        for key in table:
+            if key not in known:
+                self.error(_join(path, key), "unknown setting")
+
+    # -- sections --------------------------------------------------------------------------
+    def load(self, raw: dict) -> Config:
+        raw = self.substitute(raw, "")
+        self.unknown_keys(raw, {"server", "storage", "queue", "metrics", "admin", "log", "env",
+                                "channels", "collections", "workflows", "workflows_dir"}, "")
+        server = self.server(self.table(raw, "server", ""))
+        storage = self.storage(self.table(raw, "storage", ""))
+        queue = self.queue(self.table(raw, "queue", ""))
+        metrics = self.table(raw, "metrics", "")
+        metrics_path = self.take(metrics, "path", "metrics", str, "/metrics")
+        admin = self.table(raw, "admin", "")
+        log = self.table(raw, "log", "")
+        log_level = self.take(log, "level", "log", str, "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            self.error("log.level", f"must be one of debug, info, warning, error, not {log_level!r}")
+        log_format = self.take(log, "format", "log", str, "json")
+        if log_format not in ("json", "text"):
+            self.error("log.format", f"must be \"json\" or \"text\", not {log_format!r}")
+        env = {k: str(v) for k, v in self.table(raw, "env", "").items()}
+        workflows = self.workflows(raw, server)
+        return Config(
+            source=str(self.path), server=server, storage=storage, queue=queue,
+            metrics_path=metrics_path, admin_token=self.take(admin, "token", "admin", str, ""),
+            log_level=log_level, log_format=log_format, env=MappingProxyType(env),
+            channels=MappingProxyType(self.table(raw, "channels", "")),
+            collections=MappingProxyType(self.table(raw, "collections", "")),
+            workflows=MappingProxyType(workflows))
+
+    def server(self, t: dict) -> ServerConfig:
+        p = "server"
+        self.unknown_keys(t, set(ServerConfig.__dataclass_fields__), p)
+        d = ServerConfig()
+        listen = []
+        for i, entry in enumerate(self.take(t, "listen", p, list, ["127.0.0.1:8080"])):
+            try:
+                listen.append(parse_listen(entry))
+            except ValueError as exc:
+                self.error(f"{p}.listen[{i}]", str(exc))
+        processes = self.take(t, "processes", p, int, 1)
+        if processes < 0:
+            self.error(f"{p}.processes", "must be 0 (one per core) or more")
+        return ServerConfig(
+            listen=tuple(listen), processes=processes,
+            max_body_size=self.convert(parse_size, t.get("max_body_size", d.max_body_size), f"{p}.max_body_size", d.max_body_size),
+            max_header_size=self.convert(parse_size, t.get("max_header_size", d.max_header_size), f"{p}.max_header_size", d.max_header_size),
+            read_timeout=self.convert(parse_duration, t.get("read_timeout", d.read_timeout), f"{p}.read_timeout", d.read_timeout),
+            keepalive_timeout=self.convert(parse_duration, t.get("keepalive_timeout", d.keepalive_timeout), f"{p}.keepalive_timeout", d.keepalive_timeout),
+            trusted_proxies=self.networks(t.get("trusted_proxies", []), f"{p}.trusted_proxies"),
+            tls_cert=self.take(t, "tls_cert", p, str, ""), tls_key=self.take(t, "tls_key", p, str, ""))
+
+    def storage(self, t: dict) -> StorageConfig:
+        p = "storage"
+        self.unknown_keys(t, set(StorageConfig.__dataclass_fields__), p)
+        url = self.take(t, "url", p, str, StorageConfig.url)
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            self.error(f"{p}.url", f"must start with sqlite:// or postgresql://, not {url!r}")
+        durability = self.take(t, "durability", p, str, "commit")
+        if durability not in DURABILITIES:
+            self.error(f"{p}.durability", f"must be \"commit\" or \"memory\", not {durability!r}")
+        retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
+        return StorageConfig(url=url, durability=durability, retention=retention)
+
+    def queue(self, t: dict) -> QueueConfig:
+        p = "queue"
+        self.unknown_keys(t, set(QueueConfig.__dataclass_fields__), p)
+        capacity = self.take(t, "capacity", p, int, 10000)
+        workers = self.take(t, "workers", p, int, 64)
+        if capacity < 1:
+            self.error(f"{p}.capacity", "must be at least 1")
+        if workers < 1:
+            self.error(f"{p}.workers", "must be at least 1")
+        return QueueConfig(capacity=capacity, workers=workers)
+
+    def networks(self, entries: Any, path: str) -> tuple:
+        if not isinstance(entries, list):
+            self.error(path, "must be a list of CIDRs")
+            return ()
+        networks = []
+        for i, entry in enumerate(entries):
+            try:
+                networks.append(ipaddress.ip_network(str(entry), strict=False))
+            except ValueError:
+                self.error(f"{path}[{i}]", f"not a valid CIDR: {entry!r}")
+        return tuple(networks)
+
+    def workflows(self, raw: dict, server: ServerConfig) -> dict[str, Workflow]:
+        from .workflows import load_workflow  # noqa: PLC0415 - keeps the section loaders apart
+
+        tables = dict(self.table(raw, "workflows", ""))
+        directory = raw.get("workflows_dir")
+        if directory:
+            folder = (self.path.parent / directory)
+            if not folder.is_dir():
+                self.error("workflows_dir", f"not a directory: {folder}")
+            else:
+                for file in sorted(folder.glob("*.toml")):
+                    try:
+                        tables[file.stem] = self.substitute(tomllib.loads(file.read_text()), f"workflows.{file.stem}")
+                    except (OSError, tomllib.TOMLDecodeError) as exc:
+                        self.error(f"workflows.{file.stem}", f"cannot load {file}: {exc}")
+        workflows: dict[str, Workflow] = {}
+        claimed: dict[tuple[str, str], str] = {}
+        for key, table in tables.items():
+            path = f"workflows.{key}"
+            if not isinstance(table, dict):
+                self.error(path, "must be a table")
+                continue
+            workflow = load_workflow(self, key, table, path, server)
+            if workflow is None:
+                continue
+            workflows[key] = workflow
+            for method in workflow.methods:
+                other = claimed.setdefault((workflow.path, method), key)
+                if other != key:
+                    self.error(f"{path}.path", f"{method} {workflow.path} is already claimed by workflows.{other}")
+        return workflows
+
+
+def parse_listen(entry: Any) -> tuple[str, int]:
+    """"host:port" or "[v6]:port" into (host, port)."""
+    if not isinstance(entry, str) or ":" not in entry:
+        raise ValueError(f"not host:port: {entry!r}")
+    host, _, port = entry.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not a valid port in {entry!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def _join(path: str, key: str) -> str:
+    if not path:
+        return key
+    return f"{path}.{key}" if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'{path}."{key}"'
+
+
+def _kind_name(kind: type | tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

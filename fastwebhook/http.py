@@ -1,0 +1,75 @@
+"""Requests as the protocol hands them over, and responses as the bytes that go out."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in REASONS.items()}
+JSON = b"application/json"
+
+
+class Request:
+    """One parsed HTTP request.  `body` is the bytes that arrived (one chunk: that very object)."""
+
+    __slots__ = ("method", "target", "path", "query_string", "headers", "body", "http_version",
+                 "keep_alive", "peer", "received_at", "request_id", "route", "params", "body_limit")
+
+    def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
+        self.method = method
+        self.target = target
+        path, _, query = target.partition(b"?")
+        self.path = path.decode("latin-1")
+        self.query_string = query
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.http_version = "1.1"
+        self.keep_alive = True
+        self.peer = peer
+        self.received_at = received_at
+        self.request_id = request_id
+        self.route = None
+        self.params: dict[str, str] = {}
+        self.body_limit = 0
+
+
+class Response:
+    __slots__ = ("status", "body", "content_type", "headers", "close")
+
+    def __init__(self, status: int, body: bytes = b"", content_type: bytes = JSON,
+                 headers: tuple[tuple[bytes, bytes], ...] = (), close: bool = False):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+        self.close = close
+
+    @classmethod
+    def json(cls, status: int, value: Any, headers: tuple[tuple[bytes, bytes], ...] = (),
+             close: bool = False) -> "Response":
+        return cls(status, orjson.dumps(value), JSON, headers, close)
+
+    @classmethod
+    def error(cls, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+              close: bool = False, **extra: Any) -> "Response":
+        return cls.json(status, {"error": message, **extra}, headers, close)
+
+    def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
+        """Status line, headers and body as one bytes object: one write, one syscall."""
+        status_line = _STATUS_LINES.get(self.status) or f"HTTP/1.1 {self.status} Unknown\r\n".encode()
+        parts = [status_line, b"content-type: ", self.content_type,
+                 b"\r\ncontent-length: ", str(len(self.body)).encode(),
+                 b"\r\nx-request-id: ", request_id]
+        for name, value in self.headers:
+            parts += (b"\r\n", name, b": ", value)
+        parts.append(b"\r\n\r\n" if keep_alive and not self.close else b"\r\nconnection: close\r\n\r\n")
+        parts.append(self.body)
+        return b"".join(parts)
+
+
+def prebuilt(status: int, message: str) -> bytes:
+    """A complete close-the-connection answer, built once, for the protocol's own rejections."""
+    return Response.error(status, message, close=True).encode(b"-", keep_alive=False)

@@ -1,0 +1,213 @@
+"""Accepting one webhook: the hot path from a parsed `Request` to its 2xx.
+
+route -> ip -> media type -> verify (raw bytes) -> decode and parse once -> dedup -> reserve a
+queue slot -> append to the open batch -> (commit) -> 202.  Everything a request needs that does
+not depend on the request is prepared here once per workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .body import accepts, decode_content, parse_body
+from .config import Workflow
+from .context import build_context, redact
+from .dedup import dedup_hash
+from .errors import RequestError
+from .http import Request, Response
+from .ids import new_id, to_text
+from .store.base import NewExecution, RequestLogEntry
+from .templates import Template
+from .verify import SCHEMES
+from .workers import Work
+
+if TYPE_CHECKING:
+    from .service import Service
+
+RETRY_AFTER = ((b"retry-after", b"1"),)
+FORBIDDEN = Response.error(403, "forbidden")
+QUEUE_FULL = Response.error(503, "queue full", RETRY_AFTER)
+STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
+
+
+class Trigger:
+    """One workflow's door: everything it checks, prepared at load."""
+
+    def __init__(self, workflow: Workflow, service: "Service"):
+        self.workflow = workflow
+        self.key = workflow.key
+        self.service = service
+        self.verifier = workflow.verify.verifier if workflow.verify.scheme != "none" else None
+        self.networks = workflow.ip_allow
+        self.content_types = workflow.content_types
+        self.body_limit = workflow.max_body_size
+        self.sync = workflow.mode == "sync"
+        scheme = SCHEMES.get(workflow.verify.scheme)
+        self.dedup_template = Template(workflow.dedup.key) if workflow.dedup.key else None
+        self.dedup_from_headers = scheme.dedup_key if scheme and workflow.dedup.enabled else None
+        self.dedup_from_data = getattr(scheme, "dedup_from_data", None) if workflow.dedup.enabled else None
+        self.dedup_enabled = workflow.dedup.enabled
+        self.dedup_ttl = workflow.dedup.ttl
+        header = workflow.verify.options.get("header")
+        self.redacted = frozenset({header.lower()}) if isinstance(header, str) else frozenset()
+        metrics = service.metrics
+        self.duration = metrics.request_duration.slot(self.key)
+
+    # -- the hot path ---------------------------------------------------------------------------
+    def __call__(self, request: Request) -> Response | asyncio.Future:
+        started = time.perf_counter()
+        service = self.service
+        headers = request.headers
+        ip = request.peer
+        try:
+            if self.networks and not _allowed(ip, self.networks):
+                raise RequestError("forbidden", status=403, reason="ip", detail=f"source {ip} not in ip_allow")
+            content_type = headers.get("content-type")
+            if self.content_types and not accepts(content_type, self.content_types):
+                raise RequestError(f"unsupported media type {content_type!r}", status=415, reason="media_type")
+            if self.verifier is not None:
+                self.verifier(request.body, headers, request.received_at)
+            raw = decode_content(request.body, headers.get("content-encoding"), self.body_limit)
+            data = parse_body(raw, content_type)
+        except RequestError as exc:
+            return self.reject(request, exc, started)
+        context = build_context(data, headers, request.query_string, request.params, request.method,
+                                request.path, ip, request.received_at, raw)
+        dedup_key = self._dedup_key(context) if self.dedup_enabled else None
+        key_hash = None
+        if dedup_key:
+            key_hash = dedup_hash(self.key, dedup_key)
+            original = service.dedup.get(key_hash)
+            if original is not None:
+                return self.duplicate(request, original, started)
+        if not service.queue.reserve():
+            return self.refuse(request, QUEUE_FULL, "queue_full", started)
+        return self.accept(request, context, dedup_key, key_hash, started)
+
+    def accept(self, request: Request, context, dedup_key: str | None, key_hash: int | None,
+               started: float) -> Response | asyncio.Future:
+        service = self.service
+        execution_id = new_id()
+        now = request.received_at
+        stored = orjson.dumps({
+            "method": request.method, "path": request.path,
+            "headers": redact(request.headers, self.redacted), "query": context["query"],
+            "params": request.params, "ip": context["ip"], "received_at": now})
+        execution = NewExecution(
+            execution_id, self.key, self.workflow.version, now, stored, context.raw_body,
+            key_hash, dedup_key, now + self.dedup_ttl, service.owner, now + service.lease)
+        if key_hash is not None:
+            service.dedup.put(key_hash, execution_id, now + self.dedup_ttl)
+        id_text = to_text(execution_id)
+        work = Work(execution_id, id_text, self.workflow, context)
+        if not service.durable and not self.sync:
+            service.writer.add_execution(execution, self._on_memory_commit(request, execution, started))
+            service.queue.push(work)
+            return self.accepted(request, execution_id, id_text, started)
+        answer = service.loop.create_future()
+        service.writer.add_execution(execution, self._on_commit(request, execution, work, answer, started))
+        return answer
+
+    def _on_commit(self, request, execution: NewExecution, work: Work, answer: asyncio.Future, started):
+        def committed(original: bytes | None, error: Exception | None) -> None:
+            service = self.service
+            if error is not None:
+                self._forget(execution)
+                service.queue.release()
+                response = self.refuse(request, STORE_DOWN, "store", started)
+            elif original is not None:
+                service.dedup.put(execution.dedup_hash, original, execution.dedup_expires)
+                service.queue.release()
+                response = self.duplicate(request, original, started)
+            elif self.sync:
+                work.reply = answer
+                service.queue.push(work)
+                service.await_sync(self, work, answer)
+                self._log(request, 202, None, started, execution.id)
+                return
+            else:
+                service.queue.push(work)
+                response = self.accepted(request, work.id, work.id_text, started)
+            if not answer.done():
+                answer.set_result(response)
+        return committed
+
+    def _on_memory_commit(self, request, execution: NewExecution, started):
+        """Memory durability answered already; a later commit failure or store-side duplicate
+        is only logged (the trade that mode makes)."""
+        def committed(original: bytes | None, error: Exception | None) -> None:
+            if error is not None:
+                self._forget(execution)
+                self.service.log.error("execution %s was acknowledged but not stored: %s",
+                                       to_text(execution.id), error)
+            elif original is not None:
+                self.service.dedup.put(execution.dedup_hash, original, execution.dedup_expires)
+        return committed
+
+    def _forget(self, execution: NewExecution) -> None:
+        if execution.dedup_hash is not None:
+            self.service.dedup.forget(execution.dedup_hash, execution.id)
+
+    def _dedup_key(self, context) -> str | None:
+        if self.dedup_template is not None:
+            value = self.dedup_template.render_text({"$context": context})
+            return value or None
+        if self.dedup_from_headers is not None:
+            value = self.dedup_from_headers(context["headers"])
+            if value:
+                return value
+        if self.dedup_from_data is not None:
+            return self.dedup_from_data(context["data"])
+        return None
+
+    # -- answers --------------------------------------------------------------------------------
+    def accepted(self, request: Request, execution_id: bytes, id_text: str, started: float) -> Response:
+        id_bytes = id_text.encode()
+        self._log(request, 202, None, started, execution_id)
+        return Response(202, b'{"execution_id":"' + id_bytes + b'","status":"queued"}',
+                        headers=((b"x-execution-id", id_bytes),))
+
+    def duplicate(self, request: Request, original: bytes, started: float) -> Response:
+        id_text = to_text(original)
+        self.service.metrics.count(self.service.metrics.duplicates, self.key)
+        self._log(request, 200, "duplicate", started, original)
+        return Response(200, b'{"execution_id":"' + id_text.encode() + b'","status":"duplicate"}',
+                        headers=((b"x-execution-id", id_text.encode()),))
+
+    def reject(self, request: Request, exc: RequestError, started: float) -> Response:
+        metrics = self.service.metrics
+        metrics.count(metrics.rejected, self.key, exc.reason)
+        self._log(request, exc.status, exc.detail, started, None)
+        return Response.error(exc.status, exc.message)
+
+    def refuse(self, request: Request, response: Response, reason: str, started: float) -> Response:
+        metrics = self.service.metrics
+        metrics.count(metrics.rejected, self.key, reason)
+        self._log(request, response.status, reason, started, None)
+        return response
+
+    def _log(self, request: Request, status: int, reason: str | None, started: float,
+             execution: bytes | None) -> None:
+        elapsed = time.perf_counter() - started
+        service = self.service
+        service.metrics.count(service.metrics.requests, self.key, _CODES.get(status) or str(status))
+        self.duration.observe(elapsed)
+        service.writer.log_request(RequestLogEntry(
+            request.received_at, request.peer, request.method, request.path, self.key, status,
+            reason, len(request.body), elapsed * 1000, request.request_id, execution))
+
+
+_CODES = {code: str(code) for code in (200, 202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 431, 500, 503, 504)}
+
+
+def _allowed(ip: str, networks) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

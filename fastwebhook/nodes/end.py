@@ -1,0 +1,24 @@
+"""`end`: stop the execution here, as resolved or failed."""
+
+from typing import Any, Mapping
+
+NAME = "end"
+FIELDS = ("status",)
+STATUSES = ("resolved", "failed")
+
+
+class EndExecution(Exception):
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+def prepare(fields: Mapping[str, Any], path: str, report) -> str:
+    status = fields.get("status", "resolved")
+    if status not in STATUSES:
+        report(f"{path}.status", f"must be \"resolved\" or \"failed\", not {status!r}")
+    return status
+
+
+async def run(status: str, run) -> None:
+    raise EndExecution(status)

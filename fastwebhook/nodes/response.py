@@ -1,0 +1,25 @@
+"""`response`: the answer a sync-mode webhook gets; recorded (and ignored) in async mode."""
+
+from typing import Any, Mapping
+
+from ..templates import compile_value
+
+NAME = "response"
+FIELDS = ("status", "headers", "body")
+
+
+def prepare(fields: Mapping[str, Any], path: str, report) -> dict:
+    status = fields.get("status", 200)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        report(f"{path}.status", f"must be an HTTP status between 100 and 599, not {status!r}")
+    headers = fields.get("headers", {})
+    if not isinstance(headers, dict):
+        report(f"{path}.headers", "must be a table of header = value")
+        headers = {}
+    return {"status": status, "headers": compile_value(dict(headers)), "body": compile_value(fields.get("body", ""))}
+
+
+async def run(prepared: dict, run) -> dict:
+    answer = run.render(prepared)
+    run.response = answer
+    return answer

@@ -1,0 +1,312 @@
+"""HTTP/1.1 over asyncio: bytes in, `Request` out; `Response` (or a future of one) in, bytes out.
+
+The protocol knows nothing of webhooks.  Limits are enforced in the parser callbacks and
+answered from prebuilt byte strings; responses leave in request order whatever order they are
+ready in, so pipelining is correct by construction.  No task is created per request: a response
+that is not ready yet is a future whose callback flushes the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Protocol as TypingProtocol
+
+import httptools
+
+from .http import Request, Response, prebuilt
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MALFORMED = prebuilt(400, "malformed HTTP request")
+HEADERS_TOO_LARGE = prebuilt(431, "request headers too large")
+UNSUPPORTED_UPGRADE = prebuilt(400, "protocol upgrade is not supported")
+MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
+_request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+_request_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_size: int
+    max_body_size: int
+    read_timeout: float
+    keepalive_timeout: float
+
+    @property
+    def tick(self) -> float:
+        return min(self.read_timeout, self.keepalive_timeout)
+
+
+class Application(TypingProtocol):
+    def route(self, request: Request) -> None: ...
+    def handle(self, request: Request) -> Response | asyncio.Future: ...
+    def too_large(self, request: Request) -> Response: ...
+    def connection_opened(self) -> None: ...
+    def connection_closed(self) -> None: ...
+    def internal_error(self, exc: BaseException | None) -> None: ...
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback: answer with `answer` and close."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+
+class _Pending:
+    """One request's place in the pipeline."""
+
+    __slots__ = ("request_id", "keep_alive", "response")
+
+    def __init__(self, request_id: bytes, keep_alive: bool, response):
+        self.request_id = request_id
+        self.keep_alive = keep_alive
+        self.response = response
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, app: Application, limits: Limits, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float]):
+        self.app = app
+        self.limits = limits
+        self.loop = loop
+        self.clock = clock
+        # per connection
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.pipeline: deque[_Pending] = deque()
+        self.closing = False
+        self.reading_paused = False
+        self.writing_paused = False
+        # per request
+        self.request: Request | None = None
+        self.url = b""
+        self.header_bytes = 0
+        self.chunks: list[bytes] = []
+        self.body_size = 0
+        self.expect_continue = False
+        self.te_in_http10 = False
+        # timers: one handle, re-armed lazily to the nearest deadline
+        self.deadline = 0.0
+        self.deadline_kind: str | None = None   # "read", "idle" or None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        self.app.connection_opened()
+        self._set_deadline("idle", self.limits.keepalive_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for pending in self.pipeline:
+            if isinstance(pending.response, asyncio.Future):
+                pending.response.remove_done_callback(self._flush)
+        self.pipeline.clear()
+        self.app.connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(UNSUPPORTED_UPGRADE)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._refuse(cause.answer)
+            else:  # our own bug: the connection pays, never the process
+                self.app.internal_error(cause)
+                self._refuse(prebuilt(500, "internal error"))
+        except httptools.HttpParserError:
+            self._refuse(MALFORMED)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if len(self.pipeline) < MAX_PIPELINE:
+            self._resume_reading()
+
+    # -- parser callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.header_bytes = 0
+        self.chunks = []
+        self.body_size = 0
+        self.expect_continue = False
+        self.te_in_http10 = False
+        self.request = None
+        self._set_deadline("read", self.limits.read_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.header_bytes += len(url)
+        if self.header_bytes > self.limits.max_header_size:
+            raise _Reject(HEADERS_TOO_LARGE)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_size:
+            raise _Reject(HEADERS_TOO_LARGE)
+        if self.request is None:
+            self._begin_request()
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self.request.headers
+        if key in headers:
+            headers[key] = f"{headers[key]}, {text}"
+        else:
+            headers[key] = text
+        if key == "expect" and text.lower() == "100-continue":
+            self.expect_continue = True
+        elif key == "transfer-encoding" and self.parser.get_http_version() == "1.0":
+            self.te_in_http10 = True  # RFC 9112 6.1: framing of such a message is faulty
+
+    def on_headers_complete(self) -> None:
+        if self.request is None:
+            self._begin_request()
+        if self.te_in_http10:
+            raise _Reject(MALFORMED)
+        request = self.request
+        parser = self.parser
+        request.http_version = parser.get_http_version()
+        # HTTP/1.0 keep-alive would need "Connection: keep-alive" echoed; one request each is simpler.
+        request.keep_alive = parser.should_keep_alive() and request.http_version == "1.1"
+        self.app.route(request)
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) > request.body_limit:
+            raise _Reject(self.app.too_large(request).encode(request.request_id.encode(), False))
+        if self.expect_continue and request.http_version == "1.1":
+            if not self.pipeline:  # later, and it would overtake an earlier response
+                self.transport.write(CONTINUE)
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body_size += len(chunk)
+        if self.body_size > self.request.body_limit:
+            raise _Reject(self.app.too_large(self.request).encode(self.request.request_id.encode(), False))
+        self.chunks.append(chunk)
+
+    def on_message_complete(self) -> None:
+        request = self.request
+        chunks = self.chunks
+        request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        self.request = None
+        self.deadline_kind = None
+        response = self.app.handle(request)
+        pending = _Pending(request.request_id.encode(), request.keep_alive, response)
+        if not self.pipeline and not isinstance(response, asyncio.Future):
+            self._write(pending, response)
+            return
+        self.pipeline.append(pending)
+        if isinstance(response, asyncio.Future):
+            response.add_done_callback(self._flush)
+        self._flush()
+        if len(self.pipeline) >= MAX_PIPELINE:
+            self._pause_reading()
+
+    # -- output -------------------------------------------------------------------------------
+    def _flush(self, _future=None) -> None:
+        pipeline = self.pipeline
+        while pipeline and not self.closing:
+            head = pipeline[0].response
+            if isinstance(head, asyncio.Future):
+                if not head.done():
+                    return
+                head = head.result() if not head.cancelled() else Response.error(503, "shutting down")
+            self._write(pipeline.popleft(), head)
+        if len(pipeline) < MAX_PIPELINE and not self.writing_paused:
+            self._resume_reading()
+
+    def _write(self, pending: _Pending, response: Response) -> None:
+        if self.closing:
+            return
+        keep_alive = pending.keep_alive and not response.close
+        self.transport.write(response.encode(pending.request_id, keep_alive))
+        if not keep_alive:
+            self._close()
+        elif not self.pipeline and self.request is None and self.deadline_kind is None:
+            self._set_deadline("idle", self.limits.keepalive_timeout)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer a broken request after the good ones before it, then close."""
+        self._pause_reading()
+        if not self.pipeline:
+            self.transport.write(answer)
+            self._close()
+            return
+        self.pipeline.append(_Pending(b"-", False, _Raw(answer)))
+        self._flush()
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- deadlines ----------------------------------------------------------------------------
+    def _begin_request(self) -> None:
+        self.request = Request(self.parser.get_method().decode("latin-1"), self.url, self.peer,
+                               self.clock(), f"{_request_prefix}{next(_request_counter):x}")
+
+    def _set_deadline(self, kind: str, seconds: float) -> None:
+        """Setting a deadline is an assignment; the one timer wakes at least every `tick`
+        seconds while a deadline is set, so it is never late for a deadline set after it."""
+        self.deadline_kind = kind
+        now = self.loop.time()
+        self.deadline = now + seconds
+        if self.timer is None:
+            self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.deadline_kind is None or self.closing:
+            return
+        now = self.loop.time()
+        if now >= self.deadline:
+            # a request still arriving, or a quiet keep-alive connection: just drop it
+            self._close()
+        else:
+            self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
+
+
+class _Raw(Response):
+    """Bytes prebuilt elsewhere, written as they are."""
+
+    def __init__(self, data: bytes):
+        super().__init__(0, close=True)
+        self.data = data
+
+    def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
+        return self.data

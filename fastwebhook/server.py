@@ -1,0 +1,89 @@
+"""Serving: listeners, signals, and a shutdown that loses nothing.
+
+SIGTERM (or SIGINT): stop accepting, let requests in flight get their answers, let running
+executions finish up to a grace period, commit, release leases so the next start takes the
+queued rest at once, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+
+import uvloop
+
+from .app import WebhookApp
+from .config import Config
+from .protocol import HttpProtocol, Limits
+from .service import Service
+
+log = logging.getLogger("fastwebhook.server")
+SHUTDOWN_GRACE = 10.0
+DRAIN_REQUESTS = 5.0
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.service = Service(config)
+        self.app: WebhookApp | None = None
+        self.listeners: list[asyncio.Server] = []
+        self.addresses: list[tuple[str, int]] = []
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.service.start()
+        self.app = WebhookApp(self.config, self.service)
+        server = self.config.server
+        limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
+                        server.keepalive_timeout)
+        app = self.app
+
+        def make_protocol() -> HttpProtocol:
+            return HttpProtocol(app, limits, loop, time.time)
+
+        for host, port in server.listen:
+            listener = await loop.create_server(
+                make_protocol, host, port, backlog=4096, reuse_port=server.processes != 1,
+                family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC)
+            self.listeners.append(listener)
+            for sock in listener.sockets:
+                bound = sock.getsockname()
+                self.addresses.append((bound[0], bound[1]))
+                log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}"})
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        # New requests on open connections now get 503; answers already owed (their commits
+        # in flight) still go out before the store closes.
+        self.service.stopping = True
+        try:
+            await asyncio.wait_for(self.service.writer.drain(), DRAIN_REQUESTS)
+        except asyncio.TimeoutError:
+            log.warning("the store did not take the last batch within %ss", DRAIN_REQUESTS)
+        await self.service.stop(SHUTDOWN_GRACE)
+        self.stopped.set()
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("ready", extra={"workflows": len(config.workflows), "storage": config.storage.url,
+                             "durability": config.storage.durability})
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+    log.info("stopped")
+
+
+def run(config: Config) -> None:
+    uvloop.run(serve(config))

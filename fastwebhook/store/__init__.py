@@ -1,0 +1,22 @@
+"""Opening the store a config names."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from ..config import StorageConfig
+from ..errors import StoreError
+from .base import Store
+
+
+def open_store(storage: StorageConfig) -> Store:
+    """An unopened store for `storage.url`; call `await store.open()`."""
+    url = storage.url
+    if url.startswith("sqlite://"):
+        from .sqlite import SqliteStore  # noqa: PLC0415
+
+        # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
+        synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
+        return SqliteStore(path or ":memory:", synchronous=synchronous)
+    raise StoreError(f"storage.url {url!r}: PostgreSQL support arrives with the scale-out work")

@@ -1,0 +1,194 @@
+"""One `[workflows.<key>]` table into a frozen Workflow, errors reported with TOML paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from .config import (ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
+                     ResponseConfig, ServerConfig, VerifyConfig, Workflow, _PATH_SEGMENT)
+from .errors import ConfigError
+from .nodes import NODE_TYPES
+from .templates import compile_value
+from .units import parse_duration, parse_size
+from .verify import SCHEMES, build_verifier
+
+WORKFLOW_FIELDS = {
+    "title", "path", "methods", "mode", "enabled", "sync_timeout", "on_sync_timeout", "ip_allow",
+    "max_body_size", "content_types", "rate_limit", "schema", "order_key", "concurrency",
+    "public_url", "verify", "dedup", "response", "nodes",
+}
+NODE_COMMON_FIELDS = {"key", "type", "title", "ignore_fail", "then", "else"}
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) -> Workflow | None:
+    errors_before = len(loader.errors)
+    loader.unknown_keys(t, WORKFLOW_FIELDS, path)
+    if not _KEY.match(key):
+        loader.error(path, "a workflow key may hold only letters, digits, '-' and '_'")
+    url_path = loader.take(t, "path", path, str, f"/api/webhooks/{key}")
+    _check_path(loader, url_path, f"{path}.path")
+    methods = tuple(m.upper() for m in loader.take(t, "methods", path, list, ["POST"]) if isinstance(m, str))
+    for i, method in enumerate(methods):
+        if method not in METHODS:
+            loader.error(f"{path}.methods[{i}]", f"must be one of {', '.join(METHODS)}, not {method!r}")
+    if not methods:
+        loader.error(f"{path}.methods", "must name at least one method")
+    mode = loader.take(t, "mode", path, str, "async")
+    if mode not in MODES:
+        loader.error(f"{path}.mode", f"must be \"async\" or \"sync\", not {mode!r}")
+    on_timeout = loader.take(t, "on_sync_timeout", path, str, "accept")
+    if on_timeout not in ("accept", "error"):
+        loader.error(f"{path}.on_sync_timeout", f"must be \"accept\" or \"error\", not {on_timeout!r}")
+    max_body = loader.convert(parse_size, t.get("max_body_size", server.max_body_size),
+                              f"{path}.max_body_size", server.max_body_size)
+    if max_body > server.max_body_size:
+        loader.error(f"{path}.max_body_size", f"may only lower server.max_body_size ({server.max_body_size} bytes)")
+    content_types = loader.take(t, "content_types", path, list, [])
+    concurrency = loader.take(t, "concurrency", path, int, 0)
+    if concurrency < 0:
+        loader.error(f"{path}.concurrency", "must be 0 (no limit) or more")
+    verify = _verify(loader, loader.table(t, "verify", path), f"{path}.verify")
+    workflow = Workflow(
+        key=key, path=url_path, title=loader.take(t, "title", path, str, ""), methods=methods,
+        mode=mode, enabled=loader.take(t, "enabled", path, bool, True),
+        sync_timeout=loader.convert(parse_duration, t.get("sync_timeout", "30s"), f"{path}.sync_timeout", 30.0),
+        on_sync_timeout=on_timeout,
+        ip_allow=loader.networks(t.get("ip_allow", []), f"{path}.ip_allow"),
+        max_body_size=min(max_body, server.max_body_size),
+        content_types=frozenset(str(c).lower() for c in content_types),
+        rate_limit=loader.take(t, "rate_limit", path, str, ""),
+        schema=loader.take(t, "schema", path, str, ""),
+        order_key=loader.take(t, "order_key", path, str, ""),
+        concurrency=concurrency,
+        public_url=loader.take(t, "public_url", path, str, ""),
+        verify=verify,
+        dedup=_dedup(loader, loader.table(t, "dedup", path), f"{path}.dedup", verify),
+        response=_response(loader, loader.table(t, "response", path), f"{path}.response"),
+        nodes=_nodes(loader, t.get("nodes", []), f"{path}.nodes", set()),
+        version=hashlib.sha256(orjson.dumps(t, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12],
+    )
+    return workflow if len(loader.errors) == errors_before else None
+
+
+def _check_path(loader, url_path: str, where: str) -> None:
+    if not url_path.startswith("/"):
+        loader.error(where, f"must start with '/': {url_path!r}")
+        return
+    if url_path in RESERVED_PATHS or url_path == ADMIN_PREFIX or url_path.startswith(ADMIN_PREFIX + "/"):
+        loader.error(where, f"{url_path} is reserved")
+    for segment in url_path.split("/")[1:]:
+        if not _PATH_SEGMENT.match(segment):
+            loader.error(where, f"invalid path segment {segment!r} (a parameter is written {{name}})")
+
+
+def _verify(loader, t: dict, path: str) -> VerifyConfig:
+    scheme = loader.take(t, "scheme", path, str, "none")
+    options = {k: v for k, v in t.items() if k not in ("scheme", "secret", "secrets", "secret_file")}
+    secrets = _secrets(loader, t, path)
+    known = SCHEMES.get(scheme)
+    if known is not None and known.needs_secret and not secrets:
+        loader.error(f"{path}.secret", f"scheme {scheme!r} needs a secret (secret, secrets or secret_file)")
+        return VerifyConfig(scheme=scheme)
+    try:
+        verifier = build_verifier(scheme, options, secrets, path)
+    except ConfigError as exc:
+        loader.errors.append(exc)
+        verifier = None
+    return VerifyConfig(scheme=scheme, secrets=secrets, options=MappingProxyType(options), verifier=verifier)
+
+
+def _secrets(loader, t: dict, path: str) -> tuple[bytes, ...]:
+    secrets: list[str] = []
+    if "secret" in t:
+        secrets.append(loader.take(t, "secret", path, str, ""))
+    for i, value in enumerate(loader.take(t, "secrets", path, list, [])):
+        if not isinstance(value, str):
+            loader.error(f"{path}.secrets[{i}]", "must be a string")
+        else:
+            secrets.append(value)
+    if "secret_file" in t:
+        secrets.append(_read_secret_file(loader, loader.take(t, "secret_file", path, str, ""), f"{path}.secret_file"))
+    return tuple(s.encode() for s in secrets if s)
+
+
+def _read_secret_file(loader, name: str, where: str) -> str:
+    """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
+    candidates = [Path(name)]
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and not os.path.isabs(name):
+        candidates.insert(0, Path(credentials) / name)
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return candidate.read_text().strip()
+            except OSError as exc:
+                loader.error(where, f"cannot read {candidate}: {exc.strerror}")
+                return ""
+    loader.error(where, f"no such file: {name}")
+    return ""
+
+
+def _dedup(loader, t: dict, path: str, verify: VerifyConfig) -> DedupConfig:
+    loader.unknown_keys(t, {"key", "ttl", "enabled"}, path)
+    key = loader.take(t, "key", path, str, "")
+    scheme = SCHEMES.get(verify.scheme)
+    has_default = scheme is not None and (scheme.dedup_key is not None or getattr(scheme, "dedup_from_data", None))
+    enabled = loader.take(t, "enabled", path, bool, bool(key) or bool(has_default))
+    if enabled and not key and not has_default:
+        loader.error(f"{path}.key", f"scheme {verify.scheme!r} has no default dedup key: set one")
+    ttl = loader.convert(parse_duration, t.get("ttl", "24h"), f"{path}.ttl", 86400.0)
+    return DedupConfig(enabled=enabled, key=key, ttl=ttl)
+
+
+def _response(loader, t: dict, path: str) -> ResponseConfig:
+    loader.unknown_keys(t, {"status", "headers", "body"}, path)
+    status = loader.take(t, "status", path, int, 200)
+    if not 100 <= status <= 599:
+        loader.error(f"{path}.status", f"must be an HTTP status between 100 and 599, not {status}")
+    headers = loader.take(t, "headers", path, dict, {"Content-Type": "application/json"})
+    body = t.get("body", ResponseConfig.body)
+    if not isinstance(body, (str, dict, list)):
+        loader.error(f"{path}.body", "must be a string or a table")
+    return ResponseConfig(status=status, headers=tuple((str(k), str(v)) for k, v in headers.items()),
+                          body=compile_value(body))
+
+
+def _nodes(loader, entries: Any, path: str, keys: set[str]) -> tuple[NodeSpec, ...]:
+    if not isinstance(entries, list):
+        loader.error(path, "must be a list of node tables ([[...nodes]])")
+        return ()
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            loader.error(where, "must be a table")
+            continue
+        key, kind = entry.get("key"), entry.get("type")
+        if not isinstance(key, str) or not _KEY.match(key):
+            loader.error(f"{where}.key", "a node needs a key of letters, digits, '-' and '_'")
+        elif key in keys:
+            loader.error(f"{where}.key", f"duplicate node key {key!r}")
+        else:
+            keys.add(key)
+        node_type = NODE_TYPES.get(kind)
+        if node_type is None:
+            loader.error(f"{where}.type", f"unknown node type {kind!r} (known: {', '.join(sorted(NODE_TYPES))})")
+            continue
+        fields = {k: v for k, v in entry.items() if k not in NODE_COMMON_FIELDS}
+        loader.unknown_keys(fields, node_type.fields, where)
+        prepared = node_type.prepare(fields, where, loader.error)
+        specs.append(NodeSpec(
+            key=str(key), type=kind, path=where, title=str(entry.get("title", "")),
+            ignore_fail=bool(entry.get("ignore_fail", False)),
+            fields=MappingProxyType({"prepared": prepared}),
+            then=_nodes(loader, entry.get("then", []), f"{where}.then", keys),
+            otherwise=_nodes(loader, entry.get("else", []), f"{where}.else", keys)))
+    return tuple(specs)
