@@ -89,8 +89,8 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.chunks: list[bytes] = []
         self.body_size = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.expect_continue = False
-        self.te_in_http10 = False
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
         self.deadline_kind: str | None = None   # "read", "idle" or None
@@ -151,10 +151,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.header_bytes = 0
+        self.raw_headers = []
         self.chunks = []
         self.body_size = 0
-        self.expect_continue = False
-        self.te_in_http10 = False
         self.request = None
         self._set_deadline("read", self.limits.read_timeout)
 
@@ -165,33 +164,32 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(HEADERS_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Only count and keep here: this runs once per header, the dict is built once per request.
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_size:
             raise _Reject(HEADERS_TOO_LARGE)
-        if self.request is None:
-            self._begin_request()
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = self.request.headers
-        if key in headers:
-            headers[key] = f"{headers[key]}, {text}"
-        else:
-            headers[key] = text
-        if key == "expect" and text.lower() == "100-continue":
-            self.expect_continue = True
-        elif key == "transfer-encoding" and self.parser.get_http_version() == "1.0":
-            self.te_in_http10 = True  # RFC 9112 6.1: framing of such a message is faulty
+        self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.request is None:
-            self._begin_request()
-        if self.te_in_http10:
-            raise _Reject(MALFORMED)
-        request = self.request
         parser = self.parser
-        request.http_version = parser.get_http_version()
+        request = Request(parser.get_method().decode("latin-1"), self.url, self.peer, self.clock(),
+                          f"{_request_prefix}{next(_request_counter):x}")
+        self.request = request
+        headers = request.headers
+        for name, value in self.raw_headers:
+            key = name.lower().decode("latin-1")
+            if key in headers:
+                headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
+            else:
+                headers[key] = value.decode("latin-1")
+        self.raw_headers = []
+        request.http_version = version = parser.get_http_version()
+        if version == "1.0" and "transfer-encoding" in headers:
+            raise _Reject(MALFORMED)  # RFC 9112 6.1: the framing of such a message is faulty
         # HTTP/1.0 keep-alive would need "Connection: keep-alive" echoed; one request each is simpler.
-        request.keep_alive = parser.should_keep_alive() and request.http_version == "1.1"
+        request.keep_alive = version == "1.1" and parser.should_keep_alive()
+        expect = headers.get("expect")
+        self.expect_continue = expect is not None and expect.lower() == "100-continue"
         self.app.route(request)
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > request.body_limit:
@@ -276,10 +274,6 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- deadlines ----------------------------------------------------------------------------
-    def _begin_request(self) -> None:
-        self.request = Request(self.parser.get_method().decode("latin-1"), self.url, self.peer,
-                               self.clock(), f"{_request_prefix}{next(_request_counter):x}")
-
     def _set_deadline(self, kind: str, seconds: float) -> None:
         """Setting a deadline is an assignment; the one timer wakes at least every `tick`
         seconds while a deadline is set, so it is never late for a deadline set after it."""

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
 from ..body import parse_body
+from ..ids import from_text, to_text
 
 
-def execution_id(raw: bytes) -> str:
-    return str(uuid.UUID(bytes=raw))
-
-
-def parse_execution_id(text: str) -> bytes | None:
-    try:
-        return uuid.UUID(text).bytes
-    except (ValueError, TypeError, AttributeError):
-        return None
+execution_id = to_text
+parse_execution_id = from_text
 
 
 def timestamp(value: float | None) -> str | None:
