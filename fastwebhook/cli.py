@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from . import admin
-from .config import Config, find_config, load_config
+from .config import Config, display_url, find_config, load_config
 from .errors import ConfigErrors, FastwebhookError
 from .store import open_store
 
@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config)
         if args.command == "check":
-            print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {config.storage.url}")
+            print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
             return 0
         if args.command == "workflows":
-            return _show(args, admin.list_workflows(config), ("key", "path", "methods", "mode", "enabled", "verify"))
+            return _show(args, {"items": admin.list_workflows(config), "next": None},
+                         ("key", "path", "methods", "mode", "enabled", "verify"))
         return asyncio.run(_read(args, config))
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, ConfigErrors
@@ -167,6 +168,7 @@ class _Loader:
         self.path = path
         self.environ = environ
         self.errors: list[ConfigError] = []
+        self.metrics_path = "/metrics"
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(ConfigError(path, message))
@@ -225,9 +227,13 @@ class _Loader:
         storage = self.storage(self.table(raw, "storage", ""))
         queue = self.queue(self.table(raw, "queue", ""))
         metrics = self.table(raw, "metrics", "")
+        self.unknown_keys(metrics, {"path"}, "metrics")
         metrics_path = self.take(metrics, "path", "metrics", str, "/metrics")
+        self.metrics_path = metrics_path
         admin = self.table(raw, "admin", "")
+        self.unknown_keys(admin, {"token"}, "admin")
         log = self.table(raw, "log", "")
+        self.unknown_keys(log, {"level", "format"}, "log")
         log_level = self.take(log, "level", "log", str, "info").lower()
         if log_level not in ("debug", "info", "warning", "error"):
             self.error("log.level", f"must be one of debug, info, warning, error, not {log_level!r}")
@@ -312,6 +318,9 @@ class _Loader:
                 self.error("workflows_dir", f"not a directory: {folder}")
             else:
                 for file in sorted(folder.glob("*.toml")):
+                    if file.stem in tables:
+                        self.error(f"workflows.{file.stem}", f"defined twice: in the config and in {file}")
+                        continue
                     try:
                         tables[file.stem] = self.substitute(tomllib.loads(file.read_text()), f"workflows.{file.stem}")
                     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -327,11 +336,21 @@ class _Loader:
             if workflow is None:
                 continue
             workflows[key] = workflow
+            shape = re.sub(r"\{[^/]*\}", "{}", workflow.path)  # /p/{a} and /p/{b} are one route
             for method in workflow.methods:
-                other = claimed.setdefault((workflow.path, method), key)
+                other = claimed.setdefault((shape, method), key)
                 if other != key:
                     self.error(f"{path}.path", f"{method} {workflow.path} is already claimed by workflows.{other}")
         return workflows
+
+
+def display_url(url: str) -> str:
+    """A storage URL fit for logs: the password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def parse_listen(entry: Any) -> tuple[str, int]:

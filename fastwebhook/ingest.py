@@ -84,6 +84,9 @@ class Trigger:
             key_hash = dedup_hash(self.key, dedup_key)
             original = service.dedup.get(key_hash)
             if original is not None:
+                waiters = service.uncommitted.get(original)
+                if waiters is not None:  # never call it a duplicate of something not yet on disk
+                    return self._after_original(request, waiters, started)
                 return self.duplicate(request, original, started)
         if not service.queue.reserve():
             return self.refuse(request, QUEUE_FULL, "queue_full", started)
@@ -106,16 +109,35 @@ class Trigger:
         id_text = to_text(execution_id)
         work = Work(execution_id, id_text, self.workflow, context)
         if not service.durable and not self.sync:
-            service.writer.add_execution(execution, self._on_memory_commit(request, execution, started))
-            service.queue.push(work)
+            service.writer.add_execution(execution, self._on_memory_commit(execution, work))
             return self.accepted(request, execution_id, id_text, started)
         answer = service.loop.create_future()
+        if key_hash is not None:
+            service.uncommitted[execution_id] = []
         service.writer.add_execution(execution, self._on_commit(request, execution, work, answer, started))
+        return answer
+
+    def _after_original(self, request: Request, waiters: list, started: float) -> asyncio.Future:
+        """A repeat of a request whose commit is in flight is answered when that commit lands:
+        200 duplicate if it did, 503 if it failed (then the sender's retry is a fresh request)."""
+        answer = self.service.loop.create_future()
+
+        def original_committed(original: bytes | None, error: Exception | None) -> None:
+            if error is not None:
+                response = self.refuse(request, STORE_DOWN, "store", started)
+            else:
+                response = self.duplicate(request, original, started)
+            if not answer.done():
+                answer.set_result(response)
+
+        waiters.append(original_committed)
         return answer
 
     def _on_commit(self, request, execution: NewExecution, work: Work, answer: asyncio.Future, started):
         def committed(original: bytes | None, error: Exception | None) -> None:
             service = self.service
+            for waiter in service.uncommitted.pop(execution.id, ()):
+                waiter(original or execution.id, error)
             if error is not None:
                 self._forget(execution)
                 service.queue.release()
@@ -137,16 +159,19 @@ class Trigger:
                 answer.set_result(response)
         return committed
 
-    def _on_memory_commit(self, request, execution: NewExecution, started):
-        """Memory durability answered already; a later commit failure or store-side duplicate
-        is only logged (the trade that mode makes)."""
+    def _on_memory_commit(self, execution: NewExecution, work: Work):
+        """Memory durability answered already.  The work still waits for its commit, so a
+        duplicate the store catches (another process took the key) does not run; a commit that
+        failed is run anyway, since it was acknowledged, but would not survive a crash."""
         def committed(original: bytes | None, error: Exception | None) -> None:
+            service = self.service
+            if original is not None:
+                service.dedup.put(execution.dedup_hash, original, execution.dedup_expires)
+                service.queue.release()
+                return
             if error is not None:
-                self._forget(execution)
-                self.service.log.error("execution %s was acknowledged but not stored: %s",
-                                       to_text(execution.id), error)
-            elif original is not None:
-                self.service.dedup.put(execution.dedup_hash, original, execution.dedup_expires)
+                service.log.error("execution %s was acknowledged but not stored: %s", work.id_text, error)
+            service.queue.push(work)
         return committed
 
     def _forget(self, execution: NewExecution) -> None:

@@ -17,7 +17,7 @@ import time
 import uvloop
 
 from .app import WebhookApp
-from .config import Config
+from .config import Config, display_url
 from .protocol import HttpProtocol, Limits
 from .service import Service
 
@@ -85,7 +85,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("ready", extra={"workflows": len(config.workflows), "storage": config.storage.url,
+    log.info("ready", extra={"workflows": len(config.workflows), "storage": display_url(config.storage.url),
                              "durability": config.storage.durability})
     await stop.wait()
     log.info("stopping")

@@ -44,6 +44,8 @@ class Service:
         self.writer = Writer(self.store, self.metrics, clock)
         self.queue = WorkQueue(config.queue.capacity, config.queue.workers, self.execute)
         self.dedup = DedupCache()
+        # executions whose commit is in flight -> callbacks of repeats waiting on that commit
+        self.uncommitted: dict[bytes, list] = {}
         self.owner = new_owner()
         self.lease = LEASE_SECONDS
         self.durable = config.storage.durability == "commit"
@@ -61,8 +63,8 @@ class Service:
         await self.store.open()
         self.store_ok = True
         now = self.clock()
-        for key_hash, execution in await self.store.live_dedup(now, self.dedup.capacity):
-            self.dedup.put(key_hash, execution, now + 60.0)  # re-read from the store after a minute
+        for key_hash, execution, expires_at in await self.store.live_dedup(now, self.dedup.capacity):
+            self.dedup.put(key_hash, execution, expires_at)
         owners = await self.store.pending_owners()
         self._dead_owners = tuple(o for o in owners if owner_is_dead(o, self.owner))
         self.writer.start()
@@ -101,15 +103,19 @@ class Service:
 
     async def sweep(self) -> None:
         """Claim pending work whose lease lapsed (or whose owner died) while there is room."""
-        room = self.queue.room
+        queue = self.queue
+        room = min(queue.room, 1000)
         if room <= 0 or self.stopping:
             return
-        now = self.clock()
-        claimed = await self.store.claim(self.owner, now, now + self.lease, min(room, 1000),
-                                         self._dead_owners)
+        queue.load += room  # hold the slots across the await, so requests cannot take them
+        try:
+            now = self.clock()
+            claimed = await self.store.claim(self.owner, now, now + self.lease, room, self._dead_owners)
+        finally:
+            queue.load -= room
         for row in claimed:
-            if self.queue.reserve():
-                self.queue.push(self._work_from_row(row))
+            queue.load += 1
+            queue.push(self._work_from_row(row))
 
     async def renew(self) -> None:
         if self.queue.load:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import os.path
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -35,11 +35,14 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         loader.error(path, "a workflow key may hold only letters, digits, '-' and '_'")
     url_path = loader.take(t, "path", path, str, f"/api/webhooks/{key}")
     _check_path(loader, url_path, f"{path}.path")
-    methods = tuple(m.upper() for m in loader.take(t, "methods", path, list, ["POST"]) if isinstance(m, str))
-    for i, method in enumerate(methods):
-        if method not in METHODS:
+    methods, listed = [], loader.take(t, "methods", path, list, ["POST"])
+    for i, method in enumerate(listed):
+        if not isinstance(method, str) or method.upper() not in METHODS:
             loader.error(f"{path}.methods[{i}]", f"must be one of {', '.join(METHODS)}, not {method!r}")
-    if not methods:
+        else:
+            methods.append(method.upper())
+    methods = tuple(methods)
+    if not listed:
         loader.error(f"{path}.methods", "must name at least one method")
     mode = loader.take(t, "mode", path, str, "async")
     if mode not in MODES:
@@ -82,7 +85,7 @@ def _check_path(loader, url_path: str, where: str) -> None:
     if not url_path.startswith("/"):
         loader.error(where, f"must start with '/': {url_path!r}")
         return
-    if url_path in RESERVED_PATHS or url_path == ADMIN_PREFIX or url_path.startswith(ADMIN_PREFIX + "/"):
+    if url_path in RESERVED_PATHS or url_path == loader.metrics_path or url_path == ADMIN_PREFIX or url_path.startswith(ADMIN_PREFIX + "/"):
         loader.error(where, f"{url_path} is reserved")
     for segment in url_path.split("/")[1:]:
         if not _PATH_SEGMENT.match(segment):
@@ -122,7 +125,7 @@ def _secrets(loader, t: dict, path: str) -> tuple[bytes, ...]:
 def _read_secret_file(loader, name: str, where: str) -> str:
     """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
     candidates = [Path(name)]
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    credentials = loader.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and not os.path.isabs(name):
         candidates.insert(0, Path(credentials) / name)
     for candidate in candidates:

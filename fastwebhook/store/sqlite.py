@@ -130,8 +130,8 @@ class SqliteStore:
     async def pending_owners(self) -> list[str]:
         return [row[0] for row in await self._fetch(SQL["pending_owners"], ())]
 
-    async def live_dedup(self, now: float, limit: int) -> list[tuple[int, bytes]]:
-        return [(row[0], row[1]) for row in await self._fetch(SQL["live_dedup"], (now, limit))]
+    async def live_dedup(self, now: float, limit: int) -> list[tuple[int, bytes, float]]:
+        return [(row[0], row[1], row[2]) for row in await self._fetch(SQL["live_dedup"], (now, limit))]
 
     async def get_execution(self, id: bytes) -> dict[str, Any] | None:
         rows = await self._fetch(SQL["get_execution"], (id,))

@@ -92,7 +92,7 @@ SELECT DISTINCT owner FROM executions WHERE status IN ('queued', 'started') AND 
 UPDATE executions SET lease_until = ? WHERE owner = ? AND status IN ('queued', 'started');
 
 -- name: live_dedup
-SELECT hash, execution FROM dedup WHERE expires_at > ? ORDER BY expires_at DESC LIMIT ?;
+SELECT hash, execution, expires_at FROM dedup WHERE expires_at > ? ORDER BY expires_at DESC LIMIT ?;
 
 -- name: get_execution
 SELECT id, workflow, version, status, dedup_key, created_at, started_at, finished_at, attempts, error, request, body

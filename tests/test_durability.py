@@ -1,0 +1,461 @@
+"""Nothing acknowledged is lost: kill -9 and SIGTERM against a real child server and a real
+SQLite file, lease recovery after a restart, and the store's own claim / renew / dedup rules.
+
+SPEC section 4: in `durability = "commit"` a 2xx is sent only once the request is committed, so a
+crash (even `kill -9`) after a 2xx loses nothing and every acknowledged execution runs after a
+restart; a duplicate within the dedup ttl answers 200 with the original id, across restarts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ChildServer, spawn_server, start_server, write_config
+from fastwebhook.store.base import Batch, NewExecution, Transition
+from fastwebhook.store.sqlite import SqliteStore
+
+FINAL = ("resolved", "failed", "error", "aborted")
+HOOK = "/api/webhooks/hook"
+
+# A full config (log level info: spawn_server waits for the "listening" and "ready" lines).
+CHILD_CONFIG = """
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///{db}"
+durability = "commit"
+[queue]
+capacity = 100000
+workers = %(workers)d
+[log]
+level = "info"
+[admin]
+token = "test-token"
+
+[workflows.hook]
+[workflows.hook.dedup]
+key = "{{$context.headers.x-delivery}}"
+ttl = "%(ttl)s"
+[[workflows.hook.nodes]]
+key = "answer"
+type = "response"
+body = { ok = true, n = "{{$context.data.n}}" }
+"""
+
+
+def child_config(tmp_path: Path, *, workers: int = 64, ttl: str = "24h") -> tuple[Path, Path]:
+    config = write_config(tmp_path, CHILD_CONFIG % {"workers": workers, "ttl": ttl})
+    return config, tmp_path / "fastwebhook.db"
+
+
+def post(conn: http.client.HTTPConnection, delivery: str, n: int = 0) -> tuple[int, dict]:
+    conn.request("POST", HOOK, body=json.dumps({"n": n}).encode(),
+                 headers={"Content-Type": "application/json", "X-Delivery": delivery})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+class Load:
+    """Client threads, each on one keep-alive connection, sending unique deliveries as fast as
+    the server answers; every 2xx is recorded as (delivery id -> execution id)."""
+
+    def __init__(self, child: ChildServer, threads: int, pause: float = 0.0):
+        self.child = child
+        self.pause = pause
+        self.acked: dict[str, str] = {}
+        self.statuses: dict[int, int] = {}
+        self.odd: list = []                     # 2xx answers that are not a fresh acceptance
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(15)
+
+    def _run(self, index: int) -> None:
+        conn = http.client.HTTPConnection(self.child.host, self.child.port, timeout=10)
+        sent = 0
+        while not self.stopping.is_set():
+            delivery = f"d-{index}-{sent}"
+            sent += 1
+            try:
+                status, body = post(conn, delivery, sent)
+            except (OSError, http.client.HTTPException):
+                return                      # the server went away: stop, as a sender would
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status == 202 and body["status"] == "queued":
+                    self.acked[delivery] = body["execution_id"]
+                elif 200 <= status < 300:
+                    self.odd.append((delivery, status, body))
+            if self.pause:
+                time.sleep(self.pause)
+
+
+def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read the store's file directly, read-only (WAL lets this run beside the server)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def spawn():
+    """spawn_server, with every child killed at teardown should a test fail half-way."""
+    children: list[ChildServer] = []
+
+    def _spawn(config: Path, log: Path) -> ChildServer:
+        children.append(spawn_server(config, log))
+        return children[-1]
+
+    yield _spawn
+    for child in children:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait(10)
+
+
+def executions_by_delivery(db: Path) -> dict[str, list[tuple[str, str, int]]]:
+    """dedup key -> [(execution id text, status, attempts)] for every stored execution."""
+    rows = query(db, "SELECT dedup_key, id, status, attempts FROM executions")
+    found: dict[str, list] = {}
+    for key, raw_id, status, attempts in rows:
+        found.setdefault(key, []).append((str(uuid.UUID(bytes=raw_id)), status, attempts))
+    return found
+
+
+def wait_until_final(db: Path, acked: dict[str, str], timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = executions_by_delivery(db)
+        pending = [d for d in acked if not any(s in FINAL for _, s, _ in found.get(d, []))]
+        if not pending:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(pending)} acknowledged executions never finished, e.g. {pending[:3]}")
+        time.sleep(0.1)
+
+
+def terminate(child: ChildServer, timeout: float = 15.0) -> int:
+    child.process.send_signal(signal.SIGTERM)
+    return child.process.wait(timeout)
+
+
+# --- kill -9 mid-load -------------------------------------------------------------------------
+
+def test_kill_9_under_load_loses_nothing_acknowledged_and_runs_each_delivery_once(spawn, tmp_path):
+    config, db = child_config(tmp_path, workers=4)
+    child = spawn(config, tmp_path / "first.log")
+    with Load(child, threads=8) as load:
+        time.sleep(1.5)
+        child.process.kill()
+        child.process.wait(10)
+    acked = dict(load.acked)
+    assert len(acked) > 200, f"too little load to mean anything: {load.statuses}"
+    assert load.odd == [], "a unique delivery was answered as something other than accepted"
+
+    # Straight after the crash, before any restart: every 2xx is already on disk.
+    stored = executions_by_delivery(db)
+    missing = [d for d in acked if d not in stored]
+    assert not missing, f"{len(missing)} acknowledged requests lost by kill -9, e.g. {missing[:3]}"
+
+    restarted = spawn(config, tmp_path / "second.log")
+    try:
+        found = wait_until_final(db, acked)
+        # A sender that retries an acknowledged delivery after the restart gets the original id.
+        conn = http.client.HTTPConnection(restarted.host, restarted.port, timeout=10)
+        for delivery in sorted(acked)[:: max(1, len(acked) // 5)]:
+            assert post(conn, delivery) == (200, {"execution_id": acked[delivery], "status": "duplicate"})
+        conn.close()
+    finally:
+        assert terminate(restarted) == 0
+
+    for delivery, execution_id in acked.items():
+        rows = found[delivery]
+        assert len(rows) == 1, f"delivery {delivery} stored {len(rows)} times: {rows}"
+        assert rows[0][0] == execution_id
+        assert rows[0][1] == "resolved"
+    duplicated = [key for key, rows in executions_by_delivery(db).items() if len(rows) > 1]
+    assert not duplicated, f"deliveries with several executions: {duplicated[:3]}"
+    twice = query(db, "SELECT execution, position, count(*) FROM jobs GROUP BY execution, position "
+                      "HAVING count(*) > 1")
+    [(unfinished,)] = query(db, "SELECT count(*) FROM executions WHERE status NOT IN "
+                                "('resolved', 'failed', 'error', 'aborted')")
+    assert not twice, "an execution recorded the same node twice (it ran twice)"
+    assert unfinished == 0, "work a dead process held was never run"
+
+
+def test_sigterm_exits_0_and_everything_acknowledged_runs(spawn, tmp_path):
+    config, db = child_config(tmp_path, workers=2)
+    child = spawn(config, tmp_path / "first.log")
+    with Load(child, threads=3, pause=0.005) as load:
+        time.sleep(0.7)
+        started = time.monotonic()
+        child.process.send_signal(signal.SIGTERM)
+        code = child.process.wait(10)
+        took = time.monotonic() - started
+    assert code == 0
+    assert took < 5.0, f"SIGTERM took {took:.1f} s"
+    acked = dict(load.acked)
+    assert len(acked) > 20, load.statuses
+    assert load.odd == []
+    assert set(load.statuses) <= {202, 503}, f"unexpected answers while stopping: {load.statuses}"
+
+    stored = executions_by_delivery(db)
+    assert [d for d in acked if d not in stored] == [], "an acknowledged request is missing after SIGTERM"
+    [(leased,)] = query(db, "SELECT count(*) FROM executions WHERE status IN ('queued', 'started') "
+                            "AND lease_until > ?", (time.time(),))
+    assert leased == 0, "a clean stop must release its leases so the next start runs the rest at once"
+
+    restarted = spawn(config, tmp_path / "second.log")
+    try:
+        found = wait_until_final(db, acked, timeout=10)
+    finally:
+        assert terminate(restarted) == 0
+    assert all(len(found[d]) == 1 and found[d][0][0] == acked[d] for d in acked)
+
+
+def test_lapsed_work_of_a_dead_process_runs_after_restart(spawn, tmp_path):
+    """One worker, steady load, kill -9: what was accepted but not finished stays pending in
+    the store under the dead process's live lease; the next process claims it at start (it
+    knows the owner's pid is gone) instead of waiting out the 30 s lease."""
+    config, db = child_config(tmp_path, workers=1)
+    child = spawn(config, tmp_path / "first.log")
+    with Load(child, threads=6) as load:
+        time.sleep(0.8)
+        child.process.kill()
+        child.process.wait(10)
+    acked = dict(load.acked)
+    owners = {row[0] for row in query(db, "SELECT owner FROM executions WHERE status IN ('queued', 'started')")}
+    assert owners, "nothing was left pending: the crash did not leave work behind"
+    assert {owner.split(":")[1] for owner in owners} == {str(child.process.pid)}
+    restarted = spawn(config, tmp_path / "second.log")
+    try:
+        wait_until_final(db, acked, timeout=10)     # well inside the dead owner's 30 s lease
+    finally:
+        assert terminate(restarted) == 0
+    [(rerun,)] = query(db, "SELECT count(*) FROM executions WHERE attempts > 1")
+    assert rerun >= 1, "the restarted process claimed nothing"
+
+
+# --- dedup across a commit in flight and across restarts ----------------------------------------
+
+def test_duplicate_is_not_acknowledged_before_its_original_is_committed(spawn, tmp_path):
+    config, db = child_config(tmp_path)
+    child = spawn(config, tmp_path / "first.log")
+    # Hold SQLite's write lock, as a slow disk or a long purge would: the first commit waits.
+    blocker = sqlite3.connect(str(db), isolation_level=None, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    first: list = []
+
+    def send_first() -> None:
+        conn = http.client.HTTPConnection(child.host, child.port, timeout=10)
+        try:
+            first.append(post(conn, "same-delivery"))
+        except (OSError, http.client.HTTPException) as exc:
+            first.append(exc)
+
+    sender = threading.Thread(target=send_first, daemon=True)
+    sender.start()
+    time.sleep(0.3)
+    second = http.client.HTTPConnection(child.host, child.port, timeout=1.0)
+    try:
+        status, body = post(second, "same-delivery")
+    except (TimeoutError, OSError):
+        status, body = None, None           # waiting for the original's commit is right
+    child.process.kill()
+    child.process.wait(10)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    sender.join(10)
+    if status is not None and 200 <= status < 300:
+        stored = executions_by_delivery(db)
+        assert body["execution_id"] in [row[0] for row in stored.get("same-delivery", [])], (
+            f"the duplicate was acknowledged ({status} {body}) but its original was never stored")
+
+
+def test_dedup_survives_a_restart(serve, tmp_path):
+    body = CHILD_CONFIG % {"workers": 4, "ttl": "24h"}
+    first = serve(body)
+    conn = http.client.HTTPConnection(first.host, first.port, timeout=5)
+    status, accepted = post(conn, "once")
+    assert status == 202
+    conn.close()
+    first.stop()
+    second = serve(body)
+    conn = http.client.HTTPConnection(second.host, second.port, timeout=5)
+    assert post(conn, "once") == (200, {"execution_id": accepted["execution_id"], "status": "duplicate"})
+    conn.close()
+
+
+def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
+    body = CHILD_CONFIG % {"workers": 4, "ttl": "3s"}
+    first = serve(body)
+    conn = http.client.HTTPConnection(first.host, first.port, timeout=5)
+    sent = time.monotonic()
+    assert post(conn, "short-lived")[0] == 202
+    conn.close()
+    first.stop()
+    second = serve(body)
+    assert time.monotonic() - sent < 2.5, "the restart was too slow for this test"
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - sent)))
+    conn = http.client.HTTPConnection(second.host, second.port, timeout=5)
+    status, answer = post(conn, "short-lived")
+    conn.close()
+    assert (status, answer["status"]) == (202, "queued"), "the dedup ttl has passed"
+
+
+# --- the store's leases and dedup, unit level (real SQLite file) -------------------------------
+
+def new_execution(n: int, *, owner: str, lease_until: float, dedup: int | None = None,
+                  dedup_expires: float = 0.0, created: float = 1000.0) -> NewExecution:
+    return NewExecution(
+        id=n.to_bytes(16, "big"), workflow="hook", version="v1", created_at=created + n,
+        request=json.dumps({"method": "POST", "path": HOOK, "headers": {}, "query": {}, "params": {},
+                            "ip": "127.0.0.1", "received_at": created + n}).encode(),
+        body=b"{}", dedup_hash=dedup, dedup_key=None if dedup is None else f"key-{dedup}",
+        dedup_expires=dedup_expires, owner=owner, lease_until=lease_until)
+
+
+def with_store(tmp_path: Path, scenario) -> None:
+    with_store_path(tmp_path / "store.db", scenario)
+
+
+def with_store_path(db: Path, scenario) -> None:
+    async def main():
+        store = SqliteStore(str(db))
+        await store.open()
+        try:
+            await scenario(store)
+        finally:
+            await store.close()
+    asyncio.run(main())
+
+
+def test_claim_takes_only_lapsed_leases_and_counts_attempts(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        await store.commit(Batch(executions=[
+            new_execution(1, owner="otherhost:1:x", lease_until=now - 10),
+            new_execution(2, owner="otherhost:1:x", lease_until=now + 100),
+            new_execution(3, owner="otherhost:1:x", lease_until=now - 5),
+        ]), now)
+        claimed = await store.claim("me", now, now + 30, 10)
+        assert [c.id[-1] for c in claimed] == [1, 3], "oldest first, only lapsed leases"
+        assert [c.attempts for c in claimed] == [2, 2]
+        assert claimed[0].workflow == "hook" and claimed[0].body == b"{}"
+        assert await store.claim("me", now, now + 30, 10) == [], "now leased to me"
+        assert await store.claim("other", now + 31, now + 60, 10) != [], "my lease lapsed at now+30"
+
+    with_store(tmp_path, scenario)
+
+
+def test_claim_respects_the_limit_and_takes_a_dead_owners_live_leases(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        await store.commit(Batch(executions=[
+            new_execution(n, owner="host:42:dead", lease_until=now + 100) for n in range(1, 6)]), now)
+        assert await store.claim("me", now, now + 30, 10) == []
+        first = await store.claim("me", now, now + 30, 2, ("host:42:dead",))
+        rest = await store.claim("me", now, now + 30, 10, ("host:42:dead",))
+        assert [c.id[-1] for c in first] == [1, 2]
+        assert [c.id[-1] for c in rest] == [3, 4, 5]
+        assert await store.pending_owners() == ["me"]
+
+    with_store(tmp_path, scenario)
+
+
+def test_renew_extends_my_leases_and_finished_work_is_never_claimed(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        await store.commit(Batch(executions=[new_execution(n, owner="me", lease_until=now + 30)
+                                             for n in (1, 2)]), now)
+        await store.renew("me", now + 300)
+        assert await store.claim("thief", now + 60, now + 90, 10) == [], "renewed to now+300"
+        batch = Batch()
+        batch.transition(Transition((1).to_bytes(16, "big"), "started", now + 1))
+        batch.transition(Transition((1).to_bytes(16, "big"), "resolved", None, now + 2))
+        await store.commit(batch, now + 2)
+        taken = await store.claim("thief", now + 301, now + 400, 10)
+        assert [c.id[-1] for c in taken] == [2], "a finished execution is never run again"
+        record = await store.get_execution((1).to_bytes(16, "big"))
+        assert record["status"] == "resolved" and record["started_at"] is not None
+
+    with_store(tmp_path, scenario)
+
+
+def test_commit_dedup_within_one_batch_and_against_live_and_expired_keys(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        duplicates = await store.commit(Batch(executions=[
+            new_execution(1, owner="me", lease_until=now + 30, dedup=7, dedup_expires=now + 100),
+            new_execution(2, owner="me", lease_until=now + 30, dedup=7, dedup_expires=now + 100),
+            new_execution(3, owner="me", lease_until=now + 30, dedup=8, dedup_expires=now + 10),
+        ]), now)
+        assert duplicates == {1: (1).to_bytes(16, "big")}
+        assert await store.get_execution((2).to_bytes(16, "big")) is None, "a duplicate is not written"
+        # A live key blocks a later batch; an expired one does not.
+        later = await store.commit(Batch(executions=[
+            new_execution(4, owner="me", lease_until=now + 80, dedup=7, dedup_expires=now + 150),
+            new_execution(5, owner="me", lease_until=now + 80, dedup=8, dedup_expires=now + 150),
+        ]), now + 50)
+        assert later == {0: (1).to_bytes(16, "big")}
+        assert await store.get_execution((5).to_bytes(16, "big")) is not None
+        # Key 8 now names execution 5, until its own expiry.
+        again = await store.commit(Batch(executions=[
+            new_execution(6, owner="me", lease_until=now + 80, dedup=8, dedup_expires=now + 200)]), now + 60)
+        assert again == {0: (5).to_bytes(16, "big")}
+
+    with_store(tmp_path, scenario)
+
+
+def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
+    """The same recovery through the real Service: rows a dead owner left queued get run."""
+    body = CHILD_CONFIG % {"workers": 4, "ttl": "24h"}
+    config = write_config(tmp_path, body)
+    db = tmp_path / "fastwebhook.db"
+
+    async def leave_work(store):
+        await store.commit(Batch(executions=[
+            new_execution(n, owner="gone-host:1:x", lease_until=time.time() - 1, created=time.time())
+            for n in range(1, 4)]), time.time())
+
+    # The schema comes from a first start; the rows from a "crashed" owner on another host.
+    running = start_server(config)
+    running.stop()
+    with_store_path(db, leave_work)
+    running = start_server(config)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            rows = query(db, "SELECT status, attempts FROM executions ORDER BY seq")
+            if all(status in FINAL for status, _ in rows) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert rows == [("resolved", 2)] * 3
+    finally:
+        running.stop()
+
