@@ -77,7 +77,7 @@ class Trigger:
         except RequestError as exc:
             return self.reject(request, exc, started)
         context = build_context(data, headers, request.query_string, request.params, request.method,
-                                request.path, ip, request.received_at, raw)
+                                request.path, ip, request.received_at, request.body)
         dedup_key = self._dedup_key(context) if self.dedup_enabled else None
         key_hash = None
         if dedup_key:
@@ -150,7 +150,8 @@ class Trigger:
                 work.reply = answer
                 service.queue.push(work)
                 service.await_sync(self, work, answer)
-                self._log(request, 202, None, started, execution.id)
+                answer.add_done_callback(lambda done: self._log(
+                    request, done.result().status if not done.cancelled() else 503, None, started, execution.id))
                 return
             else:
                 service.queue.push(work)
@@ -207,7 +208,8 @@ class Trigger:
     def reject(self, request: Request, exc: RequestError, started: float) -> Response:
         metrics = self.service.metrics
         metrics.count(metrics.rejected, self.key, exc.reason)
-        self._log(request, exc.status, exc.detail, started, None)
+        reason = exc.message if exc.detail == exc.message else f"{exc.message}: {exc.detail}"
+        self._log(request, exc.status, reason, started, None)
         return Response.error(exc.status, exc.message)
 
     def refuse(self, request: Request, response: Response, reason: str, started: float) -> Response:

@@ -21,10 +21,14 @@ import httptools
 from .http import Request, Response, prebuilt
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-MALFORMED = prebuilt(400, "malformed HTTP request")
-HEADERS_TOO_LARGE = prebuilt(431, "request headers too large")
-UNSUPPORTED_UPGRADE = prebuilt(400, "protocol upgrade is not supported")
+# (answer, status, reason for the request log and rejected_total)
+MALFORMED = (prebuilt(400, "malformed HTTP request"), 400, "malformed")
+HEADERS_TOO_LARGE = (prebuilt(431, "request headers too large"), 431, "header_size")
+UNSUPPORTED_UPGRADE = (prebuilt(400, "protocol upgrade is not supported"), 400, "upgrade")
+VERSION_NOT_SUPPORTED = (prebuilt(505, "HTTP version not supported"), 505, "version")
+INTERNAL_ERROR = (prebuilt(500, "internal error"), 500, "internal")
 MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
+HEAD_SLACK = 1024           # raw head bytes allowed past max_header_size: request line, delimiters
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _request_counter = itertools.count(1)
 
@@ -48,24 +52,26 @@ class Application(TypingProtocol):
     def connection_opened(self) -> None: ...
     def connection_closed(self) -> None: ...
     def internal_error(self, exc: BaseException | None) -> None: ...
+    def refused(self, peer: str, target: bytes, status: int, reason: str) -> None: ...
 
 
 class _Reject(Exception):
-    """Raised inside a parser callback: answer with `answer` and close."""
+    """Raised inside a parser callback: answer with the refusal's bytes and close."""
 
-    def __init__(self, answer: bytes):
-        self.answer = answer
+    def __init__(self, refusal: tuple[bytes, int, str | None]):
+        self.refusal = refusal
 
 
 class _Pending:
     """One request's place in the pipeline."""
 
-    __slots__ = ("request_id", "keep_alive", "response")
+    __slots__ = ("request_id", "keep_alive", "response", "head_only")
 
-    def __init__(self, request_id: bytes, keep_alive: bool, response):
+    def __init__(self, request_id: bytes, keep_alive: bool, response, head_only: bool = False):
         self.request_id = request_id
         self.keep_alive = keep_alive
         self.response = response
+        self.head_only = head_only   # a HEAD request: headers as for GET, no content
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -91,6 +97,11 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.expect_continue = False
+        # httptools holds a header's name and value until the line ends, so `on_header` alone
+        # cannot stop one endless header line: the raw bytes of an unfinished head are counted too.
+        self.in_head = False
+        self.head_began_in_chunk = False
+        self.head_received = 0
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
         self.deadline_kind: str | None = None   # "read", "idle" or None
@@ -126,17 +137,27 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                self._count_head(len(data))
         except httptools.HttpParserUpgrade:
             self._refuse(UNSUPPORTED_UPGRADE)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Reject):
-                self._refuse(cause.answer)
+                self._refuse(cause.refusal)
             else:  # our own bug: the connection pays, never the process
                 self.app.internal_error(cause)
-                self._refuse(prebuilt(500, "internal error"))
+                self._refuse(INTERNAL_ERROR)
         except httptools.HttpParserError:
             self._refuse(MALFORMED)
+
+    def eof_received(self) -> bool:
+        """The client half-closed: it sends no more, but answers it is owed still go out
+        (an accepted webhook must not look failed to its sender); then the connection closes."""
+        if self.pipeline and not self.closing:
+            self.pipeline[-1].keep_alive = False
+            return True
+        return False
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -155,6 +176,9 @@ class HttpProtocol(asyncio.Protocol):
         self.chunks = []
         self.body_size = 0
         self.request = None
+        self.in_head = True
+        self.head_began_in_chunk = True
+        self.head_received = 0
         self._set_deadline("read", self.limits.read_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -171,6 +195,7 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         parser = self.parser
         request = Request(parser.get_method().decode("latin-1"), self.url, self.peer, self.clock(),
                           f"{_request_prefix}{next(_request_counter):x}")
@@ -184,8 +209,17 @@ class HttpProtocol(asyncio.Protocol):
                 headers[key] = value.decode("latin-1")
         self.raw_headers = []
         request.http_version = version = parser.get_http_version()
-        if version == "1.0" and "transfer-encoding" in headers:
-            raise _Reject(MALFORMED)  # RFC 9112 6.1: the framing of such a message is faulty
+        if version != "1.1" and version != "1.0":
+            raise _Reject(VERSION_NOT_SUPPORTED)
+        coding = headers.get("transfer-encoding")
+        if coding is not None and (version == "1.0" or coding.strip().lower() != "chunked"):
+            # RFC 9112 6.1: in HTTP/1.0 the framing of such a message is faulty; and the parser
+            # would frame "gzip, chunked" as chunked and hand over still-coded bytes.
+            raise _Reject(MALFORMED)
+        if parser.should_upgrade():
+            # Upgrade (and CONNECT) would give the rest of the connection to another protocol:
+            # refused before the request is handled, so it gets one answer and runs nothing.
+            raise _Reject(UNSUPPORTED_UPGRADE)
         # HTTP/1.0 keep-alive would need "Connection: keep-alive" echoed; one request each is simpler.
         request.keep_alive = version == "1.1" and parser.should_keep_alive()
         expect = headers.get("expect")
@@ -193,7 +227,7 @@ class HttpProtocol(asyncio.Protocol):
         self.app.route(request)
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > request.body_limit:
-            raise _Reject(self.app.too_large(request).encode(request.request_id.encode(), False))
+            raise _Reject(self._too_large(request))
         if self.expect_continue and request.http_version == "1.1":
             if not self.pipeline:  # later, and it would overtake an earlier response
                 self.transport.write(CONTINUE)
@@ -201,10 +235,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         self.body_size += len(chunk)
         if self.body_size > self.request.body_limit:
-            raise _Reject(self.app.too_large(self.request).encode(self.request.request_id.encode(), False))
+            raise _Reject(self._too_large(self.request))
         self.chunks.append(chunk)
 
     def on_message_complete(self) -> None:
+        if self.closing:  # read in the same chunk as a request answered with close: never run it
+            return
         request = self.request
         chunks = self.chunks
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -212,7 +248,8 @@ class HttpProtocol(asyncio.Protocol):
         self.request = None
         self.deadline_kind = None
         response = self.app.handle(request)
-        pending = _Pending(request.request_id.encode(), request.keep_alive, response)
+        pending = _Pending(request.request_id.encode(), request.keep_alive, response,
+                           request.method == "HEAD")
         if not self.pipeline and not isinstance(response, asyncio.Future):
             self._write(pending, response)
             return
@@ -223,6 +260,16 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.pipeline) >= MAX_PIPELINE:
             self._pause_reading()
 
+    def _count_head(self, received: int) -> None:
+        """After a chunk was parsed with a head still open: a head that began in this chunk
+        holds an unknown part of it, one that began earlier holds all of it."""
+        if self.head_began_in_chunk:
+            self.head_began_in_chunk = False
+            return
+        self.head_received += received
+        if self.head_received > self.limits.max_header_size + HEAD_SLACK:
+            self._refuse(HEADERS_TOO_LARGE)
+
     # -- output -------------------------------------------------------------------------------
     def _flush(self, _future=None) -> None:
         pipeline = self.pipeline
@@ -230,24 +277,39 @@ class HttpProtocol(asyncio.Protocol):
             head = pipeline[0].response
             if isinstance(head, asyncio.Future):
                 if not head.done():
-                    return
+                    break
                 head = head.result() if not head.cancelled() else Response.error(503, "shutting down")
             self._write(pipeline.popleft(), head)
-        if len(pipeline) < MAX_PIPELINE and not self.writing_paused:
+        # below the high-water mark again, unless a refusal waits at the end: then nothing more is read
+        if len(pipeline) < MAX_PIPELINE and not self.writing_paused and not (
+                pipeline and isinstance(pipeline[-1].response, _Raw)):
             self._resume_reading()
 
     def _write(self, pending: _Pending, response: Response) -> None:
         if self.closing:
             return
         keep_alive = pending.keep_alive and not response.close
-        self.transport.write(response.encode(pending.request_id, keep_alive))
+        data = response.encode(pending.request_id, keep_alive)
+        if pending.head_only and response.body:
+            # RFC 9110 9.3.2: content after a HEAD answer would be read as the next response
+            data = data[:-len(response.body)]
+        self.transport.write(data)
         if not keep_alive:
             self._close()
         elif not self.pipeline and self.request is None and self.deadline_kind is None:
             self._set_deadline("idle", self.limits.keepalive_timeout)
 
-    def _refuse(self, answer: bytes) -> None:
+    def _too_large(self, request: Request) -> tuple[bytes, int, None]:
+        # the application logs and counts this one itself: it knows the workflow
+        return self.app.too_large(request).encode(request.request_id.encode(), False), 413, None
+
+    def _refuse(self, refusal: tuple[bytes, int, str | None]) -> None:
         """Answer a broken request after the good ones before it, then close."""
+        if self.closing:  # the parser choked on bytes after an answer that closed the connection
+            return
+        answer, status, reason = refusal
+        if reason is not None:
+            self.app.refused(self.peer, self.url, status, reason)
         self._pause_reading()
         if not self.pipeline:
             self.transport.write(answer)

@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
-from .body import parse_body
+from .body import decode_content, parse_body
 from .config import Config, Workflow
 from .context import build_context
 from .dedup import DedupCache
 from .engine import Outcome, Run, encode_result, run_workflow
-from .errors import StoreError
+from .errors import RequestError, StoreError
 from .http import Response
 from .ids import to_text
 from .intake import Writer
@@ -129,9 +129,11 @@ class Service:
     def _work_from_row(self, row: ClaimedExecution) -> Work:
         meta = orjson.loads(row.request)
         workflow = self.config.workflows.get(row.workflow)
+        headers = meta["headers"]
         try:
-            data = parse_body(row.body, meta["headers"].get("content-type"))
-        except Exception:  # noqa: BLE001 - it parsed when accepted; keep the raw text then
+            decoded = decode_content(row.body, headers.get("content-encoding"), self.config.server.max_body_size)
+            data = parse_body(decoded, headers.get("content-type"))
+        except RequestError:  # it parsed when it was accepted; a changed limit may refuse it now
             data = None
         context = build_context(data, meta["headers"], b"", meta.get("params", {}), meta["method"],
                                 meta["path"], meta.get("ip", ""), meta["received_at"], row.body)

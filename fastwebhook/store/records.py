@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..body import parse_body
+from ..body import decode_content, parse_body
+
+SHOW_LIMIT = 64 << 20
 from ..ids import from_text, to_text
 
 
@@ -23,8 +25,11 @@ def timestamp(value: float | None) -> str | None:
 
 
 def request_data(request: dict, body: bytes) -> Any:
+    """The stored body is the bytes as received: decode and parse it as the intake did."""
+    headers = request.get("headers", {})
     try:
-        return parse_body(body, request.get("headers", {}).get("content-type"))
+        decoded = decode_content(body, headers.get("content-encoding"), SHOW_LIMIT)
+        return parse_body(decoded, headers.get("content-type"))
     except Exception:  # noqa: BLE001 - a stored body that no longer parses is shown as it is
         return base64.b64encode(body).decode()
 

@@ -1,0 +1,375 @@
+"""Load benchmark: fastwebhook against peer receivers, one at a time, on a two-core machine.
+
+Each receiver is pinned to CPU 0 (`taskset -c 0`) and loaded from CPU 1 with
+`wrk -t1 -c64 --latency -s bench/signed.lua`: the same signed 1160-byte GitHub push for everyone,
+a unique X-GitHub-Delivery per request. Every start gets a fresh temporary directory (so
+fastwebhook starts with an empty database), a signed probe (and, for receivers that verify, a
+probe with a wrong signature that must get 401), a 1 s warm-up and then the measured run, during
+which the CPU time of every other process on the machine is counted: a run where others took
+more than 10 % is flagged as skewed. The table goes to stdout and to bench/results/latest.md.
+
+    .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
+
+Exits 1 when a receiver could not be measured (its row says why), else 0; missing the speed
+targets is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import payload
+import report
+from cpu_account import CpuAccount
+
+BENCH_DIR = Path(__file__).resolve().parent
+LUA_SCRIPT = BENCH_DIR / "signed.lua"
+SERVER_CPU, LOADER_CPU = 0, 1
+CONNECTIONS = 64
+WARMUP_SECONDS = 1
+STARTUP_TIMEOUT = 20.0  # seconds until the receiver must accept connections and answer 2xx
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+
+
+class ReceiverError(Exception):
+    """A receiver could not be measured; the message says why, for its row in the table."""
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    description: str
+    argv: Callable[[Path, int], list[str]]  # (fresh work directory, port) -> command line
+    verifies: bool  # rejects a wrong signature with 401
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int  # responses of any status
+    seconds: float
+    non_2xx_3xx: int
+    socket_errors: int  # connect, read, write errors and timeouts
+    p50_ms: float
+    p99_ms: float
+    others_cpu_share: float = 0.0  # CPU time neither the receiver nor wrk used, during the run
+
+    @property
+    def ok_per_second(self) -> float:
+        """Answers that were 2xx or 3xx, per second: a receiver answering 503 is not fast."""
+        return (self.requests - self.non_2xx_3xx) / self.seconds
+
+
+def peer(script: str, *extra: str) -> Callable[[Path, int], list[str]]:
+    def argv(workdir: Path, port: int) -> list[str]:
+        path = BENCH_DIR / "peers" / script
+        command = [sys.executable, str(path), "--port", str(port), "--secret", payload.SECRET]
+        return command + [arg.format(workdir=workdir) for arg in extra]
+
+    return argv
+
+
+def fastwebhook(durability: str) -> Callable[[Path, int], list[str]]:
+    def argv(workdir: Path, port: int) -> list[str]:
+        executable = Path(sys.executable).parent / "fastwebhook"
+        if not executable.exists():
+            raise ReceiverError(f"{executable} does not exist (is fastwebhook installed in this venv?)")
+        config = render_config(BENCH_DIR / f"fastwebhook-{durability}.toml", workdir, port)
+        return [str(executable), "serve", "-c", str(config)]
+
+    return argv
+
+
+RECEIVERS = [
+    Receiver("bare", "asyncio.Protocol + uvloop + httptools, fixed 200, no work (the ceiling)",
+             peer("bare.py"), verifies=False),
+    Receiver("aiohttp", "aiohttp web server: HMAC + compare_digest + orjson.loads, 202, stores nothing",
+             peer("aiohttp_peer.py"), verifies=True),
+    Receiver("fastapi", "FastAPI on uvicorn (uvloop, httptools): same checks + aiosqlite insert, "
+             "WAL, commit per request, 202",
+             peer("fastapi_peer.py", "--db", "{workdir}/peer.db"), verifies=True),
+    Receiver("fastwebhook-commit", 'fastwebhook, durability = "commit" (202 after the row is on disk)',
+             fastwebhook("commit"), verifies=True),
+    Receiver("fastwebhook-memory", 'fastwebhook, durability = "memory" (202 at enqueue)',
+             fastwebhook("memory"), verifies=True),
+]
+
+
+def render_config(template: Path, workdir: Path, port: int) -> Path:
+    """Fill the template's ${BENCH_*} placeholders so the server sees plain values."""
+    values = {"BENCH_PORT": str(port), "BENCH_DIR": str(workdir), "BENCH_SECRET": payload.SECRET}
+
+    def fill(match: re.Match) -> str:
+        if match.group(1) not in values:
+            raise ReceiverError(f"{template.name}: unknown placeholder {match.group(0)}")
+        return values[match.group(1)]
+
+    config = workdir / template.name
+    config.write_text(re.sub(r"\$\{(BENCH_[A-Z_]+)(?::-[^}]*)?\}", fill, template.read_text()))
+    return config
+
+
+# --- one measurement ------------------------------------------------------------------------------
+
+def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_file: Path) -> WrkResult:
+    """Start the receiver, probe, warm up, load it, stop it."""
+    if accepts_connections(port):
+        raise ReceiverError(f"port {port} is already in use by another process")
+    argv = ["taskset", "-c", str(SERVER_CPU), *receiver.argv(workdir, port)]
+    log_path = workdir / "receiver.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        try:
+            wait_until_serving(process, port)
+            probe(port, receiver.verifies, time.monotonic() + STARTUP_TIMEOUT)
+            run_wrk(port, WARMUP_SECONDS, body_file)
+            with CpuAccount(receiver_group=process.pid) as account:
+                result = run_wrk(port, duration, body_file)
+            result = dataclasses.replace(result, others_cpu_share=account.others_share)
+            if process.poll() is not None:
+                raise ReceiverError(f"exited with status {process.returncode} during the run")
+            return result
+        except ReceiverError as error:
+            raise ReceiverError(f"{error}{log_tail(log_path)}") from None
+    finally:
+        stop(process)
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until_serving(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not accepts_connections(port):
+        if process.poll() is not None:
+            raise ReceiverError(f"exited with status {process.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise ReceiverError(f"not listening on port {port} after {STARTUP_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+
+
+def post(port: int, signature: str) -> tuple[int, bytes]:
+    headers = {**payload.HEADERS, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": str(uuid.uuid4())}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("POST", "/hook", body=payload.BODY, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException) as error:
+        raise ReceiverError(f"probe request failed: {error!r}") from None
+    finally:
+        connection.close()
+
+
+def probe(port: int, verifies: bool, deadline: float) -> None:
+    """A signed request must get a 2xx (503 while starting up is waited out), a forged one 401."""
+    status, body = post(port, payload.HEADERS["X-Hub-Signature-256"])
+    while status == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status, body = post(port, payload.HEADERS["X-Hub-Signature-256"])
+    if not 200 <= status < 300:
+        raise ReceiverError(f"signed probe answered {status} {body[:200]!r}")
+    if verifies:
+        status, body = post(port, "sha256=" + "0" * 64)
+        if status != 401:
+            raise ReceiverError(f"probe with a wrong signature answered {status}, not 401 {body[:200]!r}")
+
+
+def run_wrk(port: int, duration: int, body_file: Path) -> WrkResult:
+    argv = ["taskset", "-c", str(LOADER_CPU), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
+            "--latency", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}/hook"]
+    env = {
+        **os.environ,
+        "WRK_BODY_FILE": str(body_file),
+        "WRK_HEADERS": "\n".join(f"{name}: {value}" for name, value in payload.HEADERS.items()),
+        "WRK_DELIVERY_PREFIX": str(uuid.uuid4())[:23],  # a fresh one per run: no id ever repeats
+    }
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        raise ReceiverError(f"wrk did not finish within {duration + 30} s") from None
+    if done.returncode != 0:
+        output = done.stderr.strip() or done.stdout.strip()
+        raise ReceiverError(f"wrk exited with {done.returncode}: {output}")
+    return parse_wrk_output(done.stdout)
+
+
+SOCKET_ERROR_KEYS = ("connect_errors", "read_errors", "write_errors", "timeouts")
+
+
+def parse_wrk_output(text: str) -> WrkResult:
+    """Read the JSON line signed.lua's done() prints; fall back to wrk's own --latency text."""
+    match = re.search(r"^WRK_RESULT (\{.*\})$", text, re.MULTILINE)
+    if match:
+        numbers = json.loads(match.group(1))
+        return WrkResult(
+            requests=numbers["requests"],
+            seconds=numbers["duration_us"] / 1e6,
+            non_2xx_3xx=numbers["non_2xx_3xx"],
+            socket_errors=sum(numbers[key] for key in SOCKET_ERROR_KEYS),
+            p50_ms=numbers["latency_p50_us"] / 1e3,
+            p99_ms=numbers["latency_p99_us"] / 1e3,
+        )
+    return parse_wrk_text(text)
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_wrk_text(text: str) -> WrkResult:
+    def find(pattern: str) -> re.Match:
+        match = re.search(pattern, text, re.MULTILINE)
+        if not match:
+            raise ReceiverError(f"cannot read wrk's output (no match for {pattern!r}): {text.strip()[-300:]}")
+        return match
+
+    def milliseconds(match: re.Match) -> float:
+        return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+    totals = find(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),")
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return WrkResult(
+        requests=int(totals.group(1)),
+        seconds=float(totals.group(2)) * _UNIT_MS[totals.group(3)] / 1e3,
+        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(map(int, socket_errors.groups())) if socket_errors else 0,
+        p50_ms=milliseconds(find(r"^\s+50%\s+([\d.]+)(us|ms|s|m|h)\s*$")),
+        p99_ms=milliseconds(find(r"^\s+99%\s+([\d.]+)(us|ms|s|m|h)\s*$")),
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the receiver's process group (it may have forked workers), SIGKILL after 10 s."""
+    signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(process, signal.SIGKILL)  # also ends any worker that outlived its parent
+    process.wait()
+
+
+def signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # the group start_new_session gave it: ours alone
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    text = path.read_text(errors="replace").strip() if path.exists() else ""
+    return "\n  | " + "\n  | ".join(text.splitlines()[-lines:]) if text else ""
+
+
+# --- the session -----------------------------------------------------------------------------------
+
+def ensure_tools() -> None:
+    if shutil.which("taskset") is None:
+        sys.exit("taskset is missing (Debian package util-linux)")
+    if not {SERVER_CPU, LOADER_CPU} <= os.sched_getaffinity(0):
+        sys.exit(f"this benchmark needs CPUs {SERVER_CPU} and {LOADER_CPU}; "
+                 f"available: {sorted(os.sched_getaffinity(0))}")
+    if shutil.which("wrk") is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        say("wrk is missing; installing it: apt-get update && apt-get install -y wrk")
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
+            if subprocess.run(sudo + command, stdout=sys.stderr).returncode != 0:
+                sys.exit(f"could not install wrk ({' '.join(sudo + command)} failed)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [receiver.name for receiver in RECEIVERS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="runs per receiver; medians are reported (default 1)")
+    parser.add_argument("--only", action="append", choices=names, metavar="NAME",
+                        help=f"measure only this receiver (repeatable): {', '.join(names)}")
+    parser.add_argument("--port", type=int, default=18080,
+                        help="port every receiver listens on (default 18080)")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.runs < 1:
+        parser.error("--duration and --runs must be at least 1")
+    return args
+
+
+def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[report.Row]:
+    """Every receiver, run after run."""
+    results: dict[str, list[WrkResult]] = {receiver.name: [] for receiver in receivers}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="fastwebhook-bench-") as session:
+        body_file = Path(session) / "body.json"
+        body_file.write_bytes(payload.BODY)
+        # Runs go round-robin over the receivers so that drift in the machine hits all alike.
+        for run in range(1, args.runs + 1):
+            for receiver in receivers:
+                if receiver.name in errors:
+                    continue  # a receiver that failed once is not retried
+                say(f"[run {run}/{args.runs}] {receiver.name}: {WARMUP_SECONDS} s warm-up, "
+                    f"{args.duration} s measured ...")
+                workdir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-{run}-", dir=session))
+                try:
+                    result = measure(receiver, workdir, args.port, args.duration, body_file)
+                except ReceiverError as error:
+                    errors[receiver.name] = str(error)
+                    say(f"  FAILED: {error}")
+                    continue
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                results[receiver.name].append(result)
+                say(f"  {result.ok_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
+                    f"p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx_3xx}  "
+                    f"socket errors {result.socket_errors}  "
+                    f"other processes {100 * result.others_cpu_share:.0f} % CPU")
+                if result.others_cpu_share > report.BUSY_WARNING:
+                    say("  warning: other processes were busy during this run; its figures are skewed")
+    rows = [report.Row(receiver.name, receiver.description, results[receiver.name], errors.get(receiver.name))
+            for receiver in receivers]
+    return rows
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_tools()
+    receivers = [receiver for receiver in RECEIVERS if not args.only or receiver.name in args.only]
+    rows = measure_all(receivers, args)
+    settings = report.Settings(args.duration, args.runs, CONNECTIONS, SERVER_CPU, LOADER_CPU)
+    print(report.terminal(rows, settings))
+    path = report.write_markdown(rows, settings, BENCH_DIR / "results" / "latest.md")
+    say(f"\nwritten to {path}")
+    return 1 if any(row.error for row in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the receiver and wrk are already stopped by then
+        sys.exit(130)

@@ -1,0 +1,220 @@
+"""Tables for bench/load.py: medians per receiver, fastwebhook's ratio to each, the targets."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from load import WrkResult
+
+BARE, COMMIT, MEMORY = "bare", "fastwebhook-commit", "fastwebhook-memory"
+BUSY_WARNING = 0.10  # share of CPU time other processes may use before the figures are flagged
+TARGETS = [  # (row, its req/s as a share of bare's at least, p99 at most)
+    (COMMIT, 0.35, 5.0),
+    (MEMORY, 0.50, None),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: int
+    runs: int
+    connections: int
+    server_cpu: int
+    loader_cpu: int
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    description: str
+    results: list[WrkResult]  # one per successful run
+    error: str | None  # why the (remaining) runs failed
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.results)
+
+    @property
+    def per_second(self) -> float:
+        return statistics.median(result.ok_per_second for result in self.results)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(result.p50_ms for result in self.results)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(result.p99_ms for result in self.results)
+
+    @property
+    def skewed_runs(self) -> list[WrkResult]:
+        """Runs during which other processes took more than BUSY_WARNING of the CPUs."""
+        return [result for result in self.results if result.others_cpu_share > BUSY_WARNING]
+
+    @property
+    def non_2xx_3xx(self) -> int:
+        return sum(result.non_2xx_3xx for result in self.results)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(result.socket_errors for result in self.results)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _percent(part: Row | None, whole: Row) -> str:
+    if part is None or part is whole or not part.measured or not whole.measured or whole.per_second == 0:
+        return "—"
+    return f"{100 * part.per_second / whole.per_second:.0f} %"
+
+
+def _note(row: Row, settings: Settings) -> str:
+    notes = []
+    if row.non_2xx_3xx:
+        notes.append(f"{row.non_2xx_3xx:,} non-2xx answers, not counted in req/s")
+    if row.socket_errors:
+        notes.append(f"{row.socket_errors:,} socket errors")
+    if row.skewed_runs:
+        worst = max(result.others_cpu_share for result in row.skewed_runs)
+        notes.append(f"{len(row.skewed_runs)} of {len(row.results)} runs skewed: other processes "
+                     f"took up to {100 * worst:.0f} % of the CPUs")
+    if row.error:
+        lines = row.error.splitlines()
+        summary = lines[0]
+        if len(lines) > 1:  # the receiver's last words, from its log
+            summary += ": " + lines[-1].removeprefix("  | ").strip()
+        if row.measured:
+            notes.append(f"{len(row.results)} of {settings.runs} runs; then failed: {summary}")
+        else:
+            notes.append(f"FAILED: {summary}")
+    return "; ".join(notes)
+
+
+def table(rows: list[Row], settings: Settings) -> str:
+    by_name = {row.name: row for row in rows}
+    commit, memory = by_name.get(COMMIT), by_name.get(MEMORY)
+    lines = [
+        "| receiver | req/s (2xx) | p50 ms | p99 ms | non-2xx | socket errors "
+        "| commit as % of it | memory as % of it | note |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        if row.measured:
+            figures = (f"{row.per_second:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
+                       f"{row.non_2xx_3xx:,} | {row.socket_errors:,}")
+        else:
+            figures = "— | — | — | — | —"
+        lines.append(f"| {row.name} | {figures} | {_percent(commit, row)} | {_percent(memory, row)} | "
+                     f"{_cell(_note(row, settings))} |")
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> str:
+    by_name = {row.name: row for row in rows if row.measured}
+    bare = by_name.get(BARE)
+    lines = ["Targets:"]
+    for name, share_of_bare, p99_limit_ms in TARGETS:
+        goal = f"{name} ≥ {100 * share_of_bare:.0f} % of bare"
+        if p99_limit_ms is not None:
+            goal += f" with p99 ≤ {p99_limit_ms:g} ms"
+        row = by_name.get(name)
+        if bare is None or row is None:
+            lines.append(f"- {goal}: not measured (needs rows {BARE} and {name})")
+            continue
+        share = row.per_second / bare.per_second
+        met = share >= share_of_bare and (p99_limit_ms is None or row.p99_ms <= p99_limit_ms)
+        lines.append(f"- {goal}: {100 * share:.0f} % of bare, p99 {row.p99_ms:.2f} ms — "
+                     f"{'met' if met else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def _busy_warning(rows: list[Row]) -> str:
+    skewed = [row.name for row in rows if row.skewed_runs]
+    if not skewed:
+        return ""
+    return (f"Warning: other processes used more than {100 * BUSY_WARNING:.0f} % of the CPUs during runs of "
+            f"{', '.join(skewed)}; those figures are skewed low (see the notes).")
+
+
+def terminal(rows: list[Row], settings: Settings) -> str:
+    warning = _busy_warning(rows)
+    return f"\n{table(rows, settings)}\n\n{targets(rows)}" + (f"\n\n{warning}" if warning else "")
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def _first_line_of(*argv: str, any_status: bool = False) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if done.returncode != 0 and not any_status:
+        return ""
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+
+
+def write_markdown(rows: list[Row], settings: Settings, path: Path) -> Path:
+    revision = _first_line_of("git", "-C", str(path.parent), "rev-parse", "--short", "HEAD") or "no commit"
+    if _first_line_of("git", "-C", str(path.parent), "status", "--porcelain"):
+        revision += " + uncommitted changes"
+    wrk = _first_line_of("wrk", "-v", any_status=True).split(" Copyright")[0] or "wrk"  # -v exits 1
+    parts = [
+        "# Load benchmark: latest results",
+        "",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, revision {revision}.  ",
+        f"{_machine()}; {wrk}.  ",
+        f"Each receiver alone, pinned to CPU {settings.server_cpu}; loader `taskset -c {settings.loader_cpu} "
+        f"wrk -t1 -c{settings.connections} -d{settings.duration}s --latency -s bench/signed.lua` on CPU "
+        f"{settings.loader_cpu}; 1 s warm-up first. Signed 1160-byte GitHub push, a new "
+        f"X-GitHub-Delivery per request. "
+        + (f"Medians of {settings.runs} runs (non-2xx and socket errors summed)." if settings.runs > 1
+           else "One run."),
+        "",
+        _busy_warning(rows) or f"Other processes used less than {100 * BUSY_WARNING:.0f} % of the CPUs "
+        "during every run.",
+        "",
+        "Written by `bench/load.py`; req/s counts only 2xx/3xx answers.",
+        "",
+        table(rows, settings),
+        "",
+        targets(rows),
+        "",
+        "Receivers:",
+        *(f"- **{row.name}**: {row.description}" for row in rows),
+    ]
+    if settings.runs > 1:
+        parts += ["", "Every run (req/s, p50 ms, p99 ms, CPU other processes used):"]
+        for row in rows:
+            runs = "; ".join(f"{r.ok_per_second:,.0f}, {r.p50_ms:.2f}, {r.p99_ms:.2f}, "
+                             f"{100 * r.others_cpu_share:.0f} %" for r in row.results)
+            parts.append(f"- {row.name}: {runs or '—'}")
+    failures = [row for row in rows if row.error]
+    if failures:
+        parts += ["", "Errors:"]
+        for row in failures:
+            parts += ["", f"{row.name}:", "```", row.error, "```"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text("\n".join(parts) + "\n")
+    temporary.replace(path)
+    return path
