@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from .body import raw_text
+from .body import decode_content, parse_body, raw_text
+from .errors import RequestError
 from .store.records import timestamp
 
 # Headers that carry credentials or signatures: never stored, never shown.
@@ -14,16 +15,24 @@ REDACTED_HEADERS = frozenset({
     "webhook-signature", "svix-signature", "x-twilio-signature", "x-lark-signature",
 })
 REDACTED = "[redacted]"
+UNPARSED = object()   # build_context(UNPARSED, ...): `data` is parsed when first read
 
 
 class Context(dict):
-    """A dict, so templates and scripts read it as plain data; `raw` and `received_at` are
-    computed only when something asks for them."""
+    """A dict, so templates and scripts read it as plain data; `raw`, `received_at` and, once
+    forgotten, `data` are computed only when something asks for them."""
 
-    __slots__ = ("raw_body", "received")
+    __slots__ = ("raw_body", "received", "body_limit")
 
     def __missing__(self, key: str):
-        if key == "raw":
+        if key == "data":
+            headers = self["headers"]
+            try:
+                value = parse_body(decode_content(self.raw_body, headers.get("content-encoding"), self.body_limit),
+                                   headers.get("content-type"))
+            except RequestError:  # it parsed when accepted; only a lowered limit refuses it now
+                value = None
+        elif key == "raw":
             value = raw_text(self.raw_body)
         elif key == "received_at":
             value = timestamp(self.received)
@@ -32,14 +41,23 @@ class Context(dict):
         self[key] = value
         return value
 
+    def forget_data(self) -> None:
+        """Queued work then holds the body's bytes, not its object tree: thousands of queued
+        executions are nothing for the garbage collector to walk.  Parsed again on demand."""
+        self.pop("data", None)
+
 
 def build_context(data, headers: dict, query_string: bytes, params: dict, method: str,
-                  path: str, ip: str, received: float, raw_body: bytes) -> Context:
-    context = Context(data=data, headers=headers, query=parse_query(query_string), params=params,
+                  path: str, ip: str, received: float, raw_body: bytes, body_limit: int) -> Context:
+    context = Context(headers=headers, query=parse_query(query_string), params=params,
                       method=method, path=path, ip=ip)
+    if data is not UNPARSED:
+        context["data"] = data
     context.raw_body = raw_body
     context.received = received
+    context.body_limit = body_limit
     return context
+
 
 
 def parse_query(query_string: bytes) -> dict:

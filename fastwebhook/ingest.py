@@ -77,7 +77,7 @@ class Trigger:
         except RequestError as exc:
             return self.reject(request, exc, started)
         context = build_context(data, headers, request.query_string, request.params, request.method,
-                                request.path, ip, request.received_at, request.body)
+                                request.path, ip, request.received_at, request.body, self.body_limit)
         dedup_key = self._dedup_key(context) if self.dedup_enabled else None
         key_hash = None
         if dedup_key:
@@ -107,6 +107,7 @@ class Trigger:
         if key_hash is not None:
             service.dedup.put(key_hash, execution_id, now + self.dedup_ttl)
         id_text = to_text(execution_id)
+        context.forget_data()
         work = Work(execution_id, id_text, self.workflow, context)
         if not service.durable and not self.sync:
             service.writer.add_execution(execution, self._on_memory_commit(execution, work))

@@ -19,7 +19,7 @@ from .store.base import Batch, Job, NewExecution, RequestLogEntry, Store, Transi
 log = logging.getLogger("fastwebhook.intake")
 # (original id if the store says it was a duplicate, error if the commit failed)
 Committed = Callable[[bytes | None, Exception | None], None]
-MAX_BATCH = 4000            # executions per transaction: bounds the latency of one commit
+MAX_BATCH = 1000            # executions per transaction: bounds the latency of one commit
 RETRY_DELAY = 0.25          # after a failed commit, before trying the leftovers again
 
 

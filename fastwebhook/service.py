@@ -14,12 +14,11 @@ from typing import Any
 
 import orjson
 
-from .body import decode_content, parse_body
 from .config import Config, Workflow
-from .context import build_context
+from .context import UNPARSED, build_context
 from .dedup import DedupCache
 from .engine import Outcome, Run, encode_result, run_workflow
-from .errors import RequestError, StoreError
+from .errors import StoreError
 from .http import Response
 from .ids import to_text
 from .intake import Writer
@@ -129,14 +128,9 @@ class Service:
     def _work_from_row(self, row: ClaimedExecution) -> Work:
         meta = orjson.loads(row.request)
         workflow = self.config.workflows.get(row.workflow)
-        headers = meta["headers"]
-        try:
-            decoded = decode_content(row.body, headers.get("content-encoding"), self.config.server.max_body_size)
-            data = parse_body(decoded, headers.get("content-type"))
-        except RequestError:  # it parsed when it was accepted; a changed limit may refuse it now
-            data = None
-        context = build_context(data, meta["headers"], b"", meta.get("params", {}), meta["method"],
-                                meta["path"], meta.get("ip", ""), meta["received_at"], row.body)
+        context = build_context(UNPARSED, meta["headers"], b"", meta.get("params", {}), meta["method"],
+                                meta["path"], meta.get("ip", ""), meta["received_at"], row.body,
+                                self.config.server.max_body_size)
         context["query"] = meta.get("query", {})
         return Work(row.id, to_text(row.id), workflow, context)
 
