@@ -23,6 +23,8 @@ def _vectors_file() -> Path | None:
     if os.environ.get("FASTWEBHOOK_VECTORS"):
         given_path = Path(os.environ["FASTWEBHOOK_VECTORS"])
         candidates.append(given_path / "signatures.json" if given_path.is_dir() else given_path)
+    # a copy travels with the repo, so the vectors run wherever the suite runs
+    candidates.append(Path(__file__).resolve().parent / "data" / "signatures.json")
     return next((path for path in candidates if path.is_file()), None)
 
 
