@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -q --benchmark-enable --benchmark-only -p no:cacheprovider
+	$(BIN)/python bench/store_costs.py
 	$(BIN)/python bench/load.py
 
 clean:

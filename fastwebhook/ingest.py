@@ -57,6 +57,8 @@ class Trigger:
         self.redacted = frozenset({header.lower()}) if isinstance(header, str) else frozenset()
         metrics = service.metrics
         self.duration = metrics.request_duration.slot(self.key)
+        self.answered = {code: metrics.requests.slot(self.key, str(code)) for code in _CODES}
+        self.duplicates = metrics.duplicates.slot(self.key)
 
     # -- the hot path ---------------------------------------------------------------------------
     def __call__(self, request: Request) -> Response | asyncio.Future:
@@ -201,7 +203,7 @@ class Trigger:
 
     def duplicate(self, request: Request, original: bytes, started: float) -> Response:
         id_text = to_text(original)
-        self.service.metrics.count(self.service.metrics.duplicates, self.key)
+        self.duplicates.value += 1
         self._log(request, 200, "duplicate", started, original)
         return Response(200, b'{"execution_id":"' + id_text.encode() + b'","status":"duplicate"}',
                         headers=((b"x-execution-id", id_text.encode()),))
@@ -223,14 +225,14 @@ class Trigger:
              execution: bytes | None) -> None:
         elapsed = time.perf_counter() - started
         service = self.service
-        service.metrics.count(service.metrics.requests, self.key, _CODES.get(status) or str(status))
+        (self.answered.get(status) or service.metrics.requests.slot(self.key, str(status))).value += 1
         self.duration.observe(elapsed)
         service.writer.log_request(RequestLogEntry(
             request.received_at, request.peer, request.method, request.path, self.key, status,
             reason, len(request.body), elapsed * 1000, request.request_id, execution))
 
 
-_CODES = {code: str(code) for code in (200, 202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 431, 500, 503, 504)}
+_CODES = (200, 201, 202, 204, 400, 401, 403, 404, 405, 413, 415, 422, 429, 431, 500, 503, 504)
 
 
 def _allowed(ip: str, networks) -> bool:

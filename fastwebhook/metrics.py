@@ -39,10 +39,19 @@ class Histogram:
         return cumulative, self.sum
 
 
+class Count:
+    """One counter child: `slot.value += 1` is the whole cost of counting."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
 class Labeled:
     """Counters or histograms by label values; slots made on first use and then reused."""
 
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...], make: Callable = int):
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], make: Callable = Count):
         self.name, self.doc, self.labels, self.make = name, doc, labels, make
         self.slots: dict[tuple, object] = {}
 
@@ -70,13 +79,12 @@ class Metrics:
         self.connections_open = 0
         self.queue_depth: Callable[[], int] = lambda: 0
         self.queue_capacity = 0
-        # Plain counters live in dicts keyed by label tuple: `counts[key] += 1` needs no slot object.
         self._counters = (self.requests, self.rejected, self.duplicates, self.executions)
         self._histograms = (self.request_duration, self.execution_duration, self.node_duration)
 
     def count(self, family: Labeled, *values: str) -> None:
-        slots = family.slots
-        slots[values] = slots.get(values, 0) + 1
+        """For the rarer paths; hot paths keep their `family.slot(...)` and add to it."""
+        family.slot(*values).value += 1
 
     # -- exposition ----------------------------------------------------------------------------
     def collect(self) -> Iterable:
@@ -84,7 +92,7 @@ class Metrics:
             metric = CounterMetricFamily(PREFIX + family.name.removesuffix("_total"), family.doc,
                                          labels=family.labels)
             for values, count in family.slots.items():
-                metric.add_metric(values, count)
+                metric.add_metric(values, count.value)
             yield metric
         for family in self._histograms:
             metric = HistogramMetricFamily(PREFIX + family.name, family.doc, labels=family.labels)

@@ -29,6 +29,7 @@ from .templates import render_value
 from .workers import Work, WorkQueue, new_owner, owner_is_dead
 
 LEASE_SECONDS = 30.0
+RESOLVED_EMPTY = Outcome("resolved", None, [], None)
 SWEEP_EVERY = 1.0
 PURGE_EVERY = 3600.0
 
@@ -141,8 +142,10 @@ class Service:
         workflow: Workflow | None = work.workflow
         try:
             if workflow is None:
-                outcome = Outcome("error", "its workflow no longer exists", [], None)
-                run = None
+                outcome, run = Outcome("error", "its workflow no longer exists", [], None), None
+            elif not workflow.nodes and work.reply is None:
+                # nothing to run and nobody to answer: resolved, without building a Run
+                outcome, run = RESOLVED_EMPTY, None
             else:
                 writer.transition(Transition(work.id, "started", started))
                 run = Run(work.id_text, workflow, work.context, self.config.env)
@@ -158,7 +161,7 @@ class Service:
                     job.error, orjson.dumps(job.logs) if job.logs else None, job.duration_ms)
                 for position, job in enumerate(outcome.jobs)])
         key = workflow.key if workflow else "-"
-        self.metrics.count(self.metrics.executions, key, outcome.status)
+        self.metrics.executions.slot(key, outcome.status).value += 1
         self.metrics.execution_duration.slot(key).observe(finished - started)
         self.queue.release()
         if work.reply is not None and not work.reply.done():
