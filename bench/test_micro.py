@@ -94,9 +94,9 @@ def test_parse_json(benchmark):
 
 
 def test_verify_github(benchmark):
-    verify = build_verifier("github", {}, (SECRET.encode(),), "bench")
+    verify = build_verifier("github", {}, (SECRET.encode(),), "bench").verify
     headers = {"x-hub-signature-256": SIGNATURE}
-    benchmark(verify, BODY, headers, time.time())
+    benchmark(verify, BODY, headers, time.time(), None)
 
 
 def test_dedup_lookup_and_insert(benchmark):

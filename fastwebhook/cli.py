@@ -1,4 +1,4 @@
-"""`fastwebhook`: serve, check, and read what happened (the admin API's code paths)."""
+"""`fastwebhook`: serve, check, read what happened (the admin API's code paths), send a test."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ from typing import Any
 
 import orjson
 
-from . import admin
+from . import admin, send
 from .config import Config, display_url, find_config, load_config
 from .errors import ConfigErrors, FastwebhookError
 from .store import open_store
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "send":  # a client: it needs no config, and its receiver may be elsewhere
+        return send.send(args)
+    return _with_config(args)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -37,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     execution.add_argument("id")
     requests = command("requests", "list the request log, newest first")
     requests.add_argument("--limit", default=20)
-    args = parser.parse_args(argv)
+    send.add_arguments(commands.add_parser(
+        "send", help="send a test webhook signed the way a provider signs it",
+        description="Send a test webhook signed the way scheme S's provider signs it; print the "
+                    "response. Exit 0 on 2xx, 1 otherwise, 2 on usage errors."))
+    return parser
 
+
+def _with_config(args) -> int:
     path = find_config(args.config)
     try:
         config = load_config(path)

@@ -39,8 +39,12 @@ class ServerConfig:
     read_timeout: float = 15.0
     keepalive_timeout: float = 75.0
     trusted_proxies: tuple[Any, ...] = ()
-    tls_cert: str = ""
+    tls_cert: str = ""               # absolute PEM paths; both set (checked at load) = HTTPS
     tls_key: str = ""
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,10 @@ class QueueConfig:
 @dataclass(frozen=True)
 class VerifyConfig:
     scheme: str = "none"
-    secrets: tuple[bytes, ...] = ()
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # Built from the scheme registry at load: (raw, headers, now) -> None or raise.
-    verifier: Callable | None = field(default=None, compare=False, repr=False)
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    # Built from the scheme registry at load (fastwebhook.verify.Verifier); secrets stay inside.
+    verifier: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Workflow:
     content_types: frozenset[str] = frozenset()
     rate_limit: str = ""
     schema: str = ""
+    schema_validator: Callable | None = field(default=None, compare=False, repr=False)
     order_key: str = ""
     concurrency: int = 0
     public_url: str = ""
@@ -263,6 +268,18 @@ class _Loader:
         processes = self.take(t, "processes", p, int, 1)
         if processes < 0:
             self.error(f"{p}.processes", "must be 0 (one per core) or more")
+        # PEM paths are relative to the config file, and made absolute (symlinks kept, so a
+        # certbot renewal is seen) for a SIGHUP reload whatever the working directory.
+        tls_cert, tls_key = (os.path.abspath(self.path.parent / name) if name else ""
+                             for name in (self.take(t, "tls_cert", p, str, ""),
+                                          self.take(t, "tls_key", p, str, "")))
+        if bool(tls_cert) != bool(tls_key):
+            given, missing = ("tls_cert", "tls_key") if tls_cert else ("tls_key", "tls_cert")
+            self.error(f"{p}.{missing}", f"{given} is set but {missing} is not: set both for HTTPS, or neither")
+        elif tls_cert:
+            from .tls import check_pair  # noqa: PLC0415 - only a TLS config pays for the import
+
+            self.errors.extend(check_pair(tls_cert, tls_key, p))
         return ServerConfig(
             listen=tuple(listen), processes=processes,
             max_body_size=self.convert(parse_size, t.get("max_body_size", d.max_body_size), f"{p}.max_body_size", d.max_body_size),
@@ -270,7 +287,7 @@ class _Loader:
             read_timeout=self.convert(parse_duration, t.get("read_timeout", d.read_timeout), f"{p}.read_timeout", d.read_timeout),
             keepalive_timeout=self.convert(parse_duration, t.get("keepalive_timeout", d.keepalive_timeout), f"{p}.keepalive_timeout", d.keepalive_timeout),
             trusted_proxies=self.networks(t.get("trusted_proxies", []), f"{p}.trusted_proxies"),
-            tls_cert=self.take(t, "tls_cert", p, str, ""), tls_key=self.take(t, "tls_key", p, str, ""))
+            tls_cert=tls_cert, tls_key=tls_key)
 
     def storage(self, t: dict) -> StorageConfig:
         p = "storage"

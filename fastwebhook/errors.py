@@ -31,6 +31,7 @@ class RequestError(FastwebhookError):
 
     status = 400
     reason = "malformed"
+    headers: tuple[tuple[bytes, bytes], ...] = ()   # extra response headers (Retry-After, WWW-Authenticate)
 
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
                  detail: str | None = None):

@@ -16,7 +16,7 @@ class Request:
     """One parsed HTTP request.  `body` is the bytes that arrived (one chunk: that very object)."""
 
     __slots__ = ("method", "target", "path", "query_string", "headers", "body", "http_version",
-                 "keep_alive", "peer", "received_at", "request_id", "route", "params", "body_limit")
+                 "keep_alive", "peer", "ip", "received_at", "request_id", "route", "params", "body_limit")
 
     def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
         self.method = method
@@ -28,7 +28,8 @@ class Request:
         self.body = b""
         self.http_version = "1.1"
         self.keep_alive = True
-        self.peer = peer
+        self.peer = peer          # the socket's peer
+        self.ip = peer            # the client: the peer, or who a trusted proxy says it forwards
         self.received_at = received_at
         self.request_id = request_id
         self.route = None

@@ -8,7 +8,7 @@ not depend on the request is prepared here once per workflow.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -16,21 +16,23 @@ import orjson
 
 from .body import accepts, decode_content, parse_body
 from .config import Workflow
-from .context import build_context, redact
+from .context import REDACTED, build_context, redact
 from .dedup import dedup_hash
 from .errors import RequestError
 from .http import Request, Response
 from .ids import new_id, to_text
+from .netaccess import AddressSet, client_ip
+from .ratelimit import TokenBucket, parse_rate
+from .schema import SchemaError
 from .store.base import NewExecution, RequestLogEntry
 from .templates import Template
-from .verify import SCHEMES
+from .verify import RequestView, public_url_base
 from .workers import Work
 
 if TYPE_CHECKING:
     from .service import Service
 
 RETRY_AFTER = ((b"retry-after", b"1"),)
-FORBIDDEN = Response.error(403, "forbidden")
 QUEUE_FULL = Response.error(503, "queue full", RETRY_AFTER)
 STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
 
@@ -42,19 +44,31 @@ class Trigger:
         self.workflow = workflow
         self.key = workflow.key
         self.service = service
-        self.verifier = workflow.verify.verifier if workflow.verify.scheme != "none" else None
-        self.networks = workflow.ip_allow
+        verifier = workflow.verify.verifier if workflow.verify.scheme != "none" else None
+        self.verify = verifier.verify if verifier is not None else None
+        self.handshake = verifier.handshake if verifier is not None else None
+        self.needs_view = verifier is not None and verifier.needs_request
+        self.url_base = public_url_base(workflow.public_url)
+        self.tls = service.config.server.tls_enabled
+        self.secret_query = verifier.secret_query if verifier is not None else frozenset()
+        self.allowed = AddressSet(workflow.ip_allow) if workflow.ip_allow else None
+        trusted = service.config.server.trusted_proxies
+        self.trusted = AddressSet(trusted) if trusted else None
+        rate = parse_rate(workflow.rate_limit, "rate_limit") if workflow.rate_limit else None
+        self.bucket = TokenBucket(*rate) if rate else None
+        self.schema = workflow.schema_validator
         self.content_types = workflow.content_types
         self.body_limit = workflow.max_body_size
         self.sync = workflow.mode == "sync"
-        scheme = SCHEMES.get(workflow.verify.scheme)
         self.dedup_template = Template(workflow.dedup.key) if workflow.dedup.key else None
-        self.dedup_from_headers = scheme.dedup_key if scheme and workflow.dedup.enabled else None
-        self.dedup_from_data = getattr(scheme, "dedup_from_data", None) if workflow.dedup.enabled else None
+        dedup = verifier if verifier is not None and workflow.dedup.enabled else None
+        self.dedup_from_headers = dedup.dedup_key if dedup else None
+        self.dedup_from_data = dedup.dedup_from_data if dedup else None
         self.dedup_enabled = workflow.dedup.enabled
         self.dedup_ttl = workflow.dedup.ttl
         header = workflow.verify.options.get("header")
-        self.redacted = frozenset({header.lower()}) if isinstance(header, str) else frozenset()
+        self.redacted = (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) | \
+            (verifier.secret_headers if verifier is not None else frozenset())
         metrics = service.metrics
         self.duration = metrics.request_duration.slot(self.key)
         self.answered = {code: metrics.requests.slot(self.key, str(code)) for code in _CODES}
@@ -65,21 +79,38 @@ class Trigger:
         started = time.perf_counter()
         service = self.service
         headers = request.headers
-        ip = request.peer
+        if self.trusted is not None:
+            request.ip = client_ip(request.peer, headers, self.trusted)
+        ip = request.ip
         try:
-            if self.networks and not _allowed(ip, self.networks):
+            if self.allowed is not None and ip not in self.allowed:
                 raise RequestError("forbidden", status=403, reason="ip", detail=f"source {ip} not in ip_allow")
+            if self.bucket is not None:
+                wait = self.bucket.take()
+                if wait:
+                    raise RateLimited(wait)
             content_type = headers.get("content-type")
             if self.content_types and not accepts(content_type, self.content_types):
                 raise RequestError(f"unsupported media type {content_type!r}", status=415, reason="media_type")
-            if self.verifier is not None:
-                self.verifier(request.body, headers, request.received_at)
-            raw = decode_content(request.body, headers.get("content-encoding"), self.body_limit)
+            body = request.body
+            if self.verify is not None:
+                view = RequestView.build(request.method, request.path, request.query_string, headers,
+                                         self.url_base, self.tls) if self.needs_view else None
+                if self.handshake is not None:
+                    answer = self.handshake(body, headers, request.received_at, view)
+                    if answer is not None:
+                        self._log(request, answer.status, "handshake", started, None)
+                        return Response(answer.status, answer.body, answer.content_type)
+                body = self.verify(body, headers, request.received_at, view)
+            # A decrypted body (wecom, feishu) is the plaintext, never content-encoded.
+            raw = decode_content(body, headers.get("content-encoding"), self.body_limit) if body is request.body else body
             data = parse_body(raw, content_type)
+            if self.schema is not None:
+                self.schema(data)
         except RequestError as exc:
             return self.reject(request, exc, started)
         context = build_context(data, headers, request.query_string, request.params, request.method,
-                                request.path, ip, request.received_at, request.body, self.body_limit)
+                                request.path, ip, request.received_at, body, self.body_limit)
         dedup_key = self._dedup_key(context) if self.dedup_enabled else None
         key_hash = None
         if dedup_key:
@@ -101,7 +132,9 @@ class Trigger:
         now = request.received_at
         stored = orjson.dumps({
             "method": request.method, "path": request.path,
-            "headers": redact(request.headers, self.redacted), "query": context["query"],
+            "headers": redact(request.headers, self.redacted),
+            "query": {k: REDACTED if k in self.secret_query else v for k, v in context["query"].items()}
+            if self.secret_query else context["query"],
             "params": request.params, "ip": context["ip"], "received_at": now})
         execution = NewExecution(
             execution_id, self.key, self.workflow.version, now, stored, context.raw_body,
@@ -213,7 +246,8 @@ class Trigger:
         metrics.count(metrics.rejected, self.key, exc.reason)
         reason = exc.message if exc.detail == exc.message else f"{exc.message}: {exc.detail}"
         self._log(request, exc.status, reason, started, None)
-        return Response.error(exc.status, exc.message)
+        extra = {"path": exc.pointer} if isinstance(exc, SchemaError) else {}
+        return Response.error(exc.status, exc.message, exc.headers, **extra)
 
     def refuse(self, request: Request, response: Response, reason: str, started: float) -> Response:
         metrics = self.service.metrics
@@ -228,16 +262,17 @@ class Trigger:
         (self.answered.get(status) or service.metrics.requests.slot(self.key, str(status))).value += 1
         self.duration.observe(elapsed)
         service.writer.log_request(RequestLogEntry(
-            request.received_at, request.peer, request.method, request.path, self.key, status,
+            request.received_at, request.ip, request.method, request.path, self.key, status,
             reason, len(request.body), elapsed * 1000, request.request_id, execution))
 
 
 _CODES = (200, 201, 202, 204, 400, 401, 403, 404, 405, 413, 415, 422, 429, 431, 500, 503, 504)
 
 
-def _allowed(ip: str, networks) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+class RateLimited(RequestError):
+    status = 429
+    reason = "rate"
+
+    def __init__(self, wait: float):
+        super().__init__("rate limit exceeded")
+        self.headers = ((b"retry-after", str(max(1, math.ceil(wait))).encode()),)

@@ -2,7 +2,8 @@
 
 SIGTERM (or SIGINT): stop accepting, let requests in flight get their answers, let running
 executions finish up to a grace period, commit, release leases so the next start takes the
-queued rest at once, exit 0.
+queued rest at once, exit 0.  SIGHUP: re-read the TLS certificate (reloading config and
+workflows is still to come).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 import time
 
 import uvloop
 
+from . import tls
 from .app import WebhookApp
 from .config import Config, display_url
 from .protocol import HttpProtocol, Limits
@@ -35,15 +38,26 @@ class Server:
         self.listeners: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
         self.stopped = asyncio.Event()
+        # One context for every listener, so a reload reaches them all.
+        self.ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether every listener speaks HTTPS (so every request came over TLS)."""
+        return self.ssl_context is not None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        server = self.config.server
+        if server.tls_enabled:  # before the store opens: a bad certificate stops the start cleanly
+            self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
         self.app = WebhookApp(self.config, self.service)
-        server = self.config.server
         limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
                         server.keepalive_timeout)
         app = self.app
+        # The handshake comes before the protocol's own read deadline, so it gets the same limit.
+        handshake_timeout = server.read_timeout if self.ssl_context is not None else None
 
         def make_protocol() -> HttpProtocol:
             return HttpProtocol(app, limits, loop, time.time)
@@ -51,12 +65,29 @@ class Server:
         for host, port in server.listen:
             listener = await loop.create_server(
                 make_protocol, host, port, backlog=4096, reuse_port=server.processes != 1,
-                family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC)
+                family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
+                ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout)
             self.listeners.append(listener)
             for sock in listener.sockets:
                 bound = sock.getsockname()
                 self.addresses.append((bound[0], bound[1]))
-                log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}"})
+                log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}",
+                                             "tls": self.tls_enabled})
+
+    def reload(self) -> None:
+        """SIGHUP: new handshakes get the certificate now in the files; open connections go on.
+        A pair that does not load leaves the old certificate in use."""
+        if self.ssl_context is None:
+            log.info("SIGHUP: nothing to reload (config and workflow reload is not supported yet)")
+            return
+        cert, key = self.config.server.tls_cert, self.config.server.tls_key
+        try:
+            tls.reload(self.ssl_context, cert, key)
+        except tls.TlsError as exc:
+            log.error("SIGHUP: TLS certificate reload failed, still serving the old certificate",
+                      extra={"error": str(exc), "tls_cert": cert, "tls_key": key})
+            return
+        log.info("SIGHUP reloaded TLS certificates", extra={"tls_cert": cert, "tls_key": key})
 
     async def stop(self) -> None:
         for listener in self.listeners:
@@ -85,6 +116,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     log.info("ready", extra={"workflows": len(config.workflows), "storage": display_url(config.storage.url),
                              "durability": config.storage.durability})
     await stop.wait()

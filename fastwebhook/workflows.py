@@ -15,9 +15,11 @@ from .config import (ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, 
                      ResponseConfig, ServerConfig, VerifyConfig, Workflow, _PATH_SEGMENT)
 from .errors import ConfigError
 from .nodes import NODE_TYPES
+from .ratelimit import parse_rate
+from .schema import compile_schema
 from .templates import compile_value
 from .units import parse_duration, parse_size
-from .verify import SCHEMES, build_verifier
+from .verify import SCHEMES, build_verifier, public_url_base
 
 WORKFLOW_FIELDS = {
     "title", "path", "methods", "mode", "enabled", "sync_timeout", "on_sync_timeout", "ip_allow",
@@ -67,11 +69,12 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         ip_allow=loader.networks(t.get("ip_allow", []), f"{path}.ip_allow"),
         max_body_size=min(max_body, server.max_body_size),
         content_types=frozenset(str(c).lower() for c in content_types),
-        rate_limit=loader.take(t, "rate_limit", path, str, ""),
+        rate_limit=_rate_limit(loader, t, path),
         schema=loader.take(t, "schema", path, str, ""),
+        schema_validator=_schema(loader, t, path),
         order_key=loader.take(t, "order_key", path, str, ""),
         concurrency=concurrency,
-        public_url=loader.take(t, "public_url", path, str, ""),
+        public_url=_public_url(loader, t, path),
         verify=verify,
         dedup=_dedup(loader, loader.table(t, "dedup", path), f"{path}.dedup", verify),
         response=_response(loader, loader.table(t, "response", path), f"{path}.response"),
@@ -79,6 +82,25 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         version=hashlib.sha256(orjson.dumps(t, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12],
     )
     return workflow if len(loader.errors) == errors_before else None
+
+
+def _public_url(loader, t: dict, path: str) -> str:
+    text = loader.take(t, "public_url", path, str, "")
+    loader.convert(public_url_base, text, f"{path}.public_url", "")
+    return text
+
+
+def _rate_limit(loader, t: dict, path: str) -> str:
+    text = loader.take(t, "rate_limit", path, str, "")
+    loader.convert(parse_rate, text, f"{path}.rate_limit", None)
+    return text
+
+
+def _schema(loader, t: dict, path: str):
+    file = loader.take(t, "schema", path, str, "")
+    if not file:
+        return None
+    return loader.convert(lambda f, where: compile_schema(f, loader.path.parent, where), file, f"{path}.schema", None)
 
 
 def _check_path(loader, url_path: str, where: str) -> None:
