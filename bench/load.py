@@ -8,7 +8,15 @@ probe with a wrong signature that must get 401), a 1 s warm-up and then the meas
 which the CPU time of every other process on the machine is counted: a run where others took
 more than 10 % is flagged as skewed. The table goes to stdout and to bench/results/latest.md.
 
+After the peers and fastwebhook's two durabilities come the verification families: the
+fastwebhook-commit workflow verified by another scheme (Standard Webhooks v1 HMAC with a
+timestamp, its v1a ed25519, a token), the same body signed by that scheme's sender once per
+receiver start, and a unique X-Delivery (their dedup key; webhook-id is signed, so constant) per
+request. The report compares each with fastwebhook-commit (github, HMAC hex) of the same run.
+fastwebhook rows also report duplicates from /metrics: a repeated dedup key is a bug here.
+
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
+    .venv/bin/python bench/load.py --families   # fastwebhook-commit and the family rows only
 
 Exits 1 when a receiver could not be measured (its row says why), else 0; missing the speed
 targets is reported, not an error.
@@ -57,6 +65,8 @@ class Receiver:
     description: str
     argv: Callable[[Path, int], list[str]]  # (fresh work directory, port) -> command line
     verifies: bool  # rejects a wrong signature with 401
+    family: str = "github"  # the signed request it is fed: a key of payload.FAMILIES
+    metrics: bool = False  # serves fastwebhook's /metrics (duplicates are read from it)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     others_cpu_share: float = 0.0  # CPU time neither the receiver nor wrk used, during the run
+    duplicates: int | None = None  # answered as duplicates (fastwebhook's /metrics), probes included
 
     @property
     def ok_per_second(self) -> float:
@@ -84,12 +95,14 @@ def peer(script: str, *extra: str) -> Callable[[Path, int], list[str]]:
     return argv
 
 
-def fastwebhook(durability: str) -> Callable[[Path, int], list[str]]:
+def fastwebhook(variant: str, family: str = "github") -> Callable[[Path, int], list[str]]:
+    """bench/fastwebhook-<variant>.toml, its secret the one ``family``'s receiver verifies with."""
     def argv(workdir: Path, port: int) -> list[str]:
         executable = Path(sys.executable).parent / "fastwebhook"
         if not executable.exists():
             raise ReceiverError(f"{executable} does not exist (is fastwebhook installed in this venv?)")
-        config = render_config(BENCH_DIR / f"fastwebhook-{durability}.toml", workdir, port)
+        config = render_config(BENCH_DIR / f"fastwebhook-{variant}.toml", workdir, port,
+                               payload.RECEIVER_SECRETS[family])
         return [str(executable), "serve", "-c", str(config)]
 
     return argv
@@ -104,15 +117,26 @@ RECEIVERS = [
              "WAL, commit per request, 202",
              peer("fastapi_peer.py", "--db", "{workdir}/peer.db"), verifies=True),
     Receiver("fastwebhook-commit", 'fastwebhook, durability = "commit" (202 after the row is on disk)',
-             fastwebhook("commit"), verifies=True),
+             fastwebhook("commit"), verifies=True, metrics=True),
     Receiver("fastwebhook-memory", 'fastwebhook, durability = "memory" (202 at enqueue)',
-             fastwebhook("memory"), verifies=True),
+             fastwebhook("memory"), verifies=True, metrics=True),
+    # The verification families: fastwebhook-commit's workflow, another scheme (report.FAMILIES).
+    Receiver("fastwebhook-standard", 'fastwebhook-commit verified by scheme "standard" v1 '
+             "(HMAC-SHA256 base64 over id.timestamp.body, 300 s tolerance); dedup key X-Delivery",
+             fastwebhook("standard", "standard"), verifies=True, family="standard", metrics=True),
+    Receiver("fastwebhook-ed25519", 'fastwebhook-commit verified by scheme "standard" with a whpk_ '
+             "public key: v1a ed25519 over id.timestamp.body, 300 s tolerance; dedup key X-Delivery",
+             fastwebhook("ed25519", "ed25519"), verifies=True, family="ed25519", metrics=True),
+    Receiver("fastwebhook-token", 'fastwebhook-commit verified by scheme "token" (X-Webhook-Token, '
+             "constant-time compare); dedup key X-Delivery",
+             fastwebhook("token", "token"), verifies=True, family="token", metrics=True),
 ]
+FAMILY_RECEIVERS = ["fastwebhook-commit", "fastwebhook-standard", "fastwebhook-ed25519", "fastwebhook-token"]
 
 
-def render_config(template: Path, workdir: Path, port: int) -> Path:
+def render_config(template: Path, workdir: Path, port: int, secret: str = payload.SECRET) -> Path:
     """Fill the template's ${BENCH_*} placeholders so the server sees plain values."""
-    values = {"BENCH_PORT": str(port), "BENCH_DIR": str(workdir), "BENCH_SECRET": payload.SECRET}
+    values = {"BENCH_PORT": str(port), "BENCH_DIR": str(workdir), "BENCH_SECRET": secret}
 
     def fill(match: re.Match) -> str:
         if match.group(1) not in values:
@@ -127,9 +151,12 @@ def render_config(template: Path, workdir: Path, port: int) -> Path:
 # --- one measurement ------------------------------------------------------------------------------
 
 def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_file: Path) -> WrkResult:
-    """Start the receiver, probe, warm up, load it, stop it."""
+    """Sign, start the receiver, probe, warm up, load it, stop it."""
     if accepts_connections(port):
         raise ReceiverError(f"port {port} is already in use by another process")
+    # Signed now, per start: the standard schemes' timestamp stays within tolerance whatever
+    # the number of runs (parse_args bounds --duration by it).
+    request = payload.signed_request(receiver.family, time.time())
     argv = ["taskset", "-c", str(SERVER_CPU), *receiver.argv(workdir, port)]
     log_path = workdir / "receiver.log"
     with open(log_path, "wb") as log:
@@ -139,13 +166,15 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
     try:
         try:
             wait_until_serving(process, port)
-            probe(port, receiver.verifies, time.monotonic() + STARTUP_TIMEOUT)
-            run_wrk(port, WARMUP_SECONDS, body_file)
+            probe(port, request, receiver.verifies, time.monotonic() + STARTUP_TIMEOUT)
+            run_wrk(port, WARMUP_SECONDS, body_file, request)
             with CpuAccount(receiver_group=process.pid) as account:
-                result = run_wrk(port, duration, body_file)
+                result = run_wrk(port, duration, body_file, request)
             result = dataclasses.replace(result, others_cpu_share=account.others_share)
             if process.poll() is not None:
                 raise ReceiverError(f"exited with status {process.returncode} during the run")
+            if receiver.metrics:
+                result = dataclasses.replace(result, duplicates=read_duplicates(port))
             return result
         except ReceiverError as error:
             raise ReceiverError(f"{error}{log_tail(log_path)}") from None
@@ -171,8 +200,9 @@ def wait_until_serving(process: subprocess.Popen, port: int) -> None:
         time.sleep(0.05)
 
 
-def post(port: int, signature: str) -> tuple[int, bytes]:
-    headers = {**payload.HEADERS, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": str(uuid.uuid4())}
+def post(port: int, request: payload.SignedRequest, forged: bool = False) -> tuple[int, bytes]:
+    headers = {**request.headers, **(request.forged if forged else {}),
+               request.unique_header: str(uuid.uuid4())}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         connection.request("POST", "/hook", body=payload.BODY, headers=headers)
@@ -184,27 +214,48 @@ def post(port: int, signature: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def probe(port: int, verifies: bool, deadline: float) -> None:
+def probe(port: int, request: payload.SignedRequest, verifies: bool, deadline: float) -> None:
     """A signed request must get a 2xx (503 while starting up is waited out), a forged one 401."""
-    status, body = post(port, payload.HEADERS["X-Hub-Signature-256"])
+    status, body = post(port, request)
     while status == 503 and time.monotonic() < deadline:
         time.sleep(0.1)
-        status, body = post(port, payload.HEADERS["X-Hub-Signature-256"])
+        status, body = post(port, request)
     if not 200 <= status < 300:
         raise ReceiverError(f"signed probe answered {status} {body[:200]!r}")
     if verifies:
-        status, body = post(port, "sha256=" + "0" * 64)
+        status, body = post(port, request, forged=True)
         if status != 401:
             raise ReceiverError(f"probe with a wrong signature answered {status}, not 401 {body[:200]!r}")
 
 
-def run_wrk(port: int, duration: int, body_file: Path) -> WrkResult:
+_DUPLICATES = re.compile(r'^fastwebhook_duplicates_total\{[^}]*workflow="bench"[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def read_duplicates(port: int) -> int:
+    """Requests fastwebhook answered as duplicates so far (warm-up and probes included)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as error:
+        raise ReceiverError(f"reading /metrics failed: {error!r}") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ReceiverError(f"/metrics answered {response.status}")
+    match = _DUPLICATES.search(text)
+    return int(float(match.group(1))) if match else 0  # no sample: none counted yet
+
+
+def run_wrk(port: int, duration: int, body_file: Path, request: payload.SignedRequest) -> WrkResult:
     argv = ["taskset", "-c", str(LOADER_CPU), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
             "--latency", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}/hook"]
     env = {
         **os.environ,
         "WRK_BODY_FILE": str(body_file),
-        "WRK_HEADERS": "\n".join(f"{name}: {value}" for name, value in payload.HEADERS.items()),
+        "WRK_HEADERS": "\n".join(f"{name}: {value}" for name, value in request.headers.items()),
+        "WRK_UNIQUE_HEADER": request.unique_header,
         "WRK_DELIVERY_PREFIX": str(uuid.uuid4())[:23],  # a fresh one per run: no id ever repeats
     }
     try:
@@ -309,12 +360,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs per receiver; medians are reported (default 1)")
     parser.add_argument("--only", action="append", choices=names, metavar="NAME",
                         help=f"measure only this receiver (repeatable): {', '.join(names)}")
+    parser.add_argument("--families", action="store_true",
+                        help=f"measure only the verification families ({', '.join(FAMILY_RECEIVERS)}); "
+                             "with --only, those as well")
     parser.add_argument("--port", type=int, default=18080,
                         help="port every receiver listens on (default 18080)")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration and --runs must be at least 1")
+    # A receiver start signs once; the standard schemes' timestamp must outlast start-up,
+    # warm-up and the run.
+    longest = payload.TIMESTAMP_TOLERANCE - STARTUP_TIMEOUT - WARMUP_SECONDS - 30
+    if args.duration > longest and any(receiver.family in ("standard", "ed25519")
+                                       for receiver in selected(args)):
+        parser.error(f"--duration at most {longest:.0f} s with the standard scheme's rows: their signed "
+                     f"timestamp must stay within its {payload.TIMESTAMP_TOLERANCE:.0f} s tolerance")
     return args
+
+
+def selected(args: argparse.Namespace) -> list[Receiver]:
+    """The receivers to measure, in RECEIVERS' order: all of them unless --only or --families."""
+    if not args.only and not args.families:
+        return list(RECEIVERS)
+    names = set(args.only or ()) | (set(FAMILY_RECEIVERS) if args.families else set())
+    return [receiver for receiver in RECEIVERS if receiver.name in names]
 
 
 def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[report.Row]:
@@ -344,7 +413,8 @@ def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[rep
                 say(f"  {result.ok_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
                     f"p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx_3xx}  "
                     f"socket errors {result.socket_errors}  "
-                    f"other processes {100 * result.others_cpu_share:.0f} % CPU")
+                    + (f"duplicates {result.duplicates}  " if result.duplicates is not None else "")
+                    + f"other processes {100 * result.others_cpu_share:.0f} % CPU")
                 if result.others_cpu_share > report.BUSY_WARNING:
                     say("  warning: other processes were busy during this run; its figures are skewed")
     rows = [report.Row(receiver.name, receiver.description, results[receiver.name], errors.get(receiver.name))
@@ -359,7 +429,7 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools()
-    receivers = [receiver for receiver in RECEIVERS if not args.only or receiver.name in args.only]
+    receivers = selected(args)
     rows = measure_all(receivers, args)
     settings = report.Settings(args.duration, args.runs, CONNECTIONS, SERVER_CPU, LOADER_CPU)
     print(report.terminal(rows, settings))

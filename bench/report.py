@@ -1,4 +1,5 @@
-"""Tables for bench/load.py: medians per receiver, fastwebhook's ratio to each, the targets."""
+"""Tables for bench/load.py: medians per receiver, fastwebhook's ratio to each, the targets,
+and the verification families against the github row of the same run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ TARGETS = [  # (row, its req/s as a share of bare's at least, p99 at most)
     (COMMIT, 0.35, 5.0),
     (MEMORY, 0.50, None),
 ]
+FAMILIES = [  # (family, scheme as configured, row, held to FAMILY_TOLERANCE of the github row)
+    ("HMAC hex", "github", COMMIT, None),
+    ("HMAC base64 + timestamp", "standard, v1 (whsec_)", "fastwebhook-standard", True),
+    ("ed25519", "standard, v1a (whpk_)", "fastwebhook-ed25519", False),
+    ("token", "token, X-Webhook-Token", "fastwebhook-token", True),
+]
+FAMILY_TOLERANCE = 0.10  # a family's req/s within ±10 % of the github row's, same run
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,11 @@ class Row:
     def socket_errors(self) -> int:
         return sum(result.socket_errors for result in self.results)
 
+    @property
+    def duplicates(self) -> int:
+        """Requests answered as duplicates (fastwebhook rows): a repeated dedup key, never expected."""
+        return sum(result.duplicates or 0 for result in self.results)
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
@@ -84,6 +97,8 @@ def _note(row: Row, settings: Settings) -> str:
         notes.append(f"{row.non_2xx_3xx:,} non-2xx answers, not counted in req/s")
     if row.socket_errors:
         notes.append(f"{row.socket_errors:,} socket errors")
+    if row.duplicates:
+        notes.append(f"{row.duplicates:,} answered as duplicates (200, nothing stored): dedup keys repeated")
     if row.skewed_runs:
         worst = max(result.others_cpu_share for result in row.skewed_runs)
         notes.append(f"{len(row.skewed_runs)} of {len(row.results)} runs skewed: other processes "
@@ -138,6 +153,60 @@ def targets(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def families(rows: list[Row], settings: Settings) -> str:
+    """The verification families against the github row of the same run; "" without them."""
+    by_name = {row.name: row for row in rows}
+    if not any(by_name.get(name) for _, _, name, _ in FAMILIES if name != COMMIT):
+        return ""
+    github = by_name.get(COMMIT)
+    reference = github if github is not None and github.measured and github.per_second > 0 else None
+    invalid = lambda row: row.non_2xx_3xx > 0 or row.duplicates > 0  # noqa: E731
+    lines = [
+        "Verification families (durability commit):",
+        "",
+        f"| family | scheme | receiver | req/s (2xx) | p99 ms | vs github | within "
+        f"{100 * FAMILY_TOLERANCE:.0f} % | note |",
+        "|---|---|---|--:|--:|--:|---|---|",
+    ]
+    for family, scheme, name, held in FAMILIES:
+        row = by_name.get(name)
+        if row is None or not row.measured:
+            figures, ratio, verdict = "— | —", "—", "not measured"
+        else:
+            figures = f"{row.per_second:,.0f} | {row.p99_ms:.2f}"
+            if held is None:
+                ratio, verdict = "100 %", "reference" + (", NOT VALID (see note)" if invalid(row) else "")
+            elif reference is None:
+                ratio, verdict = "—", f"needs {COMMIT} in the same run"
+            elif invalid(row) or invalid(reference):
+                ratio = f"{100 * row.per_second / reference.per_second:.0f} %"
+                verdict = "NOT VALID: non-2xx answers or duplicates (see notes)"
+            else:
+                share = row.per_second / reference.per_second
+                ratio = f"{100 * share:.0f} %"
+                change = f"{100 * (share - 1):+.0f} %"
+                if not held:
+                    verdict = f"no target ({change})"
+                elif abs(share - 1) <= FAMILY_TOLERANCE:
+                    verdict = f"OK ({change})"
+                elif share < 1:
+                    verdict = f"MISSED ({change})"
+                else:
+                    verdict = f"outside, faster ({change})"
+        note = _cell(_note(row, settings)) if row is not None else ""
+        lines.append(f"| {family} | {scheme} | {name} | {figures} | {ratio} | {verdict} | {note} |")
+    lines += [
+        "",
+        f"Each family row is {COMMIT}'s workflow (durability commit, no nodes) verified by another "
+        f"scheme; \"vs github\" is its req/s over {COMMIT}'s (github, HMAC hex) in this run. "
+        f"ed25519 is reported, not held to the {100 * FAMILY_TOLERANCE:.0f} % target.",
+    ]
+    skewed = [name for _, _, name, _ in FAMILIES if by_name.get(name) and by_name[name].skewed_runs]
+    if skewed:
+        lines.append(f"Skewed runs among {', '.join(skewed)}: compare these ratios with care.")
+    return "\n".join(lines)
+
+
 def _busy_warning(rows: list[Row]) -> str:
     skewed = [row.name for row in rows if row.skewed_runs]
     if not skewed:
@@ -148,7 +217,9 @@ def _busy_warning(rows: list[Row]) -> str:
 
 def terminal(rows: list[Row], settings: Settings) -> str:
     warning = _busy_warning(rows)
-    return f"\n{table(rows, settings)}\n\n{targets(rows)}" + (f"\n\n{warning}" if warning else "")
+    section = families(rows, settings)
+    return (f"\n{table(rows, settings)}\n\n{targets(rows)}" + (f"\n\n{section}" if section else "")
+            + (f"\n\n{warning}" if warning else ""))
 
 
 def _machine() -> str:
@@ -186,7 +257,8 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path) -> Path:
         f"Each receiver alone, pinned to CPU {settings.server_cpu}; loader `taskset -c {settings.loader_cpu} "
         f"wrk -t1 -c{settings.connections} -d{settings.duration}s --latency -s bench/signed.lua` on CPU "
         f"{settings.loader_cpu}; 1 s warm-up first. Signed 1160-byte GitHub push, a new "
-        f"X-GitHub-Delivery per request. "
+        f"X-GitHub-Delivery per request (the verification families: the same body and other headers "
+        f"signed by their scheme once per start, a new X-Delivery per request as their dedup key). "
         + (f"Medians of {settings.runs} runs (non-2xx and socket errors summed)." if settings.runs > 1
            else "One run."),
         "",
@@ -199,6 +271,7 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path) -> Path:
         "",
         targets(rows),
         "",
+        *([families(rows, settings), ""] if families(rows, settings) else []),
         "Receivers:",
         *(f"- **{row.name}**: {row.description}" for row in rows),
     ]

@@ -1,12 +1,14 @@
--- wrk script: signed GitHub-push POSTs, each with its own X-GitHub-Delivery.
+-- wrk script: signed POSTs of a constant body, each with its own delivery id.
 --
--- wrk's Lua has no HMAC, and the body never changes, so bench/load.py computes the signature
--- once and passes everything through the environment:
+-- wrk's Lua has no HMAC, and the body never changes, so bench/load.py signs once per receiver
+-- (any scheme: see bench/payload.py) and passes everything through the environment:
 --   WRK_BODY_FILE       path of the request body
 --   WRK_HEADERS         the constant headers, one "Name: value" per line (signature included)
 --   WRK_DELIVERY_PREFIX 23 characters ("xxxxxxxx-xxxx-xxxx-xxxx") unique to this wrk run
--- The delivery id is the prefix, the thread number and a per-thread counter, shaped like the
--- UUIDs GitHub sends, so no two requests of any run repeat one.
+--   WRK_UNIQUE_HEADER   the header that carries the per-request id (default X-GitHub-Delivery);
+--                       the receiver's dedup key, so it must be one no signature covers
+-- The id is the prefix, the thread number and a per-thread counter, shaped like the UUIDs
+-- GitHub sends, so no two requests of any run repeat one.
 -- done() prints one line "WRK_RESULT {json}" that bench/load.py parses.
 
 local function required_env(name)
@@ -38,8 +40,12 @@ function init(args)
     local name, value = line:match("^([^:]+):%s*(.*)$")
     headers[name] = value
   end
+  local unique_header = os.getenv("WRK_UNIQUE_HEADER")
+  if unique_header == nil or unique_header == "" then
+    unique_header = "X-GitHub-Delivery"
+  end
   local marker = "@DELIVERY@"
-  headers["X-GitHub-Delivery"] = marker
+  headers[unique_header] = marker
 
   -- Build the request once; per request only the id is spliced in.
   local request_bytes = wrk.format("POST", nil, headers, body)
