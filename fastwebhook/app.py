@@ -11,6 +11,7 @@ from .config import Config
 from .http import Request, Response
 from .ingest import Trigger
 from .metrics import CONTENT_TYPE
+from .netaccess import AddressSet, client_ip
 from .router import Router
 from .service import Service
 from .store.base import RequestLogEntry
@@ -38,6 +39,8 @@ class WebhookApp:
         self.config = config
         self.service = service
         self.max_body = config.server.max_body_size
+        trusted = config.server.trusted_proxies
+        self.trusted = AddressSet(trusted) if trusted else None
         self.router = Router()
         for workflow in config.workflows.values():
             if workflow.enabled:
@@ -55,6 +58,8 @@ class WebhookApp:
 
     # -- the protocol's side ------------------------------------------------------------------
     def route(self, request: Request) -> None:
+        if self.trusted is not None:  # once per request, so every answer and log line agrees
+            request.ip = client_ip(request.peer, request.headers, self.trusted)
         found = self.router.match(request.path)
         if found is None:
             request.body_limit = self.max_body
@@ -121,7 +126,7 @@ class WebhookApp:
         if key is not None and reason in ("method", "size", "malformed"):
             metrics.count(metrics.rejected, key, reason)
         self.service.writer.log_request(RequestLogEntry(
-            request.received_at, request.peer, request.method, request.path, key, response.status,
+            request.received_at, request.ip, request.method, request.path, key, response.status,
             reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
         return response
 
