@@ -92,8 +92,7 @@ class SqliteStore:
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             sql = SQL["find_dedup"].format(hashes=",".join("?" * len(chunk)))
-            async with db.execute(sql, (now, *chunk)) as cursor:
-                held.update({row[0]: row[1] async for row in cursor})
+            held.update(await db.execute_fetchall(sql, (now, *chunk)))  # one thread crossing
         duplicates = {}
         for index, dedup_hash in keyed:
             original = held.get(dedup_hash)
