@@ -21,6 +21,7 @@ from .dedup import dedup_hash
 from .errors import RequestError
 from .http import Request, Response
 from .ids import new_id, to_text
+from .intake import MAX_BATCH
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from .service import Service
 
 RETRY_AFTER = ((b"retry-after", b"1"),)
+# durability = "memory" answers before the commit only while the writer keeps up (less than one
+# batch waiting): past that it answers after the commit, as "commit" does.  That bounds what a
+# crash can lose and what the process holds in memory, and turns a writer that falls behind into
+# slower answers instead of an ever-growing backlog the garbage collector has to walk.
+MEMORY_BACKLOG = MAX_BATCH
 QUEUE_FULL = Response.error(503, "queue full", RETRY_AFTER)
 STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
 
@@ -140,7 +146,7 @@ class Trigger:
         id_text = to_text(execution_id)
         context.forget_data()
         work = Work(execution_id, id_text, self.workflow, context)
-        if not service.durable and not self.sync:
+        if not service.durable and not self.sync and service.writer.uncommitted < MEMORY_BACKLOG:
             service.writer.add_execution(execution, self._on_memory_commit(execution, work))
             return self.accepted(request, execution_id, id_text, started)
         answer = service.loop.create_future()

@@ -35,6 +35,12 @@ class Writer:
         self._idle.set()
         self._task: asyncio.Task | None = None
         self.healthy = True
+        self.in_flight = 0          # executions in the batch being committed
+
+    @property
+    def uncommitted(self) -> int:
+        """Executions added and not yet on disk."""
+        return len(self.pending.executions) + self.in_flight
 
     # -- what the loop adds -------------------------------------------------------------------
     def add_execution(self, execution: NewExecution, committed: Committed | None) -> None:
@@ -89,14 +95,17 @@ class Writer:
                 self._idle.set()
                 continue
             started = time.perf_counter()
+            self.in_flight = len(batch.executions)
             try:
                 duplicates = await self.store.commit(batch, self.clock())
             except (StoreError, OSError) as exc:
+                self.in_flight = 0
                 self.healthy = False
                 log.error("store commit failed: %s", exc)
                 self._give_back(batch, callbacks, exc)
                 await asyncio.sleep(RETRY_DELAY)
                 continue
+            self.in_flight = 0
             self.healthy = True
             self.metrics.store_commit.observe(time.perf_counter() - started)
             self.metrics.store_batch.observe(len(batch.executions) + len(batch.requests))

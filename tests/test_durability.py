@@ -459,3 +459,33 @@ def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
     finally:
         running.stop()
 
+
+
+def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind(serve):
+    """'memory' acknowledges before the commit only while less than a batch is uncommitted."""
+    import http.client
+    import sqlite3
+
+    from fastwebhook.intake import MAX_BATCH
+
+    s = serve('[storage]\nurl = "sqlite:///{db}"\ndurability = "memory"\n'
+              '[log]\nlevel = "warning"\n[workflows.m]\npath = "/m"\n')
+
+    def post(timeout: float):
+        connection = http.client.HTTPConnection(s.host, s.port, timeout=timeout)
+        connection.request("POST", "/m", body=b"{}", headers={"content-type": "application/json"})
+        return connection.getresponse().status
+
+    blocker = sqlite3.connect(s.db, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit while we hold this
+    try:
+        assert post(timeout=2) == 202   # answered although nothing is on disk yet
+
+        async def behind():
+            s.server.service.writer.in_flight = MAX_BATCH
+        s.call(behind)
+        with pytest.raises(TimeoutError):
+            post(timeout=0.5)           # now it waits for its commit, which cannot happen
+    finally:
+        blocker.rollback()
+        blocker.close()
