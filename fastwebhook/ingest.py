@@ -1,8 +1,9 @@
 """Accepting one webhook: the hot path from a parsed `Request` to its 2xx.
 
-route -> ip -> media type -> verify (raw bytes) -> decode and parse once -> dedup -> reserve a
-queue slot -> append to the open batch -> (commit) -> 202.  Everything a request needs that does
-not depend on the request is prepared here once per workflow.
+ip allowlist -> rate limit -> media type -> provider handshake -> verify (raw bytes) -> decode and
+parse once -> schema -> dedup -> reserve a queue slot -> append to the open batch -> (commit) ->
+202.  Everything a request needs that does not depend on the request is prepared here once per
+workflow.
 """
 
 from __future__ import annotations
