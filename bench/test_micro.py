@@ -136,3 +136,24 @@ def test_whole_request_memory_durability(benchmark, app):
     benchmark(step)
     assert transport.written > 0
     assert orjson.loads(b"{}") == {}
+
+
+def test_enqueue(benchmark, app):
+    """Reserve a queue slot and append an execution to the open batch (the writer not running)."""
+    from fastwebhook.store.base import NewExecution
+
+    _, service, _ = app
+    writer, queue = service.writer, service.queue
+    ids = itertools.count()
+
+    def step():
+        if queue.reserve():
+            execution = NewExecution(next(ids).to_bytes(16, "big"), "bench", "v1", 0.0, b"{}", BODY,
+                                     None, None, 0.0, service.owner, 30.0)
+            writer.add_execution(execution, None)
+        if len(writer.pending.executions) > 10000:
+            writer.pending.executions.clear()
+            writer.callbacks.clear()
+            queue.load = 0
+
+    benchmark(step)
