@@ -7,7 +7,6 @@ address behind `trusted_proxies` (and forwarding headers from anyone else ignore
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
@@ -17,9 +16,9 @@ import uuid
 import orjson
 import pytest
 
+from client_support import Answer, admin, log_entry, request, wait_for_execution
 from fastwebhook.verify import sign
 
-ADMIN = {"Authorization": "Bearer test-token"}
 SECRET = "net-github-Secret-5e0b77"
 
 BASE = """
@@ -117,63 +116,9 @@ ORDER_SCHEMA = {
 
 # --- client side -----------------------------------------------------------------------------------
 
-class Answer:
-    def __init__(self, response: http.client.HTTPResponse):
-        self.status = response.status
-        self.headers = {k.lower(): v for k, v in response.getheaders()}
-        self.body = response.read()
-
-    def json(self):
-        return orjson.loads(self.body)
-
-
-def request(running, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-            source: str | None = None) -> Answer:
-    """One request on its own connection, from `source` (a local address) when given."""
-    conn = http.client.HTTPConnection(running.host, running.port, timeout=10,
-                                      source_address=(source, 0) if source else None)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        return Answer(conn.getresponse())
-    finally:
-        conn.close()
-
-
 def post_json(running, path: str, value, headers: dict | None = None, source: str | None = None) -> Answer:
     return request(running, "POST", path, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})},
                    source)
-
-
-def admin(running, path: str) -> Answer:
-    answer = request(running, "GET", f"/api/admin{path}", headers=ADMIN)
-    assert answer.status == 200, (path, answer.status, answer.body)
-    return answer
-
-
-def wait_for_execution(running, execution_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        record = admin(running, f"/executions/{execution_id}").json()
-        if record["status"] not in ("queued", "started"):
-            return record
-        assert time.monotonic() < deadline, f"execution {execution_id} still {record['status']}"
-        time.sleep(0.02)
-
-
-def log_entry(running, answer: Answer, timeout: float = 5.0) -> dict:
-    request_id = answer.headers["x-request-id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        for item in admin(running, "/requests?limit=1000").json()["items"]:
-            if item["request_id"] == request_id:
-                return item
-        assert time.monotonic() < deadline, f"no request log entry for {request_id}"
-        time.sleep(0.02)
 
 
 def rejected(running, workflow: str, reason: str) -> float:

@@ -15,7 +15,6 @@ import base64
 import dataclasses
 import gzip
 import hashlib
-import http.client
 import re
 import threading
 import time
@@ -29,10 +28,10 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from client_support import Answer, admin, log_entry, request, wait_for_execution
 from conftest import raw_exchange, start_server, write_config
 from fastwebhook.verify import generate_keypair, sign_request
 
-ADMIN = {"Authorization": "Bearer test-token"}
 REDACTED = "[redacted]"
 
 
@@ -244,58 +243,6 @@ def server(tmp_path_factory):
 
 
 # --- the client side ---------------------------------------------------------------------------
-
-class Answer:
-    def __init__(self, response: http.client.HTTPResponse):
-        self.status = response.status
-        self.headers = {k.lower(): v for k, v in response.getheaders()}
-        self.body = response.read()
-
-    def json(self):
-        return orjson.loads(self.body)
-
-
-def request(running, method: str, target: str, body: bytes | None = None, headers: dict | None = None) -> Answer:
-    conn = http.client.HTTPConnection(running.host, running.port, timeout=10)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        return Answer(conn.getresponse())
-    finally:
-        conn.close()
-
-
-def admin(running, path: str) -> Answer:
-    answer = request(running, "GET", f"/api/admin{path}", headers=ADMIN)
-    assert answer.status == 200, (path, answer.status, answer.body)
-    return answer
-
-
-def wait_for_execution(running, execution_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        record = admin(running, f"/executions/{execution_id}").json()
-        if record["status"] not in ("queued", "started"):
-            return record
-        assert time.monotonic() < deadline, f"execution {execution_id} still {record['status']}"
-        time.sleep(0.02)
-
-
-def log_entry(running, answer: Answer, timeout: float = 5.0) -> dict:
-    """The request-log entry of the request `answer` answered (by its X-Request-Id)."""
-    request_id = answer.headers["x-request-id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        for item in admin(running, "/requests?limit=1000").json()["items"]:
-            if item["request_id"] == request_id:
-                return item
-        assert time.monotonic() < deadline, f"no request log entry for {request_id}"
-        time.sleep(0.02)
-
 
 def executions_of(running, workflow: str) -> set[str]:
     service = running.server.service
