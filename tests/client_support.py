@@ -21,14 +21,15 @@ class Answer:
         return orjson.loads(self.body)
 
 
-def request(running, method: str, target: str, body: bytes | None = None, headers: dict | None = None,
-            source: str | None = None) -> Answer:
-    """One request on its own connection, from `source` (a local address) when given."""
+def request(running, method: str, target: str, body: bytes | None = None,
+            headers: dict | list | None = None, source: str | None = None) -> Answer:
+    """One request on its own connection, from `source` (a local address) when given;
+    `headers` as a list of pairs may repeat a name."""
     conn = http.client.HTTPConnection(running.host, running.port, timeout=10,
                                       source_address=(source, 0) if source else None)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        for name, value in headers.items() if isinstance(headers, dict) else (headers or []):
             conn.putheader(name, value)
         if body is not None:
             conn.putheader("Content-Length", str(len(body)))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import http.client
 import time
 
 import orjson
 import pytest
 
+from client_support import Answer, request
 from fastwebhook.dedup import dedup_hash
 from fastwebhook.store.records import parse_execution_id
 from fastwebhook.verify import sign
@@ -120,33 +120,6 @@ def server(serve):
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-class Answer:
-    def __init__(self, response: http.client.HTTPResponse):
-        self.status = response.status
-        self.headers = {k.lower(): v for k, v in response.getheaders()}
-        self.body = response.read()
-
-    def json(self):
-        return orjson.loads(self.body)
-
-
-def request(running, method: str, path: str, body: bytes | None = None,
-            headers: dict | list | None = None) -> Answer:
-    """One request on its own connection; `headers` as a list may repeat a name."""
-    conn = http.client.HTTPConnection(running.host, running.port, timeout=10)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        items = headers.items() if isinstance(headers, dict) else (headers or [])
-        for name, value in items:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        return Answer(conn.getresponse())
-    finally:
-        conn.close()
-
 
 def post_json(running, path: str, value, headers: dict | None = None) -> Answer:
     return request(running, "POST", path, orjson.dumps(value),
