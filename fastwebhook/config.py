@@ -206,7 +206,9 @@ class _Loader:
 
     def take(self, table: Mapping, key: str, path: str, kind: type | tuple, default: Any) -> Any:
         value = table.get(key, default)
-        if value is not default and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
+        wrong_type = value is not default and not isinstance(value, kind)
+        bool_for_number = isinstance(value, bool) and kind in (int, float)  # bool is an int subclass
+        if wrong_type or bool_for_number:
             self.error(_join(path, key), f"must be {_kind_name(kind)}, not {type(value).__name__}")
             return default
         return value

@@ -188,7 +188,7 @@ class Trigger:
             elif self.sync:
                 work.reply = answer
                 service.queue.push(work)
-                service.await_sync(self, work, answer)
+                service.await_sync(work, answer)
                 answer.add_done_callback(lambda done: self._log(
                     request, done.result().status if not done.cancelled() else 503, None, started, execution.id))
                 return

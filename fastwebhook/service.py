@@ -24,7 +24,7 @@ from .ids import to_text
 from .intake import Writer
 from .metrics import Metrics
 from .store import open_store
-from .store.base import ClaimedExecution, Job, Store, Transition
+from .store.base import FINAL_STATUSES, ClaimedExecution, Job, Store, Transition
 from .templates import render_value
 from .workers import Work, WorkQueue, new_owner, owner_is_dead
 
@@ -54,6 +54,8 @@ class Service:
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
         self._dead_owners: tuple[str, ...] = ()
+        # metric children per workflow, prepared here rather than looked up per execution
+        self.execution_stats = {key: ExecutionStats(self.metrics, key) for key in config.workflows}
         self.metrics.queue_depth = lambda: self.queue.load
         self.metrics.queue_capacity = config.queue.capacity
 
@@ -160,9 +162,7 @@ class Service:
                 Job(work.id, position, job.node, job.type, job.status, encode_result(job.result),
                     job.error, orjson.dumps(job.logs) if job.logs else None, job.duration_ms)
                 for position, job in enumerate(outcome.jobs)])
-        key = workflow.key if workflow else "-"
-        self.metrics.executions.slot(key, outcome.status).value += 1
-        self.metrics.execution_duration.slot(key).observe(finished - started)
+        self._stats(workflow.key if workflow else "-").finished(outcome.status, finished - started)
         self.queue.release()
         if work.reply is not None and not work.reply.done():
             work.reply.set_result(self.sync_response(work, outcome, run))
@@ -179,7 +179,13 @@ class Service:
                       "body": render_value(configured.body, run.scope) if run else configured.body}
         return _response_from(answer, id_header)
 
-    def await_sync(self, trigger, work: Work, answer: asyncio.Future) -> None:
+    def _stats(self, key: str) -> "ExecutionStats":
+        stats = self.execution_stats.get(key)
+        if stats is None:
+            stats = self.execution_stats[key] = ExecutionStats(self.metrics, key)
+        return stats
+
+    def await_sync(self, work: Work, answer: asyncio.Future) -> None:
         """Past `sync_timeout` the sender gets 202 (or 504) and the execution goes on."""
         workflow = work.workflow
 
@@ -192,6 +198,20 @@ class Service:
 
         handle = self.loop.call_later(workflow.sync_timeout, timed_out)
         answer.add_done_callback(lambda _: handle.cancel())
+
+
+class ExecutionStats:
+    """One workflow's executions_total children (by status) and its duration histogram."""
+
+    __slots__ = ("by_status", "duration")
+
+    def __init__(self, metrics: Metrics, key: str):
+        self.by_status = {status: metrics.executions.slot(key, status) for status in FINAL_STATUSES}
+        self.duration = metrics.execution_duration.slot(key)
+
+    def finished(self, status: str, seconds: float) -> None:
+        self.by_status[status].value += 1
+        self.duration.observe(seconds)
 
 
 def _response_from(answer: dict, extra_headers: tuple) -> Response:
