@@ -116,6 +116,15 @@ RECEIVERS = [
     Receiver("fastapi", "FastAPI on uvicorn (uvloop, httptools): same checks + aiosqlite insert, "
              "WAL, commit per request, 202",
              peer("fastapi_peer.py", "--db", "{workdir}/peer.db"), verifies=True),
+    # The floor: the required checks plus the cheapest durable write, nothing else (an upper
+    # bound for any receiver meeting the SPEC on these parts, not a peer): see peers/floor.py.
+    Receiver("floor", "httptools + uvloop: HMAC + compare_digest + orjson.loads, 202, stores nothing",
+             peer("floor.py", "--store", "none"), verifies=True),
+    Receiver("floor-commit", "floor + group commit of one blob row per batch and one 64-bit dedup "
+             "row per request (WAL, FULL), 202 after the commit",
+             peer("floor.py", "--store", "commit", "--db", "{workdir}/floor.db"), verifies=True),
+    Receiver("floor-memory", "floor-commit answering at once while less than a batch waits",
+             peer("floor.py", "--store", "memory", "--db", "{workdir}/floor.db"), verifies=True),
     Receiver("fastwebhook-commit", 'fastwebhook, durability = "commit" (202 after the row is on disk)',
              fastwebhook("commit"), verifies=True, metrics=True),
     Receiver("fastwebhook-memory", 'fastwebhook, durability = "memory" (202 at enqueue)',
