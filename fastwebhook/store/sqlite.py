@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file in WAL mode, through aiosqlite.
 
-aiosqlite hands every call to its thread, so a batch is a handful of `executemany` calls inside
-one BEGIN IMMEDIATE ... COMMIT, whatever its size.  `synchronous=FULL` makes a commit survive power
+aiosqlite hands every call to its thread; a batch goes over as one function that runs its
+`executemany` calls inside one BEGIN IMMEDIATE ... COMMIT, so it costs one crossing whatever its
+size.  `synchronous=FULL` makes a commit survive power
 loss, which is what `durability = "commit"` promises.
 """
 
@@ -53,54 +54,8 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------------------------
     async def commit(self, batch: Batch, now: float) -> dict[int, bytes]:
-        async with self._lock, self._transaction() as db:
-            duplicates = await self._resolve_dedup(db, batch, now)
-            fresh = [e for i, e in enumerate(batch.executions) if i not in duplicates]
-            if fresh:
-                await db.executemany(SQL["insert_execution"], [
-                    (e.id, e.workflow, e.version, e.dedup_key, e.created_at, e.owner, e.lease_until,
-                     e.request, e.body) for e in fresh])
-                keyed = [(e.dedup_hash, e.id, e.dedup_expires) for e in fresh if e.dedup_hash is not None]
-                if keyed:
-                    await db.executemany(SQL["upsert_dedup"], keyed)
-            if batch.requests:
-                await db.executemany(SQL["insert_request"], [
-                    (r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size,
-                     r.duration_ms, r.request_id, r.execution) for r in batch.requests])
-            if batch.transitions:
-                started = [(t.started_at, t.id) for t in batch.transitions.values() if t.status == "started"]
-                finished = [(t.status, t.started_at, t.finished_at, t.error, t.id)
-                            for t in batch.transitions.values() if t.status != "started"]
-                if started:
-                    await db.executemany(SQL["mark_started"], started)
-                if finished:
-                    await db.executemany(SQL["mark_finished"], finished)
-            if batch.jobs:
-                await db.executemany(SQL["insert_job"], [
-                    (j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
-                     j.duration_ms) for j in batch.jobs])
-        return duplicates
-
-    async def _resolve_dedup(self, db, batch: Batch, now: float) -> dict[int, bytes]:
-        """The store is the truth for dedup: a key held by a live execution, or claimed by an
-        earlier request of this same batch, makes the request a duplicate of that one."""
-        keyed = [(i, e.dedup_hash) for i, e in enumerate(batch.executions) if e.dedup_hash is not None]
-        if not keyed:
-            return {}
-        hashes = sorted({h for _, h in keyed})
-        held: dict[int, bytes] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            sql = SQL["find_dedup"].format(hashes=",".join("?" * len(chunk)))
-            held.update(await db.execute_fetchall(sql, (now, *chunk)))  # one thread crossing
-        duplicates = {}
-        for index, dedup_hash in keyed:
-            original = held.get(dedup_hash)
-            if original is not None:
-                duplicates[index] = original
-            else:
-                held[dedup_hash] = batch.executions[index].id
-        return duplicates
+        async with self._lock:
+            return await self._in_thread(_write_batch, batch, now)
 
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     reclaim_owners: tuple[str, ...] = ()) -> list[ClaimedExecution]:
@@ -164,6 +119,13 @@ class SqliteStore:
     def _transaction(self):
         return _Transaction(self._connection())
 
+    async def _in_thread(self, function, *args):
+        """Run ``function(connection, *args)`` on the connection's thread: a whole batch is one
+        thread crossing instead of one per statement.  aiosqlite has no public call for this;
+        `_execute` is what its own methods use (pinned in pyproject.toml)."""
+        db = self._connection()
+        return await db._execute(function, db._conn, *args)
+
 
 class _Transaction:
     """BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock
@@ -192,3 +154,67 @@ class _Transaction:
             pass
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"SQLite write failed: {exc}") from exc
+
+
+def _write_batch(db: sqlite3.Connection, batch: Batch, now: float) -> dict[int, bytes]:
+    """One batch, one transaction, on the connection's thread."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite is unavailable: {exc}") from exc
+    try:
+        duplicates = _resolve_dedup(db, batch, now)
+        fresh = [e for i, e in enumerate(batch.executions) if i not in duplicates]
+        if fresh:
+            db.executemany(SQL["insert_execution"], [
+                (e.id, e.workflow, e.version, e.dedup_key, e.created_at, e.owner, e.lease_until,
+                 e.request, e.body) for e in fresh])
+            keyed = [(e.dedup_hash, e.id, e.dedup_expires) for e in fresh if e.dedup_hash is not None]
+            if keyed:
+                db.executemany(SQL["upsert_dedup"], keyed)
+        if batch.requests:
+            db.executemany(SQL["insert_request"], [
+                (r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size,
+                 r.duration_ms, r.request_id, r.execution) for r in batch.requests])
+        if batch.transitions:
+            changes = batch.transitions.values()
+            started = [(t.started_at, t.id) for t in changes if t.status == "started"]
+            finished = [(t.status, t.started_at, t.finished_at, t.error, t.id) for t in changes if t.status != "started"]
+            if started:
+                db.executemany(SQL["mark_started"], started)
+            if finished:
+                db.executemany(SQL["mark_finished"], finished)
+        if batch.jobs:
+            db.executemany(SQL["insert_job"], [
+                (j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
+                 j.duration_ms) for j in batch.jobs])
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise StoreError(f"SQLite write failed: {exc}") from exc
+    return duplicates
+
+
+def _resolve_dedup(db: sqlite3.Connection, batch: Batch, now: float) -> dict[int, bytes]:
+    """The store is the truth for dedup: a key held by a live execution, or claimed by an
+    earlier request of this same batch, makes the request a duplicate of that one."""
+    keyed = [(i, e.dedup_hash) for i, e in enumerate(batch.executions) if e.dedup_hash is not None]
+    if not keyed:
+        return {}
+    hashes = sorted({h for _, h in keyed})
+    held: dict[int, bytes] = {}
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start:start + 500]
+        sql = SQL["find_dedup"].format(hashes=",".join("?" * len(chunk)))
+        held.update(db.execute(sql, (now, *chunk)).fetchall())
+    duplicates = {}
+    for index, dedup_hash in keyed:
+        original = held.get(dedup_hash)
+        if original is not None:
+            duplicates[index] = original
+        else:
+            held[dedup_hash] = batch.executions[index].id
+    return duplicates
