@@ -93,14 +93,14 @@ class WebhookApp:
     def internal_error(self, exc: BaseException | None) -> None:
         log.error("internal error while parsing a request", exc_info=exc)
 
-    def refused(self, peer: str, target: bytes, status: int, reason: str) -> None:
+    def refused(self, peer: str, target: bytes, status: int, reason: str, request_id: str) -> None:
         """The protocol refused a request it could not (or would not) parse."""
         metrics = self.service.metrics
         metrics.count(metrics.requests, "", str(status))
         metrics.count(metrics.rejected, "", reason)
         path = target.partition(b"?")[0].decode("latin-1")[:1024]
         self.service.writer.log_request(RequestLogEntry(
-            time.time(), peer, "-", path or "-", None, status, reason, 0, 0.0, "-", None))
+            time.time(), peer, "-", path or "-", None, status, reason, 0, 0.0, request_id, None))
 
     # -- reserved endpoints -------------------------------------------------------------------
     def readyz(self, request: Request) -> Response:

@@ -21,6 +21,8 @@ class Request:
     def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
         self.method = method
         self.target = target
+        if target[:1] != b"/" and target[:4].lower() == b"http":
+            target = origin_form(target)
         path, _, query = target.partition(b"?")
         self.path = path.decode("latin-1")
         self.query_string = query
@@ -35,6 +37,17 @@ class Request:
         self.route = None
         self.params: dict[str, str] = {}
         self.body_limit = 0
+
+
+def origin_form(target: bytes) -> bytes:
+    """RFC 9112 3.2.2: a server accepts the absolute form ("http://host/path?q") and routes on
+    its path and query; the authority is the Host's business, which we do not route on."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return target
+    path_start = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    path = rest[path_start:]
+    return path if path.startswith(b"/") else b"/" + path
 
 
 class Response:
@@ -70,7 +83,3 @@ class Response:
         parts.append(self.body)
         return b"".join(parts)
 
-
-def prebuilt(status: int, message: str) -> bytes:
-    """A complete close-the-connection answer, built once, for the protocol's own rejections."""
-    return Response.error(status, message, close=True).encode(b"-", keep_alive=False)

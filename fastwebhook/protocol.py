@@ -1,7 +1,7 @@
 """HTTP/1.1 over asyncio: bytes in, `Request` out; `Response` (or a future of one) in, bytes out.
 
 The protocol knows nothing of webhooks.  Limits are enforced in the parser callbacks and
-answered from prebuilt byte strings; responses leave in request order whatever order they are
+answered from prebuilt responses; responses leave in request order whatever order they are
 ready in, so pipelining is correct by construction.  No task is created per request: a response
 that is not ready yet is a future whose callback flushes the pipeline.
 """
@@ -18,15 +18,15 @@ from typing import Callable, Protocol as TypingProtocol
 
 import httptools
 
-from .http import Request, Response, prebuilt
+from .http import Request, Response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# (answer, status, reason for the request log and rejected_total)
-MALFORMED = (prebuilt(400, "malformed HTTP request"), 400, "malformed")
-HEADERS_TOO_LARGE = (prebuilt(431, "request headers too large"), 431, "header_size")
-UNSUPPORTED_UPGRADE = (prebuilt(400, "protocol upgrade is not supported"), 400, "upgrade")
-VERSION_NOT_SUPPORTED = (prebuilt(505, "HTTP version not supported"), 505, "version")
-INTERNAL_ERROR = (prebuilt(500, "internal error"), 500, "internal")
+# (answer, reason for the request log and rejected_total; None: the application logged it)
+MALFORMED = (Response.error(400, "malformed HTTP request", close=True), "malformed")
+HEADERS_TOO_LARGE = (Response.error(431, "request headers too large", close=True), "header_size")
+UNSUPPORTED_UPGRADE = (Response.error(400, "protocol upgrade is not supported", close=True), "upgrade")
+VERSION_NOT_SUPPORTED = (Response.error(505, "HTTP version not supported", close=True), "version")
+INTERNAL_ERROR = (Response.error(500, "internal error", close=True), "internal")
 MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
 HEAD_SLACK = 1024           # raw head bytes allowed past max_header_size: request line, delimiters
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
@@ -52,13 +52,13 @@ class Application(TypingProtocol):
     def connection_opened(self) -> None: ...
     def connection_closed(self) -> None: ...
     def internal_error(self, exc: BaseException | None) -> None: ...
-    def refused(self, peer: str, target: bytes, status: int, reason: str) -> None: ...
+    def refused(self, peer: str, target: bytes, status: int, reason: str, request_id: str) -> None: ...
 
 
 class _Reject(Exception):
-    """Raised inside a parser callback: answer with the refusal's bytes and close."""
+    """Raised inside a parser callback: answer with the refusal and close."""
 
-    def __init__(self, refusal: tuple[bytes, int, str | None]):
+    def __init__(self, refusal: tuple[Response, str | None]):
         self.refusal = refusal
 
 
@@ -198,7 +198,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         request = Request(parser.get_method().decode("latin-1"), self.url, self.peer, self.clock(),
-                          f"{_request_prefix}{next(_request_counter):x}")
+                          new_request_id())
         self.request = request
         headers = request.headers
         for name, value in self.raw_headers:
@@ -299,23 +299,26 @@ class HttpProtocol(asyncio.Protocol):
         elif not self.pipeline and self.request is None and self.deadline_kind is None:
             self._set_deadline("idle", self.limits.keepalive_timeout)
 
-    def _too_large(self, request: Request) -> tuple[bytes, int, None]:
+    def _too_large(self, request: Request) -> tuple[Response, None]:
         # the application logs and counts this one itself: it knows the workflow
-        return self.app.too_large(request).encode(request.request_id.encode(), False), 413, None
+        return self.app.too_large(request), None
 
-    def _refuse(self, refusal: tuple[bytes, int, str | None]) -> None:
-        """Answer a broken request after the good ones before it, then close."""
+    def _refuse(self, refusal: tuple[Response, str | None]) -> None:
+        """Answer a broken request after the good ones before it, then close.  It carries the
+        id of the request it refuses, or a new one when the head never parsed."""
         if self.closing:  # the parser choked on bytes after an answer that closed the connection
             return
-        answer, status, reason = refusal
+        response, reason = refusal
+        request_id = self.request.request_id if self.request is not None else new_request_id()
         if reason is not None:
-            self.app.refused(self.peer, self.url, status, reason)
+            self.app.refused(self.peer, self.url, response.status, reason, request_id)
+        answer = response.encode(request_id.encode(), False)
         self._pause_reading()
         if not self.pipeline:
             self.transport.write(answer)
             self._close()
             return
-        self.pipeline.append(_Pending(b"-", False, _Raw(answer)))
+        self.pipeline.append(_Pending(request_id.encode(), False, _Raw(answer)))
         self._flush()
 
     def _close(self) -> None:
@@ -357,8 +360,12 @@ class HttpProtocol(asyncio.Protocol):
             self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
 
 
+def new_request_id() -> str:
+    return f"{_request_prefix}{next(_request_counter):x}"
+
+
 class _Raw(Response):
-    """Bytes prebuilt elsewhere, written as they are."""
+    """Bytes encoded already, written as they are."""
 
     def __init__(self, data: bytes):
         super().__init__(0, close=True)

@@ -544,6 +544,32 @@ def request_log(running) -> list[dict]:
     return running.call(lambda: service.store.list_requests(1000, None))
 
 
+def test_a_refusal_carries_a_request_id_of_its_own_and_the_log_has_it(server):
+    replies = hostile(server, MALFORMED["invalid header token"])
+    request_id = replies[0].headers["x-request-id"]
+    assert request_id not in ("", "-")
+    assert hostile(server, MALFORMED["invalid header token"])[0].headers["x-request-id"] != request_id
+    [entry] = [e for e in request_log(server) if e["request_id"] == request_id]
+    assert (entry["status"], entry["reason"]) == (400, "malformed")
+
+
+def test_a_refusal_after_the_head_carries_that_requests_id(server):
+    replies = hostile(server, b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n")
+    [entry] = [e for e in request_log(server) if e["status"] == 413]
+    assert replies[0].headers["x-request-id"] == entry["request_id"]
+
+
+@pytest.mark.parametrize("target", [b"http://t/hook", b"HTTP://t:8080/hook?source=proxy", b"https://t/hook"])
+def test_an_absolute_form_target_is_routed_on_its_path(server, target):
+    with Conn(server) as conn:
+        conn.send(b"POST " + target + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 2\r\n\r\n{}")
+        reply = conn.read_reply()
+    assert reply.status == 202, reply
+    [entry] = [e for e in request_log(server) if e["request_id"] == reply.headers["x-request-id"]]
+    assert entry["path"] == "/hook"
+
+
 def test_a_body_refused_by_size_is_in_the_request_log(server):
     hostile(server, b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n")
     [entry] = [e for e in request_log(server) if e["status"] == 413]

@@ -148,7 +148,7 @@ class StubApp:
     def internal_error(self, exc) -> None:
         self.errors.append(exc)
 
-    def refused(self, peer: str, target: bytes, status: int, reason: str) -> None:
+    def refused(self, peer: str, target: bytes, status: int, reason: str, request_id: str) -> None:
         self.refusals.append((status, reason))
 
     def resolve(self, future: asyncio.Future) -> None:
