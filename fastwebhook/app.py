@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-
 
 from .admin import AdminApi
 from .config import Config
@@ -47,14 +47,14 @@ class WebhookApp:
                 self.router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, service),
                                                          workflow.max_body_size, workflow.key))
         small = min(self.max_body, 64 << 10)
-        self.router.add("/healthz", _Endpoint(("GET", "HEAD"), lambda r: OK, small, None))
-        self.router.add("/readyz", _Endpoint(("GET", "HEAD"), self.readyz, small, None))
+        self.router.add("/healthz", _Endpoint(("GET", "HEAD"), self._logged(lambda r: OK), small, None))
+        self.router.add("/readyz", _Endpoint(("GET", "HEAD"), self._logged(self.readyz), small, None))
         if config.metrics_path:
-            self.router.add(config.metrics_path, _Endpoint(("GET",), self.metrics, small, None))
+            self.router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
             admin = AdminApi(config, service.store)
             self.router.add_prefix(AdminApi.PREFIX, _Endpoint(
-                ("GET", "POST", "PUT", "DELETE"), admin.handle, self.max_body, None))
+                ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), self.max_body, None))
 
     # -- the protocol's side ------------------------------------------------------------------
     def route(self, request: Request) -> None:
@@ -125,9 +125,24 @@ class WebhookApp:
         metrics.count(metrics.requests, label, str(response.status))
         if key is not None and reason in ("method", "size", "malformed"):
             metrics.count(metrics.rejected, key, reason)
-        self.service.writer.log_request(RequestLogEntry(
-            request.received_at, request.ip, request.method, request.path, key, response.status,
-            reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
+        self._log(request, response.status, key, reason)
         return response
+
+    def _logged(self, handler):
+        """A reserved endpoint's answers go to the request log too (SPEC section 8: every request)."""
+        def answer(request: Request):
+            response = handler(request)
+            if isinstance(response, asyncio.Future):
+                response.add_done_callback(lambda done: self._log(
+                    request, done.result().status if not done.cancelled() else 503, None, None))
+            else:
+                self._log(request, response.status, None, None)
+            return response
+        return answer
+
+    def _log(self, request: Request, status: int, key: str | None, reason: str | None) -> None:
+        self.service.writer.log_request(RequestLogEntry(
+            request.received_at, request.ip, request.method, request.path, key, status,
+            reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
 
 

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     execution.add_argument("id")
     requests = command("requests", "list the request log, newest first")
     requests.add_argument("--limit", default=20)
+    requests.add_argument("--cursor")
     send.add_arguments(commands.add_parser(
         "send", help="send a test webhook signed the way a provider signs it",
         description="Send a test webhook signed the way scheme S's provider signs it; print the "
@@ -92,7 +93,7 @@ async def _read(args, config: Config) -> int:
             page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor)
             return _show(args, page, ("id", "workflow", "status", "created_at", "finished_at", "dedup_key"))
         if args.command == "requests":
-            page = await admin.list_requests(store, args.limit)
+            page = await admin.list_requests(store, args.limit, args.cursor)
             return _show(args, page, ("at", "ip", "method", "path", "workflow", "status", "reason"))
         record = await admin.get_execution(store, args.id)
         if record is None:

@@ -247,8 +247,9 @@ def test_request_log_lists_rejected_requests_too(server):
     ]
     assert [s for s, _, _ in sent] == [202, 401, 404, 405]
 
-    def logged():
-        items = admin(server, "/api/admin/requests")[2]["items"]
+    def logged():  # the webhook rows; the admin API's own requests are in the log too
+        items = [i for i in admin(server, "/api/admin/requests")[2]["items"]
+                 if not i["path"].startswith("/api/admin")]
         return items if len(items) >= 4 else None
 
     items = wait_for(logged)
@@ -270,8 +271,38 @@ def test_request_log_lists_rejected_requests_too(server):
     first = admin(server, "/api/admin/requests?limit=3")[2]
     assert len(first["items"]) == 3 and first["next"] is not None
     rest = admin(server, f"/api/admin/requests?limit=3&cursor={first['next']}")[2]
-    assert [i["seq"] for i in first["items"] + rest["items"]] == [i["seq"] for i in items]
+    # rows logged since have higher seqs: the listing up to the first page's top is what paged
+    everything = admin(server, "/api/admin/requests?limit=1000")[2]["items"]
+    top = first["items"][0]["seq"]
+    assert [i["seq"] for i in first["items"] + rest["items"]] == \
+        [i["seq"] for i in everything if i["seq"] <= top][:6]
     assert admin(server, "/api/admin/requests?limit=5000")[0] == 400
+
+
+def test_reserved_endpoints_are_in_the_request_log(server):
+    def get(path: str) -> tuple[int, str]:  # /metrics is text, not JSON
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("x-request-id")
+        finally:
+            conn.close()
+
+    answers = [get(path) for path in ("/healthz", "/readyz", "/metrics", "/api/admin/executions")]
+    assert [status for status, _ in answers] == [200, 200, 200, 401]  # no admin token: 401
+    ids = dict((request_id, status) for status, request_id in answers)
+
+    def logged():
+        items = admin(server, "/api/admin/requests?limit=1000")[2]["items"]
+        found = {i["request_id"]: i for i in items if i["request_id"] in ids}
+        return found if len(found) == len(ids) else None
+
+    found = wait_for(logged)
+    assert found, "the reserved endpoints' requests never reached the request log"
+    assert {request_id: entry["status"] for request_id, entry in found.items()} == ids
+    assert all(entry["workflow"] is None and entry["method"] == "GET" for entry in found.values())
 
 
 def test_workflows_endpoint(server):
@@ -302,7 +333,10 @@ def test_cli_prints_the_same_objects_as_the_api(server, history):
     for execution_id in (history[0], history[-1]):
         assert cli_json(server, "execution", execution_id) == \
             admin(server, f"/api/admin/executions/{execution_id}")[2]
-    assert cli_json(server, "requests", "--limit", "5") == admin(server, "/api/admin/requests?limit=5")[2]
+    # from a fixed cursor: the admin API's own requests keep adding rows at the top
+    cursor = admin(server, "/api/admin/requests?limit=2")[2]["next"]
+    assert cli_json(server, "requests", "--limit", "5", "--cursor", cursor) == \
+        admin(server, f"/api/admin/requests?limit=5&cursor={cursor}")[2]
 
 
 def test_cli_workflows_json_matches_the_api(server):
