@@ -133,8 +133,7 @@ class WebhookApp:
         def answer(request: Request):
             response = handler(request)
             if isinstance(response, asyncio.Future):
-                response.add_done_callback(lambda done: self._log(
-                    request, done.result().status if not done.cancelled() else 503, None, None))
+                response.add_done_callback(lambda done: self._log(request, _final_status(done), None, None))
             else:
                 self._log(request, response.status, None, None)
             return response
@@ -146,3 +145,7 @@ class WebhookApp:
             reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
 
 
+def _final_status(done: asyncio.Future) -> int:
+    if done.cancelled():
+        return 503
+    return 500 if done.exception() is not None else done.result().status

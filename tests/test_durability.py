@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ChildServer, spawn_server, start_server, write_config
-from fastwebhook.store.base import Batch, NewExecution, Transition
+from fastwebhook.errors import StoreError
+from fastwebhook.store.base import Batch, NewExecution, RequestLogEntry, Transition
 from fastwebhook.store.sqlite import SqliteStore
 
 FINAL = ("resolved", "failed", "error", "aborted")
@@ -428,6 +429,29 @@ def test_commit_dedup_within_one_batch_and_against_live_and_expired_keys(tmp_pat
         again = await store.commit(Batch(executions=[
             new_execution(6, owner="me", lease_until=now + 80, dedup=8, dedup_expires=now + 200)]), now + 60)
         assert again == {0: (5).to_bytes(16, "big")}
+
+    with_store(tmp_path, scenario)
+
+
+def test_a_batch_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path):
+    now = 5000.0
+
+    class Unstorable:  # sqlite3 cannot bind it: the batch fails after its executions are inserted
+        pass
+
+    async def scenario(store):
+        broken = Batch(executions=[new_execution(1, owner="me", lease_until=now + 30, dedup=9,
+                                                 dedup_expires=now + 100)],
+                       requests=[RequestLogEntry(now, "127.0.0.1", "POST", HOOK, "hook", 202, None, 2,
+                                                 0.1, Unstorable(), None)])
+        with pytest.raises(StoreError):
+            await store.commit(broken, now)
+        assert await store.get_execution((1).to_bytes(16, "big")) is None, "rolled back"
+        with pytest.raises(AttributeError):  # not SQLite's error, but the transaction ends all the same
+            await store.commit(Batch(executions=[Unstorable()]), now)
+        assert await store.commit(Batch(executions=[new_execution(2, owner="me", lease_until=now + 30, dedup=9,
+                                                                  dedup_expires=now + 100)]), now) == {}
+        assert (await store.get_execution((2).to_bytes(16, "big")))["status"] == "queued"
 
     with_store(tmp_path, scenario)
 

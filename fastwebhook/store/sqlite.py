@@ -2,8 +2,8 @@
 
 aiosqlite hands every call to its thread; a batch goes over as one function that runs its
 `executemany` calls inside one BEGIN IMMEDIATE ... COMMIT, so it costs one crossing whatever its
-size.  `synchronous=FULL` makes a commit survive power
-loss, which is what `durability = "commit"` promises.
+size.  `synchronous=FULL` makes a commit survive power loss, which is what
+`durability = "commit"` promises.
 """
 
 from __future__ import annotations
@@ -189,12 +189,14 @@ def _write_batch(db: sqlite3.Connection, batch: Batch, now: float) -> dict[int, 
                 (j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
                  j.duration_ms) for j in batch.jobs])
         db.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except BaseException as exc:  # whatever failed, the connection must not stay in the transaction
         try:
             db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        raise StoreError(f"SQLite write failed: {exc}") from exc
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"SQLite write failed: {exc}") from exc
+        raise
     return duplicates
 
 
