@@ -51,3 +51,17 @@ def group_cpu_seconds(group: int) -> float:
         if int(fields[2]) == group:  # pgrp
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of each thread of a process, by "name/tid" (empty once it is gone)."""
+    times = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        times[f"{name}/{stat.parent.name}"] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import payload
 import report
-from cpu_account import CpuAccount
+from cpu_account import CpuAccount, thread_cpu_seconds
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "signed.lua"
@@ -79,6 +79,12 @@ class WrkResult:
     p99_ms: float
     others_cpu_share: float = 0.0  # CPU time neither the receiver nor wrk used, during the run
     duplicates: int | None = None  # answered as duplicates (fastwebhook's /metrics), probes included
+    # the receiver's CPU time per answer during the run, each busy thread's (name, us) first
+    thread_us: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        return sum(us for _, us in self.thread_us) if self.thread_us else None
 
     @property
     def ok_per_second(self) -> float:
@@ -177,9 +183,12 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
             wait_until_serving(process, port)
             probe(port, request, receiver.verifies, time.monotonic() + STARTUP_TIMEOUT)
             run_wrk(port, WARMUP_SECONDS, body_file, request)
+            threads_before = thread_cpu_seconds(process.pid)
             with CpuAccount(receiver_group=process.pid) as account:
                 result = run_wrk(port, duration, body_file, request)
-            result = dataclasses.replace(result, others_cpu_share=account.others_share)
+            result = dataclasses.replace(result, others_cpu_share=account.others_share,
+                                         thread_us=cpu_per_request(process.pid, threads_before,
+                                                                   thread_cpu_seconds(process.pid), result.requests))
             if process.poll() is not None:
                 raise ReceiverError(f"exited with status {process.returncode} during the run")
             if receiver.metrics:
@@ -189,6 +198,23 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
             raise ReceiverError(f"{error}{log_tail(log_path)}") from None
     finally:
         stop(process)
+
+
+def cpu_per_request(pid: int, before: dict[str, float], after: dict[str, float],
+                    requests: int) -> tuple[tuple[str, float], ...]:
+    """Each thread's CPU time over the run in microseconds per answer, busiest first, named
+    "<comm> main" or "<comm> thread"; threads that used less than 1 % of the total are left out."""
+    used = {key: seconds - before.get(key, 0.0) for key, seconds in after.items()}
+    total = sum(used.values())
+    if not requests or not total:
+        return ()
+
+    def label(key: str) -> str:
+        name, tid = key.rsplit("/", 1)
+        return f"{name} main" if tid == str(pid) else f"{name} thread"
+
+    return tuple(sorted(((label(key), 1e6 * seconds / requests) for key, seconds in used.items()
+                         if seconds >= total / 100), key=lambda item: -item[1]))
 
 
 def accepts_connections(port: int) -> bool:
@@ -424,6 +450,8 @@ def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[rep
                     f"socket errors {result.socket_errors}  "
                     + (f"duplicates {result.duplicates}  " if result.duplicates is not None else "")
                     + f"other processes {100 * result.others_cpu_share:.0f} % CPU")
+                if result.thread_us:
+                    say("  CPU per answer: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
                 if result.others_cpu_share > report.BUSY_WARNING:
                     say("  warning: other processes were busy during this run; its figures are skewed")
     rows = [report.Row(receiver.name, receiver.description, results[receiver.name], errors.get(receiver.name))

@@ -63,6 +63,12 @@ class Row:
         return statistics.median(result.p99_ms for result in self.results)
 
     @property
+    def cpu_us(self) -> float | None:
+        """The receiver's CPU time per answer, all its threads: what a request costs it."""
+        figures = [r.cpu_us_per_request for r in self.results if r.cpu_us_per_request is not None]
+        return statistics.median(figures) if figures else None
+
+    @property
     def skewed_runs(self) -> list[WrkResult]:
         """Runs during which other processes took more than BUSY_WARNING of the CPUs."""
         return [result for result in self.results if result.others_cpu_share > BUSY_WARNING]
@@ -119,16 +125,17 @@ def table(rows: list[Row], settings: Settings) -> str:
     by_name = {row.name: row for row in rows}
     commit, memory = by_name.get(COMMIT), by_name.get(MEMORY)
     lines = [
-        "| receiver | req/s (2xx) | p50 ms | p99 ms | non-2xx | socket errors "
+        "| receiver | req/s (2xx) | p50 ms | p99 ms | CPU us/answer | non-2xx | socket errors "
         "| commit as % of it | memory as % of it | note |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         if row.measured:
-            figures = (f"{row.per_second:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
+            cpu = f"{row.cpu_us:.1f}" if row.cpu_us is not None else "—"
+            figures = (f"{row.per_second:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {cpu} | "
                        f"{row.non_2xx_3xx:,} | {row.socket_errors:,}")
         else:
-            figures = "— | — | — | — | —"
+            figures = "— | — | — | — | — | —"
         lines.append(f"| {row.name} | {figures} | {_percent(commit, row)} | {_percent(memory, row)} | "
                      f"{_cell(_note(row, settings))} |")
     return "\n".join(lines)
@@ -269,7 +276,8 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path) -> Path:
         _busy_warning(rows) or f"Other processes used less than {100 * BUSY_WARNING:.0f} % of the CPUs "
         "during every run.",
         "",
-        "Written by `bench/load.py`; req/s counts only 2xx/3xx answers.",
+        "Written by `bench/load.py`; req/s counts only 2xx/3xx answers; CPU us/answer is the "
+        "receiver's CPU time (all its threads, from /proc) over the measured run per answer of any status.",
         "",
         table(rows, settings),
         "",
@@ -285,6 +293,10 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path) -> Path:
             runs = "; ".join(f"{r.ok_per_second:,.0f}, {r.p50_ms:.2f}, {r.p99_ms:.2f}, "
                              f"{100 * r.others_cpu_share:.0f} %" for r in row.results)
             parts.append(f"- {row.name}: {runs or '—'}")
+    parts += ["", "CPU per answer by thread, each run (us; threads under 1 % of the total left out):"]
+    for row in rows:
+        runs = "; ".join(", ".join(f"{name} {us:.1f}" for name, us in r.thread_us) or "—" for r in row.results)
+        parts.append(f"- {row.name}: {runs or '—'}")
     failures = [row for row in rows if row.error]
     if failures:
         parts += ["", "Errors:"]
