@@ -49,6 +49,11 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         server = self.config.server
+        if server.processes != 1:
+            # Forking workers (and summing their metrics) comes with the operations work; until
+            # then the port is opened shareable and this one process serves it alone.
+            log.warning("server.processes = %d is not supported yet: serving with one process",
+                        server.processes)
         if server.tls_enabled:  # before the store opens: a bad certificate stops the start cleanly
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
