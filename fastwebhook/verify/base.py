@@ -133,6 +133,22 @@ def reject(message: str, scheme: str, raw: bytes, **facts: object) -> Verificati
     return VerificationError(message, detail=" ".join(parts))
 
 
+def missing_header(display: str, scheme: str, raw: bytes, kind: str | None = "signature"
+                   ) -> VerificationError:
+    """The refusal for a header the scheme needs and the request lacks."""
+    return reject(f"missing {kind} header {display}" if kind else f"missing header {display}",
+                  scheme, raw, header=display)
+
+
+def required_header(headers: Mapping[str, str], key: str, display: str, scheme: str, raw: bytes,
+                    kind: str | None = "signature") -> str:
+    """Header ``key`` (lower case) of the request, or a refusal naming it as ``display``."""
+    value = headers.get(key)
+    if value is None:
+        raise missing_header(display, scheme, raw, kind)
+    return value
+
+
 def need_request(request: RequestView | None, scheme: str) -> RequestView:
     """A wiring bug (no RequestView for a scheme that reads the URL) must be loud, not a 401."""
     if request is None:
@@ -250,10 +266,8 @@ def parse_timestamp(text: str, display: str, scheme: str, raw: bytes) -> int:
 def read_timestamp(headers: Mapping[str, str], key: str, display: str, scheme: str,
                    raw: bytes) -> int:
     """The Unix time a sender put in header ``key``, or a VerificationError saying what is wrong."""
-    value = headers.get(key)
-    if value is None:
-        raise reject(f"missing timestamp header {display}", scheme, raw, header=display)
-    return parse_timestamp(value, display, scheme, raw)
+    return parse_timestamp(required_header(headers, key, display, scheme, raw, "timestamp"),
+                           display, scheme, raw)
 
 
 def check_tolerance(timestamp: int, now: float, tolerance: float, display: str, scheme: str,

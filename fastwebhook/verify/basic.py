@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, VerificationError, Verifier,
-                   check_options, matches_token, need_request, reject, require_secrets,
+from .base import (RequestView, Scheme, SignedRequest, VerificationError, Verifier, check_options,
+                   matches_token, need_request, reject, require_secrets, required_header,
                    secret_option, string_option, token_digests, wire_bytes)
 from .meta import VERIFY_TOKEN, meta_handshake
 
@@ -69,10 +69,7 @@ def build_token(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: st
 
         def verify(raw: bytes, headers: Mapping[str, str], now: float,
                    request: RequestView | None) -> bytes:
-            value = headers.get(key)
-            if value is None:
-                raise reject(f"missing token header {header}", "token", raw, header=header)
-            value = value.strip()
+            value = required_header(headers, key, header, "token", raw, "token").strip()
             # The prefix ("Bearer ") is public, so testing it need not be constant-time.
             if not value.startswith(prefix) or \
                     not matches_token(wire_bytes(value[len(prefix):]), digests):

@@ -21,13 +21,14 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 
 from ..errors import ConfigError
 from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer,
-                   check_options, json_object, matches_token, reject, secret_option,
-                   token_digests, wire_bytes)
+                   check_options, json_object, matches_token, reject, required_header,
+                   secret_option, token_digests, wire_bytes)
 from .cipher import AES_BLOCK, b64decode_strict, decrypt, encrypt
 
 SIGNATURE = "X-Lark-Signature"
 TIMESTAMP = "X-Lark-Request-Timestamp"
 NONCE = "X-Lark-Request-Nonce"
+_SIGNED_HEADERS = tuple((name.lower(), name) for name in (SIGNATURE, TIMESTAMP, NONCE))
 _OPTIONS = frozenset({"encrypt_key", "token"})
 # An encrypted url_verification is about 200 bytes (challenge, token, type); events are
 # larger, and decrypting each twice (here and in verify) would double their ~10 us cost.
@@ -77,13 +78,8 @@ def build_feishu(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: s
 
     def signed_by(raw: bytes, headers: Mapping[str, str]) -> int:
         """Index of the key whose signature the request carries, or raise."""
-        values = []
-        for name in (SIGNATURE, TIMESTAMP, NONCE):
-            value = headers.get(name.lower())
-            if value is None:
-                raise reject(f"missing signature header {name}", "feishu", raw, header=name)
-            values.append(value)
-        given, timestamp, nonce = values
+        given, timestamp, nonce = (required_header(headers, key, name, "feishu", raw)
+                                   for key, name in _SIGNED_HEADERS)
         given = given.strip().lower() if given.isascii() else ""
         prefix = wire_bytes(timestamp + nonce)
         for index, key in enumerate(keys):

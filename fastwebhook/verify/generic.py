@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance,
-                   read_timestamp, reject, require_secrets, string_option, tolerance_option,
-                   wire_bytes)
+                   read_timestamp, reject, require_secrets, required_header, string_option,
+                   tolerance_option, wire_bytes)
 from .hmacs import ALGORITHMS, ENCODINGS, any_match, keyed, signature_candidates
 from .meta import VERIFY_TOKEN, meta_handshake
 
@@ -128,9 +128,7 @@ def build_hmac(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: str
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get(header_key)
-        if value is None:
-            raise reject(f"missing signature header {header}", "hmac", raw, header=header)
+        value = required_header(headers, header_key, header, "hmac", raw)
         timestamp = 0
         if timestamp_key is not None:
             timestamp = read_timestamp(headers, timestamp_key, timestamp_header, "hmac", raw)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, reject,
-                   require_secrets)
+                   require_secrets, required_header)
 from .meta import VERIFY_TOKEN, meta_handshake
 
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
@@ -106,10 +106,7 @@ def build_github(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: s
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get("x-hub-signature-256")
-        if value is None:
-            raise reject(f"missing signature header {GITHUB_HEADER}", "github", raw,
-                         header=GITHUB_HEADER)
+        value = required_header(headers, "x-hub-signature-256", GITHUB_HEADER, "github", raw)
         candidates = signature_candidates(value, "sha256=", str.lower)
         if not any_match(keys, (raw,), candidates, hex_mac):
             raise reject("invalid signature", "github", raw, header=GITHUB_HEADER,

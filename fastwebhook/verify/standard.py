@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import ConfigError
 from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance,
-                   parse_timestamp, reject, require_secrets, tolerance_option, wire_bytes)
+                   missing_header, parse_timestamp, reject, require_secrets, tolerance_option,
+                   wire_bytes)
 from .hmacs import MAX_SIGNATURES, any_match, base64_mac, keyed
 
 SIGNATURE = "webhook-signature"
@@ -28,13 +29,14 @@ _HEADERS = {name: (f"webhook-{name}", f"svix-{name}") for name in ("id", "timest
 _ED25519_SIGNATURE_SIZE = 64
 
 
-def _lookup(headers: Mapping[str, str], name: str) -> tuple[str | None, str]:
-    """A header's value and the name it came under (webhook-* first, then Svix's svix-*)."""
+def _lookup(headers: Mapping[str, str], name: str, raw: bytes, kind: str | None) -> tuple[str, str]:
+    """A header's value and the name it came under (webhook-* first, then Svix's svix-*), or
+    a refusal naming the webhook-* one."""
     for key in _HEADERS[name]:
         value = headers.get(key)
         if value is not None:
             return value, key
-    return None, _HEADERS[name][0]
+    raise missing_header(_HEADERS[name][0], "standard", raw, kind)
 
 
 def _standard_delivery(headers: Mapping[str, str]) -> str | None:
@@ -80,17 +82,9 @@ def build_standard(options: Mapping[str, Any], secrets: tuple[bytes, ...], path:
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value, signature_header = _lookup(headers, "signature")
-        if value is None:
-            raise reject(f"missing signature header {signature_header}", "standard", raw,
-                         header=signature_header)
-        message_id, id_header = _lookup(headers, "id")
-        if message_id is None:
-            raise reject(f"missing header {id_header}", "standard", raw, header=id_header)
-        sent, timestamp_header = _lookup(headers, "timestamp")
-        if sent is None:
-            raise reject(f"missing timestamp header {timestamp_header}", "standard", raw,
-                         header=timestamp_header)
+        value, signature_header = _lookup(headers, "signature", raw, "signature")
+        message_id, _ = _lookup(headers, "id", raw, None)
+        sent, timestamp_header = _lookup(headers, "timestamp", raw, "timestamp")
         timestamp = parse_timestamp(sent, timestamp_header, "standard", raw)
         pieces = (wire_bytes(message_id), b".", sent.strip().encode(), b".", raw)
         symmetric, asymmetric = [], []

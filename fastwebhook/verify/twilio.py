@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import ConfigError
 from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, need_request,
-                   reject, require_secrets)
+                   reject, require_secrets, required_header)
 from .hmacs import any_match, base64_mac, base64_signature, keyed, strip_padding
 from .request import with_query
 
@@ -79,10 +79,7 @@ def build_twilio(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: s
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
         request = need_request(request, "twilio")
-        value = headers.get("x-twilio-signature")
-        if value is None:
-            raise reject(f"missing signature header {HEADER}", "twilio", raw, header=HEADER)
-        value = value.strip()
+        value = required_header(headers, "x-twilio-signature", HEADER, "twilio", raw).strip()
         candidates = [strip_padding(value)] if value and value.isascii() else []
         body_hash = request.query.get("bodySHA256")
         suffixes: tuple[str, ...] = ("",)

@@ -9,8 +9,8 @@ from typing import Any
 
 from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer,
                    check_options, check_tolerance, json_object, matches_token, parse_timestamp,
-                   read_timestamp, reject, require_secrets, token_digests, tolerance_option,
-                   wire_bytes)
+                   read_timestamp, reject, require_secrets, required_header, token_digests,
+                   tolerance_option, wire_bytes)
 from .hmacs import (MAX_SIGNATURES, any_match, base64_mac, base64_signature, hex_mac, keyed,
                     signature_candidates, strip_padding)
 from .meta import VERIFY_TOKEN, meta_handshake
@@ -40,10 +40,7 @@ def build_gitlab(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: s
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get("x-gitlab-token")
-        if value is None:
-            raise reject(f"missing token header {GITLAB_HEADER}", "gitlab", raw,
-                         header=GITLAB_HEADER)
+        value = required_header(headers, "x-gitlab-token", GITLAB_HEADER, "gitlab", raw, "token")
         if not matches_token(wire_bytes(value), digests):
             raise reject("invalid token", "gitlab", raw, header=GITLAB_HEADER,
                          secrets=len(digests))
@@ -78,10 +75,7 @@ def build_stripe(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: s
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get("stripe-signature")
-        if value is None:
-            raise reject(f"missing signature header {STRIPE_HEADER}", "stripe", raw,
-                         header=STRIPE_HEADER)
+        value = required_header(headers, "stripe-signature", STRIPE_HEADER, "stripe", raw)
         timestamps, candidates = [], []
         for item in value.split(",", 2 * MAX_SIGNATURES)[:2 * MAX_SIGNATURES]:
             key, _, text = item.strip().partition("=")
@@ -132,10 +126,7 @@ def build_shopify(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: 
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get("x-shopify-hmac-sha256")
-        if value is None:
-            raise reject(f"missing signature header {SHOPIFY_HEADER}", "shopify", raw,
-                         header=SHOPIFY_HEADER)
+        value = required_header(headers, "x-shopify-hmac-sha256", SHOPIFY_HEADER, "shopify", raw)
         candidates = signature_candidates(value, "", strip_padding)
         if not any_match(keys, (raw,), candidates, base64_mac):
             raise reject("invalid signature", "shopify", raw, header=SHOPIFY_HEADER,
@@ -174,10 +165,7 @@ def build_slack(options: Mapping[str, Any], secrets: tuple[bytes, ...], path: st
 
     def verify(raw: bytes, headers: Mapping[str, str], now: float,
                request: RequestView | None) -> bytes:
-        value = headers.get("x-slack-signature")
-        if value is None:
-            raise reject(f"missing signature header {SLACK_HEADER}", "slack", raw,
-                         header=SLACK_HEADER)
+        value = required_header(headers, "x-slack-signature", SLACK_HEADER, "slack", raw)
         timestamp = read_timestamp(headers, "x-slack-request-timestamp", SLACK_TIMESTAMP,
                                    "slack", raw)
         candidates = signature_candidates(value, "v0=", str.lower)
