@@ -163,13 +163,19 @@ def terminate(child: ChildServer, timeout: float = 15.0) -> int:
 
 # --- kill -9 mid-load -------------------------------------------------------------------------
 
-def test_kill_9_under_load_loses_nothing_acknowledged_and_runs_each_delivery_once(spawn, tmp_path):
-    config, db = child_config(tmp_path, workers=4)
-    child = spawn(config, tmp_path / "first.log")
-    with Load(child, threads=8) as load:
-        time.sleep(1.5)
+def killed_under_load(spawn, config: Path, log: Path, threads: int, seconds: float) -> tuple[ChildServer, Load]:
+    """A child server loaded by `threads` clients for `seconds`, then SIGKILLed mid-load."""
+    child = spawn(config, log)
+    with Load(child, threads=threads) as load:
+        time.sleep(seconds)
         child.process.kill()
         child.process.wait(10)
+    return child, load
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged_and_runs_each_delivery_once(spawn, tmp_path):
+    config, db = child_config(tmp_path, workers=4)
+    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=8, seconds=1.5)
     acked = dict(load.acked)
     assert len(acked) > 200, f"too little load to mean anything: {load.statuses}"
     assert load.odd == [], "a unique delivery was answered as something other than accepted"
@@ -256,11 +262,7 @@ def test_lapsed_work_of_a_dead_process_runs_after_restart(spawn, tmp_path):
     the store under the dead process's live lease; the next process claims it at start (it
     knows the owner's pid is gone) instead of waiting out the 30 s lease."""
     config, db = child_config(tmp_path, workers=1)
-    child = spawn(config, tmp_path / "first.log")
-    with Load(child, threads=6) as load:
-        time.sleep(0.8)
-        child.process.kill()
-        child.process.wait(10)
+    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=6, seconds=0.8)
     acked = dict(load.acked)
     owners = {row[0] for row in query(db, "SELECT owner FROM executions WHERE status IN ('queued', 'started')")}
     assert owners, "nothing was left pending: the crash did not leave work behind"
