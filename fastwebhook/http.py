@@ -21,7 +21,7 @@ class Request:
     def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
         self.method = method
         self.target = target
-        if target[:1] != b"/" and target[:4].lower() == b"http":
+        if not target.startswith(b"/") and target[:4].lower() == b"http":
             target = origin_form(target)
         path, _, query = target.partition(b"?")
         self.path = path.decode("latin-1")
