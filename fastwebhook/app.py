@@ -8,7 +8,7 @@ import time
 
 from .admin import AdminApi
 from .config import Config
-from .http import Request, Response
+from .http import Request, Response, answered_status
 from .ingest import Trigger
 from .metrics import CONTENT_TYPE
 from .netaccess import AddressSet, client_ip
@@ -133,7 +133,7 @@ class WebhookApp:
         def answer(request: Request):
             response = handler(request)
             if isinstance(response, asyncio.Future):
-                response.add_done_callback(lambda done: self._log(request, _final_status(done), None, None))
+                response.add_done_callback(lambda done: self._log(request, answered_status(done), None, None))
             else:
                 self._log(request, response.status, None, None)
             return response
@@ -144,8 +144,3 @@ class WebhookApp:
             request.received_at, request.ip, request.method, request.path, key, status,
             reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
 
-
-def _final_status(done: asyncio.Future) -> int:
-    if done.cancelled():
-        return 503
-    return 500 if done.exception() is not None else done.result().status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -83,3 +84,9 @@ class Response:
         parts.append(self.body)
         return b"".join(parts)
 
+
+def answered_status(done: asyncio.Future) -> int:
+    """The status a finished future of a Response answered with (for the request log)."""
+    if done.cancelled():
+        return 503
+    return 500 if done.exception() is not None else done.result().status

@@ -20,7 +20,7 @@ from .config import Workflow
 from .context import REDACTED, build_context, redact
 from .dedup import dedup_hash
 from .errors import RequestError
-from .http import Request, Response
+from .http import Request, Response, answered_status
 from .ids import new_id, to_text
 from .intake import MAX_BATCH
 from .netaccess import AddressSet
@@ -190,7 +190,7 @@ class Trigger:
                 service.queue.push(work)
                 service.await_sync(work, answer)
                 answer.add_done_callback(lambda done: self._log(
-                    request, done.result().status if not done.cancelled() else 503, None, started, execution.id))
+                    request, answered_status(done), None, started, execution.id))
                 return
             else:
                 service.queue.push(work)
