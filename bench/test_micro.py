@@ -18,10 +18,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from payload import BODY, SECRET, github_signature  # noqa: E402
 
-from fastwebhook.body import parse_body  # noqa: E402
+from fastwebhook.door.body import parse_body  # noqa: E402
 from fastwebhook.config import load_config  # noqa: E402
-from fastwebhook.dedup import DedupCache, dedup_hash  # noqa: E402
-from fastwebhook.protocol import HttpProtocol, Limits  # noqa: E402
+from fastwebhook.door.dedup import DedupCache, dedup_hash  # noqa: E402
+from fastwebhook.http.protocol import HttpProtocol, Limits  # noqa: E402
 from fastwebhook.verify import build_verifier  # noqa: E402
 
 CONFIG = f"""

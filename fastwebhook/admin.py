@@ -9,9 +9,9 @@ from urllib.parse import parse_qs
 
 from .config import Config
 from .errors import StoreError
-from .http import Request, Response
+from .http.messages import Request, Response
 from .store.base import Store
-from .store.records import parse_execution_id
+from .records import parse_execution_id
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50

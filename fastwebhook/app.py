@@ -8,11 +8,11 @@ import time
 
 from .admin import AdminApi
 from .config import Config
-from .http import Request, Response, answered_status
-from .ingest import Trigger
+from .http.messages import Request, Response, answered_status
+from .door.trigger import Trigger
 from .metrics import CONTENT_TYPE
-from .netaccess import AddressSet, client_ip
-from .router import Router
+from .door.netaccess import AddressSet, client_ip
+from .http.router import Router
 from .service import Service
 from .store.base import RequestLogEntry
 

@@ -279,7 +279,7 @@ class _Loader:
             given, missing = ("tls_cert", "tls_key") if tls_cert else ("tls_key", "tls_cert")
             self.error(f"{p}.{missing}", f"{given} is set but {missing} is not: set both for HTTPS, or neither")
         elif tls_cert:
-            from .tls import check_pair  # noqa: PLC0415 - only a TLS config pays for the import
+            from .http.tls import check_pair  # noqa: PLC0415 - only a TLS config pays for the import
 
             self.errors.extend(check_pair(tls_cert, tls_key, p))
         return ServerConfig(

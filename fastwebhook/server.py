@@ -18,10 +18,10 @@ import time
 
 import uvloop
 
-from . import tls
+from .http import tls
 from .app import WebhookApp
 from .config import Config, display_url
-from .protocol import HttpProtocol, Limits
+from .http.protocol import HttpProtocol, Limits
 from .service import Service
 
 log = logging.getLogger("fastwebhook.server")

@@ -15,18 +15,18 @@ from typing import Any
 import orjson
 
 from .config import Config, Workflow
-from .context import UNPARSED, build_context
-from .dedup import DedupCache
-from .engine import Outcome, Run, encode_result, run_workflow
+from .door.context import UNPARSED, build_context
+from .door.dedup import DedupCache
+from .workflow.runner import Outcome, Run, encode_result, run_workflow
 from .errors import StoreError
-from .http import Response
+from .http.messages import Response
 from .ids import to_text
-from .intake import Writer
+from .intake.writer import Writer
 from .metrics import Metrics
 from .store import open_store
 from .store.base import FINAL_STATUSES, ClaimedExecution, Job, Store, Transition
-from .templates import render_value
-from .workers import Work, WorkQueue, new_owner, owner_is_dead
+from .workflow.templates import render_value
+from .intake.workers import Work, WorkQueue, new_owner, owner_is_dead
 
 LEASE_SECONDS = 30.0
 RESOLVED_EMPTY = Outcome("resolved", None, [], None)

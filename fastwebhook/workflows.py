@@ -14,10 +14,10 @@ import orjson
 from .config import (ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
                      ResponseConfig, ServerConfig, VerifyConfig, Workflow, _PATH_SEGMENT)
 from .errors import ConfigError
-from .nodes import NODE_TYPES
-from .ratelimit import parse_rate
-from .schema import compile_schema
-from .templates import compile_value
+from .workflow.nodes import NODE_TYPES
+from .door.ratelimit import parse_rate
+from .door.schema import compile_schema
+from .workflow.templates import compile_value
 from .units import parse_duration, parse_size
 from .verify import SCHEMES, build_verifier, public_url_base
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastwebhook.body import accepts, decode_content, media_type, parse_body, raw_text
+from fastwebhook.door.body import accepts, decode_content, media_type, parse_body, raw_text
 from fastwebhook.errors import RequestError
 
 MiB = 1024 * 1024

@@ -508,7 +508,7 @@ def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind
     import http.client
     import sqlite3
 
-    from fastwebhook.intake import MAX_BATCH
+    from fastwebhook.intake.writer import MAX_BATCH
 
     s = serve('[storage]\nurl = "sqlite:///{db}"\ndurability = "memory"\n'
               '[log]\nlevel = "warning"\n[workflows.m]\npath = "/m"\n')

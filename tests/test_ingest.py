@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from client_support import Answer, request
-from fastwebhook.dedup import dedup_hash
-from fastwebhook.store.records import parse_execution_id
+from fastwebhook.door.dedup import dedup_hash
+from fastwebhook.records import parse_execution_id
 from fastwebhook.verify import sign
 
 SECRET = "s3cret-for-tests"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastwebhook.netaccess import AddressSet, client_ip
+from fastwebhook.door.netaccess import AddressSet, client_ip
 
 ALLOW = AddressSet(["10.0.0.0/8", "192.168.1.0/24", "203.0.113.7/32", "2001:db8::/32", "::1/128"])
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastwebhook.http import Response
-from fastwebhook.protocol import HttpProtocol, Limits
+from fastwebhook.http.messages import Response
+from fastwebhook.http.protocol import HttpProtocol, Limits
 
 LIMITS = Limits(max_header_size=2048, max_body_size=4096, read_timeout=5.0, keepalive_timeout=10.0)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from fastwebhook.errors import ConfigError
-from fastwebhook.ratelimit import TokenBucket, parse_rate
+from fastwebhook.door.ratelimit import TokenBucket, parse_rate
 
 PATH = "workflows.w.rate_limit"
 

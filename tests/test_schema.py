@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastwebhook.errors import ConfigError, RequestError
-from fastwebhook.schema import SchemaError, compile_schema
+from fastwebhook.door.schema import SchemaError, compile_schema
 
 PATH = "workflows.orders.schema"
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StoreError
-from . import records
+from .. import records
 from .base import Batch, ClaimedExecution
 from .sql import queries
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from .config import NodeSpec, Workflow
+from ..config import NodeSpec, Workflow
 from .nodes import NODE_TYPES
 from .nodes.end import EndExecution
 from .templates import render_value

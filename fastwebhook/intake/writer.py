@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Callable
 
-from .errors import StoreError
-from .metrics import Metrics
-from .store.base import Batch, Job, NewExecution, RequestLogEntry, Store, Transition
+from ..errors import StoreError
+from ..metrics import Metrics
+from ..store.base import Batch, Job, NewExecution, RequestLogEntry, Store, Transition
 
 log = logging.getLogger("fastwebhook.intake")
 # (original id if the store says it was a duplicate, error if the commit failed)

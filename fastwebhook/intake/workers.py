@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from .config import Workflow
+from ..config import Workflow
 
 log = logging.getLogger("fastwebhook.workers")
 YIELD_EVERY = 64            # executions a worker runs back to back before letting I/O in

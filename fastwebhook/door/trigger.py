@@ -16,23 +16,23 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .body import accepts, decode_content, parse_body
-from .config import Workflow
+from ..config import Workflow
 from .context import REDACTED, build_context, redact
 from .dedup import dedup_hash
-from .errors import RequestError
-from .http import Request, Response, answered_status
-from .ids import new_id, to_text
-from .intake import MAX_BATCH
+from ..errors import RequestError
+from ..http.messages import Request, Response, answered_status
+from ..ids import new_id, to_text
+from ..intake.writer import MAX_BATCH
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError
-from .store.base import NewExecution, RequestLogEntry
-from .templates import Template
-from .verify import RequestView, public_url_base
-from .workers import Work
+from ..store.base import NewExecution, RequestLogEntry
+from ..workflow.templates import Template
+from ..verify import RequestView, public_url_base
+from ..intake.workers import Work
 
 if TYPE_CHECKING:
-    from .service import Service
+    from ..service import Service
 
 RETRY_AFTER = ((b"retry-after", b"1"),)
 # durability = "memory" answers before the commit only while the writer keeps up (less than one

@@ -18,7 +18,7 @@ from typing import Callable, Protocol as TypingProtocol
 
 import httptools
 
-from .http import Request, Response
+from .messages import Request, Response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # (answer, reason for the request log and rejected_total; None: the application logged it)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from .body import decode_content, parse_body, raw_text
-from .errors import RequestError
-from .store.records import timestamp
+from ..errors import RequestError
+from ..records import timestamp
 
 # Headers that carry credentials or signatures: never stored, never shown.
 REDACTED_HEADERS = frozenset({

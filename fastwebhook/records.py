@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from ..body import decode_content, parse_body
+from .door.body import decode_content, parse_body
 
 SHOW_LIMIT = 64 << 20
-from ..ids import from_text, to_text
+from .ids import from_text, to_text
 
 
 execution_id = to_text

@@ -1,0 +1,1 @@
+"""Group commit, the durable queue, the claim and the worker pool."""

@@ -1,0 +1,1 @@
+"""Workflows at run time: the runner, templates and the node registry."""
