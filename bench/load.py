@@ -15,8 +15,22 @@ receiver start, and a unique X-Delivery (their dedup key; webhook-id is signed, 
 request. The report compares each with fastwebhook-commit (github, HMAC hex) of the same run.
 fastwebhook rows also report duplicates from /metrics: a repeated dedup key is a bug here.
 
+Last, once per session whatever --runs, the sustained run: fastwebhook-commit.toml (a queue of
+1,000,000, a workflow with no nodes) started, probed and warmed up like the rows (the warm-up's
+executions are let finish first), then --sustained-seconds (30) of the same load, then the drain:
+/metrics is polled until fastwebhook_executions_total of workflow "bench" (all statuses) stops
+growing with fastwebhook_queue_depth 0, for at most --drain-timeout (300) s, else the run failed.
+Its rate is the executions finished over load + drain seconds; it also reports the acked req/s and
+p99 during the load, the server's RSS (VmRSS) at the end of the load, its peak (VmHWM), the drain
+seconds, CPU per execution by thread, and the rate as a share of bare's in the same session.
+
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
     .venv/bin/python bench/load.py --families   # fastwebhook-commit and the family rows only
+    .venv/bin/python bench/load.py --only bare --sustained   # bare, then the sustained run
+    .venv/bin/python bench/load.py --sustained [--sustained-seconds 30]   # the sustained run alone
+
+`--sustained` (or `--only sustained`) adds the sustained run to what --only and --families pick,
+or alone runs only it; with none of these every row runs and then the sustained run.
 
 Exits 1 when a receiver could not be measured (its row says why), else 0; missing the speed
 targets is reported, not an error.
@@ -25,6 +39,7 @@ targets is reported, not an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -38,7 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +68,8 @@ CONNECTIONS = 64
 WARMUP_SECONDS = 1
 STARTUP_TIMEOUT = 20.0  # seconds until the receiver must accept connections and answer 2xx
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+SUSTAINED = "sustained"  # the name of the sustained run, for --only
+DRAIN_POLL_SECONDS = 0.1  # between two reads of /metrics while waiting for the drain
 
 
 class ReceiverError(Exception):
@@ -92,6 +109,23 @@ class WrkResult:
         return (self.requests - self.non_2xx_3xx) / self.seconds
 
 
+@dataclass(frozen=True)
+class SustainedResult:
+    load: WrkResult  # the acked side, during the load (others_cpu_share: over load and drain)
+    executed: int  # executions that reached a final status between the load's start and the drain's end
+    drain_seconds: float  # from the end of the load until the last execution finished
+    seconds: float  # from the load's start until the last execution finished
+    rss_kib: int  # the server's VmRSS at the end of the load
+    peak_rss_kib: int | None  # its VmHWM at the end of the drain (the peak since it started)
+    # the server's CPU time over load and drain per execution, each busy thread's (name, us)
+    thread_us: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def per_second(self) -> float:
+        """The sustained rate: executions finished per second of load plus drain."""
+        return self.executed / self.seconds
+
+
 def peer(script: str, *extra: str) -> Callable[[Path, int], list[str]]:
     def argv(workdir: Path, port: int) -> list[str]:
         path = BENCH_DIR / "peers" / script
@@ -129,6 +163,9 @@ RECEIVERS = [
     Receiver("floor-commit", "floor + group commit of one blob row per batch and one 64-bit dedup "
              "row per request (WAL, FULL), 202 after the commit",
              peer("floor.py", "--store", "commit", "--db", "{workdir}/floor.db"), verifies=True),
+    Receiver("floor-log", "floor + group commit of ONE blob row per batch holding its bodies and "
+             "dedup keys, no per-request row (WAL, FULL), 202 after the commit",
+             peer("floor.py", "--store", "log", "--db", "{workdir}/floor.db"), verifies=True),
     Receiver("floor-memory", "floor-commit answering at once while less than a batch waits",
              peer("floor.py", "--store", "memory", "--db", "{workdir}/floor.db"), verifies=True),
     Receiver("fastwebhook-commit", 'fastwebhook, durability = "commit" (202 after the row is on disk)',
@@ -147,6 +184,10 @@ RECEIVERS = [
              fastwebhook("token", "token"), verifies=True, family="token", metrics=True),
 ]
 FAMILY_RECEIVERS = ["fastwebhook-commit", "fastwebhook-standard", "fastwebhook-ed25519", "fastwebhook-token"]
+SUSTAINED_RECEIVER = Receiver(SUSTAINED, 'fastwebhook, durability = "commit", queue capacity 1,000,000, '
+                              "a workflow with no nodes: a burst the durable queue absorbs while the "
+                              "workers run behind, then the drain",
+                              fastwebhook("commit"), verifies=True, metrics=True)
 
 
 def render_config(template: Path, workdir: Path, port: int, secret: str = payload.SECRET) -> Path:
@@ -165,8 +206,11 @@ def render_config(template: Path, workdir: Path, port: int, secret: str = payloa
 
 # --- one measurement ------------------------------------------------------------------------------
 
-def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_file: Path) -> WrkResult:
-    """Sign, start the receiver, probe, warm up, load it, stop it."""
+@contextlib.contextmanager
+def running(receiver: Receiver, workdir: Path, port: int,
+            body_file: Path) -> Iterator[tuple[subprocess.Popen, payload.SignedRequest]]:
+    """Sign, start the receiver, probe, warm up; stop it on the way out. A ReceiverError raised
+    while it runs gets the tail of its log."""
     if accepts_connections(port):
         raise ReceiverError(f"port {port} is already in use by another process")
     # Signed now, per start: the standard schemes' timestamp stays within tolerance whatever
@@ -183,21 +227,71 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
             wait_until_serving(process, port)
             probe(port, request, receiver.verifies, time.monotonic() + STARTUP_TIMEOUT)
             run_wrk(port, WARMUP_SECONDS, body_file, request)
-            threads_before = thread_cpu_seconds(process.pid)
-            with CpuAccount(receiver_group=process.pid) as account:
-                result = run_wrk(port, duration, body_file, request)
-            result = dataclasses.replace(result, others_cpu_share=account.others_share,
-                                         thread_us=cpu_per_request(process.pid, threads_before,
-                                                                   thread_cpu_seconds(process.pid), result.requests))
-            if process.poll() is not None:
-                raise ReceiverError(f"exited with status {process.returncode} during the run")
-            if receiver.metrics:
-                result = dataclasses.replace(result, duplicates=read_duplicates(port))
-            return result
+            yield process, request
         except ReceiverError as error:
             raise ReceiverError(f"{error}{log_tail(log_path)}") from None
     finally:
         stop(process)
+
+
+def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_file: Path) -> WrkResult:
+    """One measured run of a receiver, started afresh."""
+    with running(receiver, workdir, port, body_file) as (process, request):
+        threads_before = thread_cpu_seconds(process.pid)
+        with CpuAccount(receiver_group=process.pid) as account:
+            result = run_wrk(port, duration, body_file, request)
+        result = dataclasses.replace(result, others_cpu_share=account.others_share,
+                                     thread_us=cpu_per_request(process.pid, threads_before,
+                                                               thread_cpu_seconds(process.pid), result.requests))
+        if process.poll() is not None:
+            raise ReceiverError(f"exited with status {process.returncode} during the run")
+        if receiver.metrics:
+            result = dataclasses.replace(result, duplicates=read_duplicates(port))
+        return result
+
+
+def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int, drain_timeout: float,
+                      body_file: Path) -> SustainedResult:
+    """A burst of load the durable queue absorbs, then the drain: executions per second overall."""
+    with running(receiver, workdir, port, body_file) as (process, request):
+        pid = process.pid
+        if read_proc_status(pid).get("Name") == "taskset":  # it execs the server, keeping the pid
+            raise ReceiverError(f"process {pid} is still taskset, not the server")
+        # The warm-up's executions finish first, so that every one counted below is the load's.
+        executed_before, _ = wait_for_drain(process, port, time.monotonic() + drain_timeout, "the warm-up")
+        threads_before = thread_cpu_seconds(pid)
+        with CpuAccount(receiver_group=pid) as account:
+            started = time.monotonic()
+            load = run_wrk(port, seconds, body_file, request)
+            load_ended = time.monotonic()
+            rss_kib = memory_kib(pid, "VmRSS")
+            if rss_kib is None:
+                raise ReceiverError(f"exited with status {process.poll()} during the load")
+            executed_after, drained = wait_for_drain(process, port, load_ended + drain_timeout, "the load")
+        executed = executed_after - executed_before
+        load = dataclasses.replace(load, others_cpu_share=account.others_share, duplicates=read_duplicates(port))
+        return SustainedResult(load=load, executed=executed, drain_seconds=max(0.0, drained - load_ended),
+                               seconds=drained - started, rss_kib=rss_kib, peak_rss_kib=memory_kib(pid, "VmHWM"),
+                               thread_us=cpu_per_request(pid, threads_before, thread_cpu_seconds(pid), executed))
+
+
+def wait_for_drain(process: subprocess.Popen, port: int, deadline: float, after: str) -> tuple[int, float]:
+    """Poll /metrics until the executions finished stop growing with nothing queued: returns that
+    count and the monotonic time it was first seen so (a poll interval's precision)."""
+    last, since = None, 0.0  # the last (executions, depth) read, and when it was first read
+    while True:
+        if process.poll() is not None:
+            raise ReceiverError(f"exited with status {process.returncode} while draining {after}")
+        executed, depth = state = read_progress(port)
+        now = time.monotonic()
+        if depth == 0 and state == last:
+            return executed, since
+        if state != last:
+            last, since = state, now
+        if now > deadline:
+            raise ReceiverError(f"the queue did not drain after {after} within --drain-timeout: "
+                                f"{depth:,} still queued, {executed:,} executions finished")
+        time.sleep(DRAIN_POLL_SECONDS)
 
 
 def cpu_per_request(pid: int, before: dict[str, float], after: dict[str, float],
@@ -264,10 +358,26 @@ def probe(port: int, request: payload.SignedRequest, verifies: bool, deadline: f
 
 
 _DUPLICATES = re.compile(r'^fastwebhook_duplicates_total\{[^}]*workflow="bench"[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+_EXECUTIONS = re.compile(r'^fastwebhook_executions_total\{[^}]*workflow="bench"[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+_QUEUE_DEPTH = re.compile(r"^fastwebhook_queue_depth(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE)
 
 
 def read_duplicates(port: int) -> int:
     """Requests fastwebhook answered as duplicates so far (warm-up and probes included)."""
+    match = _DUPLICATES.search(read_metrics(port))
+    return int(float(match.group(1))) if match else 0  # no sample: none counted yet
+
+
+def read_progress(port: int) -> tuple[int, int]:
+    """Executions of workflow "bench" finished so far, any final status, and the queue depth."""
+    text = read_metrics(port)
+    depth = _QUEUE_DEPTH.search(text)
+    if depth is None:
+        raise ReceiverError("/metrics has no fastwebhook_queue_depth sample")
+    return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), int(float(depth.group(1)))
+
+
+def read_metrics(port: int) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         connection.request("GET", "/metrics")
@@ -279,8 +389,22 @@ def read_duplicates(port: int) -> int:
         connection.close()
     if response.status != 200:
         raise ReceiverError(f"/metrics answered {response.status}")
-    match = _DUPLICATES.search(text)
-    return int(float(match.group(1))) if match else 0  # no sample: none counted yet
+    return text
+
+
+def read_proc_status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a dict (empty once the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def memory_kib(pid: int, field: str) -> int | None:
+    """A "<n> kB" field of /proc/<pid>/status (VmRSS, VmHWM) in KiB; None once it is gone."""
+    value = read_proc_status(pid).get(field)
+    return int(value.split()[0]) if value else None
 
 
 def run_wrk(port: int, duration: int, body_file: Path, request: payload.SignedRequest) -> WrkResult:
@@ -393,16 +517,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
     parser.add_argument("--runs", type=int, default=1,
                         help="runs per receiver; medians are reported (default 1)")
-    parser.add_argument("--only", action="append", choices=names, metavar="NAME",
-                        help=f"measure only this receiver (repeatable): {', '.join(names)}")
+    parser.add_argument("--only", action="append", choices=[*names, SUSTAINED], metavar="NAME",
+                        help=f"measure only this receiver (repeatable): {', '.join(names)}; "
+                             f"or {SUSTAINED}: the sustained run")
     parser.add_argument("--families", action="store_true",
                         help=f"measure only the verification families ({', '.join(FAMILY_RECEIVERS)}); "
                              "with --only, those as well")
+    parser.add_argument("--sustained", action="store_true",
+                        help="run the sustained run (fastwebhook-commit, load then drain); alone, only "
+                             "it; with --only or --families, after those (the same as --only sustained)")
+    parser.add_argument("--sustained-seconds", type=int, default=30,
+                        help="seconds of load in the sustained run (default 30)")
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
+                        help="seconds the sustained run's queue may take to drain (default 300)")
     parser.add_argument("--port", type=int, default=18080,
                         help="port every receiver listens on (default 18080)")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.runs < 1:
-        parser.error("--duration and --runs must be at least 1")
+    if args.duration < 1 or args.runs < 1 or args.sustained_seconds < 1:
+        parser.error("--duration, --runs and --sustained-seconds must be at least 1")
+    if args.drain_timeout <= 0:
+        parser.error("--drain-timeout must be positive")
+    if SUSTAINED in (args.only or ()):
+        args.only.remove(SUSTAINED)
+        args.sustained = True
     # A receiver start signs once; the standard schemes' timestamp must outlast start-up,
     # warm-up and the run.
     longest = payload.TIMESTAMP_TOLERANCE - STARTUP_TIMEOUT - WARMUP_SECONDS - 30
@@ -414,11 +551,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def selected(args: argparse.Namespace) -> list[Receiver]:
-    """The receivers to measure, in RECEIVERS' order: all of them unless --only or --families."""
+    """The receivers to measure, in RECEIVERS' order: all of them unless --only, --families or
+    --sustained picked some (or only the sustained run)."""
     if not args.only and not args.families:
-        return list(RECEIVERS)
+        return [] if args.sustained else list(RECEIVERS)
     names = set(args.only or ()) | (set(FAMILY_RECEIVERS) if args.families else set())
     return [receiver for receiver in RECEIVERS if receiver.name in names]
+
+
+def sustained_selected(args: argparse.Namespace) -> bool:
+    return args.sustained or (not args.only and not args.families)
 
 
 def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[report.Row]:
@@ -459,6 +601,32 @@ def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[rep
     return rows
 
 
+def run_sustained(args: argparse.Namespace) -> report.Sustained:
+    """The sustained run, once: its result or why it failed."""
+    receiver = SUSTAINED_RECEIVER
+    say(f"[{SUSTAINED}] fastwebhook-commit: {WARMUP_SECONDS} s warm-up, {args.sustained_seconds} s of load, "
+        f"then the drain (at most {args.drain_timeout:.0f} s) ...")
+    with tempfile.TemporaryDirectory(prefix="fastwebhook-bench-") as session:
+        body_file = Path(session) / "body.json"
+        body_file.write_bytes(payload.BODY)
+        try:
+            result = measure_sustained(receiver, Path(session), args.port, args.sustained_seconds,
+                                       args.drain_timeout, body_file)
+        except ReceiverError as error:
+            say(f"  FAILED: {error}")
+            return report.Sustained(receiver.description, args.sustained_seconds, None, str(error))
+    load = result.load
+    say(f"  load: {load.ok_per_second:,.0f} req/s acked  p99 {load.p99_ms:.2f} ms  non-2xx {load.non_2xx_3xx}  "
+        f"socket errors {load.socket_errors}  duplicates {load.duplicates}  RSS {result.rss_kib / 1024:,.0f} MiB")
+    say(f"  drain: {result.drain_seconds:.1f} s; {result.executed:,} executions in {result.seconds:.1f} s = "
+        f"{result.per_second:,.0f}/s sustained  peak RSS "
+        + (f"{result.peak_rss_kib / 1024:,.0f} MiB" if result.peak_rss_kib else "—")
+        + f"  other processes {100 * load.others_cpu_share:.0f} % CPU")
+    if result.thread_us:
+        say("  CPU per execution: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
+    return report.Sustained(receiver.description, args.sustained_seconds, result, None)
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -467,12 +635,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools()
     receivers = selected(args)
-    rows = measure_all(receivers, args)
+    rows = measure_all(receivers, args) if receivers else []
+    sustained = run_sustained(args) if sustained_selected(args) else None
     settings = report.Settings(args.duration, args.runs, CONNECTIONS, SERVER_CPU, LOADER_CPU)
-    print(report.terminal(rows, settings))
-    path = report.write_markdown(rows, settings, BENCH_DIR / "results" / "latest.md")
+    print(report.terminal(rows, settings, sustained))
+    path = report.write_markdown(rows, settings, BENCH_DIR / "results" / "latest.md", sustained)
     say(f"\nwritten to {path}")
-    return 1 if any(row.error for row in rows) else 0
+    return 1 if any(row.error for row in rows) or (sustained and sustained.error) else 0
 
 
 if __name__ == "__main__":

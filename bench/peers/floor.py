@@ -1,20 +1,24 @@
 """The floor: the least a durable webhook receiver can do in Python, on the same parts.
 
 An httptools + uvloop protocol that does what every webhook receiver must and nothing more: it
-checks X-Hub-Signature-256 (HMAC-SHA256, compare_digest), parses the body with orjson, and
-answers 202.  `--store` adds the cheapest durable write there is (ANCHORS.md): per group commit,
-ONE blob row holding every body of the batch plus one 64-bit dedup row per request, in SQLite
-WAL with synchronous=FULL, written by one thread crossing per batch.
+checks X-Hub-Signature-256 (HMAC-SHA256, compare_digest), parses the body with orjson, drops a
+delivery id it has seen (an in-memory set), and answers 202.  `--store` adds a durable write per
+group commit, in SQLite WAL with synchronous=FULL, written by one thread crossing per batch:
 
     --store none     no storage at all (ANCHORS.md's "bare + HMAC + orjson" row)
-    --store commit   202 only after the batch is committed
-    --store memory   202 at once while less than one batch (1000) waits, else after the commit
+    --store commit   ONE blob row holding every body of the batch plus one 64-bit dedup row per
+                     request (a B-tree insert each); 202 only after the batch is committed
+    --store memory   the same rows; 202 at once while less than one batch (1000) waits, else
+                     after the commit
+    --store log      ONE blob row per batch and nothing else: each request's delivery id and
+                     body inside it (the in-memory set can be rebuilt from it), no per-request
+                     row; 202 only after the commit (ANCHORS.md's cheapest durable write)
 
 Answers come in request order only without pipelining (wrk does not pipeline).
 It keeps no request log, no execution records, no workers, no metrics: it is an upper bound for
 what any receiver meeting SPEC.md could reach with Python and SQLite on this machine, not a peer.
 
-    python bench/peers/floor.py --port 18080 --secret fastwebhook-bench-secret --store commit --db f.db
+    python bench/peers/floor.py --port 18080 --secret fastwebhook-bench-secret --store log --db f.db
 """
 
 from __future__ import annotations
@@ -40,15 +44,17 @@ MAX_BATCH = 1000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, bodies BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (hash INTEGER PRIMARY KEY, batch INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, records BLOB NOT NULL);
 """
 
 
 class Store:
     """One SQLite connection on its own thread; a batch is one call, one transaction."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, log: bool):
         self.thread = ThreadPoolExecutor(1, "floor-store")
         self.db = self.thread.submit(self._open, path).result()
+        self.write = self.write_log if log else self.write_rows
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
@@ -58,13 +64,20 @@ class Store:
         db.executescript(SCHEMA)
         return db
 
-    def write(self, bodies: list[bytes], hashes: list[int]) -> None:
+    def write_rows(self, bodies: list[bytes], keys: list[bytes]) -> None:
+        """--store commit and memory: the batch's bodies in one row, a dedup row per request."""
         blob = b"".join(struct.pack("<I", len(body)) + body for body in bodies)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         seq = db.execute("INSERT INTO batches (bodies) VALUES (?)", (blob,)).lastrowid
-        db.executemany("INSERT OR IGNORE INTO dedup (hash, batch) VALUES (?, ?)", [(h, seq) for h in hashes])
+        db.executemany("INSERT OR IGNORE INTO dedup (hash, batch) VALUES (?, ?)",
+                       [(hash(key), seq) for key in keys])
         db.execute("COMMIT")
+
+    def write_log(self, bodies: list[bytes], keys: list[bytes]) -> None:
+        """--store log: the whole batch, dedup keys included, as one append."""
+        blob = b"".join(struct.pack("<HI", len(key), len(body)) + key + body for key, body in zip(keys, bodies))
+        self.db.execute("INSERT INTO log (records) VALUES (?)", (blob,))  # autocommit: one transaction
 
 
 class Writer:
@@ -74,16 +87,16 @@ class Writer:
         self.store = store
         self.answer_early = answer_early
         self.bodies: list[bytes] = []
-        self.hashes: list[int] = []
+        self.keys: list[bytes] = []      # delivery ids
         self.answers: list = []          # transports waiting for this batch's commit (or None)
         self.in_flight = 0
         self.wake = asyncio.Event()
 
-    def add(self, body: bytes, key_hash: int, transport) -> bool:
+    def add(self, body: bytes, key: bytes, transport) -> bool:
         """True when the caller may answer now (memory mode below the backlog bound)."""
         early = self.answer_early and len(self.bodies) + self.in_flight < MAX_BATCH
         self.bodies.append(body)
-        self.hashes.append(key_hash)
+        self.keys.append(key)
         self.answers.append(None if early else transport)
         self.wake.set()
         return early
@@ -93,10 +106,10 @@ class Writer:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            bodies, hashes, answers = self.bodies, self.hashes, self.answers
-            self.bodies, self.hashes, self.answers = [], [], []
+            bodies, keys, answers = self.bodies, self.keys, self.answers
+            self.bodies, self.keys, self.answers = [], [], []
             self.in_flight = len(bodies)
-            await loop.run_in_executor(self.store.thread, self.store.write, bodies, hashes)
+            await loop.run_in_executor(self.store.thread, self.store.write, bodies, keys)
             self.in_flight = 0
             for transport in answers:
                 if transport is not None and not transport.is_closing():
@@ -140,19 +153,20 @@ class FloorProtocol(asyncio.Protocol):
             self.transport.write(UNAUTHORIZED)
             return
         orjson.loads(body)
-        key_hash = hash(self.headers.get(b"x-github-delivery", b""))
+        key = self.headers.get(b"x-github-delivery", b"")
+        key_hash = hash(key)
         if self.writer is None or key_hash in self.seen:
             self.transport.write(ACCEPTED)
             return
         self.seen.add(key_hash)
-        if self.writer.add(body, key_hash, self.transport):
+        if self.writer.add(body, key, self.transport):
             self.transport.write(ACCEPTED)
 
 
 async def serve(port: int, store: str, db: str) -> None:
     loop = asyncio.get_running_loop()
     if store != "none":
-        FloorProtocol.writer = Writer(Store(db), answer_early=store == "memory")
+        FloorProtocol.writer = Writer(Store(db, log=store == "log"), answer_early=store == "memory")
         loop.create_task(FloorProtocol.writer.run())
     server = await loop.create_server(FloorProtocol, "127.0.0.1", port, reuse_address=True, backlog=1024)
     async with server:
@@ -163,7 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--secret", default="fastwebhook-bench-secret")
-    parser.add_argument("--store", choices=("none", "commit", "memory"), default="commit")
+    parser.add_argument("--store", choices=("none", "commit", "memory", "log"), default="commit")
     parser.add_argument("--db", default="floor.db")
     args = parser.parse_args()
     FloorProtocol.secret = args.secret.encode()
