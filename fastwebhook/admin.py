@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 from typing import Any
-from urllib.parse import parse_qs
 
 from .config import Config
 from .errors import StoreError
-from .http.messages import Request, Response
-from .store.base import Store
-from .records import parse_execution_id
+from . import records
+from .http.messages import Request, Response, parse_query
+from .store import Store
+from .store.rows import Status
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
-STATUSES = ("queued", "started", "resolved", "failed", "error", "aborted")
+STATUSES = tuple(status.value for status in Status)
 
 
 class BadQuery(ValueError):
@@ -41,27 +41,30 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
         raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
     before = None
     if cursor:
-        before = parse_execution_id(cursor)
+        before = records.parse_execution_id(cursor)
         if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
-    items = await store.list_executions(workflow or None, status or None, limit, before)
+    found = await store.list_executions(workflow or None, Status(status) if status else None, limit, before)
+    items = [records.execution(record) for record in found]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
 
 async def get_execution(store: Store, id_text: str) -> dict | None:
-    raw = parse_execution_id(id_text)
-    return await store.get_execution(raw) if raw is not None else None
+    raw = records.parse_execution_id(id_text)
+    record = await store.get_execution(raw) if raw is not None else None
+    return records.execution(record) if record is not None else None
 
 
 async def list_requests(store: Store, limit: Any = None, cursor: str | None = None) -> dict:
     limit = _limit(limit)
     before = None
     if cursor:
-        if not str(cursor).isdigit():
+        before = records.parse_request_cursor(str(cursor))
+        if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
-        before = int(cursor)
-    items = await store.list_requests(limit, before)
-    return {"items": items, "next": str(items[-1]["seq"]) if len(items) == limit else None}
+    lines = await store.list_requests(limit, before)
+    return {"items": [records.request(line) for line in lines],
+            "next": records.request_cursor(lines[-1]) if len(lines) == limit else None}
 
 
 def list_workflows(config: Config) -> list[dict]:
@@ -89,7 +92,7 @@ class AdminApi:
 
     async def _dispatch(self, request: Request) -> Response:
         parts = request.path[len(self.PREFIX):].strip("/").split("/")
-        query = {k: v[-1] for k, v in parse_qs(request.query_string.decode("latin-1")).items()}
+        query = dict(parse_query(request.query_string))
         try:
             return await self._route(request.method, parts, query)
         except BadQuery as exc:

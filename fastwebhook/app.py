@@ -14,7 +14,7 @@ from .metrics import CONTENT_TYPE
 from .door.netaccess import AddressSet, client_ip
 from .http.router import Router
 from .service import Service
-from .store.base import RequestLogEntry
+from .store.rows import RequestLine
 
 log = logging.getLogger("fastwebhook.app")
 NOT_FOUND = Response.error(404, "not found")
@@ -99,22 +99,23 @@ class WebhookApp:
         metrics.count(metrics.requests, "", str(status))
         metrics.count(metrics.rejected, "", reason)
         path = target.partition(b"?")[0].decode("latin-1")[:1024]
-        self.service.writer.log_request(RequestLogEntry(
+        self.service.dispatcher.log_request(RequestLine(
             time.time(), peer, "-", path or "-", None, status, reason, 0, 0.0, request_id, None))
 
     # -- reserved endpoints -------------------------------------------------------------------
     def readyz(self, request: Request) -> Response:
         service = self.service
         problems = []
-        if not service.store_ok or not service.writer.healthy:
+        if not service.intake.healthy:
             problems.append("store unreachable")
-        if service.queue.room <= 0:
+        problems += [f"{name} failing: {error}" for name, error in service.supervisor.failing.items()]
+        if service.intake.room <= 0:
             problems.append("queue full")
         if service.stopping:
             problems.append("shutting down")
         if problems:
             return Response.json(503, {"status": "unavailable", "problems": problems}, ((b"retry-after", b"1"),))
-        return Response.json(200, {"status": "ready", "queue_depth": service.queue.load})
+        return Response.json(200, {"status": "ready", "queue_depth": service.intake.depth})
 
     def metrics(self, request: Request) -> Response:
         return Response(200, self.service.metrics.render(), CONTENT_TYPE.encode())
@@ -140,7 +141,7 @@ class WebhookApp:
         return answer
 
     def _log(self, request: Request, status: int, key: str | None, reason: str | None) -> None:
-        self.service.writer.log_request(RequestLogEntry(
+        self.service.dispatcher.log_request(RequestLine(
             request.received_at, request.ip, request.method, request.path, key, status,
             reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
 

@@ -1,4 +1,4 @@
-"""Rows into the objects the admin API and the CLI show (SPEC section 9), one shape for all."""
+"""Store rows into the objects the admin API and the CLI show (SPEC section 9), one shape for all."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any
 
 import orjson
 
-from .door.body import decode_content, parse_body
+from .ids import from_text, to_text
+from .store.rows import ExecutionRecord, RequestLine
 
 SHOW_LIMIT = 64 << 20
-from .ids import from_text, to_text
-
 
 execution_id = to_text
 parse_execution_id = from_text
@@ -24,9 +23,10 @@ def timestamp(value: float | None) -> str | None:
     return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def request_data(request: dict, body: bytes) -> Any:
+def request_data(headers: dict, body: bytes) -> Any:
     """The stored body is the bytes as received: decode and parse it as the intake did."""
-    headers = request.get("headers", {})
+    from .door.body import decode_content, parse_body  # noqa: PLC0415 - the door imports this module
+
     try:
         decoded = decode_content(body, headers.get("content-encoding"), SHOW_LIMIT)
         return parse_body(decoded, headers.get("content-type"))
@@ -34,31 +34,46 @@ def request_data(request: dict, body: bytes) -> Any:
         return base64.b64encode(body).decode()
 
 
-def execution(row: tuple, jobs: list | None) -> dict[str, Any]:
-    (id_, workflow, version, status, dedup_key, created, started, finished, attempts, error,
-     request, body) = row
-    meta = orjson.loads(request)
-    record = {
-        "id": execution_id(id_), "workflow": workflow, "version": version, "status": status,
-        "dedup_key": dedup_key, "created_at": timestamp(created), "started_at": timestamp(started),
-        "finished_at": timestamp(finished), "attempts": attempts, "error": error,
-        "request": {"method": meta.get("method"), "path": meta.get("path"),
-                    "headers": meta.get("headers", {}), "query": meta.get("query", {}),
-                    "params": meta.get("params", {}), "ip": meta.get("ip"),
-                    "data": request_data(meta, body)},
+def execution(record: ExecutionRecord) -> dict[str, Any]:
+    from .door.context import headers_of, query_of  # noqa: PLC0415
+
+    stored = record.request
+    headers = headers_of(stored.headers) if stored else {}
+    shown = {
+        "id": execution_id(record.id), "workflow": record.workflow, "version": record.version,
+        "status": record.status.value, "dedup_key": record.dedup_key,
+        "created_at": timestamp(record.created_at), "started_at": timestamp(record.started_at),
+        "finished_at": timestamp(record.finished_at), "attempts": record.attempts, "error": record.error,
+        "request": {"method": stored.method if stored else None, "path": stored.path if stored else None,
+                    "headers": headers, "query": query_of(stored.query) if stored else {},
+                    "params": stored.params if stored else {}, "ip": stored.ip if stored else None,
+                    "data": request_data(headers, record.body) if stored else None},
     }
-    if jobs is not None:
-        record["jobs"] = [{
-            "node": node, "type": kind, "status": job_status,
-            "result": orjson.loads(result) if result is not None else None, "error": job_error,
-            "logs": orjson.loads(logs) if logs is not None else [], "duration_ms": duration,
-        } for node, kind, job_status, result, job_error, logs, duration in jobs]
-    return record
+    if record.duplicate_of is not None:
+        shown["duplicate_of"] = execution_id(record.duplicate_of)
+    if record.jobs is not None:
+        shown["jobs"] = [{
+            "node": job.node, "type": job.type, "status": job.status,
+            "result": orjson.loads(job.result) if job.result is not None else None, "error": job.error,
+            "logs": orjson.loads(job.logs) if job.logs is not None else [], "duration_ms": job.duration_ms,
+        } for job in record.jobs]
+    return shown
 
 
-def request(row: tuple) -> dict[str, Any]:
-    (seq, at, ip, method, path, workflow, status, reason, body_size, duration, request_id, execution_) = row
-    return {"seq": seq, "at": timestamp(at), "ip": ip, "method": method, "path": path,
-            "workflow": workflow, "status": status, "reason": reason, "body_size": body_size,
-            "duration_ms": duration, "request_id": request_id,
-            "execution_id": execution_id(execution_) if execution_ else None}
+def request(line: RequestLine) -> dict[str, Any]:
+    return {"at": timestamp(line.at), "ip": line.ip, "method": line.method, "path": line.path,
+            "workflow": line.workflow, "status": line.status, "reason": line.reason,
+            "body_size": line.body_size, "duration_ms": line.duration_ms, "request_id": line.request_id,
+            "execution_id": execution_id(line.execution) if line.execution else None}
+
+
+def request_cursor(line: RequestLine) -> str:
+    return f"{line.at!r}_{line.request_id}"
+
+
+def parse_request_cursor(text: str) -> tuple[float, str] | None:
+    at, separator, request_id = text.partition("_")
+    try:
+        return (float(at), request_id) if separator else None
+    except ValueError:
+        return None

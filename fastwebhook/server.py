@@ -28,6 +28,7 @@ log = logging.getLogger("fastwebhook.server")
 SHUTDOWN_GRACE = 10.0
 DRAIN_REQUESTS = 5.0
 GC_THRESHOLDS = (50_000, 20, 100)
+ANSWER_SLACK = 60.0
 
 
 class Server:
@@ -58,8 +59,10 @@ class Server:
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
         self.app = WebhookApp(self.config, self.service)
+        # A response not ready by then is a bug (commits and sync runs answer before it): 503.
+        longest_sync = max((w.sync_timeout for w in self.config.workflows.values()), default=0.0)
         limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
-                        server.keepalive_timeout)
+                        server.keepalive_timeout, longest_sync + ANSWER_SLACK)
         app = self.app
         # The handshake comes before the protocol's own read deadline, so it gets the same limit.
         handshake_timeout = server.read_timeout if self.ssl_context is not None else None
@@ -101,7 +104,7 @@ class Server:
         # in flight) still go out before the store closes.
         self.service.stopping = True
         try:
-            await asyncio.wait_for(self.service.writer.drain(), DRAIN_REQUESTS)
+            await asyncio.wait_for(self.service.intake.drain(), DRAIN_REQUESTS)
         except asyncio.TimeoutError:
             log.warning("the store did not take the last batch within %ss", DRAIN_REQUESTS)
         await self.service.stop(SHUTDOWN_GRACE)

@@ -271,11 +271,10 @@ def test_request_log_lists_rejected_requests_too(server):
     first = admin(server, "/api/admin/requests?limit=3")[2]
     assert len(first["items"]) == 3 and first["next"] is not None
     rest = admin(server, f"/api/admin/requests?limit=3&cursor={first['next']}")[2]
-    # rows logged since have higher seqs: the listing up to the first page's top is what paged
-    everything = admin(server, "/api/admin/requests?limit=1000")[2]["items"]
-    top = first["items"][0]["seq"]
-    assert [i["seq"] for i in first["items"] + rest["items"]] == \
-        [i["seq"] for i in everything if i["seq"] <= top][:6]
+    # lines logged since are newer: the listing from the first page's top is what paged
+    everything = [i["request_id"] for i in admin(server, "/api/admin/requests?limit=1000")[2]["items"]]
+    top = everything.index(first["items"][0]["request_id"])
+    assert [i["request_id"] for i in first["items"] + rest["items"]] == everything[top:top + 6]
     assert admin(server, "/api/admin/requests?limit=5000")[0] == 400
 
 

@@ -22,8 +22,9 @@ import pytest
 
 from conftest import ChildServer, spawn_server, start_server, write_config
 from fastwebhook.errors import StoreError
-from fastwebhook.store.base import Batch, NewExecution, RequestLogEntry, Transition
-from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store import Store, batch_codec
+from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.sqlite import SqliteConnector
 
 FINAL = ("resolved", "failed", "error", "aborted")
 HOOK = "/api/webhooks/hook"
@@ -136,8 +137,12 @@ def spawn():
 
 
 def executions_by_delivery(db: Path) -> dict[str, list[tuple[str, str, int]]]:
-    """dedup key -> [(execution id text, status, attempts)] for every stored execution."""
+    """dedup key -> [(execution id text, status, attempts)] for every stored execution: the
+    execution rows, and the intake's deliveries not claimed yet (queued)."""
     rows = query(db, "SELECT dedup_key, id, status, attempts FROM executions")
+    [(claimed,)] = query(db, "SELECT claimed_seq FROM claims")
+    for (blob,) in query(db, "SELECT deliveries FROM intake WHERE seq > ? ORDER BY seq", (claimed,)):
+        rows += [(d.dedup_key, d.id, "queued", 0) for d in batch_codec.decode(blob)]
     found: dict[str, list] = {}
     for key, raw_id, status, attempts in rows:
         found.setdefault(key, []).append((str(uuid.UUID(bytes=raw_id)), status, attempts))
@@ -343,16 +348,14 @@ def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
     assert (status, answer["status"]) == (202, "queued"), "the dedup ttl has passed"
 
 
-# --- the store's leases and dedup, unit level (real SQLite file) -------------------------------
+# --- the store's intake, claims, leases and dedup, unit level (real SQLite file) ---------------
 
-def new_execution(n: int, *, owner: str, lease_until: float, dedup: int | None = None,
-                  dedup_expires: float = 0.0, created: float = 1000.0) -> NewExecution:
-    return NewExecution(
-        id=n.to_bytes(16, "big"), workflow="hook", version="v1", created_at=created + n,
-        request=json.dumps({"method": "POST", "path": HOOK, "headers": {}, "query": {}, "params": {},
-                            "ip": "127.0.0.1", "received_at": created + n}).encode(),
-        body=b"{}", dedup_hash=dedup, dedup_key=None if dedup is None else f"key-{dedup}",
-        dedup_expires=dedup_expires, owner=owner, lease_until=lease_until)
+def delivery(n: int, *, dedup: int | None = None, dedup_expires: float = 0.0, at: float = 1000.0,
+             workflow: str = "hook") -> Delivery:
+    request = StoredRequest("POST", HOOK, "", [("content-type", "application/json")], {}, "127.0.0.1",
+                            at + n, f"req-{n}")
+    return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, b"{}", dedup,
+                    None if dedup is None else f"key-{dedup}", dedup_expires)
 
 
 def with_store(tmp_path: Path, scenario) -> None:
@@ -361,7 +364,7 @@ def with_store(tmp_path: Path, scenario) -> None:
 
 def with_store_path(db: Path, scenario) -> None:
     async def main():
-        store = SqliteStore(str(db))
+        store = Store(SqliteConnector(str(db)))
         await store.open()
         try:
             await scenario(store)
@@ -370,120 +373,148 @@ def with_store_path(db: Path, scenario) -> None:
     asyncio.run(main())
 
 
-def test_claim_takes_only_lapsed_leases_and_counts_attempts(tmp_path):
+def nothing_in_memory(seq: int):
+    return None
+
+
+def runs_something(workflow: str) -> bool:
+    return False
+
+
+def ids(deliveries) -> list[int]:
+    return [int.from_bytes(d.id, "big") for d in deliveries]
+
+
+def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
     now = 5000.0
 
     async def scenario(store):
-        await store.commit(Batch(executions=[
-            new_execution(1, owner="otherhost:1:x", lease_until=now - 10),
-            new_execution(2, owner="otherhost:1:x", lease_until=now + 100),
-            new_execution(3, owner="otherhost:1:x", lease_until=now - 5),
-        ]), now)
-        claimed = await store.claim("me", now, now + 30, 10)
-        assert [c.id[-1] for c in claimed] == [1, 3], "oldest first, only lapsed leases"
-        assert [c.attempts for c in claimed] == [2, 2]
-        assert claimed[0].workflow == "hook" and claimed[0].body == b"{}"
-        assert await store.claim("me", now, now + 30, 10) == [], "now leased to me"
-        assert await store.claim("other", now + 31, now + 60, 10) != [], "my lease lapsed at now+30"
+        await store.append([delivery(n, at=now) for n in (1, 2, 3)])
+        [(rows,)] = await store.db.fetch("SELECT count(*) FROM intake")
+        [(executions,)] = await store.db.fetch("SELECT count(*) FROM executions")
+        assert (rows, executions) == (1, 0), "one append per batch, no per-request row"
+        assert await store.unfinished() == 3
+        listed = await store.list_executions(None, None, 10, None)
+        assert ids(listed) == [3, 2, 1] and {r.status for r in listed} == {Status.QUEUED}
+        found = await store.get_execution((2).to_bytes(16, "big"))
+        assert found.status == Status.QUEUED and found.request.request_id == "req-2"
+        claim = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        assert ids(claim.run) == [1, 2, 3]
+        assert await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something) == type(claim)()
+        assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
+        assert await store.unfinished() == 3
 
     with_store(tmp_path, scenario)
 
 
-def test_claim_respects_the_limit_and_takes_a_dead_owners_live_leases(tmp_path):
+def test_the_claim_takes_each_dedup_key_once_within_a_claim_and_against_live_and_expired_keys(tmp_path):
     now = 5000.0
 
     async def scenario(store):
-        await store.commit(Batch(executions=[
-            new_execution(n, owner="host:42:dead", lease_until=now + 100) for n in range(1, 6)]), now)
-        assert await store.claim("me", now, now + 30, 10) == []
-        first = await store.claim("me", now, now + 30, 2, ("host:42:dead",))
-        rest = await store.claim("me", now, now + 30, 10, ("host:42:dead",))
-        assert [c.id[-1] for c in first] == [1, 2]
-        assert [c.id[-1] for c in rest] == [3, 4, 5]
+        await store.append([delivery(1, dedup=7, dedup_expires=now + 100),
+                            delivery(2, dedup=7, dedup_expires=now + 100),
+                            delivery(3, dedup=8, dedup_expires=now + 10)])
+        claim = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        assert ids(claim.run) == [1, 3]
+        assert [(int.from_bytes(d.id, "big"), original) for d, original in claim.duplicates] == \
+            [(2, (1).to_bytes(16, "big"))]
+        duplicate = await store.get_execution((2).to_bytes(16, "big"))
+        assert duplicate.status == Status.DUPLICATE and duplicate.duplicate_of == (1).to_bytes(16, "big")
+        # A live key makes a later delivery a duplicate; an expired one does not.
+        await store.append([delivery(4, dedup=7, dedup_expires=now + 150), delivery(5, dedup=8, dedup_expires=now + 150)])
+        later = await store.claim("me", now + 50, now + 80, 10, nothing_in_memory, runs_something)
+        assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
+        assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
+
+    with_store(tmp_path, scenario)
+
+
+def test_a_workflow_with_nothing_to_run_is_resolved_in_the_claim(tmp_path):
+    async def scenario(store):
+        await store.append([delivery(1), delivery(2, workflow="busy")])
+        claim = await store.claim("me", 5000.0, 5030.0, 10, nothing_in_memory, lambda w: w == "hook")
+        assert ids(claim.resolved) == [1] and ids(claim.run) == [2]
+        assert (await store.get_execution((1).to_bytes(16, "big"))).status == Status.RESOLVED
+        assert await store.unfinished() == 1
+
+    with_store(tmp_path, scenario)
+
+
+def test_reclaim_takes_only_lapsed_leases_or_dead_owners_and_counts_attempts(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        await store.append([delivery(n) for n in (1, 2, 3)])
+        await store.claim("otherhost:1:x", now, now + 30, 10, nothing_in_memory, runs_something)
+        assert await store.reclaim("me", now, now + 30, 10) == [], "leases still live"
+        await store.renew("otherhost:1:x", now + 100)
+        assert await store.reclaim("me", now + 31, now + 60, 10) == [], "renewed to now+100"
+        taken = await store.reclaim("me", now + 101, now + 130, 2)
+        assert ids(taken) == [1, 2] and [d.attempts for d in taken] == [2, 2]
+        assert taken[0].body == b"{}" and taken[0].request.path == HOOK, "read back from the intake"
+        assert ids(await store.reclaim("me", now, now + 30, 10, ("otherhost:1:x",))) == [3]
         assert await store.pending_owners() == ["me"]
 
     with_store(tmp_path, scenario)
 
 
-def test_renew_extends_my_leases_and_finished_work_is_never_claimed(tmp_path):
+def test_records_move_statuses_by_the_transition_table_and_final_work_is_never_reclaimed(tmp_path):
     now = 5000.0
+    one, two = (1).to_bytes(16, "big"), (2).to_bytes(16, "big")
 
     async def scenario(store):
-        await store.commit(Batch(executions=[new_execution(n, owner="me", lease_until=now + 30)
-                                             for n in (1, 2)]), now)
-        await store.renew("me", now + 300)
-        assert await store.claim("thief", now + 60, now + 90, 10) == [], "renewed to now+300"
-        batch = Batch()
-        batch.transition(Transition((1).to_bytes(16, "big"), "started", now + 1))
-        batch.transition(Transition((1).to_bytes(16, "big"), "resolved", None, now + 2))
-        await store.commit(batch, now + 2)
-        taken = await store.claim("thief", now + 301, now + 400, 10)
-        assert [c.id[-1] for c in taken] == [2], "a finished execution is never run again"
-        record = await store.get_execution((1).to_bytes(16, "big"))
-        assert record["status"] == "resolved" and record["started_at"] is not None
+        await store.append([delivery(1), delivery(2)])
+        await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        records = Records()
+        records.change(Final(one, Status.STARTED, now + 1))
+        records.change(Final(one, Status.RESOLVED, None, now + 2))
+        await store.record(records)
+        stale = Records()
+        stale.change(Final(one, Status.FAILED, now + 1, now + 3, "late"))
+        await store.record(stale)
+        record = await store.get_execution(one)
+        assert record.status == Status.RESOLVED and record.started_at == now + 1, "final stays final"
+        assert ids(await store.reclaim("thief", now + 31, now + 60, 10)) == [2]
 
     with_store(tmp_path, scenario)
 
 
-def test_commit_dedup_within_one_batch_and_against_live_and_expired_keys(tmp_path):
+def test_a_record_batch_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path):
     now = 5000.0
+    one = (1).to_bytes(16, "big")
 
-    async def scenario(store):
-        duplicates = await store.commit(Batch(executions=[
-            new_execution(1, owner="me", lease_until=now + 30, dedup=7, dedup_expires=now + 100),
-            new_execution(2, owner="me", lease_until=now + 30, dedup=7, dedup_expires=now + 100),
-            new_execution(3, owner="me", lease_until=now + 30, dedup=8, dedup_expires=now + 10),
-        ]), now)
-        assert duplicates == {1: (1).to_bytes(16, "big")}
-        assert await store.get_execution((2).to_bytes(16, "big")) is None, "a duplicate is not written"
-        # A live key blocks a later batch; an expired one does not.
-        later = await store.commit(Batch(executions=[
-            new_execution(4, owner="me", lease_until=now + 80, dedup=7, dedup_expires=now + 150),
-            new_execution(5, owner="me", lease_until=now + 80, dedup=8, dedup_expires=now + 150),
-        ]), now + 50)
-        assert later == {0: (1).to_bytes(16, "big")}
-        assert await store.get_execution((5).to_bytes(16, "big")) is not None
-        # Key 8 now names execution 5, until its own expiry.
-        again = await store.commit(Batch(executions=[
-            new_execution(6, owner="me", lease_until=now + 80, dedup=8, dedup_expires=now + 200)]), now + 60)
-        assert again == {0: (5).to_bytes(16, "big")}
-
-    with_store(tmp_path, scenario)
-
-
-def test_a_batch_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path):
-    now = 5000.0
-
-    class Unstorable:  # sqlite3 cannot bind it: the batch fails after its executions are inserted
+    class Unstorable:  # sqlite3 cannot bind it: the batch fails after its status changes ran
         pass
 
     async def scenario(store):
-        broken = Batch(executions=[new_execution(1, owner="me", lease_until=now + 30, dedup=9,
-                                                 dedup_expires=now + 100)],
-                       requests=[RequestLogEntry(now, "127.0.0.1", "POST", HOOK, "hook", 202, None, 2,
-                                                 0.1, Unstorable(), None)])
+        await store.append([delivery(1)])
+        await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        broken = Records(requests=[RequestLine(now, "127.0.0.1", "POST", HOOK, "hook", 401, None, 2,
+                                               0.1, Unstorable(), None)])
+        broken.change(Final(one, Status.RESOLVED, now, now + 1))
         with pytest.raises(StoreError):
-            await store.commit(broken, now)
-        assert await store.get_execution((1).to_bytes(16, "big")) is None, "rolled back"
-        with pytest.raises(AttributeError):  # not SQLite's error, but the transaction ends all the same
-            await store.commit(Batch(executions=[Unstorable()]), now)
-        assert await store.commit(Batch(executions=[new_execution(2, owner="me", lease_until=now + 30, dedup=9,
-                                                                  dedup_expires=now + 100)]), now) == {}
-        assert (await store.get_execution((2).to_bytes(16, "big")))["status"] == "queued"
+            await store.record(broken)
+        assert (await store.get_execution(one)).status == Status.QUEUED, "rolled back"
+        fixed = Records()
+        fixed.change(Final(one, Status.RESOLVED, now, now + 1))
+        await store.record(fixed)
+        assert (await store.get_execution(one)).status == Status.RESOLVED
 
     with_store(tmp_path, scenario)
 
 
 def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
-    """The same recovery through the real Service: rows a dead owner left queued get run."""
+    """The same recovery through the real Service: an intake nobody claimed, and executions a
+    dead owner on another host left leased, both run."""
     body = CHILD_CONFIG % {"workers": 4, "ttl": "24h"}
     config = write_config(tmp_path, body)
     db = tmp_path / "fastwebhook.db"
 
     async def leave_work(store):
-        await store.commit(Batch(executions=[
-            new_execution(n, owner="gone-host:1:x", lease_until=time.time() - 1, created=time.time())
-            for n in range(1, 4)]), time.time())
+        now = time.time()
+        await store.append([delivery(n, at=now) for n in (1, 2)])
+        await store.claim("gone-host:1:x", now - 60, now - 1, 2, nothing_in_memory, runs_something)
+        await store.append([delivery(3, at=now)])
 
     # The schema comes from a first start; the rows from a "crashed" owner on another host.
     running = start_server(config)
@@ -493,14 +524,13 @@ def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
     try:
         deadline = time.monotonic() + 10
         while True:
-            rows = query(db, "SELECT status, attempts FROM executions ORDER BY seq")
-            if all(status in FINAL for status, _ in rows) or time.monotonic() > deadline:
+            rows = query(db, "SELECT status, attempts FROM executions ORDER BY id")
+            if (len(rows) == 3 and all(status in FINAL for status, _ in rows)) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        assert rows == [("resolved", 2)] * 3
+        assert rows == [("resolved", 2), ("resolved", 2), ("resolved", 1)]
     finally:
         running.stop()
-
 
 
 def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind(serve):
@@ -508,7 +538,7 @@ def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind
     import http.client
     import sqlite3
 
-    from fastwebhook.intake.writer import MAX_BATCH
+    from fastwebhook.intake.intake import MAX_BATCH
 
     s = serve('[storage]\nurl = "sqlite:///{db}"\ndurability = "memory"\n'
               '[log]\nlevel = "warning"\n[workflows.m]\npath = "/m"\n')
@@ -524,7 +554,7 @@ def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind
         assert post(timeout=2) == 202   # answered although nothing is on disk yet
 
         async def behind():
-            s.server.service.writer.in_flight = MAX_BATCH
+            s.server.service.intake.in_flight = MAX_BATCH
         s.call(behind)
         with pytest.raises(TimeoutError):
             post(timeout=0.5)           # now it waits for its commit, which cannot happen

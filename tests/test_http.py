@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from fastwebhook.admin import list_executions, list_requests
+
 CONFIG = """
 [server]
 listen = ["127.0.0.1:0"]
@@ -177,8 +179,8 @@ def assert_still_serving(running) -> None:
 
 def executions(running) -> list[dict]:
     service = running.server.service
-    running.call(service.writer.drain)
-    return running.call(lambda: service.store.list_executions(None, None, 1000, None))
+    running.call(service.drain)
+    return running.call(lambda: list_executions(service.store, limit=1000))["items"]
 
 
 def wait_for_connections(running, count: int, timeout: float = 3.0) -> None:
@@ -540,8 +542,8 @@ def test_malformed_http_gets_400_and_close(server, data):
 
 def request_log(running) -> list[dict]:
     service = running.server.service
-    running.call(service.writer.drain)
-    return running.call(lambda: service.store.list_requests(1000, None))
+    running.call(service.drain)
+    return running.call(lambda: list_requests(service.store, 1000))["items"]
 
 
 def test_a_refusal_carries_a_request_id_of_its_own_and_the_log_has_it(server):

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from client_support import Answer, request
+from fastwebhook.admin import list_executions
 from fastwebhook.door.dedup import dedup_hash
 from fastwebhook.records import parse_execution_id
 from fastwebhook.verify import sign
@@ -153,8 +154,8 @@ def request_log(running, predicate, timeout: float = 5.0) -> dict:
 
 def execution_count(running) -> int:
     service = running.server.service
-    running.call(service.writer.drain)
-    return len(running.call(lambda: service.store.list_executions(None, None, 1000, None)))
+    running.call(service.drain)
+    return len(running.call(lambda: list_executions(service.store, limit=1000))["items"])
 
 
 def github_headers(body: bytes, delivery: str, secret: str = SECRET) -> dict:
@@ -218,20 +219,22 @@ def test_custom_dedup_key_template(server):
     assert record["dedup_key"] == "evt_1"
 
 
-def test_the_store_catches_a_duplicate_the_cache_forgot(server):
-    """The cache is only in front: the store's unique index is the truth."""
+def test_the_stores_index_catches_a_duplicate_the_door_cache_forgot(server):
+    """The cache is only in front: once it lost keys, a miss is checked against the unique
+    index, so a repeat is still answered 200 with the original id."""
     first = post_json(server, "/custom", {"id": "evt_store"})
     original = first.json()["execution_id"]
+    wait_for_execution(server, original)   # claimed: its key is in the unique index now
     service = server.server.service
 
     async def forget():
-        service.dedup.forget(dedup_hash("custom", "evt_store"), parse_execution_id(original))
+        service.intake.cache.clear()
 
     server.call(forget)
     again = post_json(server, "/custom", {"id": "evt_store"})
     assert (again.status, again.json()) == (200, {"execution_id": original, "status": "duplicate"})
     assert execution_count(server) == 1
-    assert service.queue.load == 0  # the refused duplicate gave its queue slot back
+    assert service.intake.depth == 0  # the refused duplicate gave its queue slot back
 
 
 def test_duplicate_survives_a_restart(serve):
@@ -362,13 +365,13 @@ def test_media_type_not_in_content_types_is_415(server):
 
 
 def test_queue_full_is_503_with_retry_after_and_nothing_accepted(server):
-    queue = server.server.service.queue
+    intake = server.server.service.intake
 
     async def fill():
-        queue.load = queue.capacity
+        intake.depth = intake.capacity
 
     async def drain():
-        queue.load = 0
+        intake.depth = 0
 
     server.call(fill)
     try:

@@ -246,7 +246,7 @@ def server(tmp_path_factory):
 
 def executions_of(running, workflow: str) -> set[str]:
     service = running.server.service
-    running.call(service.writer.drain)
+    running.call(service.drain)
     items = admin(running, f"/executions?workflow={workflow}&limit=1000").json()["items"]
     return {item["id"] for item in items}
 
@@ -756,7 +756,7 @@ def test_no_secret_in_the_request_log_executions_or_metrics(server):
         for where, name, _ in case.drops:
             assert signed(server, case, case.keys[0]).without(where, name).send(server).status == 401
     service = server.server.service
-    server.call(service.writer.drain)
+    server.call(service.drain)
     log = admin(server, "/requests?limit=1000")
     assert len(log.json()["items"]) >= 2 * len(CASES)
     assert_secret_free(log.body)

@@ -1,12 +1,19 @@
-"""`$context`: what a workflow sees of its request (SPEC section 5)."""
+"""`$context`: what a workflow sees of its request (SPEC section 5), built from the stored request.
+
+One function builds it, `context_of`, from a `StoredRequest` and the body as received: the live
+run, a run recovered after a crash and a replay see the same values.  Headers, query and data
+are worked out only when something reads them.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
-from .body import decode_content, parse_body, raw_text
 from ..errors import RequestError
+from ..http.messages import parse_query
 from ..records import timestamp
+from ..store.rows import StoredRequest
+from .body import decode_content, parse_body, raw_text
 
 # Headers that carry credentials or signatures: never stored, never shown.
 REDACTED_HEADERS = frozenset({
@@ -15,17 +22,22 @@ REDACTED_HEADERS = frozenset({
     "webhook-signature", "svix-signature", "x-twilio-signature", "x-lark-signature",
 })
 REDACTED = "[redacted]"
-UNPARSED = object()   # build_context(UNPARSED, ...): `data` is parsed when first read
+UNPARSED = object()   # context_of(..., data=UNPARSED): `data` is parsed when first read
 
 
 class Context(dict):
-    """A dict, so templates and scripts read it as plain data; `raw`, `received_at` and, once
-    forgotten, `data` are computed only when something asks for them."""
+    """A dict, so templates and scripts read it as plain data; its costly keys are computed
+    the first time something asks for them."""
 
-    __slots__ = ("raw_body", "received", "body_limit")
+    __slots__ = ("stored", "raw_body", "body_limit")
 
     def __missing__(self, key: str):
-        if key == "data":
+        stored = self.stored
+        if key == "headers":
+            value = headers_of(stored.headers)
+        elif key == "query":
+            value = query_of(stored.query)
+        elif key == "data":
             headers = self["headers"]
             try:
                 value = parse_body(decode_content(self.raw_body, headers.get("content-encoding"), self.body_limit),
@@ -35,44 +47,66 @@ class Context(dict):
         elif key == "raw":
             value = raw_text(self.raw_body)
         elif key == "received_at":
-            value = timestamp(self.received)
+            value = timestamp(stored.received_at)
         else:
             raise KeyError(key)
         self[key] = value
         return value
 
-    def forget_data(self) -> None:
-        """Queued work then holds the body's bytes, not its object tree: thousands of queued
-        executions are nothing for the garbage collector to walk.  Parsed again on demand."""
-        self.pop("data", None)
+    def filled(self) -> dict:
+        """A plain dict with every key computed, for whoever takes the whole context."""
+        for key in ("headers", "query", "data", "raw", "received_at"):
+            self[key]
+        return dict(self)
 
 
-def build_context(data, headers: dict, query_string: bytes, params: dict, method: str,
-                  path: str, ip: str, received: float, raw_body: bytes, body_limit: int) -> Context:
-    context = Context(headers=headers, query=parse_query(query_string), params=params,
-                      method=method, path=path, ip=ip)
+def context_of(stored: StoredRequest, body: bytes, body_limit: int, data=UNPARSED) -> Context:
+    context = Context(params=stored.params, method=stored.method, path=stored.path, ip=stored.ip)
     if data is not UNPARSED:
         context["data"] = data
-    context.raw_body = raw_body
-    context.received = received
+    context.stored = stored
+    context.raw_body = body
     context.body_limit = body_limit
     return context
 
 
+def headers_of(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Names lower-cased (they are stored so); a repeated header's values joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
-def parse_query(query_string: bytes) -> dict:
-    if not query_string:
-        return {}
+
+def query_of(query_string: str) -> dict:
+    """A repeated parameter becomes a list."""
     query: dict = {}
-    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name in query:
-            earlier = query[name]
-            query[name] = earlier + [value] if isinstance(earlier, list) else [earlier, value]
-        else:
-            query[name] = value
+    parsed = parse_query(query_string)
+    for name in parsed:
+        if name not in query:
+            values = parsed.getall(name)
+            query[name] = values[0] if len(values) == 1 else values
     return query
 
 
-def redact(headers: dict, extra: frozenset[str] = frozenset()) -> dict:
-    return {name: REDACTED if name in REDACTED_HEADERS or name in extra else value
-            for name, value in headers.items()}
+def stored_headers(headers, redacted: frozenset[str]) -> list[tuple[str, str]]:
+    """The request's headers as stored: names lower-cased, secrets replaced."""
+    pairs = []
+    for name, value in headers.items():
+        name = name.lower()
+        pairs.append((name, REDACTED if name in REDACTED_HEADERS or name in redacted else value))
+    return pairs
+
+
+def stored_query(query_string: bytes, secret_names: frozenset[str]) -> str:
+    """The query string as stored: values of secret parameters replaced."""
+    text = query_string.decode("latin-1")
+    if not secret_names or not text:
+        return text
+    fields = []
+    for field in text.split("&"):
+        name = field.partition("=")[0]
+        if unquote_plus(name) in secret_names:
+            field = f"{name}={REDACTED}"
+        fields.append(field)
+    return "&".join(fields)

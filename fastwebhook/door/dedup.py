@@ -1,15 +1,18 @@
-"""The in-process dedup cache: an LRU with a TTL in front of the store's dedup table.
+"""The door's half of dedup: an in-process window of recent keys (NATS JetStream's duplicate
+window is the model), then the store's unique index for older ones.
 
-The store's unique key is the truth; this cache answers the common repeat (a provider's retry
-a few seconds later) without a round trip, and is warmed from the store at start-up so a
-duplicate is still caught after a restart.
+The cache is rebuilt at start from the intake's unclaimed deliveries and the index's live keys.
+While it holds every live key (`complete`), a miss is a new key and costs nothing more; once it
+had to drop a live key, a miss is checked against the index by the group commit.  Either way
+the claim's unique index is the truth: a repeat that slips past the door ends `duplicate`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+
+DEFAULT_CAPACITY = 250_000
 
 
 def dedup_hash(workflow: str, key: str) -> int:
@@ -18,11 +21,12 @@ def dedup_hash(workflow: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class DedupCache:
-    def __init__(self, capacity: int = 200_000, clock=time.time):
+class DoorCache:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, clock=time.time):
         self.capacity = capacity
         self.clock = clock
-        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self.complete = True
+        self._entries: dict[int, tuple[bytes, float]] = {}   # insertion order: oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -38,13 +42,20 @@ class DedupCache:
 
     def put(self, key_hash: int, execution: bytes, expires_at: float) -> None:
         entries = self._entries
+        entries.pop(key_hash, None)
         entries[key_hash] = (execution, expires_at)
-        entries.move_to_end(key_hash)
         if len(entries) > self.capacity:
-            entries.popitem(last=False)
+            oldest = next(iter(entries))
+            if entries.pop(oldest)[1] > self.clock():
+                self.complete = False
 
     def forget(self, key_hash: int, execution: bytes) -> None:
-        """Drop an entry, but only if it still names `execution` (a failed commit's row)."""
+        """Drop an entry, but only if it still names `execution` (a commit that failed)."""
         entry = self._entries.get(key_hash)
         if entry is not None and entry[0] == execution:
             del self._entries[key_hash]
+
+    def clear(self) -> None:
+        """Forget everything: from now on misses are checked against the store's index."""
+        self._entries.clear()
+        self.complete = False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
+from multidict import CIMultiDict, MultiDict
 
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in REASONS.items()}
@@ -27,7 +29,7 @@ class Request:
         path, _, query = target.partition(b"?")
         self.path = path.decode("latin-1")
         self.query_string = query
-        self.headers: dict[str, str] = {}
+        self.headers: CIMultiDict[str] = CIMultiDict()
         self.body = b""
         self.http_version = "1.1"
         self.keep_alive = True
@@ -90,3 +92,20 @@ def answered_status(done: asyncio.Future) -> int:
     if done.cancelled():
         return 503
     return 500 if done.exception() is not None else done.result().status
+
+
+def parse_query(query: str | bytes) -> MultiDict[str]:
+    """The one query parser: names and values unquoted (`+` is a space), blank values kept,
+    repeats kept in order.  Unquoting is skipped for fields with nothing to unquote, which is
+    most of what senders send."""
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    pairs = []
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote_plus(name), unquote_plus(value)
+        pairs.append((name, value))
+    return MultiDict(pairs)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
+import re
 import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol as TypingProtocol
 
 import httptools
+from multidict import CIMultiDict
 
 from .messages import Request, Response
 
@@ -27,6 +30,11 @@ HEADERS_TOO_LARGE = (Response.error(431, "request headers too large", close=True
 UNSUPPORTED_UPGRADE = (Response.error(400, "protocol upgrade is not supported", close=True), "upgrade")
 VERSION_NOT_SUPPORTED = (Response.error(505, "HTTP version not supported", close=True), "version")
 INTERNAL_ERROR = (Response.error(500, "internal error", close=True), "internal")
+BAD_HOST = (Response.error(400, "missing, repeated or invalid Host header", close=True), "malformed")
+FAILED_ANSWER = Response.error(500, "internal error", close=True)
+NO_ANSWER = Response.error(503, "no answer in time", ((b"retry-after", b"1"),), close=True)
+# A host is a reg-name, an IPv4 address or a bracketed IPv6 literal, with an optional port.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
 HEAD_SLACK = 1024           # raw head bytes allowed past max_header_size: request line, delimiters
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
@@ -39,6 +47,7 @@ class Limits:
     max_body_size: int
     read_timeout: float
     keepalive_timeout: float
+    answer_timeout: float = 60.0    # a response still not ready after this: 503 and close
 
     @property
     def tick(self) -> float:
@@ -104,7 +113,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_received = 0
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
-        self.deadline_kind: str | None = None   # "read", "idle" or None
+        self.deadline_kind: str | None = None   # "read", "idle", "answer" or None
         self.timer: asyncio.TimerHandle | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -200,17 +209,16 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(parser.get_method().decode("latin-1"), self.url, self.peer, self.clock(),
                           new_request_id())
         self.request = request
-        headers = request.headers
-        for name, value in self.raw_headers:
-            key = name.lower().decode("latin-1")
-            if key in headers:
-                headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
-            else:
-                headers[key] = value.decode("latin-1")
-        self.raw_headers = []
         request.http_version = version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(VERSION_NOT_SUPPORTED)
+        request.headers = headers = CIMultiDict(
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers])
+        self.raw_headers = []
+        hosts = headers.getall("host", ())
+        # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0), and a valid one
+        if len(hosts) > 1 or (version == "1.1" and not hosts) or (hosts and not valid_host(hosts[0])):
+            raise _Reject(BAD_HOST)
         coding = headers.get("transfer-encoding")
         if coding is not None and (version == "1.0" or coding.strip().lower() != "chunked"):
             # RFC 9112 6.1: in HTTP/1.0 the framing of such a message is faulty; and the parser
@@ -256,6 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline.append(pending)
         if isinstance(response, asyncio.Future):
             response.add_done_callback(self._flush)
+            self._set_deadline("answer", self.limits.answer_timeout)
         self._flush()
         if len(self.pipeline) >= MAX_PIPELINE:
             self._pause_reading()
@@ -278,12 +287,39 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(head, asyncio.Future):
                 if not head.done():
                     break
-                head = head.result() if not head.cancelled() else Response.error(503, "shutting down")
+                head = self._answer_of(head)
             self._write(pipeline.popleft(), head)
         # below the high-water mark again, unless a refusal waits at the end: then nothing more is read
         if len(pipeline) < MAX_PIPELINE and not self.writing_paused and not (
                 pipeline and isinstance(pipeline[-1].response, _Raw)):
             self._resume_reading()
+
+    def _answer_of(self, future: asyncio.Future) -> Response:
+        """A finished future's response; one that failed is our bug: 500, and the log says why."""
+        if future.cancelled():
+            return Response.error(503, "shutting down", ((b"retry-after", b"1"),))
+        error = future.exception()
+        if error is not None:
+            self.app.internal_error(error)
+            return FAILED_ANSWER
+        response = future.result()
+        if not isinstance(response, Response):
+            self.app.internal_error(TypeError(f"a handler answered {response!r}, not a Response"))
+            return FAILED_ANSWER
+        return response
+
+    def _give_up(self) -> None:
+        """The answer deadline passed: what is ready goes out, the late one gets 503, then close."""
+        pipeline = self.pipeline
+        while pipeline and not self.closing:
+            pending = pipeline.popleft()
+            head = pending.response
+            if isinstance(head, asyncio.Future):
+                head.remove_done_callback(self._flush)
+                head = self._answer_of(head) if head.done() else NO_ANSWER
+            self._write(pending, head)
+        if not self.closing:
+            self._close()
 
     def _write(self, pending: _Pending, response: Response) -> None:
         if self.closing:
@@ -296,7 +332,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(data)
         if not keep_alive:
             self._close()
-        elif not self.pipeline and self.request is None and self.deadline_kind is None:
+        elif not self.pipeline and self.request is None and self.deadline_kind in (None, "answer"):
             self._set_deadline("idle", self.limits.keepalive_timeout)
 
     def _too_large(self, request: Request) -> tuple[Response, None]:
@@ -354,8 +390,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         now = self.loop.time()
         if now >= self.deadline:
-            # a request still arriving, or a quiet keep-alive connection: just drop it
-            self._close()
+            if self.deadline_kind == "answer":
+                self._give_up()
+            else:  # a request still arriving, or a quiet keep-alive connection: just drop it
+                self._close()
         else:
             self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
 
@@ -373,3 +411,7 @@ class _Raw(Response):
 
     def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
         return self.data
+
+
+def valid_host(value: str) -> bool:
+    return _HOST.fullmatch(value.strip()) is not None

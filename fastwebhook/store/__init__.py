@@ -1,4 +1,4 @@
-"""Opening the store a config names."""
+"""Opening the store a config names: the dialect-free `Store` over that dialect's connector."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ def open_store(storage: StorageConfig) -> Store:
     """An unopened store for `storage.url`; call `await store.open()`."""
     url = storage.url
     if url.startswith("sqlite://"):
-        from .sqlite import SqliteStore  # noqa: PLC0415
+        from .sqlite import SqliteConnector  # noqa: PLC0415
 
         # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
-        return SqliteStore(path or ":memory:", synchronous=synchronous)
+        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous))
     raise StoreError(f"storage.url {url!r}: PostgreSQL support arrives with the scale-out work")

@@ -1,124 +1,291 @@
-"""The one narrow interface every store implements (SQLite now, PostgreSQL next).
+"""The one narrow `Store`: dialect-free logic over a per-dialect connector.
 
-Writes arrive as whole batches: the intake gathers the rows of many requests and the store
-commits them in one transaction (group commit).  Work is claimed with leases (owner + expiry)
-so several processes, and later several hosts, share one store without double runs.
+The acknowledging write is ONE append per group commit (`append`): the batch's deliveries as one
+blob row.  The per-request index work comes later, in batches, at the claim (`claim`): each
+delivery gets its execution row and its dedup key goes into the unique index, in the claim's
+transaction; a key already taken makes the delivery a duplicate of its holder.  Status changes,
+jobs and request-log lines are written in batches (`record`).  Work is leased (owner + expiry)
+so several processes, later several hosts, share one store without double runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Callable, Protocol
 
-QUEUED, STARTED, RESOLVED, FAILED, ERROR, ABORTED = "queued", "started", "resolved", "failed", "error", "aborted"
-PENDING_STATUSES = (QUEUED, STARTED)
-FINAL_STATUSES = (RESOLVED, FAILED, ERROR, ABORTED)
-
-
-@dataclass(slots=True)
-class NewExecution:
-    id: bytes                   # 16-byte UUIDv7: time-ordered, so index inserts append
-    workflow: str
-    version: str
-    created_at: float
-    request: bytes              # orjson of method, path, headers (redacted), query, params, ip
-    body: bytes                 # the raw body as received
-    dedup_hash: int | None      # signed 64-bit hash of (workflow, dedup key)
-    dedup_key: str | None
-    dedup_expires: float
-    owner: str                  # the accepting process holds the lease from the start
-    lease_until: float
+from . import batch_codec
+from .rows import (Claim, Delivery, ExecutionRecord, Final, Job, Records, RequestLine, Status,
+                   StoredRequest, may_follow)
 
 
-@dataclass(slots=True)
-class Transition:
-    id: bytes
-    status: str
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None
+class Connector(Protocol):
+    dialect: str
+    max_params: int
+    sql: dict[str, str]
 
-
-@dataclass(slots=True)
-class Job:
-    execution: bytes
-    position: int
-    node: str
-    type: str
-    status: str
-    result: bytes | None        # orjson
-    error: str | None
-    logs: bytes | None          # orjson list
-    duration_ms: float
-
-
-@dataclass(slots=True)
-class RequestLogEntry:
-    at: float
-    ip: str
-    method: str
-    path: str
-    workflow: str | None
-    status: int
-    reason: str | None
-    body_size: int
-    duration_ms: float
-    request_id: str
-    execution: bytes | None
-
-
-@dataclass(slots=True)
-class Batch:
-    executions: list[NewExecution] = field(default_factory=list)
-    requests: list[RequestLogEntry] = field(default_factory=list)
-    transitions: dict[bytes, Transition] = field(default_factory=dict)
-    jobs: list[Job] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.executions or self.requests or self.transitions or self.jobs)
-
-    def transition(self, change: Transition) -> None:
-        """Later transitions of one execution replace earlier ones, keeping when it started."""
-        earlier = self.transitions.get(change.id)
-        if earlier is not None and change.started_at is None:
-            change.started_at = earlier.started_at
-        self.transitions[change.id] = change
-
-
-@dataclass(slots=True)
-class ClaimedExecution:
-    id: bytes
-    workflow: str
-    version: str
-    created_at: float
-    request: bytes
-    body: bytes
-    dedup_key: str | None
-    attempts: int
-
-
-class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def ping(self) -> None: ...
+    async def execute(self, sql: str, params: tuple = ()) -> int: ...
+    async def executemany(self, sql: str, rows: list[tuple]) -> None: ...
+    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
+    def transaction(self): ...     # async context manager: one transaction, nothing else inside
+    def alone(self): ...           # async context manager: one autocommit statement, alone
 
-    async def commit(self, batch: Batch, now: float) -> dict[int, bytes]:
-        """Write the batch in one transaction.  Returns, for each execution (by index) whose
-        dedup key is already held by a live execution, that original execution's id; those
-        executions are not written."""
 
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class Store:
+    def __init__(self, connector: Connector):
+        self.db = connector
+        self.sql = connector.sql
+        self._mark_started = self.sql["mark_started"].format(before=_statuses(may_follow(Status.STARTED)))
+        self._mark_final = {status: self.sql["mark_final"].format(before=_statuses(may_follow(status)))
+                            for status in Status if status.final}
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.fetch("SELECT 1")
+
+    # -- the acknowledging write ----------------------------------------------------------------
+    async def append(self, deliveries: list[Delivery]) -> int:
+        """The batch as one row, one autocommit statement; returns its sequence number."""
+        blob = batch_codec.encode(deliveries)
+        first, last = deliveries[0], deliveries[-1]
+        async with self.db.alone() as db:
+            await db.execute(self.sql["append"], (first.id, last.id, first.request.received_at,
+                                                   len(deliveries), blob))
+            rows = await db.fetch("SELECT last_insert_rowid()")
+        return rows[0][0]
+
+    async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
+        """Of these dedup hashes, those the unique index holds for a live execution."""
+        held: dict[int, bytes] = {}
+        for start in range(0, len(hashes), self.db.max_params):
+            chunk = hashes[start:start + self.db.max_params]
+            sql = self.sql["find_dedup"].format(hashes=_placeholders(len(chunk)))
+            held.update(await self.db.fetch(sql, (now, *chunk)))
+        return held
+
+    # -- the claim ------------------------------------------------------------------------------
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
-                    reclaim_owners: tuple[str, ...] = ()) -> list[ClaimedExecution]:
-        """Take up to `limit` pending executions whose lease lapsed (or whose owner is known
-        dead), oldest first, leasing them to `owner`."""
+                    in_memory: Callable[[int], list[Delivery] | None],
+                    runs_nothing: Callable[[str], bool]) -> Claim:
+        """Take the next unclaimed intake batches, whole, in order, until `limit` deliveries.
 
-    async def pending_owners(self) -> list[str]: ...
-    async def renew(self, owner: str, lease_until: float) -> None: ...
-    async def live_dedup(self, now: float, limit: int) -> list[tuple[int, bytes, float]]:
-        """(hash, execution id, expires_at) of dedup keys still live, newest first."""
+        `in_memory(seq)` gives a batch this process still holds (else it is read back);
+        `runs_nothing(workflow)` says a delivery can be resolved in the claim itself."""
+        claim = Claim()
+        async with self.db.transaction() as db:
+            (cursor,), = await db.fetch(self.sql["claim_cursor"])
+            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, max(1, limit // 16)))]
+            taken: list[tuple[int, int, Delivery]] = []
+            for seq in seqs:
+                batch = in_memory(seq)
+                if batch is None:
+                    (blob,), = await db.fetch(self.sql["intake_batch"], (seq,))
+                    batch = batch_codec.decode(blob)
+                taken.extend((seq, index, d) for index, d in enumerate(batch))
+                if len(taken) >= limit:
+                    break
+            if not taken:
+                return claim
+            last_seq = taken[-1][0]
+            keyed = [d.dedup_hash for _, _, d in taken if d.dedup_hash is not None]
+            held = await self.held_keys(sorted(set(keyed)), now) if keyed else {}
+            rows, keys = [], []
+            for seq, index, d in taken:
+                original = held.get(d.dedup_hash) if d.dedup_hash is not None else None
+                if original is not None and original != d.id:
+                    claim.duplicates.append((d, original))
+                    rows.append((d.id, d.workflow, d.version, Status.DUPLICATE, d.dedup_key, original,
+                                 d.request.received_at, None, now, None, None, seq, index))
+                    continue
+                if d.dedup_hash is not None:
+                    held[d.dedup_hash] = d.id
+                    keys.append((d.dedup_hash, d.id, d.dedup_expires))
+                if runs_nothing(d.workflow):
+                    claim.resolved.append(d)
+                    rows.append((d.id, d.workflow, d.version, Status.RESOLVED, d.dedup_key, None,
+                                 d.request.received_at, now, now, None, None, seq, index))
+                else:
+                    d.attempts = 1
+                    claim.run.append(d)
+                    rows.append((d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
+                                 d.request.received_at, None, None, owner, lease_until, seq, index))
+            await db.executemany(self.sql["insert_execution"], rows)
+            await db.executemany(self.sql["take_dedup"], keys)
+            await db.execute(self.sql["advance_cursor"], (last_seq,))
+        return claim
 
-    async def get_execution(self, id: bytes) -> dict[str, Any] | None: ...
-    async def list_executions(self, workflow: str | None, status: str | None, limit: int,
-                              before: bytes | None) -> list[dict[str, Any]]: ...
-    async def list_requests(self, limit: int, before: int | None) -> list[dict[str, Any]]: ...
-    async def purge(self, before: float) -> int: ...
+    async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,
+                      dead_owners: tuple[str, ...] = ()) -> list[Delivery]:
+        """Pending executions whose lease lapsed (or whose owner is known dead), oldest first,
+        leased to `owner`, read back from their intake batches."""
+        owners = dead_owners or ("",)
+        sql = self.sql["reclaim"].format(owners=_placeholders(len(owners)))
+        async with self.db.transaction() as db:
+            rows = await db.fetch(sql, (owner, lease_until, now, *owners, limit))
+        return await self._deliveries(rows)
+
+    async def _deliveries(self, rows: list[tuple]) -> list[Delivery]:
+        """(intake_seq, intake_index, attempts) rows -> their deliveries, each batch read once."""
+        blobs: dict[int, list[Delivery]] = {}
+        found = []
+        for seq, index, attempts in sorted(rows):
+            if seq not in blobs:
+                fetched = await self.db.fetch(self.sql["intake_batch"], (seq,))
+                blobs[seq] = batch_codec.decode(fetched[0][0]) if fetched else []
+            if index < len(blobs[seq]):
+                delivery = blobs[seq][index]
+                delivery.attempts = attempts
+                found.append(delivery)
+        return found
+
+    async def pending_owners(self) -> list[str]:
+        return [row[0] for row in await self.db.fetch(self.sql["pending_owners"])]
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        async with self.db.transaction() as db:
+            await db.execute(self.sql["renew"], (lease_until, owner))
+
+    # -- records, in batches --------------------------------------------------------------------
+    async def record(self, records: Records) -> None:
+        async with self.db.transaction() as db:
+            started = [(f.started_at, f.id) for f in records.finals.values() if f.status == Status.STARTED]
+            await db.executemany(self._mark_started, started)
+            by_status: dict[Status, list[tuple]] = {}
+            for f in records.finals.values():
+                if f.status != Status.STARTED:
+                    by_status.setdefault(f.status, []).append((f.status.value, f.started_at, f.finished_at, f.error, f.id))
+            for status, rows in by_status.items():
+                await db.executemany(self._mark_final[status], rows)
+            await db.executemany(self.sql["insert_job"], [
+                (j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
+                for j in records.jobs])
+            await db.executemany(self.sql["insert_request"], [
+                (r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
+                 r.request_id, r.execution) for r in records.requests])
+
+    # -- start-up -------------------------------------------------------------------------------
+    async def unfinished(self) -> int:
+        """Acknowledged executions not final: unclaimed deliveries plus pending executions."""
+        (unclaimed, pending), = await self.db.fetch(self.sql["unfinished"])
+        return unclaimed + pending
+
+    async def live_keys(self, now: float, limit: int) -> list[tuple[int, bytes, float]]:
+        """(hash, execution id, expires_at) of live dedup keys: those of unclaimed deliveries,
+        newest first, then those of the unique index, newest first."""
+        keys: list[tuple[int, bytes, float]] = []
+        before = None
+        while len(keys) < limit:
+            rows = await self.db.fetch(self.sql["unclaimed_newest"], (before, 64))
+            if not rows:
+                break
+            for _, blob in rows:
+                deliveries = batch_codec.decode(blob)
+                keys += [(d.dedup_hash, d.id, d.dedup_expires) for d in reversed(deliveries)
+                         if d.dedup_hash is not None and d.dedup_expires > now]
+                before = deliveries[0].id
+        for row in await self.db.fetch(self.sql["live_dedup"], (now, max(0, limit - len(keys)))):
+            keys.append((row[0], row[1], row[2]))
+        return keys[:limit]
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def get_execution(self, id: bytes) -> ExecutionRecord | None:
+        rows = await self.db.fetch(self.sql["get_execution"], (id,))
+        if rows:
+            record = await self._record(rows[0])
+            record.jobs = [Job(*row) for row in await self.db.fetch(self.sql["get_jobs"], (id,))]
+            return record
+        for seq, first_id, blob in await self.db.fetch(self.sql["intake_holding"], (id,)):
+            for d in batch_codec.decode(blob):
+                if d.id == id:
+                    return _queued(d, [])
+        return None
+
+    async def list_executions(self, workflow: str | None, status: Status | None, limit: int,
+                              before: bytes | None) -> list[ExecutionRecord]:
+        """Newest first: unclaimed deliveries (queued) merged with execution rows.  The intake
+        is read first, so a claim in between shows an execution twice (dropped), never zero times."""
+        found: dict[bytes, ExecutionRecord] = {}
+        if status in (None, Status.QUEUED):
+            cursor = before
+            while len(found) < limit:
+                rows = await self.db.fetch(self.sql["unclaimed_newest"], (cursor, 16))
+                if not rows:
+                    break
+                for _, blob in rows:
+                    deliveries = batch_codec.decode(blob)
+                    for d in reversed(deliveries):
+                        if (before is None or d.id < before) and (workflow is None or d.workflow == workflow):
+                            found[d.id] = _queued(d, None)
+                    cursor = deliveries[0].id
+        rows = await self.db.fetch(self.sql["list_executions"], (workflow, status, before, limit))
+        for row in rows:
+            found[row[0]] = await self._record(row, with_request=True)
+        return sorted(found.values(), key=lambda r: r.id, reverse=True)[:limit]
+
+    async def list_requests(self, limit: int, before: tuple[float, str] | None) -> list[RequestLine]:
+        """Newest first: the request-log rows merged with the intake's accepted deliveries
+        (each of those is its own request-log line).  `before` is (at, request id)."""
+        at = before[0] if before else None
+        lines = [RequestLine(*row) for row in await self.db.fetch(self.sql["list_requests"], (at, limit + 64))]
+        taken = 0
+        for (blob,) in await self.db.fetch(self.sql["intake_newest"], (at, max(4, limit // 8))):
+            for d in batch_codec.decode(blob):
+                if d.logged:
+                    continue
+                r = d.request
+                lines.append(RequestLine(r.received_at, r.ip, r.method, r.path, d.workflow, 202, None,
+                                         len(d.body), d.door_ms, r.request_id, d.id))
+                taken += 1
+        if before is not None:
+            lines = [line for line in lines if (line.at, line.request_id) < before]
+        lines.sort(key=lambda line: (line.at, line.request_id), reverse=True)
+        return lines[:limit]
+
+    async def _record(self, row: tuple, with_request: bool = True) -> ExecutionRecord:
+        (id_, workflow, version, status, dedup_key, duplicate_of, created, started, finished,
+         attempts, error, seq, index) = row
+        request, body = None, b""
+        if with_request:
+            fetched = await self.db.fetch(self.sql["intake_batch"], (seq,))
+            if fetched:
+                deliveries = batch_codec.decode(fetched[0][0], only=index)
+                if deliveries:
+                    request, body = deliveries[0].request, deliveries[0].body
+        return ExecutionRecord(id_, workflow, version, Status(status), dedup_key, duplicate_of, created,
+                               started, finished, attempts, error, request, body)
+
+    async def read_delivery(self, seq: int, index: int) -> Delivery | None:
+        found = await self._deliveries([(seq, index, 0)])
+        return found[0] if found else None
+
+    # -- retention ------------------------------------------------------------------------------
+    async def purge(self, before: float) -> int:
+        async with self.db.transaction() as db:
+            await db.execute(self.sql["purge_jobs"], (before,))
+            removed = await db.execute(self.sql["purge_executions"], (before,))
+            await db.execute(self.sql["purge_intake"], (before,))
+            await db.execute(self.sql["purge_requests"], (before,))
+            await db.execute(self.sql["purge_dedup"], (before,))
+        return removed
+
+
+def _statuses(statuses) -> str:
+    return ",".join(f"'{s.value}'" for s in statuses)
+
+
+def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:
+    return ExecutionRecord(d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
+                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs)
+
+
+__all__ = ["Claim", "Connector", "Delivery", "ExecutionRecord", "Final", "Job", "Records",
+           "RequestLine", "Status", "Store", "StoredRequest"]

@@ -1,11 +1,27 @@
 -- name: schema
-CREATE TABLE IF NOT EXISTS executions (
+-- The intake: one row per group commit, the batch's deliveries in one blob (batch_codec.py).
+CREATE TABLE IF NOT EXISTS intake (
     seq          INTEGER PRIMARY KEY,
-    id           BLOB NOT NULL UNIQUE,
+    first_id     BLOB NOT NULL,
+    last_id      BLOB NOT NULL,
+    first_at     REAL NOT NULL,
+    count        INTEGER NOT NULL,
+    deliveries   BLOB NOT NULL
+);
+-- The claim cursor: intake rows up to claimed_seq have their execution rows.
+CREATE TABLE IF NOT EXISTS claims (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    claimed_seq  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO claims (id, claimed_seq) VALUES (1, 0);
+-- Time-ordered ids as the key: inserts append; the request stays in its intake blob.
+CREATE TABLE IF NOT EXISTS executions (
+    id           BLOB PRIMARY KEY,
     workflow     TEXT NOT NULL,
     version      TEXT NOT NULL,
     status       TEXT NOT NULL,
     dedup_key    TEXT,
+    duplicate_of BLOB,
     created_at   REAL NOT NULL,
     started_at   REAL,
     finished_at  REAL,
@@ -13,11 +29,12 @@ CREATE TABLE IF NOT EXISTS executions (
     lease_until  REAL,
     attempts     INTEGER NOT NULL DEFAULT 1,
     error        TEXT,
-    request      BLOB NOT NULL,
-    body         BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS executions_pending ON executions (seq) WHERE status IN ('queued', 'started');
-CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, seq);
+    intake_seq   INTEGER NOT NULL,
+    intake_index INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS executions_pending ON executions (id) WHERE status IN ('queued', 'started');
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, id);
+-- The unique index of dedup keys, taken at the claim.
 CREATE TABLE IF NOT EXISTS dedup (
     hash        INTEGER PRIMARY KEY,
     execution   BLOB NOT NULL,
@@ -36,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     duration_ms  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_execution ON jobs (execution, position);
+-- Requests that did not become an async acceptance (those are lines of the intake itself).
 CREATE TABLE IF NOT EXISTS requests (
     seq          INTEGER PRIMARY KEY,
     at           REAL NOT NULL,
@@ -51,66 +69,100 @@ CREATE TABLE IF NOT EXISTS requests (
     execution    BLOB
 );
 
+-- name: append
+INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?, ?, ?, ?);
+
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > ? AND hash IN ({hashes});
 
--- name: insert_execution
-INSERT INTO executions (id, workflow, version, status, dedup_key, created_at, owner, lease_until, request, body)
-VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?);
+-- name: claim_cursor
+SELECT claimed_seq FROM claims WHERE id = 1;
 
--- name: upsert_dedup
+-- name: unclaimed
+SELECT seq FROM intake WHERE seq > ? ORDER BY seq LIMIT ?;
+
+-- name: intake_batch
+SELECT deliveries FROM intake WHERE seq = ?;
+
+-- name: advance_cursor
+UPDATE claims SET claimed_seq = ? WHERE id = 1;
+
+-- name: insert_execution
+INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
+    started_at, finished_at, owner, lease_until, intake_seq, intake_index)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: take_dedup
 INSERT OR REPLACE INTO dedup (hash, execution, expires_at) VALUES (?, ?, ?);
 
--- name: insert_request
-INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+-- name: reclaim
+UPDATE executions SET owner = ?, lease_until = ?, attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM executions INDEXED BY executions_pending
+    WHERE status IN ('queued', 'started') AND (lease_until < ? OR owner IN ({owners}))
+    ORDER BY id LIMIT ?)
+RETURNING intake_seq, intake_index, attempts;
+
+-- name: pending_owners
+SELECT DISTINCT owner FROM executions INDEXED BY executions_pending
+WHERE status IN ('queued', 'started') AND owner IS NOT NULL;
+
+-- name: renew
+UPDATE executions SET lease_until = ? WHERE owner = ? AND status IN ('queued', 'started');
 
 -- name: mark_started
-UPDATE executions SET status = 'started', started_at = ? WHERE id = ? AND status = 'queued';
+UPDATE executions SET status = 'started', started_at = ? WHERE id = ? AND status IN ({before});
 
--- name: mark_finished
+-- name: mark_final
 UPDATE executions SET status = ?, started_at = coalesce(started_at, ?), finished_at = ?, error = ?,
        owner = NULL, lease_until = NULL
-WHERE id = ?;
+WHERE id = ? AND status IN ({before});
 
 -- name: insert_job
 INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
--- name: claim
-UPDATE executions SET owner = ?, lease_until = ?, attempts = attempts + 1
-WHERE seq IN (
-    SELECT seq FROM executions
-    WHERE status IN ('queued', 'started') AND (lease_until < ? OR owner IN ({owners}))
-    ORDER BY seq LIMIT ?)
-RETURNING id, workflow, version, created_at, request, body, dedup_key, attempts, seq;
+-- name: insert_request
+INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
--- name: pending_owners
-SELECT DISTINCT owner FROM executions WHERE status IN ('queued', 'started') AND owner IS NOT NULL;
-
--- name: renew
-UPDATE executions SET lease_until = ? WHERE owner = ? AND status IN ('queued', 'started');
+-- name: unfinished
+SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1)),
+       (SELECT count(*) FROM executions INDEXED BY executions_pending WHERE status IN ('queued', 'started'));
 
 -- name: live_dedup
 SELECT hash, execution, expires_at FROM dedup WHERE expires_at > ? ORDER BY expires_at DESC LIMIT ?;
 
+-- name: unclaimed_newest
+SELECT seq, deliveries FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1)
+  AND (?1 IS NULL OR first_id < ?1)
+ORDER BY seq DESC LIMIT ?2;
+
+-- name: intake_holding
+SELECT seq, first_id, deliveries FROM intake WHERE last_id >= ?1 AND first_id <= ?1 ORDER BY seq DESC LIMIT 8;
+
 -- name: get_execution
-SELECT id, workflow, version, status, dedup_key, created_at, started_at, finished_at, attempts, error, request, body
+SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at, finished_at,
+       attempts, error, intake_seq, intake_index
 FROM executions WHERE id = ?;
 
 -- name: get_jobs
-SELECT node, type, status, result, error, logs, duration_ms FROM jobs WHERE execution = ? ORDER BY position;
+SELECT execution, position, node, type, status, result, error, logs, duration_ms
+FROM jobs WHERE execution = ? ORDER BY position;
 
 -- name: list_executions
-SELECT id, workflow, version, status, dedup_key, created_at, started_at, finished_at, attempts, error, request, body
+SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at, finished_at,
+       attempts, error, intake_seq, intake_index
 FROM executions
-WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
-  AND (?3 IS NULL OR seq < (SELECT seq FROM executions WHERE id = ?3))
-ORDER BY seq DESC LIMIT ?4;
+WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+ORDER BY id DESC LIMIT ?4;
 
 -- name: list_requests
-SELECT seq, at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution
-FROM requests WHERE (?1 IS NULL OR seq < ?1) ORDER BY seq DESC LIMIT ?2;
+SELECT at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution
+FROM requests WHERE (?1 IS NULL OR at <= ?1) ORDER BY seq DESC LIMIT ?2;
+
+-- name: intake_newest
+SELECT deliveries FROM intake WHERE (?1 IS NULL OR first_at <= ?1) ORDER BY seq DESC LIMIT ?2;
 
 -- name: purge_jobs
 DELETE FROM jobs WHERE execution IN (
@@ -118,6 +170,11 @@ DELETE FROM jobs WHERE execution IN (
 
 -- name: purge_executions
 DELETE FROM executions WHERE created_at < ? AND status NOT IN ('queued', 'started');
+
+-- name: purge_intake
+DELETE FROM intake WHERE seq <= (SELECT claimed_seq FROM claims WHERE id = 1) AND first_at < ?1
+  AND seq NOT IN (SELECT intake_seq FROM executions INDEXED BY executions_pending
+                  WHERE status IN ('queued', 'started'));
 
 -- name: purge_requests
 DELETE FROM requests WHERE at < ?;

@@ -1,0 +1,165 @@
+"""The claim side of the durable queue: claims batches under leases, feeds the worker pool,
+writes what executions leave behind in batches.
+
+The intake holds acknowledged deliveries; RAM holds only a window of them (the workers' ready
+queue and the intake's recent batches) and the claim reads the rest back.  A claim takes the
+next unclaimed intake batches in one transaction: each delivery gets its execution row, its
+dedup key goes into the unique index, and a key already taken ends it `duplicate`.  Work whose
+lease lapsed (its owner died) is reclaimed the same way.  Status changes, jobs and request-log
+lines wait in `records` and go to the store together, as soon as the store is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Callable
+
+from ..store import Store
+from ..store.rows import Claim, Delivery, Final, Records, RequestLine
+from .intake import Intake
+from .workers import WorkerPool
+
+log = logging.getLogger("fastwebhook.dispatch")
+LEASE_SECONDS = 30.0
+CLAIM_BATCH = 512           # deliveries per claim: bounds how long a claim holds the store
+SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def owner_is_dead(owner: str, me: str) -> bool:
+    """An owner on this host whose process is gone (or is us, restarted under the same pid)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, _nonce = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or owner == me:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Dispatcher:
+    def __init__(self, store: Store, intake: Intake, pool: WorkerPool, *,
+                 runs_nothing: Callable[[str], bool], settled: Callable[[Claim], None],
+                 clock: Callable[[], float] = time.time, lease: float = LEASE_SECONDS):
+        self.store = store
+        self.intake = intake
+        self.pool = pool
+        self.runs_nothing = runs_nothing
+        self.settled = settled          # told what a claim resolved or found duplicate
+        self.clock = clock
+        self.lease = lease
+        self.owner = new_owner()
+        self.records = Records()
+        self.unclaimed = True           # the intake may hold batches nobody claimed yet
+        self.dead_owners: tuple[str, ...] = ()
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._last_sweep = 0.0
+        intake.on_committed = self.poke_claim
+
+    # -- what others tell it ----------------------------------------------------------------------
+    def poke_claim(self) -> None:
+        self.unclaimed = True
+        self._wake.set()
+
+    def change(self, final: Final) -> None:
+        self.records.change(final)
+        self._wake.set()
+
+    def add_jobs(self, jobs) -> None:
+        self.records.jobs.extend(jobs)
+        self._wake.set()
+
+    def log_request(self, line: RequestLine) -> None:
+        self.records.requests.append(line)
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def find_dead_owners(self) -> None:
+        owners = await self.store.pending_owners()
+        self.dead_owners = tuple(o for o in owners if owner_is_dead(o, self.owner))
+
+    async def run(self) -> None:
+        """Supervised: a failing round (the store down) is retried after a back-off, the
+        records it held kept for the next one."""
+        while True:
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            await self.flush()
+            if self.stopping:
+                continue
+            now = self.clock()
+            if now - self._last_sweep >= SWEEP_EVERY:
+                self._last_sweep = now
+                self.unclaimed = True
+                await self.reclaim()
+            while self.unclaimed and self._room() > 0 and not self.stopping:
+                await self.flush()
+                if not await self.claim():
+                    break
+
+    def _room(self) -> int:
+        # keep the workers' ready queue short: the rest of the backlog waits in the store
+        return max(0, 2 * CLAIM_BATCH - len(self.pool.ready))
+
+    async def claim(self) -> bool:
+        """One claim; False when the intake had nothing left to claim."""
+        now = self.clock()
+        claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), CLAIM_BATCH),
+                                       self.intake.take_window, self.runs_nothing)
+        if not (claim.run or claim.resolved or claim.duplicates):
+            self.unclaimed = False
+            return False
+        self.settled(claim)
+        for delivery in claim.run:
+            self.pool.push(delivery)
+        return True
+
+    async def reclaim(self) -> None:
+        room = self._room()
+        if room <= 0:
+            return
+        now = self.clock()
+        for delivery in await self.store.reclaim(self.owner, now, now + self.lease, room, self.dead_owners):
+            self.pool.push(delivery)
+
+    async def flush(self) -> None:
+        """Write the records so far; a flush under way is waited for, so after this returns
+        everything recorded before the call is in the store."""
+        async with self._flushing:
+            if not self.records:
+                return
+            records, self.records = self.records, Records()
+            try:
+                await self.store.record(records)
+            except BaseException:
+                self.records.merge_back(records)
+                raise
+
+    async def renew(self) -> None:
+        if self.pool.backlog:
+            await self.store.renew(self.owner, self.clock() + self.lease)
+
+    async def release(self) -> None:
+        """At shutdown: what this process holds and has not run goes back at once."""
+        await self.flush()
+        await self.store.renew(self.owner, 0.0)

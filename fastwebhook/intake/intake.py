@@ -1,0 +1,226 @@
+"""The intake: one request's life from its queue slot to its release.
+
+`offer()` takes a delivery the door has checked: door dedup (the cache, a repeat of one whose
+commit is in flight waits for it), a slot in the durable queue (full: refused before anything is
+recorded), a place in the open batch.  The group commit writes batch N as ONE append while the
+loop fills batch N+1; when N lands its offers are settled in order (their 2xx go out) and the
+batch is handed to the claim, kept in memory while the window has room.  A slot is released
+when its execution is final (`release`), or at once when the offer did not become one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from ..door.dedup import DoorCache
+from ..metrics import Metrics
+from ..store import Store
+from ..store.rows import Delivery
+
+log = logging.getLogger("fastwebhook.intake")
+
+MAX_BATCH = 1000          # deliveries per append: bounds the latency of one commit
+WINDOW = 8192             # committed deliveries kept in memory for the claim; the rest are read back
+RETRY_DELAY = 0.25        # after a failed append, before the next one
+# durability = "memory" answers before the commit only while less than one batch waits: past
+# that it answers after the commit, as "commit" does.  That bounds what a crash can lose and
+# what the process holds, and turns a store that falls behind into slower answers.
+MEMORY_BACKLOG = MAX_BATCH
+
+
+class Outcome:
+    """What became of an offer."""
+
+    __slots__ = ("kind", "execution")
+    ACCEPTED, DUPLICATE, QUEUE_FULL, STORE_DOWN = "accepted", "duplicate", "queue_full", "store_down"
+
+    def __init__(self, kind: str, execution: bytes | None = None):
+        self.kind = kind
+        self.execution = execution
+
+
+QUEUE_FULL = Outcome(Outcome.QUEUE_FULL)
+STORE_DOWN = Outcome(Outcome.STORE_DOWN)
+Settle = Callable[[Outcome], None]
+
+
+class Intake:
+    def __init__(self, store: Store, metrics: Metrics, capacity: int, durable: bool,
+                 cache: DoorCache | None = None, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.metrics = metrics
+        self.capacity = capacity
+        self.durable = durable
+        self.cache = cache or DoorCache()
+        self.clock = clock
+        self.depth = 0                    # acknowledged (or being committed) and not final
+        self.healthy = True
+        # the open batch: deliveries, and how each offer is settled (None: answered already)
+        self.open: list[Delivery] = []
+        self.settles: list[Settle | None] = []
+        self.unchecked: set[int] = set()  # dedup hashes the cache could not vouch for
+        self.in_flight = 0                # deliveries in the append under way
+        self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
+        self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
+        self.window_size = 0
+        self.replies: dict[bytes, asyncio.Future] = {}  # sync mode: where the answer goes
+        self.on_committed: Callable[[], None] = lambda: None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.depth
+
+    # -- the loop's side ------------------------------------------------------------------------
+    def offer(self, delivery: Delivery, settle: Settle | None, reply: asyncio.Future | None = None) -> Outcome | None:
+        """An outcome now, or None: `settle` is called once the batch's commit decides."""
+        key_hash = delivery.dedup_hash
+        if key_hash is not None:
+            original = self.cache.get(key_hash)
+            if original is not None:
+                waiters = self.waiting.get(original)
+                if waiters is None:
+                    return Outcome(Outcome.DUPLICATE, original)
+                waiters.append(settle)   # never call it a duplicate of something not yet on disk
+                return None
+            if not self.cache.complete:
+                self.unchecked.add(key_hash)
+        if self.depth >= self.capacity:
+            return QUEUE_FULL
+        self.depth += 1
+        if key_hash is not None:
+            self.cache.put(key_hash, delivery.id, delivery.dedup_expires)
+        if reply is not None:
+            self.replies[delivery.id] = reply
+        answer_now = not self.durable and reply is None and key_hash not in self.unchecked \
+            and len(self.open) + self.in_flight < MEMORY_BACKLOG
+        self.open.append(delivery)
+        self.settles.append(None if answer_now else settle)
+        if key_hash is not None and not answer_now:
+            self.waiting[delivery.id] = []
+        if not self._wake.is_set():
+            self._wake.set()
+            self._idle.clear()
+        return Outcome(Outcome.ACCEPTED, delivery.id) if answer_now else None
+
+    def release(self, count: int = 1) -> None:
+        """Executions that became final (or never will run): their slots are free again."""
+        self.depth -= count
+
+    def take_window(self, seq: int) -> list[Delivery] | None:
+        batch = self.window.pop(seq, None)
+        if batch is not None:
+            self.window_size -= len(batch)
+        return batch
+
+    # -- the group commit -------------------------------------------------------------------------
+    async def run(self) -> None:
+        """The writer: supervised, so an unexpected error costs one batch (its senders get 503)
+        and the loop goes on."""
+        while True:
+            await self._wake.wait()
+            if not self.open:
+                self._wake.clear()
+                self._idle.set()
+                continue
+            batch, settles = self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
+            del self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
+            self.in_flight = len(batch)
+            try:
+                await self._commit(batch, settles)
+            except BaseException as exc:
+                self._failed(batch, settles, exc)
+                raise
+            finally:
+                self.in_flight = 0
+
+    async def _commit(self, batch: list[Delivery], settles: list[Settle | None]) -> None:
+        if self.unchecked:
+            batch, settles = await self._drop_held(batch, settles)
+            if not batch:
+                return
+        started = time.perf_counter()
+        seq = await self.store.append(batch)
+        self.healthy = True
+        self.metrics.store_commit.observe(time.perf_counter() - started)
+        self.metrics.store_batch.observe(len(batch))
+        if self.window_size + len(batch) <= WINDOW:
+            self.window[seq] = batch
+            self.window_size += len(batch)
+        self.on_committed()
+        for delivery, settle in zip(batch, settles):
+            waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
+            accepted = Outcome(Outcome.ACCEPTED, delivery.id)
+            if settle is not None:
+                _call(settle, accepted)
+            if waiters:
+                duplicate = Outcome(Outcome.DUPLICATE, delivery.id)
+                for waiter in waiters:
+                    _call(waiter, duplicate)
+
+    async def _drop_held(self, batch, settles):
+        """The cache dropped live keys once: check the batch's unvouched keys against the index."""
+        hashes = [d.dedup_hash for d in batch if d.dedup_hash in self.unchecked]
+        self.unchecked.difference_update(hashes)
+        held = await self.store.held_keys(sorted(set(hashes)), self.clock()) if hashes else {}
+        if not held:
+            return batch, settles
+        kept, kept_settles = [], []
+        for delivery, settle in zip(batch, settles):
+            original = held.get(delivery.dedup_hash)
+            if original is None or original == delivery.id:
+                kept.append(delivery)
+                kept_settles.append(settle)
+                continue
+            self.depth -= 1
+            self.replies.pop(delivery.id, None)
+            self.cache.put(delivery.dedup_hash, original, delivery.dedup_expires)
+            duplicate = Outcome(Outcome.DUPLICATE, original)
+            for waiter in [settle, *self.waiting.pop(delivery.id, ())]:
+                if waiter is not None:
+                    _call(waiter, duplicate)
+        return kept, kept_settles
+
+    def _failed(self, batch: list[Delivery], settles: list[Settle | None], exc: BaseException) -> None:
+        """Offers still waiting were never acknowledged: they get 503 (a sender's retry is a
+        fresh request).  Those answered already (memory durability) go back to be retried."""
+        self.healthy = False
+        retry, retry_settles = [], []
+        for delivery, settle in zip(batch, settles):
+            if settle is None:
+                retry.append(delivery)
+                retry_settles.append(None)
+                continue
+            self.depth -= 1
+            reply = self.replies.pop(delivery.id, None)
+            if reply is not None and not reply.done():
+                reply.cancel()
+            if delivery.dedup_hash is not None:
+                self.cache.forget(delivery.dedup_hash, delivery.id)
+            for waiter in [settle, *self.waiting.pop(delivery.id, ())]:
+                _call(waiter, STORE_DOWN)
+        if retry:
+            log.error("%d acknowledged deliveries (durability memory) not yet stored: %s; retrying",
+                      len(retry), exc)
+            self.open[:0] = retry
+            self.settles[:0] = retry_settles
+
+    async def drain(self) -> None:
+        """Until everything offered so far has been committed (or refused)."""
+        while self.open or not self._idle.is_set():
+            await self._idle.wait()
+            if self.open and not self.healthy:
+                return
+
+
+def _call(settle: Settle, outcome: Outcome) -> None:
+    """One failing callback never stops the others."""
+    try:
+        settle(outcome)
+    except Exception:  # noqa: BLE001
+        log.exception("a commit callback failed")

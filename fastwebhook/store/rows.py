@@ -1,0 +1,165 @@
+"""What the store holds, as typed rows: statuses, the intake's deliveries, executions, jobs,
+request-log lines.  No HTTP, no admin JSON, no body parsing: the store moves these as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    ERROR = "error"
+    ABORTED = "aborted"
+    DUPLICATE = "duplicate"
+
+    @property
+    def final(self) -> bool:
+        return not TRANSITIONS[self]
+
+
+# The one table of allowed transitions; a final status has none.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.STARTED, Status.RESOLVED, Status.FAILED, Status.ERROR,
+                              Status.ABORTED, Status.DUPLICATE}),
+    Status.STARTED: frozenset({Status.RESOLVED, Status.FAILED, Status.ERROR, Status.ABORTED}),
+    Status.RESOLVED: frozenset(), Status.FAILED: frozenset(), Status.ERROR: frozenset(),
+    Status.ABORTED: frozenset(), Status.DUPLICATE: frozenset(),
+}
+PENDING = tuple(s for s in Status if not s.final)
+FINAL = tuple(s for s in Status if s.final)
+
+
+def may_follow(status: Status) -> tuple[Status, ...]:
+    """The statuses an execution may be in for `status` to be its next one."""
+    return tuple(before for before, after in TRANSITIONS.items() if status in after)
+
+
+@dataclass(slots=True)
+class StoredRequest:
+    """A request as stored: what `$context` is built from, live, after a crash and on replay.
+    Secrets are redacted before it is made."""
+
+    method: str
+    path: str
+    query: str                       # the query string as sent (secret parameters redacted)
+    headers: list[tuple[str, str]]   # lower-cased names, in order, repeats kept
+    params: dict[str, str]
+    ip: str
+    received_at: float
+    request_id: str
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One accepted request: a record in an intake batch, and later an execution."""
+
+    id: bytes                   # 16-byte UUIDv7, time-ordered
+    workflow: str
+    version: str
+    request: StoredRequest
+    body: bytes                 # as received
+    dedup_hash: int | None      # signed 64-bit hash of (workflow, dedup key)
+    dedup_key: str | None
+    dedup_expires: float
+    door_ms: float = 0.0        # time spent at the door, for the request log
+    logged: bool = False        # its request-log line is written on its own (sync mode)
+    attempts: int = 0           # claims so far (read back with a claimed execution)
+
+
+@dataclass(slots=True)
+class Final:
+    """An execution's change of status, written in batches."""
+
+    id: bytes
+    status: Status
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    execution: bytes
+    position: int
+    node: str
+    type: str
+    status: str
+    result: bytes | None        # orjson
+    error: str | None
+    logs: bytes | None          # orjson list
+    duration_ms: float
+
+
+@dataclass(slots=True)
+class RequestLine:
+    """One line of the request log."""
+
+    at: float
+    ip: str
+    method: str
+    path: str
+    workflow: str | None
+    status: int
+    reason: str | None
+    body_size: int
+    duration_ms: float
+    request_id: str
+    execution: bytes | None
+
+
+@dataclass(slots=True)
+class Records:
+    """What the worker side writes in batches: status changes, jobs, request-log lines."""
+
+    finals: dict[bytes, Final] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+    requests: list[RequestLine] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.finals or self.jobs or self.requests)
+
+    def change(self, final: Final) -> None:
+        """A later change of one execution replaces an earlier one, keeping when it started."""
+        earlier = self.finals.get(final.id)
+        if earlier is not None and final.started_at is None:
+            final.started_at = earlier.started_at
+        self.finals[final.id] = final
+
+    def merge_back(self, failed: "Records") -> None:
+        """A batch that did not commit goes back in front of what came since."""
+        for final in failed.finals.values():
+            self.finals.setdefault(final.id, final)
+        self.jobs[:0] = failed.jobs
+        self.requests[:0] = failed.requests
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one claim took: executions to run, and those it settled itself."""
+
+    run: list[Delivery] = field(default_factory=list)          # leased to the claimer
+    resolved: list[Delivery] = field(default_factory=list)     # nothing to run: resolved in the claim
+    duplicates: list[tuple[Delivery, bytes]] = field(default_factory=list)  # (delivery, original id)
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    id: bytes
+    workflow: str
+    version: str
+    status: Status
+    dedup_key: str | None
+    duplicate_of: bytes | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    error: str | None
+    request: StoredRequest | None
+    body: bytes
+    jobs: list[Job] | None = None
