@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 import time
 
 import uvloop
@@ -29,6 +30,7 @@ SHUTDOWN_GRACE = 10.0
 DRAIN_REQUESTS = 5.0
 GC_THRESHOLDS = (50_000, 20, 100)
 ANSWER_SLACK = 60.0
+SWITCH_INTERVAL = 0.001
 
 
 class Server:
@@ -120,6 +122,10 @@ async def serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    # The store's thread needs the GIL back the moment its commit (an fsync, GIL released)
+    # returns, to hand the result to the loop: with the default 5 ms switch interval a busy
+    # loop keeps it waiting that long, and every acknowledgement waits with it.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -488,6 +488,56 @@ def test_no_deadline_while_an_answer_is_being_prepared():
     finish(protocol, transport, app)
 
 
+def test_a_response_future_that_fails_is_answered_500_and_the_connection_goes_on_in_order():
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(VALID["later"] + VALID["post"])
+    app.pending[0].set_exception(RuntimeError("a bug in a handler"))
+    app.loop.run_ready()
+    assert [s for s, _, _ in responses(transport.data)] == [500, 202]
+    assert [str(e) for e in app.errors] == ["a bug in a handler"], "the application was told why"
+    app.errors.clear()
+    protocol.data_received(VALID["post"])
+    assert [s for s, _, _ in responses(transport.data)] == [500, 202, 202], "the connection goes on"
+    finish(protocol, transport, app)
+
+
+def test_an_answer_that_never_comes_gets_503_at_the_answer_deadline():
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(VALID["post"] + VALID["later"])
+    app.loop.advance(LIMITS.answer_timeout - 1)
+    assert [s for s, _, _ in responses(transport.data)] == [202] and not transport.closed
+    app.loop.advance(2)
+    assert [s for s, _, _ in responses(transport.data)] == [202, 503]
+    assert transport.closed
+    app.resolve(app.pending[0])  # too late: nothing more is written
+    assert transport.writes_after_close == 0
+    finish(protocol, transport, app)
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400),                       # no Host in 1.1
+    (b"POST /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n", 400),  # two
+    (b"POST /x HTTP/1.1\r\nHost: a b\r\nContent-Length: 0\r\n\r\n", 400),             # invalid
+    (b"POST /x HTTP/1.1\r\nHost: a/b\r\nContent-Length: 0\r\n\r\n", 400),
+    (b"POST /x HTTP/1.0\r\nHost: a\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 400),  # two, 1.0
+    (b"POST /x HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 202),                        # 1.0 may omit it
+    (b"POST /x HTTP/1.1\r\nHost: [::1]:8080\r\nContent-Length: 0\r\n\r\n", 202),
+    (b"POST /x HTTP/1.1\r\nHost: hooks.example.com:443\r\nContent-Length: 0\r\n\r\n", 202),
+    (b"POST /x HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\n\r\n", 202),               # empty is valid
+])
+def test_host_header_rules_of_rfc_9112_section_3_2(head, status):
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(head)
+    answers = responses(transport.data)
+    assert [s for s, _, _ in answers] == [status]
+    if status == 400:
+        assert b"Host" in answers[0][2] and transport.closed and app.handled == []
+    finish(protocol, transport, app)
+
+
 def test_half_close_keeps_the_connection_for_the_answers_owed():
     app = StubApp(FakeLoop())
     protocol, transport = connect(app)

@@ -31,7 +31,7 @@ UNSUPPORTED_UPGRADE = (Response.error(400, "protocol upgrade is not supported", 
 VERSION_NOT_SUPPORTED = (Response.error(505, "HTTP version not supported", close=True), "version")
 INTERNAL_ERROR = (Response.error(500, "internal error", close=True), "internal")
 BAD_HOST = (Response.error(400, "missing, repeated or invalid Host header", close=True), "malformed")
-FAILED_ANSWER = Response.error(500, "internal error", close=True)
+FAILED_ANSWER = Response.error(500, "internal error")   # our bug; the framing is intact: go on
 NO_ANSWER = Response.error(503, "no answer in time", ((b"retry-after", b"1"),), close=True)
 # A host is a reg-name, an IPv4 address or a bracketed IPv6 literal, with an optional port.
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")

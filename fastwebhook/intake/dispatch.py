@@ -25,7 +25,12 @@ from .workers import WorkerPool
 
 log = logging.getLogger("fastwebhook.dispatch")
 LEASE_SECONDS = 30.0
-CLAIM_BATCH = 512           # deliveries per claim: bounds how long a claim holds the store
+# The ack path comes first: while the intake is committing, the claim (whose index inserts
+# hold the store for ~20 us a delivery) runs only every BUSY_EVERY seconds, in small batches, so
+# a burst is absorbed by the durable queue and the workers catch up when it eases.
+CLAIM_BATCH = 1024          # deliveries per claim while the intake is idle
+BUSY_CLAIM_BATCH = 128      # ... and while it is committing
+BUSY_EVERY = 0.05
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
 
 
@@ -70,6 +75,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._last_sweep = 0.0
+        self._last_round = 0.0
         intake.on_committed = self.poke_claim
 
     # -- what others tell it ----------------------------------------------------------------------
@@ -97,6 +103,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Supervised: a failing round (the store down) is retried after a back-off, the
         records it held kept for the next one."""
+        loop = asyncio.get_running_loop()
         while True:
             if not self._wake.is_set():
                 try:
@@ -104,18 +111,22 @@ class Dispatcher:
                 except TimeoutError:
                     pass
             self._wake.clear()
-            await self.flush()
-            if self.stopping:
-                continue
-            now = self.clock()
-            if now - self._last_sweep >= SWEEP_EVERY:
-                self._last_sweep = now
-                self.unclaimed = True
-                await self.reclaim()
-            while self.unclaimed and self._room() > 0 and not self.stopping:
+            while not self.stopping:
+                wait = self._last_round + BUSY_EVERY - loop.time()
+                if self.intake.busy and wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                self._last_round = loop.time()
                 await self.flush()
-                if not await self.claim():
+                now = self.clock()
+                if now - self._last_sweep >= SWEEP_EVERY:
+                    self._last_sweep = now
+                    self.unclaimed = True
+                    await self.reclaim()
+                if not (self.unclaimed and self._room() > 0 and await self.claim()):
                     break
+            if self.stopping:
+                await self.flush()
 
     def _room(self) -> int:
         # keep the workers' ready queue short: the rest of the backlog waits in the store
@@ -124,7 +135,8 @@ class Dispatcher:
     async def claim(self) -> bool:
         """One claim; False when the intake had nothing left to claim."""
         now = self.clock()
-        claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), CLAIM_BATCH),
+        size = BUSY_CLAIM_BATCH if self.intake.busy else CLAIM_BATCH
+        claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), size),
                                        self.intake.take_window, self.runs_nothing)
         if not (claim.run or claim.resolved or claim.duplicates):
             self.unclaimed = False

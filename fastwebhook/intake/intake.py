@@ -76,6 +76,11 @@ class Intake:
     def room(self) -> int:
         return self.capacity - self.depth
 
+    @property
+    def busy(self) -> bool:
+        """A batch is being committed or waits to be: the store belongs to the ack path."""
+        return bool(self.open) or self.in_flight > 0
+
     # -- the loop's side ------------------------------------------------------------------------
     def offer(self, delivery: Delivery, settle: Settle | None, reply: asyncio.Future | None = None) -> Outcome | None:
         """An outcome now, or None: `settle` is called once the batch's commit decides."""

@@ -28,7 +28,7 @@ class Connector(Protocol):
     async def executemany(self, sql: str, rows: list[tuple]) -> None: ...
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
     def transaction(self): ...     # async context manager: one transaction, nothing else inside
-    def alone(self): ...           # async context manager: one autocommit statement, alone
+    async def insert_alone(self, sql: str, params: tuple) -> int: ...   # one autocommit INSERT
 
 
 def _placeholders(count: int) -> str:
@@ -57,11 +57,8 @@ class Store:
         """The batch as one row, one autocommit statement; returns its sequence number."""
         blob = batch_codec.encode(deliveries)
         first, last = deliveries[0], deliveries[-1]
-        async with self.db.alone() as db:
-            await db.execute(self.sql["append"], (first.id, last.id, first.request.received_at,
-                                                   len(deliveries), blob))
-            rows = await db.fetch("SELECT last_insert_rowid()")
-        return rows[0][0]
+        return await self.db.insert_alone(self.sql["append"], (first.id, last.id, first.request.received_at,
+                                                                len(deliveries), blob))
 
     async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
         """Of these dedup hashes, those the unique index holds for a live execution."""
@@ -82,8 +79,7 @@ class Store:
         `runs_nothing(workflow)` says a delivery can be resolved in the claim itself."""
         claim = Claim()
         async with self.db.transaction() as db:
-            (cursor,), = await db.fetch(self.sql["claim_cursor"])
-            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, max(1, limit // 16)))]
+            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (max(1, limit // 16),))]
             taken: list[tuple[int, int, Delivery]] = []
             for seq in seqs:
                 batch = in_memory(seq)

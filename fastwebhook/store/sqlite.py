@@ -3,7 +3,7 @@
 `synchronous=FULL` makes a commit survive power loss, which is what `durability = "commit"`
 promises for the intake.  One connection means one transaction at a time: `transaction()`
 holds a lock across its statements so nothing else lands inside it.  A group commit's append
-is one autocommit statement: one thread crossing, one transaction.
+is one autocommit statement: one thread crossing (`insert_alone`), one transaction.
 """
 
 from __future__ import annotations
@@ -99,8 +99,12 @@ class SqliteConnector:
                     pass
                 raise
 
-    @asynccontextmanager
-    async def alone(self):
-        """One autocommit statement with nothing else in between (a group commit's append)."""
+    async def insert_alone(self, sql: str, params: tuple) -> int:
+        """One autocommit INSERT, outside any transaction: one thread crossing, one commit
+        (a group commit's append).  Returns the new row's id."""
         async with self.lock:
-            yield self
+            with _wrapped("append"):
+                cursor = await self._connection().execute(sql, params)
+                row_id = cursor.lastrowid
+                await cursor.close()
+                return row_id

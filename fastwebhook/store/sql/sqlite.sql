@@ -75,11 +75,8 @@ INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > ? AND hash IN ({hashes});
 
--- name: claim_cursor
-SELECT claimed_seq FROM claims WHERE id = 1;
-
 -- name: unclaimed
-SELECT seq FROM intake WHERE seq > ? ORDER BY seq LIMIT ?;
+SELECT seq FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1) ORDER BY seq LIMIT ?;
 
 -- name: intake_batch
 SELECT deliveries FROM intake WHERE seq = ?;
