@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -460,7 +460,7 @@ def test_reclaim_takes_only_lapsed_leases_or_dead_owners_and_counts_attempts(tmp
 
 def test_records_move_statuses_by_the_transition_table_and_final_work_is_never_reclaimed(tmp_path):
     now = 5000.0
-    one, two = (1).to_bytes(16, "big"), (2).to_bytes(16, "big")
+    one = (1).to_bytes(16, "big")
 
     async def scenario(store):
         await store.append([delivery(1), delivery(2)])

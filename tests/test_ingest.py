@@ -13,8 +13,6 @@ import pytest
 
 from client_support import Answer, request
 from fastwebhook.admin import list_executions
-from fastwebhook.door.dedup import dedup_hash
-from fastwebhook.records import parse_execution_id
 from fastwebhook.verify import sign
 
 SECRET = "s3cret-for-tests"

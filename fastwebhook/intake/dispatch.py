@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from ..store import Store
-from ..store.rows import Claim, Delivery, Final, Records, RequestLine
+from ..store.rows import Claim, Final, Records, RequestLine
 from .intake import Intake
 from .workers import WorkerPool
 

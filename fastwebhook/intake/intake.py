@@ -157,7 +157,7 @@ class Intake:
         if self.window_size + len(batch) <= WINDOW:
             self.window[seq] = batch
             self.window_size += len(batch)
-        self.on_committed()
+        _call(self.on_committed)
         for delivery, settle in zip(batch, settles):
             waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
             accepted = Outcome(Outcome.ACCEPTED, delivery.id)
@@ -223,9 +223,9 @@ class Intake:
                 return
 
 
-def _call(settle: Settle, outcome: Outcome) -> None:
+def _call(callback: Callable, *args) -> None:
     """One failing callback never stops the others."""
     try:
-        settle(outcome)
+        callback(*args)
     except Exception:  # noqa: BLE001
         log.exception("a commit callback failed")
