@@ -137,12 +137,15 @@ class Service:
             self.log.exception("execution %s failed inside the runner", id_text)
             outcome, run = Outcome("error", f"internal error: {exc}", [], None), None
         finished = self.clock()
+        try:
+            jobs = [Job(delivery.id, position, job.node, job.type, job.status, encode_result(job.result),
+                        job.error, orjson.dumps(job.logs, default=str) if job.logs else None, job.duration_ms)
+                    for position, job in enumerate(outcome.jobs)]
+        except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
+            outcome, jobs = Outcome("error", f"a node's result could not be recorded: {exc}", [], None), []
         dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
-        if outcome.jobs:
-            dispatcher.add_jobs([
-                Job(delivery.id, position, job.node, job.type, job.status, encode_result(job.result),
-                    job.error, orjson.dumps(job.logs) if job.logs else None, job.duration_ms)
-                for position, job in enumerate(outcome.jobs)])
+        if jobs:
+            dispatcher.add_jobs(jobs)
         self._stats(delivery.workflow).finished(outcome.status, finished - started)
         self.intake.release()
         if reply is not None and not reply.done():

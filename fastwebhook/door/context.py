@@ -89,13 +89,10 @@ def query_of(query_string: str) -> dict:
     return query
 
 
-def stored_headers(headers, redacted: frozenset[str]) -> list[tuple[str, str]]:
-    """The request's headers as stored: names lower-cased, secrets replaced."""
-    pairs = []
-    for name, value in headers.items():
-        name = name.lower()
-        pairs.append((name, REDACTED if name in REDACTED_HEADERS or name in redacted else value))
-    return pairs
+def stored_headers(pairs: list[tuple[str, str]], secret: frozenset[str]) -> list[tuple[str, str]]:
+    """The request's headers as stored (names lower-cased, as the protocol gives them), the
+    values of `secret` ones (REDACTED_HEADERS and the scheme's own) replaced."""
+    return [(name, REDACTED) if name in secret else (name, value) for name, value in pairs]
 
 
 def stored_query(query_string: bytes, secret_names: frozenset[str]) -> str:

@@ -23,7 +23,7 @@ from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base
 from ..workflow.templates import Template
 from .body import accepts, decode_content, parse_body
-from .context import context_of, stored_headers, stored_query
+from .context import REDACTED_HEADERS, context_of, stored_headers, stored_query
 from .dedup import dedup_hash
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
@@ -67,8 +67,8 @@ class Trigger:
         self.dedup_enabled = workflow.dedup.enabled
         self.dedup_ttl = workflow.dedup.ttl
         header = workflow.verify.options.get("header")
-        self.redacted = (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) | \
-            (verifier.secret_headers if verifier is not None else frozenset())
+        self.redacted = REDACTED_HEADERS | (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) \
+            | (verifier.secret_headers if verifier is not None else frozenset())
         metrics = service.metrics
         self.duration = metrics.request_duration.slot(self.key)
         self.answered = {code: metrics.requests.slot(self.key, str(code)) for code in _CODES}
@@ -110,28 +110,28 @@ class Trigger:
     def admit(self, request: Request, body: bytes, data, started: float) -> Response | asyncio.Future:
         """The checks passed: store the request as the workflow will see it and offer it."""
         stored = StoredRequest(request.method, request.path, stored_query(request.query_string, self.secret_query),
-                               stored_headers(request.headers, self.redacted), request.params, request.ip,
+                               stored_headers(request.header_list, self.redacted), request.params, request.ip,
                                request.received_at, request.request_id)
         dedup_key = self._dedup_key(request, stored, body, data) if self.dedup_enabled else None
         delivery = Delivery(new_id(), self.key, self.version, stored, body,
                             dedup_hash(self.key, dedup_key) if dedup_key else None, dedup_key,
                             request.received_at + self.dedup_ttl, (time.perf_counter() - started) * 1000,
                             logged=self.sync)
-        answer = self.service.loop.create_future()
-        reply = answer if self.sync else None
+        answer = self.service.loop.create_future() if self.sync else None
 
-        def settle(outcome: Outcome) -> None:
+        def settle(outcome: Outcome) -> None:  # the commit decided (answer exists by then)
             response = self.respond(request, outcome, started)
             if response is not None and not answer.done():
                 answer.set_result(response)
 
-        outcome = self.intake.offer(delivery, settle, reply)
-        if outcome is not None:  # settled at once: no future needed
-            answer.cancel()
+        outcome = self.intake.offer(delivery, settle, answer)
+        if outcome is not None:  # decided at once: no future needed
             return self.respond(request, outcome, started)
         if self.sync:
             self.service.await_sync(to_text(delivery.id), self.workflow, answer)
             answer.add_done_callback(lambda done: self._log(request, answered_status(done), None, started, delivery.id))
+        else:
+            answer = self.service.loop.create_future()
         return answer
 
     def respond(self, request: Request, outcome: Outcome, started: float) -> Response | None:

@@ -18,7 +18,7 @@ JSON = b"application/json"
 class Request:
     """One parsed HTTP request.  `body` is the bytes that arrived (one chunk: that very object)."""
 
-    __slots__ = ("method", "target", "path", "query_string", "headers", "body", "http_version",
+    __slots__ = ("method", "target", "path", "query_string", "headers", "header_list", "body", "http_version",
                  "keep_alive", "peer", "ip", "received_at", "request_id", "route", "params", "body_limit")
 
     def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
@@ -30,6 +30,7 @@ class Request:
         self.path = path.decode("latin-1")
         self.query_string = query
         self.headers: CIMultiDict[str] = CIMultiDict()
+        self.header_list: list[tuple[str, str]] = []    # as received, names lower-cased
         self.body = b""
         self.http_version = "1.1"
         self.keep_alive = True

@@ -103,7 +103,8 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.chunks: list[bytes] = []
         self.body_size = 0
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.raw_headers: list[tuple[str, str]] = []
+        self.max_header_size = limits.max_header_size
         self.expect_continue = False
         # httptools holds a header's name and value until the line ends, so `on_header` alone
         # cannot stop one endless header line: the raw bytes of an unfinished head are counted too.
@@ -192,15 +193,16 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.header_bytes += len(url)
-        if self.header_bytes > self.limits.max_header_size:
+        if self.header_bytes > self.max_header_size:
             raise _Reject(HEADERS_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Only count and keep here: this runs once per header, the dict is built once per request.
+        # Count and keep here (names lower-cased, as they are stored and shown); the multidict
+        # is built once per request.
         self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > self.limits.max_header_size:
+        if self.header_bytes > self.max_header_size:
             raise _Reject(HEADERS_TOO_LARGE)
-        self.raw_headers.append((name, value))
+        self.raw_headers.append((name.lower().decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -211,8 +213,8 @@ class HttpProtocol(asyncio.Protocol):
         request.http_version = version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(VERSION_NOT_SUPPORTED)
-        request.headers = headers = CIMultiDict(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers])
+        request.header_list = self.raw_headers
+        request.headers = headers = CIMultiDict(self.raw_headers)
         self.raw_headers = []
         hosts = headers.getall("host", ())
         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0), and a valid one

@@ -49,6 +49,11 @@ class SqliteConnector:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             await self._db.execute("PRAGMA busy_timeout=10000")
+            tables = {row[0] for row in await self._db.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "executions" in tables and "intake" not in tables:
+                raise StoreError(f"{self.path} was written by an earlier fastwebhook (before the log-first "
+                                 "intake); move it aside, or drain it with that version first")
             await self._db.executescript(self.sql["schema"])
 
     async def close(self) -> None:
@@ -65,16 +70,15 @@ class SqliteConnector:
 
     async def execute(self, sql: str, params: tuple = ()) -> int:
         """Run one statement; returns the rows it changed."""
+        # Cursors are not closed: that would be one more thread crossing, and a finished
+        # statement holds nothing (the garbage collector closes them).
         with _wrapped("write"):
-            cursor = await self._connection().execute(sql, params)
-            changed = cursor.rowcount
-            await cursor.close()
-            return changed
+            return (await self._connection().execute(sql, params)).rowcount
 
     async def executemany(self, sql: str, rows: list[tuple]) -> None:
         if rows:
             with _wrapped("write"):
-                await (await self._connection().executemany(sql, rows)).close()
+                await self._connection().executemany(sql, rows)
 
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
         with _wrapped("read"):
@@ -104,7 +108,4 @@ class SqliteConnector:
         (a group commit's append).  Returns the new row's id."""
         async with self.lock:
             with _wrapped("append"):
-                cursor = await self._connection().execute(sql, params)
-                row_id = cursor.lastrowid
-                await cursor.close()
-                return row_id
+                return (await self._connection().execute(sql, params)).lastrowid

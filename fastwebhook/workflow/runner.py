@@ -126,4 +126,4 @@ def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | Non
 def encode_result(value: Any) -> bytes | None:
     if value is None:
         return None
-    return orjson.dumps(value, default=str)
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
