@@ -15,6 +15,15 @@ receiver start, and a unique X-Delivery (their dedup key; webhook-id is signed, 
 request. The report compares each with fastwebhook-commit (github, HMAC hex) of the same run.
 fastwebhook rows also report duplicates from /metrics: a repeated dedup key is a bug here.
 
+With --baseline PATH (a checkout of an older commit, e.g. `git worktree add /tmp/before 7747015`),
+two more rows compare before and after in the same run: baseline-commit and baseline-memory run
+that checkout's fastwebhook (`python -m fastwebhook serve` of this venv with PYTHONPATH=PATH, so
+its package is imported instead of the editable install: checked before each start, the path is
+printed) with this checkout's fastwebhook-commit.toml and fastwebhook-memory.toml, each measured
+right after its fastwebhook row, run after run. The report gives each fastwebhook row's ratio to
+its baseline row. Without --only, --families or --sustained they run with every row; with
+these, name them (--only baseline-commit); --only baseline-* without --baseline is an error.
+
 Last, once per session whatever --runs, the sustained run: fastwebhook-commit.toml (a queue of
 1,000,000, a workflow with no nodes) started, probed and warmed up like the rows (the warm-up's
 executions are let finish first), then --sustained-seconds (30) of the same load, then the drain:
@@ -28,6 +37,8 @@ seconds, CPU per execution by thread, and the rate as a share of bare's in the s
     .venv/bin/python bench/load.py --families   # fastwebhook-commit and the family rows only
     .venv/bin/python bench/load.py --only bare --sustained   # bare, then the sustained run
     .venv/bin/python bench/load.py --sustained [--sustained-seconds 30]   # the sustained run alone
+    .venv/bin/python bench/load.py --baseline /tmp/before --only fastwebhook-commit --only baseline-commit \
+        --only fastwebhook-memory --only baseline-memory --runs 3   # before/after
 
 `--sustained` (or `--only sustained`) adds the sustained run to what --only and --families pick,
 or alone runs only it; with none of these every row runs and then the sustained run.
@@ -84,6 +95,7 @@ class Receiver:
     verifies: bool  # rejects a wrong signature with 401
     family: str = "github"  # the signed request it is fed: a key of payload.FAMILIES
     metrics: bool = False  # serves fastwebhook's /metrics (duplicates are read from it)
+    env: tuple[tuple[str, str], ...] = ()  # set in its environment (a baseline row's PYTHONPATH)
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,38 @@ def fastwebhook(variant: str, family: str = "github") -> Callable[[Path, int], l
     return argv
 
 
+def baseline(checkout: Path, variant: str) -> Callable[[Path, int], list[str]]:
+    """The fastwebhook of an older checkout (PYTHONPATH=checkout) on this checkout's
+    bench/fastwebhook-<variant>.toml; each start first checks that the checkout's package is the
+    one imported."""
+    def argv(workdir: Path, port: int) -> list[str]:
+        check_imports_from(checkout, workdir)
+        config = render_config(BENCH_DIR / f"fastwebhook-{variant}.toml", workdir, port,
+                               payload.RECEIVER_SECRETS["github"])
+        return [sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)]
+
+    return argv
+
+
+def check_imports_from(checkout: Path, workdir: Path) -> None:
+    """``import fastwebhook`` as the server will (this interpreter, PYTHONPATH=checkout, cwd the
+    work directory) must load the checkout's package, not the editable install."""
+    try:
+        done = subprocess.run([sys.executable, "-c", "import fastwebhook; print(fastwebhook.__file__)"],
+                              cwd=workdir, env={**os.environ, "PYTHONPATH": str(checkout)},
+                              capture_output=True, text=True, timeout=STARTUP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ReceiverError(f"import fastwebhook with PYTHONPATH={checkout} took over "
+                            f"{STARTUP_TIMEOUT:.0f} s") from None
+    imported = done.stdout.strip()
+    if done.returncode != 0 or not imported:
+        raise ReceiverError(f"import fastwebhook with PYTHONPATH={checkout} failed: {done.stderr.strip()[-300:]}")
+    if not Path(imported).resolve().is_relative_to(checkout / "fastwebhook"):
+        raise ReceiverError(f"with PYTHONPATH={checkout}, fastwebhook is imported from {imported}, "
+                            "not from the baseline checkout")
+    say(f"  imports {imported}")
+
+
 RECEIVERS = [
     Receiver("bare", "asyncio.Protocol + uvloop + httptools, fixed 200, no work (the ceiling)",
              peer("bare.py"), verifies=False),
@@ -188,6 +232,35 @@ SUSTAINED_RECEIVER = Receiver(SUSTAINED, 'fastwebhook, durability = "commit", qu
                               "a workflow with no nodes: a burst the durable queue absorbs while the "
                               "workers run behind, then the drain",
                               fastwebhook("commit"), verifies=True, metrics=True)
+BASELINE_RECEIVERS = {"baseline-commit": "commit", "baseline-memory": "memory"}  # name: config variant
+
+
+def baseline_receivers(checkout: Path) -> dict[str, Receiver]:
+    """The --baseline rows, keyed by the fastwebhook row each is measured after (report.BASELINES)."""
+    revision = checkout_revision(checkout)
+    rows = {}
+    for row, name in report.BASELINES:
+        variant = BASELINE_RECEIVERS[name]
+        rows[row] = Receiver(name, f"fastwebhook at {revision} ({checkout}), durability = \"{variant}\": "
+                             f"this checkout's fastwebhook-{variant}.toml served by that commit's code",
+                             baseline(checkout, variant), verifies=True, metrics=True,
+                             env=(("PYTHONPATH", str(checkout)),))
+    return rows
+
+
+def checkout_revision(checkout: Path) -> str:
+    """The checkout's commit, short, and whether it has uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    revision = git("rev-parse", "--short", "HEAD") or "an unknown commit"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        revision += " + uncommitted changes"
+    return revision
 
 
 def render_config(template: Path, workdir: Path, port: int, secret: str = payload.SECRET) -> Path:
@@ -221,7 +294,7 @@ def running(receiver: Receiver, workdir: Path, port: int,
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **dict(receiver.env)})
     try:
         try:
             wait_until_serving(process, port)
@@ -512,7 +585,7 @@ def ensure_tools() -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    names = [receiver.name for receiver in RECEIVERS]
+    names = [receiver.name for receiver in RECEIVERS] + list(BASELINE_RECEIVERS)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
     parser.add_argument("--runs", type=int, default=1,
@@ -530,6 +603,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of load in the sustained run (default 30)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds the sustained run's queue may take to drain (default 300)")
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="a checkout of an older fastwebhook commit (git worktree add PATH <commit>): "
+                             f"adds rows {', '.join(BASELINE_RECEIVERS)}, its code on this checkout's "
+                             "configs, measured with the others; with --only, name them")
     parser.add_argument("--port", type=int, default=18080,
                         help="port every receiver listens on (default 18080)")
     args = parser.parse_args(argv)
@@ -540,6 +617,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if SUSTAINED in (args.only or ()):
         args.only.remove(SUSTAINED)
         args.sustained = True
+    wanted_baselines = [name for name in BASELINE_RECEIVERS if name in (args.only or ())]
+    if args.baseline is None:
+        if wanted_baselines:
+            parser.error(f"--only {wanted_baselines[0]} needs --baseline PATH (a checkout of the older "
+                         "commit to compare with, e.g. made with git worktree add /tmp/before <commit>)")
+    else:
+        args.baseline = args.baseline.expanduser().resolve()  # the receiver runs in another directory
+        if not (args.baseline / "fastwebhook" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no fastwebhook/__init__.py there (not a checkout "
+                         "of fastwebhook?)")
+        if (args.only or args.families or args.sustained) and not wanted_baselines:
+            parser.error(f"--baseline with --only, --families or --sustained measures only the rows named: add "
+                         f"--only {' --only '.join(BASELINE_RECEIVERS)} (or those wanted)")
     # A receiver start signs once; the standard schemes' timestamp must outlast start-up,
     # warm-up and the run.
     longest = payload.TIMESTAMP_TOLERANCE - STARTUP_TIMEOUT - WARMUP_SECONDS - 30
@@ -551,12 +641,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def selected(args: argparse.Namespace) -> list[Receiver]:
-    """The receivers to measure, in RECEIVERS' order: all of them unless --only, --families or
-    --sustained picked some (or only the sustained run)."""
+    """The receivers to measure, in RECEIVERS' order with each --baseline row right after its
+    fastwebhook row: all of them unless --only, --families or --sustained picked some (or only
+    the sustained run)."""
+    baselines = baseline_receivers(args.baseline) if args.baseline is not None else {}
+    receivers = [each for receiver in RECEIVERS
+                 for each in (receiver, *([baselines[receiver.name]] if receiver.name in baselines else []))]
     if not args.only and not args.families:
-        return [] if args.sustained else list(RECEIVERS)
+        return [] if args.sustained else receivers
     names = set(args.only or ()) | (set(FAMILY_RECEIVERS) if args.families else set())
-    return [receiver for receiver in RECEIVERS if receiver.name in names]
+    return [receiver for receiver in receivers if receiver.name in names]
 
 
 def sustained_selected(args: argparse.Namespace) -> bool:

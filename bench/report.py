@@ -1,6 +1,7 @@
 """Tables for bench/load.py: medians per receiver, fastwebhook's ratio to each, the targets
-(issue 7's), the verification families against the github row of the same run, and the
-sustained run (load, then the drain) against bare."""
+(issue 7's), before/after (each fastwebhook row against its --baseline row of the same run), the
+verification families against the github row of the same run, and the sustained run (load, then
+the drain) against bare."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ FAMILIES = [  # (family, scheme as configured, row, held to FAMILY_TOLERANCE of 
     ("token", "token, X-Webhook-Token", "fastwebhook-token", True),
 ]
 FAMILY_TOLERANCE = 0.10  # a family's req/s within ±10 % of the github row's, same run
+BASELINES = [  # (row, the same config served by the --baseline checkout's code)
+    (COMMIT, "baseline-commit"),
+    (MEMORY, "baseline-memory"),
+]
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,37 @@ def targets(rows: list[Row], sustained: Sustained | None = None) -> str:
     return "\n".join(lines)
 
 
+def before_after(rows: list[Row]) -> str:
+    """Each fastwebhook row against its --baseline row of the same run; "" without them."""
+    by_name = {row.name: row for row in rows}
+    pairs = [(name, base) for name, base in BASELINES if base in by_name]
+    if not pairs:
+        return ""
+    invalid = lambda row: row.non_2xx_3xx > 0 or row.duplicates > 0  # noqa: E731
+    lines = ["Before/after (same run; baseline-*: the --baseline checkout's code on the same configs):"]
+    for name, base_name in pairs:
+        row, base = by_name.get(name), by_name[base_name]
+        if row is None or not row.measured or not base.measured:
+            missing = [each.name for each in (row, base) if each is not None and not each.measured]
+            lines.append(f"- {name} vs {base_name}: not measured ("
+                         + (f"{', '.join(missing)} failed" if missing else f"needs row {name}") + ")")
+            continue
+        if base.per_second == 0:
+            ratio = f"{name} is — of {base_name} (it answered no 2xx)"
+        else:
+            ratio = f"{name} is {row.per_second / base.per_second:.2f}x {base_name}"
+        line = (f"- {ratio}: {row.per_second:,.0f} vs {base.per_second:,.0f} req/s, "
+                f"p99 {row.p99_ms:.2f} vs {base.p99_ms:.2f} ms")
+        if row.cpu_us is not None and base.cpu_us is not None:
+            line += f", CPU {row.cpu_us:.1f} vs {base.cpu_us:.1f} us/answer"
+        if invalid(row) or invalid(base):
+            line += " — NOT VALID: non-2xx answers or duplicates (see notes)"
+        if row.skewed_runs or base.skewed_runs:
+            line += " — skewed runs: compare with care"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _mib(kib: int | None) -> str:
     return f"{kib / 1024:,.0f}" if kib else "—"
 
@@ -313,8 +349,8 @@ def _busy_warning(rows: list[Row], sustained: Sustained | None = None) -> str:
 
 
 def terminal(rows: list[Row], settings: Settings, sustained: Sustained | None = None) -> str:
-    sections = [table(rows, settings) if rows else "", targets(rows, sustained), families(rows, settings),
-                sustained_section(sustained, rows), _busy_warning(rows, sustained)]
+    sections = [table(rows, settings) if rows else "", targets(rows, sustained), before_after(rows),
+                families(rows, settings), sustained_section(sustained, rows), _busy_warning(rows, sustained)]
     return "\n" + "\n\n".join(section for section in sections if section)
 
 
@@ -369,6 +405,7 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path, sustained: S
         *([table(rows, settings), ""] if rows else []),
         targets(rows, sustained),
         "",
+        *([before_after(rows), ""] if before_after(rows) else []),
         *([families(rows, settings), ""] if families(rows, settings) else []),
         *([sustained_section(sustained, rows), ""] if sustained else []),
         "Receivers:",
