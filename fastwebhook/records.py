@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from .door.body import decode_content, parse_body
+from .door.context import headers_of, query_of
 from .ids import from_text, to_text
 from .store.rows import ExecutionRecord, RequestLine
+from .units import timestamp
 
 SHOW_LIMIT = 64 << 20
 
@@ -17,16 +19,8 @@ execution_id = to_text
 parse_execution_id = from_text
 
 
-def timestamp(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def request_data(headers: dict, body: bytes) -> Any:
     """The stored body is the bytes as received: decode and parse it as the intake did."""
-    from .door.body import decode_content, parse_body  # noqa: PLC0415 - the door imports this module
-
     try:
         decoded = decode_content(body, headers.get("content-encoding"), SHOW_LIMIT)
         return parse_body(decoded, headers.get("content-type"))
@@ -35,8 +29,6 @@ def request_data(headers: dict, body: bytes) -> Any:
 
 
 def execution(record: ExecutionRecord) -> dict[str, Any]:
-    from .door.context import headers_of, query_of  # noqa: PLC0415
-
     stored = record.request
     headers = headers_of(stored.headers) if stored else {}
     shown = {

@@ -1,6 +1,8 @@
-"""Durations ("250ms", "15s", "24h") and sizes ("1MiB", "16KiB") as config writes them."""
+"""Durations ("250ms", "15s", "24h") and sizes ("1MiB", "16KiB") as config writes them, and
+times as records show them."""
 
 import re
+from datetime import datetime, timezone
 
 from .errors import ConfigError
 
@@ -40,3 +42,10 @@ def parse_size(text: str | int, path: str) -> int:
         raise ConfigError(path, f"not a size: {text!r} (write e.g. \"1MiB\", \"16KiB\", \"512\")")
     unit = match[2].lower() if match[2] else None
     return int(match[1]) * _SIZE_UNITS[unit]
+
+
+def timestamp(value: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds ("2026-12-01T22:52:04.123Z"), as every record shows times."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

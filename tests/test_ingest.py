@@ -420,6 +420,20 @@ def test_headers_are_lower_cased_and_repeats_joined(server):
     assert all(name == name.lower() for name in headers)
 
 
+def test_the_live_run_sees_the_stored_request_the_record_shows(server):
+    """$context is built once, from the stored request: what the run saw (echoed back) is what
+    the execution record holds, headers and query included, secrets redacted in both."""
+    answer = request(server, "POST", "/echo?tag=x&tag=y&n=1", b'{"k": 1}',
+                     [("Content-Type", "application/json"), ("X-Multi", "a"), ("X-Multi", "b"),
+                      ("Authorization", "Bearer s3cret")])
+    seen = answer.json()
+    record = wait_for_execution(server, answer.headers["x-execution-id"])
+    assert seen["headers"] == record["request"]["headers"]
+    assert seen["query"] == record["request"]["query"] == {"tag": ["x", "y"], "n": "1"}
+    assert seen["headers"]["authorization"] == "[redacted]" and seen["headers"]["x-multi"] == "a, b"
+    assert seen["data"] == record["request"]["data"] == {"k": 1}
+
+
 def test_raw_is_the_body_as_received(server):
     body = b'{"b": 2,   "a": 1}'
     assert echo(server, body, {"Content-Type": "application/json"})["raw"] == body.decode()

@@ -11,8 +11,8 @@ from urllib.parse import unquote_plus
 
 from ..errors import RequestError
 from ..http.messages import parse_query
-from ..records import timestamp
 from ..store.rows import StoredRequest
+from ..units import timestamp
 from .body import decode_content, parse_body, raw_text
 
 # Headers that carry credentials or signatures: never stored, never shown.

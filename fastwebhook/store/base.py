@@ -232,7 +232,6 @@ class Store:
         (each of those is its own request-log line).  `before` is (at, request id)."""
         at = before[0] if before else None
         lines = [RequestLine(*row) for row in await self.db.fetch(self.sql["list_requests"], (at, limit + 64))]
-        taken = 0
         for (blob,) in await self.db.fetch(self.sql["intake_newest"], (at, max(4, limit // 8))):
             for d in batch_codec.decode(blob):
                 if d.logged:
@@ -240,7 +239,6 @@ class Store:
                 r = d.request
                 lines.append(RequestLine(r.received_at, r.ip, r.method, r.path, d.workflow, 202, None,
                                          len(d.body), d.door_ms, r.request_id, d.id))
-                taken += 1
         if before is not None:
             lines = [line for line in lines if (line.at, line.request_id) < before]
         lines.sort(key=lambda line: (line.at, line.request_id), reverse=True)
@@ -258,10 +256,6 @@ class Store:
                     request, body = deliveries[0].request, deliveries[0].body
         return ExecutionRecord(id_, workflow, version, Status(status), dedup_key, duplicate_of, created,
                                started, finished, attempts, error, request, body)
-
-    async def read_delivery(self, seq: int, index: int) -> Delivery | None:
-        found = await self._deliveries([(seq, index, 0)])
-        return found[0] if found else None
 
     # -- retention ------------------------------------------------------------------------------
     async def purge(self, before: float) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import orjson
 
 from ..config import NodeSpec, Workflow
+from ..store.rows import Status
 from .nodes import NODE_TYPES
 from .nodes.end import EndExecution
 from .templates import render_value
@@ -78,7 +79,7 @@ async def run_workflow(run: Run, node_metrics=None) -> Outcome:
         status = await _run_nodes(run, run.workflow.nodes, node_metrics)
         error = None if status == "resolved" else f"ended as {status}"
     except _NodeFailed as failed:
-        status, error = "failed", failed.message
+        status, error = Status.FAILED, failed.message
     except EndExecution as end:
         status = end.status
         error = None if status == "resolved" else "ended by an end node"
@@ -99,20 +100,20 @@ async def _run_nodes(run: Run, nodes: tuple[NodeSpec, ...], node_metrics) -> str
         try:
             result = await node_type.run(spec.fields["prepared"], run)
         except EndExecution:
-            _record(run, spec, "resolved", None, None, started, node_metrics)
+            _record(run, spec, Status.RESOLVED, None, None, started, node_metrics)
             raise
         except Exception as exc:  # noqa: BLE001 - a node's failure is data, not a crash
             message = f"node {spec.key!r} ({spec.path}): {exc}"
-            _record(run, spec, "failed", None, message, started, node_metrics)
+            _record(run, spec, Status.FAILED, None, message, started, node_metrics)
             if spec.ignore_fail:
                 continue
             raise _NodeFailed(message) from None
         run.results[spec.key] = result
-        _record(run, spec, "resolved", result, None, started, node_metrics)
+        _record(run, spec, Status.RESOLVED, result, None, started, node_metrics)
         branch = spec.then if result is True else spec.otherwise if result is False else ()
         if branch:
             await _run_nodes(run, branch, node_metrics)
-    return "resolved"
+    return Status.RESOLVED
 
 
 def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | None,
