@@ -51,9 +51,12 @@ def request_bytes(delivery: int) -> bytes:
 class FakeTransport:
     def __init__(self):
         self.written = 0
+        self.on_write = None
 
     def write(self, data: bytes) -> None:
         self.written += 1
+        if self.on_write is not None:
+            self.on_write()
 
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 40000) if name == "peername" else default
@@ -172,3 +175,52 @@ def test_encode_a_batch_of_256_deliveries(benchmark):
 
     batch = deliveries(256)
     benchmark(batch_codec.encode, batch)
+
+
+def test_whole_batch_of_64_commit_durability(benchmark, tmp_path):
+    """The real service (store, writer, claim, workers) on a real SQLite file, 64 connections'
+    requests through the protocol and back out after their group commit; synchronous=OFF so
+    the disk's fsync is left out (divide by 64 for one request's share)."""
+    import asyncio
+
+    import uvloop
+
+    from fastwebhook.app import WebhookApp
+    from fastwebhook.service import Service
+    from fastwebhook.store import Store
+    from fastwebhook.store.sqlite import SqliteConnector
+
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.replace('durability = "memory"', 'durability = "commit"'))
+    config = load_config(str(path))
+    loop = uvloop.new_event_loop()
+    service = Service(config, store=Store(SqliteConnector(str(tmp_path / "micro.db"), synchronous="OFF")))
+    loop.run_until_complete(service.start())
+    web = WebhookApp(config, service)
+    connections = []
+    for _ in range(64):
+        protocol = HttpProtocol(web, Limits(16384, 1 << 20, 15.0, 75.0), loop, time.time)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        connections.append((protocol, transport))
+    counter = itertools.count()
+    waiting = {"left": 0, "done": None}
+
+    def on_write() -> None:
+        waiting["left"] -= 1
+        if waiting["left"] == 0:
+            waiting["done"].set_result(None)
+
+    for _, transport in connections:
+        transport.on_write = on_write
+
+    def step():
+        waiting["left"] = len(connections)
+        waiting["done"] = loop.create_future()
+        for protocol, _ in connections:
+            protocol.data_received(request_bytes(next(counter)))
+        loop.run_until_complete(waiting["done"])
+
+    benchmark(step)
+    loop.run_until_complete(service.stop(1.0))
+    loop.close()

@@ -31,6 +31,7 @@ from .workflow.runner import Outcome, Run, encode_result, run_workflow
 from .workflow.templates import render_value
 
 PURGE_EVERY = 3600.0
+CHECKPOINT_EVERY = 0.5
 
 
 class Service:
@@ -74,6 +75,7 @@ class Service:
         supervise.start("dispatcher", self.dispatcher.run)
         supervise.every("lease", LEASE_SECONDS / 3, self.dispatcher.renew)
         supervise.every("purge", PURGE_EVERY, self.purge)
+        supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Finish running executions up to `grace`; the queued rest stays in the store, its
@@ -81,7 +83,7 @@ class Service:
         self.stopping = True
         self.dispatcher.stopping = True
         await self.pool.stop(grace)
-        await self.supervisor.stop("lease", "purge", "writer")
+        await self.supervisor.stop("lease", "purge", "checkpoint", "writer")
         await self.supervisor.stop()
         try:
             await self.dispatcher.release()

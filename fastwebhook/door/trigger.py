@@ -24,7 +24,7 @@ from ..verify import RequestView, public_url_base
 from ..workflow.templates import Template
 from .body import accepts, decode_content, parse_body
 from .context import REDACTED_HEADERS, context_of, stored_headers, stored_query
-from .dedup import dedup_hash
+from .dedup import KeyHasher
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError
@@ -66,6 +66,7 @@ class Trigger:
         self.dedup_from_data = dedup.dedup_from_data if dedup else None
         self.dedup_enabled = workflow.dedup.enabled
         self.dedup_ttl = workflow.dedup.ttl
+        self.dedup_hash = KeyHasher(workflow.key)
         header = workflow.verify.options.get("header")
         self.redacted = REDACTED_HEADERS | (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) \
             | (verifier.secret_headers if verifier is not None else frozenset())
@@ -114,7 +115,7 @@ class Trigger:
                                request.received_at, request.request_id)
         dedup_key = self._dedup_key(request, stored, body, data) if self.dedup_enabled else None
         delivery = Delivery(new_id(), self.key, self.version, stored, body,
-                            dedup_hash(self.key, dedup_key) if dedup_key else None, dedup_key,
+                            self.dedup_hash(dedup_key) if dedup_key else None, dedup_key,
                             request.received_at + self.dedup_ttl, (time.perf_counter() - started) * 1000,
                             logged=self.sync)
         answer = self.service.loop.create_future() if self.sync else None

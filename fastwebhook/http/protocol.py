@@ -415,4 +415,6 @@ class _Raw(Response):
 
 
 def valid_host(value: str) -> bool:
+    if value.replace(".", "").replace(":", "").isalnum():  # the common "host:port" or "a.b.c"
+        return True
     return _HOST.fullmatch(value.strip()) is not None

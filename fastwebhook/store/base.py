@@ -29,6 +29,7 @@ class Connector(Protocol):
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
     def transaction(self): ...     # async context manager: one transaction, nothing else inside
     async def insert_alone(self, sql: str, params: tuple) -> int: ...   # one autocommit INSERT
+    async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
 
 
 def _placeholders(count: int) -> str:
@@ -51,6 +52,9 @@ class Store:
 
     async def ping(self) -> None:
         await self.db.fetch("SELECT 1")
+
+    async def checkpoint(self) -> None:
+        await self.db.checkpoint()
 
     # -- the acknowledging write ----------------------------------------------------------------
     async def append(self, deliveries: list[Delivery]) -> int:
