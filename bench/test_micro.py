@@ -181,7 +181,6 @@ def test_whole_batch_of_64_commit_durability(benchmark, tmp_path):
     """The real service (store, writer, claim, workers) on a real SQLite file, 64 connections'
     requests through the protocol and back out after their group commit; synchronous=OFF so
     the disk's fsync is left out (divide by 64 for one request's share)."""
-
     import uvloop
 
     from fastwebhook.app import WebhookApp

@@ -140,9 +140,9 @@ def executions_by_delivery(db: Path) -> dict[str, list[tuple[str, str, int]]]:
     """dedup key -> [(execution id text, status, attempts)] for every stored execution: the
     execution rows, and the intake's deliveries not claimed yet (queued)."""
     rows = query(db, "SELECT dedup_key, id, status, attempts FROM executions")
-    [(claimed,)] = query(db, "SELECT claimed_seq FROM claims")
-    for (blob,) in query(db, "SELECT deliveries FROM intake WHERE seq > ? ORDER BY seq", (claimed,)):
-        rows += [(d.dedup_key, d.id, "queued", 0) for d in batch_codec.decode(blob)]
+    [(claimed, partial)] = query(db, "SELECT claimed_seq, partial FROM claims")
+    for n, (blob,) in enumerate(query(db, "SELECT deliveries FROM intake WHERE seq > ? ORDER BY seq", (claimed,))):
+        rows += [(d.dedup_key, d.id, "queued", 0) for d in batch_codec.decode(blob)[partial if n == 0 else 0:]]
     found: dict[str, list] = {}
     for key, raw_id, status, attempts in rows:
         found.setdefault(key, []).append((str(uuid.UUID(bytes=raw_id)), status, attempts))
@@ -403,6 +403,26 @@ def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
         assert await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something) == type(claim)()
         assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
         assert await store.unfinished() == 3
+
+    with_store(tmp_path, scenario)
+
+
+def test_a_claim_takes_as_many_deliveries_as_asked_even_from_the_middle_of_a_batch(tmp_path):
+    now = 5000.0
+
+    async def scenario(store):
+        await store.append([delivery(n) for n in range(1, 6)])
+        await store.append([delivery(n) for n in range(6, 9)])
+        first = await store.claim("me", now, now + 30, 2, nothing_in_memory, runs_something)
+        assert ids(first.run) == [1, 2] and first.finished == [] and first.partial[0] == 1
+        assert await store.unfinished() == 8
+        kept = dict([first.partial])  # what the intake keeps in memory of a batch taken in part
+        second = await store.claim("me", now, now + 30, 4, kept.get, runs_something)
+        assert ids(second.run) == [3, 4, 5, 6] and second.finished == [1]
+        rest = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        assert ids(rest.run) == [7, 8] and rest.finished == [2] and rest.partial is None
+        queued = await store.list_executions(None, Status.QUEUED, 10, None)
+        assert ids(queued) == [8, 7, 6, 5, 4, 3, 2, 1], "each listed once, however it was claimed"
 
     with_store(tmp_path, scenario)
 

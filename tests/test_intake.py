@@ -58,9 +58,9 @@ def spawn():
 
 def unfinished(db: Path) -> int:
     [(pending,)] = query(db, "SELECT count(*) FROM executions WHERE status IN ('queued', 'started')")
-    [(claimed,)] = query(db, "SELECT claimed_seq FROM claims")
+    [(claimed, partial)] = query(db, "SELECT claimed_seq, partial FROM claims")
     [(unclaimed,)] = query(db, "SELECT coalesce(sum(count), 0) FROM intake WHERE seq > ?", (claimed,))
-    return pending + unclaimed
+    return pending + unclaimed - partial
 
 
 def wait_all_final(db: Path, acked: dict[str, str], timeout: float = 60.0) -> dict:

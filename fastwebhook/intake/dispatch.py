@@ -137,7 +137,8 @@ class Dispatcher:
         now = self.clock()
         size = BUSY_CLAIM_BATCH if self.intake.busy else CLAIM_BATCH
         claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), size),
-                                       self.intake.take_window, self.runs_nothing)
+                                       self.intake.in_window, self.runs_nothing)
+        self.intake.claimed(claim.finished, claim.partial)
         if not (claim.run or claim.resolved or claim.duplicates):
             self.unclaimed = False
             return False

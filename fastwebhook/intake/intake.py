@@ -116,11 +116,19 @@ class Intake:
         """Executions that became final (or never will run): their slots are free again."""
         self.depth -= count
 
-    def take_window(self, seq: int) -> list[Delivery] | None:
-        batch = self.window.pop(seq, None)
-        if batch is not None:
-            self.window_size -= len(batch)
-        return batch
+    def in_window(self, seq: int) -> list[Delivery] | None:
+        return self.window.get(seq)
+
+    def claimed(self, finished: list[int], partial: tuple[int, list[Delivery]] | None) -> None:
+        """A claim took these batches whole (they leave the window) and part of `partial`
+        (kept, read back or not, so the next claim need not decode it again)."""
+        for seq in finished:
+            batch = self.window.pop(seq, None)
+            if batch is not None:
+                self.window_size -= len(batch)
+        if partial is not None and partial[0] not in self.window:
+            self.window[partial[0]] = partial[1]
+            self.window_size += len(partial[1])
 
     # -- the group commit -------------------------------------------------------------------------
     async def run(self) -> None:

@@ -77,25 +77,34 @@ class Store:
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory: Callable[[int], list[Delivery] | None],
                     runs_nothing: Callable[[str], bool]) -> Claim:
-        """Take the next unclaimed intake batches, whole, in order, until `limit` deliveries.
+        """Take the next `limit` unclaimed deliveries, in order (a batch may be taken in parts).
 
-        `in_memory(seq)` gives a batch this process still holds (else it is read back);
+        `in_memory(seq)` gives a batch this process still holds (else it is read back; the
+        claim says which batches it finished and which one it left part of);
         `runs_nothing(workflow)` says a delivery can be resolved in the claim itself."""
         claim = Claim()
         async with self.db.transaction() as db:
-            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (max(1, limit // 16),))]
+            (cursor, partial), = await db.fetch(self.sql["claim_cursor"])
+            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, limit))]
             taken: list[tuple[int, int, Delivery]] = []
             for seq in seqs:
                 batch = in_memory(seq)
                 if batch is None:
                     (blob,), = await db.fetch(self.sql["intake_batch"], (seq,))
                     batch = batch_codec.decode(blob)
-                taken.extend((seq, index, d) for index, d in enumerate(batch))
+                start = partial if seq == seqs[0] else 0
+                part = batch[start:start + limit - len(taken)]
+                taken.extend((seq, start + i, d) for i, d in enumerate(part))
+                if start + len(part) < len(batch):
+                    cursor, partial = seq - 1, start + len(part)
+                    claim.partial = (seq, batch)
+                    break
+                cursor, partial = seq, 0
+                claim.finished.append(seq)
                 if len(taken) >= limit:
                     break
             if not taken:
                 return claim
-            last_seq = taken[-1][0]
             keyed = [d.dedup_hash for _, _, d in taken if d.dedup_hash is not None]
             held = await self.held_keys(sorted(set(keyed)), now) if keyed else {}
             rows, keys = [], []
@@ -120,7 +129,7 @@ class Store:
                                  d.request.received_at, None, None, owner, lease_until, seq, index))
             await db.executemany(self.sql["insert_execution"], rows)
             await db.executemany(self.sql["take_dedup"], keys)
-            await db.execute(self.sql["advance_cursor"], (last_seq,))
+            await db.execute(self.sql["advance_cursor"], (cursor, partial))
         return claim
 
     async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,

@@ -145,6 +145,8 @@ class Claim:
     run: list[Delivery] = field(default_factory=list)          # leased to the claimer
     resolved: list[Delivery] = field(default_factory=list)     # nothing to run: resolved in the claim
     duplicates: list[tuple[Delivery, bytes]] = field(default_factory=list)  # (delivery, original id)
+    finished: list[int] = field(default_factory=list)        # intake batches now claimed whole
+    partial: tuple[int, list[Delivery]] | None = None        # the batch it took part of (seq, all of it)
 
 
 @dataclass(slots=True)

@@ -8,12 +8,14 @@ CREATE TABLE IF NOT EXISTS intake (
     count        INTEGER NOT NULL,
     deliveries   BLOB NOT NULL
 );
--- The claim cursor: intake rows up to claimed_seq have their execution rows.
+-- The claim cursor: intake rows up to claimed_seq have their execution rows, and so have the
+-- first `partial` deliveries of the row after it (a claim takes as many as it was asked for).
 CREATE TABLE IF NOT EXISTS claims (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
-    claimed_seq  INTEGER NOT NULL
+    claimed_seq  INTEGER NOT NULL,
+    partial      INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO claims (id, claimed_seq) VALUES (1, 0);
+INSERT OR IGNORE INTO claims (id, claimed_seq, partial) VALUES (1, 0, 0);
 -- Time-ordered ids as the key: inserts append; the request stays in its intake blob.
 CREATE TABLE IF NOT EXISTS executions (
     id           BLOB PRIMARY KEY,
@@ -75,14 +77,17 @@ INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > ? AND hash IN ({hashes});
 
+-- name: claim_cursor
+SELECT claimed_seq, partial FROM claims WHERE id = 1;
+
 -- name: unclaimed
-SELECT seq FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1) ORDER BY seq LIMIT ?;
+SELECT seq FROM intake WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- name: intake_batch
 SELECT deliveries FROM intake WHERE seq = ?;
 
 -- name: advance_cursor
-UPDATE claims SET claimed_seq = ? WHERE id = 1;
+UPDATE claims SET claimed_seq = ?, partial = ? WHERE id = 1;
 
 -- name: insert_execution
 INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
@@ -124,7 +129,8 @@ INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size,
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: unfinished
-SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1)),
+SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1))
+         - (SELECT partial FROM claims WHERE id = 1),
        (SELECT count(*) FROM executions INDEXED BY executions_pending WHERE status IN ('queued', 'started'));
 
 -- name: live_dedup
