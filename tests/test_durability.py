@@ -400,6 +400,7 @@ def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
         assert found.status == Status.QUEUED and found.request.request_id == "req-2"
         claim = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
         assert ids(claim.run) == [1, 2, 3]
+        assert await store.db.fetch("PRAGMA synchronous") == [(2,)], "the next append commits with FULL"
         assert await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something) == type(claim)()
         assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
         assert await store.unfinished() == 3

@@ -110,11 +110,19 @@ class SqliteConnector:
     @asynccontextmanager
     async def transaction(self):
         """BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock
-        upgrading a read; any failure rolls the whole transaction back."""
+        upgrading a read; any failure rolls the whole transaction back.
+
+        Only the intake's append needs `synchronous=FULL`: everything a transaction writes (claims,
+        statuses, jobs, the request log) can be rebuilt from the intake, so it commits with NORMAL
+        (safe from a crash; power loss may take the last ones, which then run again) and does not
+        keep the appends behind it waiting for an fsync.  The next FULL commit syncs it anyway."""
         async with self.lock:
             db = self._connection()
+            relax = self.synchronous == "FULL"
             try:  # BEGIN inside: a cancel while it runs still rolls back what it began
                 with _wrapped("begin"):
+                    if relax:
+                        await db.execute("PRAGMA synchronous=NORMAL")
                     await db.execute("BEGIN IMMEDIATE")
                 yield self
                 with _wrapped("commit"):
@@ -125,6 +133,10 @@ class SqliteConnector:
                 except (sqlite3.Error, ValueError):
                     pass
                 raise
+            finally:
+                if relax:  # never let an append commit without FULL: a failure here is loud
+                    with _wrapped("restoring synchronous=FULL"):
+                        await db.execute("PRAGMA synchronous=FULL")
 
     async def insert_alone(self, sql: str, params: tuple) -> int:
         """One autocommit INSERT, outside any transaction: one thread crossing, one commit
