@@ -1,18 +1,18 @@
-"""What one durable execution costs SQLite, piece by piece (run by `make bench`).
+"""What one durable delivery costs SQLite, piece by piece, through the real Store (run by `make bench`).
 
-Writes batches shaped like the intake's (an execution row, its dedup row, its request-log row,
-and the previous batch's final-status updates) into a WAL file with synchronous=FULL, with a
-dedup table pre-filled as a server that has run for a while has it, then leaves one piece out
-at a time.  Prints wall, user and system time per execution.  Usage:
-    .venv/bin/python bench/store_costs.py [--batch 27] [--batches 1500] [--prefill 100000]
+The acknowledging write (`append`: one blob row per group commit, WAL, synchronous=FULL) and the
+work the claim does later in batches (an execution row and a dedup key in the unique index per
+delivery, committed with NORMAL), with a dedup index pre-filled as a server that has run for a
+while has it.  Prints wall, user and system time per delivery for each piece.  Usage:
+    .venv/bin/python bench/store_costs.py [--batch 64] [--batches 500] [--claim 1024] [--prefill 100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
-import sqlite3
 import sys
 import tempfile
 import time
@@ -20,61 +20,78 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastwebhook.ids import new_id  # noqa: E402
-from fastwebhook.store.sql import queries  # noqa: E402
+from fastwebhook.store import Store  # noqa: E402
+from fastwebhook.store.rows import Delivery, StoredRequest  # noqa: E402
+from fastwebhook.store.sqlite import SqliteConnector  # noqa: E402
 
-SQL = queries("sqlite")
 BODY = b"x" * 1160
-REQUEST = (b'{"method":"POST","path":"/hook","headers":{"content-type":"application/json",'
-           b'"x-github-delivery":"0f1e2d3c"},"query":{},"params":{},"ip":"127.0.0.1"}')
+HEADERS = [("host", "127.0.0.1"), ("content-type", "application/json"), ("x-github-event", "push"),
+           ("x-github-delivery", "0f1e2d3c"), ("x-hub-signature-256", "[redacted]")]
 
 
-def measure(label: str, folder: Path, batch: int, batches: int, prefill: int, *, dedup=True,
-            request_log=True, finish=True) -> None:
-    path = folder / f"{label.replace(' ', '-')}.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(SQL["schema"])
-    db.execute("BEGIN")
-    db.executemany(SQL["upsert_dedup"], [(random.getrandbits(63), new_id(), 1e12) for _ in range(prefill)])
-    db.execute("COMMIT")
-    previous: list[bytes] = []
-    wall, cpu = time.perf_counter(), os.times()
-    for _ in range(batches):
-        now = time.time()
-        ids = [new_id() for _ in range(batch)]
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(SQL["insert_execution"],
-                       [(i, "bench", "v1", None, now, "owner", now + 30, REQUEST, BODY) for i in ids])
-        if dedup:
-            db.executemany(SQL["upsert_dedup"], [(random.getrandbits(63), i, now + 86400) for i in ids])
-        if request_log:
-            db.executemany(SQL["insert_request"], [
-                (now, "127.0.0.1", "POST", "/hook", "bench", 202, None, 1160, 0.1, "r", i) for i in ids])
-        if finish and previous:
-            db.executemany(SQL["mark_finished"], [("resolved", now, now, None, i) for i in previous])
-        db.execute("COMMIT")
-        previous = ids
-    wall, end = time.perf_counter() - wall, os.times()
-    count = batch * batches
-    print(f"{label:28s} {wall / count * 1e6:6.1f} us/execution  "
-          f"(user {(end.user - cpu.user) / count * 1e6:5.1f}, system {(end.system - cpu.system) / count * 1e6:5.1f})")
-    db.close()
+def deliveries(count: int, keyed: bool) -> list[Delivery]:
+    now = time.time()
+    return [Delivery(new_id(), "bench", "v1", StoredRequest("POST", "/hook", "", HEADERS, {}, "127.0.0.1", now, "r"),
+                     BODY, random.getrandbits(63) if keyed else None, None, now + 86400) for _ in range(count)]
+
+
+class Stopwatch:
+    def __init__(self):
+        self.wall = self.user = self.system = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), os.times()
+        return self
+
+    def __exit__(self, *exc):
+        end = os.times()
+        self.wall += time.perf_counter() - self._wall
+        self.user += end.user - self._cpu.user
+        self.system += end.system - self._cpu.system
+
+    def line(self, label: str, count: int) -> str:
+        return (f"{label:44s} {self.wall / count * 1e6:6.1f} us/delivery  "
+                f"(user {self.user / count * 1e6:5.1f}, system {self.system / count * 1e6:5.1f})")
+
+
+async def measure(folder: Path, label: str, args, keyed: bool) -> None:
+    store = Store(SqliteConnector(str(folder / f"{label}.db")))
+    await store.open()
+    if args.prefill:  # a dedup index that has seen traffic: random keys all over the B-tree
+        async with store.db.transaction() as db:
+            await db.executemany("INSERT OR REPLACE INTO dedup (hash, execution, expires_at) VALUES (?, ?, ?)",
+                                 [(random.getrandbits(63), new_id(), 1e12) for _ in range(args.prefill)])
+    appending, claiming = Stopwatch(), Stopwatch()
+    count = args.batch * args.batches
+    for _ in range(args.batches):
+        batch = deliveries(args.batch, keyed)
+        with appending:
+            await store.append(batch)
+    now = time.time()
+    while True:
+        with claiming:
+            claim = await store.claim("bench", now, now + 30, args.claim, lambda seq: None, lambda w: True)
+        if not claim.resolved and not claim.duplicates:
+            break
+    print(appending.line(f"{label}: append (batches of {args.batch}, FULL)", count))
+    print(claiming.line(f"{label}: claim (batches of {args.claim}, NORMAL)", count))
+    await store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=27, help="executions per commit (the load bench sees ~27)")
-    parser.add_argument("--batches", type=int, default=1500)
-    parser.add_argument("--prefill", type=int, default=100_000, help="dedup rows already there")
+    parser.add_argument("--batch", type=int, default=64, help="deliveries per group commit (64 connections)")
+    parser.add_argument("--batches", type=int, default=500)
+    parser.add_argument("--claim", type=int, default=1024, help="deliveries per claim (the idle claim size)")
+    parser.add_argument("--prefill", type=int, default=100_000, help="dedup keys already in the index")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as folder:
-        run = lambda label, **kw: measure(label, Path(folder), args.batch, args.batches, args.prefill, **kw)  # noqa: E731
-        run("everything")
-        run("without dedup row", dedup=False)
-        run("without request-log row", request_log=False)
-        run("without final-status update", finish=False)
-        run("execution row only", dedup=False, request_log=False, finish=False)
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as folder:
+            await measure(Path(folder), "with dedup keys", args, keyed=True)
+            await measure(Path(folder), "without dedup keys", args, keyed=False)
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

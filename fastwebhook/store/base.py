@@ -10,6 +10,7 @@ so several processes, later several hosts, share one store without double runs.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Protocol
 
 from . import batch_codec
@@ -29,6 +30,8 @@ class Connector(Protocol):
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
     def transaction(self): ...     # async context manager: one transaction, nothing else inside
     async def insert_alone(self, sql: str, params: tuple) -> int: ...   # one autocommit INSERT
+    async def stage(self, clear: str, insert: str, rows: list[tuple]) -> None: ...  # fill a scratch table
+    async def script(self, sql: str) -> None: ...   # several statements, one crossing, nothing between
     async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
 
 
@@ -81,55 +84,62 @@ class Store:
 
         `in_memory(seq)` gives a batch this process still holds (else it is read back; the
         claim says which batches it finished and which one it left part of);
-        `runs_nothing(workflow)` says a delivery can be resolved in the claim itself."""
+        `runs_nothing(workflow)` says a delivery can be resolved in the claim itself.
+
+        What to take is read first, outside any transaction; the writing is one script, one
+        transaction, one thread crossing (`claim_apply`), which applies only if the cursor has
+        not moved meanwhile: the store is held for the time the SQL takes, not for the round
+        trips of a busy event loop."""
         claim = Claim()
-        async with self.db.transaction() as db:
-            (cursor, partial), = await db.fetch(self.sql["claim_cursor"])
-            seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, limit))]
-            taken: list[tuple[int, int, Delivery]] = []
-            for seq in seqs:
-                batch = in_memory(seq)
-                if batch is None:
-                    (blob,), = await db.fetch(self.sql["intake_batch"], (seq,))
-                    batch = batch_codec.decode(blob)
-                start = partial if seq == seqs[0] else 0
-                part = batch[start:start + limit - len(taken)]
-                taken.extend((seq, start + i, d) for i, d in enumerate(part))
-                if start + len(part) < len(batch):
-                    cursor, partial = seq - 1, start + len(part)
-                    claim.partial = (seq, batch)
-                    break
-                cursor, partial = seq, 0
-                claim.finished.append(seq)
-                if len(taken) >= limit:
-                    break
-            if not taken:
-                return claim
-            keyed = [d.dedup_hash for _, _, d in taken if d.dedup_hash is not None]
-            held = await self.held_keys(sorted(set(keyed)), now) if keyed else {}
-            rows, keys = [], []
-            for seq, index, d in taken:
-                original = held.get(d.dedup_hash) if d.dedup_hash is not None else None
-                if original is not None and original != d.id:
-                    claim.duplicates.append((d, original))
-                    rows.append((d.id, d.workflow, d.version, Status.DUPLICATE, d.dedup_key, original,
-                                 d.request.received_at, None, now, None, None, seq, index))
-                    continue
-                if d.dedup_hash is not None:
-                    held[d.dedup_hash] = d.id
-                    keys.append((d.dedup_hash, d.id, d.dedup_expires))
-                if runs_nothing(d.workflow):
-                    claim.resolved.append(d)
-                    rows.append((d.id, d.workflow, d.version, Status.RESOLVED, d.dedup_key, None,
-                                 d.request.received_at, now, now, None, None, seq, index))
-                else:
-                    d.attempts = 1
-                    claim.run.append(d)
-                    rows.append((d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
-                                 d.request.received_at, None, None, owner, lease_until, seq, index))
-            await db.executemany(self.sql["insert_execution"], rows)
-            await db.executemany(self.sql["take_dedup"], keys)
-            await db.execute(self.sql["advance_cursor"], (cursor, partial))
+        db = self.db
+        (cursor, partial), = await db.fetch(self.sql["claim_cursor"])
+        seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, limit))]
+        taken: list[tuple[int, int, Delivery]] = []
+        new_cursor, new_partial, finished, left = cursor, partial, [], None
+        for seq in seqs:
+            batch = in_memory(seq)
+            if batch is None:
+                fetched = await db.fetch(self.sql["intake_batch"], (seq,))
+                batch = batch_codec.decode(fetched[0][0])
+            start = partial if seq == seqs[0] else 0
+            part = batch[start:start + limit - len(taken)]
+            taken.extend((seq, start + i, d) for i, d in enumerate(part))
+            if start + len(part) < len(batch):
+                new_cursor, new_partial, left = seq - 1, start + len(part), (seq, batch)
+                break
+            new_cursor, new_partial = seq, 0
+            finished.append(seq)
+            if len(taken) >= limit:
+                break
+        if not taken:
+            return claim
+        keys: set[int] = set()
+        staged = []
+        for pos, (seq, index, d) in enumerate(taken):
+            first = d.dedup_hash is not None and d.dedup_hash not in keys
+            if first:
+                keys.add(d.dedup_hash)
+            staged.append((pos, d.id, d.workflow, d.version, d.dedup_key, d.dedup_hash, int(first),
+                           d.dedup_expires, d.request.received_at, seq, index, int(runs_nothing(d.workflow)),
+                           owner, lease_until, now))
+        token = os.urandom(8).hex()
+        await db.stage(self.sql["claim_clear"], self.sql["claim_stage"], staged)
+        await db.script(self.sql["claim_apply"].format(
+            cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
+            token=token))
+        results = await db.fetch(self.sql["claim_results"])
+        if not results or results[0][0] != token:
+            return claim   # another claim moved the cursor first: these are its deliveries
+        claim.finished, claim.partial = finished, left
+        for _, pos, status, original in results:
+            delivery = taken[pos][2]
+            if status == Status.DUPLICATE:
+                claim.duplicates.append((delivery, original))
+            elif status == Status.RESOLVED:
+                claim.resolved.append(delivery)
+            else:
+                delivery.attempts = 1
+                claim.run.append(delivery)
         return claim
 
     async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,

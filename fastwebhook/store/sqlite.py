@@ -62,6 +62,7 @@ class SqliteConnector:
                 raise StoreError(f"{self.path} was written by an earlier fastwebhook (before the log-first "
                                  "intake); move it aside, or drain it with that version first")
             await self._db.executescript(self.sql["schema"])
+            await self._db.executescript(self.sql["claim_temp"])
             # The claim's index inserts (a random dedup key each) mostly stay in memory: 16 MiB of pages.
             await self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if self.path != ":memory:":
@@ -135,6 +136,37 @@ class SqliteConnector:
                 raise
             finally:
                 if relax:  # never let an append commit without FULL: a failure here is loud
+                    with _wrapped("restoring synchronous=FULL"):
+                        await db.execute("PRAGMA synchronous=FULL")
+
+    async def stage(self, clear: str, insert: str, rows: list[tuple]) -> None:
+        """Fill a TEMP table (this connection's own: no database lock is taken)."""
+        async with self.lock:
+            with _wrapped("staging"):
+                db = self._connection()
+                await db.execute(clear)
+                await db.executemany(insert, rows)
+
+    async def script(self, sql: str) -> None:
+        """Several statements (their own BEGIN ... COMMIT) in one thread crossing, with nothing
+        of ours in between; rolled back if one fails."""
+        async with self.lock:
+            db = self._connection()
+            relax = self.synchronous == "FULL"
+            try:
+                with _wrapped("write"):
+                    if relax:
+                        await db.execute("PRAGMA synchronous=NORMAL")
+                    await db.executescript(sql)
+            except BaseException:
+                if db.in_transaction:
+                    try:
+                        await db.execute("ROLLBACK")
+                    except (sqlite3.Error, ValueError):
+                        pass
+                raise
+            finally:
+                if relax:
                     with _wrapped("restoring synchronous=FULL"):
                         await db.execute("PRAGMA synchronous=FULL")
 

@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS intake (
 CREATE TABLE IF NOT EXISTS claims (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     claimed_seq  INTEGER NOT NULL,
-    partial      INTEGER NOT NULL DEFAULT 0
+    partial      INTEGER NOT NULL DEFAULT 0,
+    claimer      TEXT                              -- the token of the claim that moved it last
 );
 INSERT OR IGNORE INTO claims (id, claimed_seq, partial) VALUES (1, 0, 0);
 -- Time-ordered ids as the key: inserts append; the request stays in its intake blob.
@@ -89,13 +90,53 @@ SELECT deliveries FROM intake WHERE seq = ?;
 -- name: advance_cursor
 UPDATE claims SET claimed_seq = ?, partial = ? WHERE id = 1;
 
--- name: insert_execution
-INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
-    started_at, finished_at, owner, lease_until, intake_seq, intake_index)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+-- name: claim_temp
+-- What a claim takes, staged on its connection (a TEMP table: no lock on the database).
+CREATE TEMP TABLE IF NOT EXISTS claiming (
+    pos INTEGER PRIMARY KEY, id BLOB NOT NULL, workflow TEXT NOT NULL, version TEXT NOT NULL,
+    dedup_key TEXT, hash INTEGER, first_of_hash INTEGER NOT NULL, expires REAL NOT NULL,
+    created_at REAL NOT NULL, intake_seq INTEGER NOT NULL, intake_index INTEGER NOT NULL,
+    no_nodes INTEGER NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, now REAL NOT NULL
+);
 
--- name: take_dedup
-INSERT OR REPLACE INTO dedup (hash, execution, expires_at) VALUES (?, ?, ?);
+-- name: claim_clear
+DELETE FROM temp.claiming;
+
+-- name: claim_stage
+INSERT INTO temp.claiming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: claim_apply
+-- One script, one transaction, one thread crossing. Nothing applies unless the cursor is still
+-- where the claim read it ({cursor}, {partial}): another process's claim got there first.
+-- Each key goes into the unique index unless a live execution holds it; then every staged
+-- delivery gets its row, `duplicate` (naming the holder) when the key is another's.
+BEGIN IMMEDIATE;
+INSERT INTO dedup (hash, execution, expires_at)
+    SELECT hash, id, expires FROM temp.claiming
+    WHERE hash IS NOT NULL AND first_of_hash = 1
+      AND (SELECT claimed_seq = {cursor} AND partial = {partial} FROM claims WHERE id = 1)
+    ON CONFLICT (hash) DO UPDATE SET execution = excluded.execution, expires_at = excluded.expires_at
+    WHERE dedup.expires_at <= (SELECT max(now) FROM temp.claiming);
+INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
+        started_at, finished_at, owner, lease_until, intake_seq, intake_index)
+    SELECT c.id, c.workflow, c.version, s.status, c.dedup_key,
+           CASE WHEN s.status = 'duplicate' THEN d.execution END, c.created_at,
+           CASE WHEN s.status = 'queued' THEN NULL ELSE c.now END,
+           CASE WHEN s.status = 'queued' THEN NULL ELSE c.now END,
+           CASE WHEN s.status = 'queued' THEN c.owner END,
+           CASE WHEN s.status = 'queued' THEN c.lease_until END, c.intake_seq, c.intake_index
+    FROM temp.claiming c LEFT JOIN dedup d ON d.hash = c.hash
+    JOIN (SELECT pos, CASE WHEN hash IS NOT NULL AND (SELECT execution FROM dedup WHERE dedup.hash = k.hash) != id
+                           THEN 'duplicate' WHEN no_nodes = 1 THEN 'resolved' ELSE 'queued' END AS status
+          FROM temp.claiming k) s ON s.pos = c.pos
+    WHERE (SELECT claimed_seq = {cursor} AND partial = {partial} FROM claims WHERE id = 1);
+UPDATE claims SET claimed_seq = {new_cursor}, partial = {new_partial}, claimer = '{token}'
+    WHERE id = 1 AND claimed_seq = {cursor} AND partial = {partial};
+COMMIT;
+
+-- name: claim_results
+SELECT (SELECT claimer FROM claims WHERE id = 1), c.pos, e.status, e.duplicate_of
+FROM temp.claiming c JOIN executions e ON e.id = c.id ORDER BY c.pos;
 
 -- name: reclaim
 UPDATE executions SET owner = ?, lease_until = ?, attempts = attempts + 1
