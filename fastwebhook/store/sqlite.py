@@ -70,10 +70,16 @@ class SqliteConnector:
                 self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
 
     async def checkpoint(self) -> None:
-        """Copy committed WAL pages into the database without blocking writers (PASSIVE); the
-        next commit after a complete checkpoint starts the WAL from its beginning again."""
-        if self._checkpointer is not None:
-            with _wrapped("checkpoint"):
+        """Copy committed WAL pages into the database without blocking writers (PASSIVE), then
+        copy what was appended meanwhile with our writes held back: a checkpoint that ends
+        with every frame copied lets the next commit start the WAL from its beginning again.
+        Under steady writes a PASSIVE one alone never ends so, and the WAL grows without
+        bound (and every read of it slows down)."""
+        if self._checkpointer is None:
+            return
+        with _wrapped("checkpoint"):
+            await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            async with self.lock:  # only the frames of the last moments are left: short
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
