@@ -14,8 +14,8 @@ import os
 from typing import Callable, Protocol
 
 from . import batch_codec
-from .rows import (Claim, Delivery, ExecutionRecord, Final, Job, Records, RequestLine, Status,
-                   StoredRequest, may_follow)
+from .rows import (TRANSITIONS, Claim, Delivery, ExecutionRecord, Final, Job, Records, RequestLine,
+                   Status, StoredRequest)
 
 
 class Connector(Protocol):
@@ -30,7 +30,7 @@ class Connector(Protocol):
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
     def transaction(self): ...     # async context manager: one transaction, nothing else inside
     async def insert_alone(self, sql: str, params: tuple) -> int: ...   # one autocommit INSERT
-    async def stage(self, clear: str, insert: str, rows: list[tuple]) -> None: ...  # fill a scratch table
+    async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None: ...  # scratch tables
     async def script(self, sql: str) -> None: ...   # several statements, one crossing, nothing between
     async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
 
@@ -43,12 +43,11 @@ class Store:
     def __init__(self, connector: Connector):
         self.db = connector
         self.sql = connector.sql
-        self._mark_started = self.sql["mark_started"].format(before=_statuses(may_follow(Status.STARTED)))
-        self._mark_final = {status: self.sql["mark_final"].format(before=_statuses(may_follow(status)))
-                            for status in Status if status.final}
 
     async def open(self) -> None:
         await self.db.open()
+        await self.db.stage("DELETE FROM temp.transitions", [(self.sql["stage_transition"], [
+            (before.value, after.value) for before, afters in TRANSITIONS.items() for after in afters])])
 
     async def close(self) -> None:
         await self.db.close()
@@ -123,7 +122,7 @@ class Store:
                            d.dedup_expires, d.request.received_at, seq, index, int(runs_nothing(d.workflow)),
                            owner, lease_until, now))
         token = os.urandom(8).hex()
-        await db.stage(self.sql["claim_clear"], self.sql["claim_stage"], staged)
+        await db.stage(self.sql["claim_clear"], [(self.sql["claim_stage"], staged)])
         await db.script(self.sql["claim_apply"].format(
             cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
             token=token))
@@ -175,21 +174,18 @@ class Store:
 
     # -- records, in batches --------------------------------------------------------------------
     async def record(self, records: Records) -> None:
-        async with self.db.transaction() as db:
-            started = [(f.started_at, f.id) for f in records.finals.values() if f.status == Status.STARTED]
-            await db.executemany(self._mark_started, started)
-            by_status: dict[Status, list[tuple]] = {}
-            for f in records.finals.values():
-                if f.status != Status.STARTED:
-                    by_status.setdefault(f.status, []).append((f.status.value, f.started_at, f.finished_at, f.error, f.id))
-            for status, rows in by_status.items():
-                await db.executemany(self._mark_final[status], rows)
-            await db.executemany(self.sql["insert_job"], [
-                (j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
-                for j in records.jobs])
-            await db.executemany(self.sql["insert_request"], [
-                (r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
-                 r.request_id, r.execution) for r in records.requests])
+        """Status changes, jobs and request-log lines in one transaction, written by one script
+        (one thread crossing) from staged rows; a change the transition table does not allow is
+        left out."""
+        finals = [(f.id, f.status.value, f.started_at, f.finished_at, f.error) for f in records.finals.values()]
+        jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
+                for j in records.jobs]
+        requests = [(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
+                     r.request_id, r.execution) for r in records.requests]
+        await self.db.stage(self.sql["record_clear"], [(self.sql["stage_final"], finals),
+                                                       (self.sql["stage_job"], jobs),
+                                                       (self.sql["stage_request"], requests)])
+        await self.db.script(self.sql["record_apply"])
 
     # -- start-up -------------------------------------------------------------------------------
     async def unfinished(self) -> int:
@@ -289,10 +285,6 @@ class Store:
             await db.execute(self.sql["purge_requests"], (before,))
             await db.execute(self.sql["purge_dedup"], (before,))
         return removed
-
-
-def _statuses(statuses) -> str:
-    return ",".join(f"'{s.value}'" for s in statuses)
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:

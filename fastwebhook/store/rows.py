@@ -34,11 +34,6 @@ PENDING = tuple(s for s in Status if not s.final)
 FINAL = tuple(s for s in Status if s.final)
 
 
-def may_follow(status: Status) -> tuple[Status, ...]:
-    """The statuses an execution may be in for `status` to be its next one."""
-    return tuple(before for before, after in TRANSITIONS.items() if status in after)
-
-
 @dataclass(slots=True)
 class StoredRequest:
     """A request as stored: what `$context` is built from, live, after a crash and on replay.

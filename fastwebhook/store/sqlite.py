@@ -63,6 +63,7 @@ class SqliteConnector:
                                  "intake); move it aside, or drain it with that version first")
             await self._db.executescript(self.sql["schema"])
             await self._db.executescript(self.sql["claim_temp"])
+            await self._db.executescript(self.sql["record_temp"])
             # The claim's index inserts (a random dedup key each) mostly stay in memory: 16 MiB of pages.
             await self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if self.path != ":memory:":
@@ -145,13 +146,15 @@ class SqliteConnector:
                     with _wrapped("restoring synchronous=FULL"):
                         await db.execute("PRAGMA synchronous=FULL")
 
-    async def stage(self, clear: str, insert: str, rows: list[tuple]) -> None:
-        """Fill a TEMP table (this connection's own: no database lock is taken)."""
+    async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None:
+        """Empty and fill TEMP tables (this connection's own: no database lock is taken)."""
         async with self.lock:
             with _wrapped("staging"):
                 db = self._connection()
-                await db.execute(clear)
-                await db.executemany(insert, rows)
+                await db.executescript(clear)
+                for sql, rows in inserts:
+                    if rows:
+                        await db.executemany(sql, rows)
 
     async def script(self, sql: str) -> None:
         """Several statements (their own BEGIN ... COMMIT) in one thread crossing, with nothing

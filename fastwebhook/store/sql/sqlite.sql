@@ -153,21 +153,54 @@ WHERE status IN ('queued', 'started') AND owner IS NOT NULL;
 -- name: renew
 UPDATE executions SET lease_until = ? WHERE owner = ? AND status IN ('queued', 'started');
 
--- name: mark_started
-UPDATE executions SET status = 'started', started_at = ? WHERE id = ? AND status IN ({before});
+-- name: record_temp
+-- What a batch of records writes, staged on its connection, and the table of allowed
+-- transitions (store/rows.py's TRANSITIONS), filled at open.
+CREATE TEMP TABLE IF NOT EXISTS finals (
+    id BLOB PRIMARY KEY, status TEXT NOT NULL, started_at REAL, finished_at REAL, error TEXT
+);
+CREATE TEMP TABLE IF NOT EXISTS new_jobs (
+    execution BLOB NOT NULL, position INTEGER NOT NULL, node TEXT NOT NULL, type TEXT NOT NULL,
+    status TEXT NOT NULL, result BLOB, error TEXT, logs BLOB, duration_ms REAL NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS new_requests (
+    at REAL NOT NULL, ip TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, workflow TEXT,
+    status INTEGER NOT NULL, reason TEXT, body_size INTEGER NOT NULL, duration_ms REAL NOT NULL,
+    request_id TEXT NOT NULL, execution BLOB
+);
+CREATE TEMP TABLE IF NOT EXISTS transitions (before TEXT NOT NULL, after TEXT NOT NULL);
 
--- name: mark_final
-UPDATE executions SET status = ?, started_at = coalesce(started_at, ?), finished_at = ?, error = ?,
-       owner = NULL, lease_until = NULL
-WHERE id = ? AND status IN ({before});
+-- name: record_clear
+DELETE FROM temp.finals; DELETE FROM temp.new_jobs; DELETE FROM temp.new_requests;
 
--- name: insert_job
+-- name: stage_final
+INSERT INTO temp.finals VALUES (?, ?, ?, ?, ?);
+
+-- name: stage_job
+INSERT INTO temp.new_jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: stage_request
+INSERT INTO temp.new_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: stage_transition
+INSERT INTO temp.transitions VALUES (?, ?);
+
+-- name: record_apply
+-- One script, one transaction, one thread crossing. A change the transition table does not
+-- allow (a late 'failed' after 'resolved') is left out.
+BEGIN IMMEDIATE;
+UPDATE executions SET status = f.status, started_at = coalesce(executions.started_at, f.started_at),
+       finished_at = f.finished_at, error = f.error,
+       owner = CASE WHEN f.status = 'started' THEN executions.owner END,
+       lease_until = CASE WHEN f.status = 'started' THEN executions.lease_until END
+FROM temp.finals f
+WHERE executions.id = f.id
+  AND executions.status IN (SELECT before FROM temp.transitions t WHERE t.after = f.status);
 INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
-
--- name: insert_request
+    SELECT * FROM temp.new_jobs;
 INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    SELECT * FROM temp.new_requests;
+COMMIT;
 
 -- name: unfinished
 SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1))
