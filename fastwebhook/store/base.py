@@ -146,6 +146,10 @@ class Store:
         """Pending executions whose lease lapsed (or whose owner is known dead), oldest first,
         leased to `owner`, read back from their intake batches."""
         owners = dead_owners or ("",)
+        # the common answer is "nothing": found without taking the store from the appends
+        if not await self.db.fetch(self.sql["reclaimable"].format(owners=_placeholders(len(owners))),
+                                   (now, *owners)):
+            return []
         sql = self.sql["reclaim"].format(owners=_placeholders(len(owners)))
         async with self.db.transaction() as db:
             rows = await db.fetch(sql, (owner, lease_until, now, *owners, limit))

@@ -146,6 +146,10 @@ WHERE id IN (
     ORDER BY id LIMIT ?)
 RETURNING intake_seq, intake_index, attempts;
 
+-- name: reclaimable
+SELECT 1 FROM executions INDEXED BY executions_pending
+WHERE status IN ('queued', 'started') AND (lease_until < ? OR owner IN ({owners})) LIMIT 1;
+
 -- name: pending_owners
 SELECT DISTINCT owner FROM executions INDEXED BY executions_pending
 WHERE status IN ('queued', 'started') AND owner IS NOT NULL;
