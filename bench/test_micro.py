@@ -19,7 +19,7 @@ from payload import BODY, SECRET, github_signature  # noqa: E402
 
 from fastwebhook.door.body import parse_body  # noqa: E402
 from fastwebhook.config import load_config  # noqa: E402
-from fastwebhook.door.dedup import DoorCache, dedup_hash  # noqa: E402
+from fastwebhook.intake.dedup import DoorCache, dedup_hash  # noqa: E402
 from fastwebhook.http.protocol import HttpProtocol, Limits  # noqa: E402
 from fastwebhook.verify import build_verifier  # noqa: E402
 

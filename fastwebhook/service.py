@@ -16,7 +16,7 @@ import orjson
 
 from .config import Config, Workflow
 from .door.context import context_of
-from .door.dedup import DoorCache
+from .intake.dedup import DoorCache
 from .errors import StoreError
 from .http import Response
 from .ids import to_text

@@ -24,7 +24,7 @@ from ..verify import RequestView, public_url_base
 from ..workflow.templates import Template
 from .body import accepts, decode_content, parse_body
 from .context import REDACTED_HEADERS, context_of, stored_headers, stored_query
-from .dedup import KeyHasher
+from ..intake.dedup import KeyHasher
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable
 
-from ..door.dedup import DoorCache
+from .dedup import DoorCache
 from ..metrics import Metrics
 from ..store import Store
 from ..store.rows import Delivery
