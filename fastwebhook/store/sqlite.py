@@ -56,6 +56,7 @@ class SqliteConnector:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             await self._db.execute("PRAGMA busy_timeout=10000")
+            await self._db.execute("PRAGMA temp_store=MEMORY")   # the claim's staging tables
             tables = {row[0] for row in await self._db.execute_fetchall(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "executions" in tables and "intake" not in tables:
