@@ -126,15 +126,14 @@ class Store:
         await db.script(self.sql["claim_apply"].format(
             cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
             token=token))
-        results = await db.fetch(self.sql["claim_results"])
-        if not results or results[0][0] != token:
+        if await db.fetch(self.sql["claimer"]) != [(token,)]:
             return claim   # another claim moved the cursor first: these are its deliveries
         claim.finished, claim.partial = finished, left
-        for _, pos, status, original in results:
-            delivery = taken[pos][2]
-            if status == Status.DUPLICATE:
-                claim.duplicates.append((delivery, original))
-            elif status == Status.RESOLVED:
+        duplicates = dict(await db.fetch(self.sql["claim_duplicates"])) if keys else {}
+        for pos, (_, _, delivery) in enumerate(taken):
+            if pos in duplicates:
+                claim.duplicates.append((delivery, duplicates[pos]))
+            elif staged[pos][11]:
                 claim.resolved.append(delivery)
             else:
                 delivery.attempts = 1

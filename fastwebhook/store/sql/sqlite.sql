@@ -119,24 +119,27 @@ INSERT INTO dedup (hash, execution, expires_at)
     WHERE dedup.expires_at <= (SELECT max(now) FROM temp.claiming);
 INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
         started_at, finished_at, owner, lease_until, intake_seq, intake_index)
-    SELECT c.id, c.workflow, c.version, s.status, c.dedup_key,
-           CASE WHEN s.status = 'duplicate' THEN d.execution END, c.created_at,
-           CASE WHEN s.status = 'queued' THEN NULL ELSE c.now END,
-           CASE WHEN s.status = 'queued' THEN NULL ELSE c.now END,
-           CASE WHEN s.status = 'queued' THEN c.owner END,
-           CASE WHEN s.status = 'queued' THEN c.lease_until END, c.intake_seq, c.intake_index
-    FROM temp.claiming c LEFT JOIN dedup d ON d.hash = c.hash
-    JOIN (SELECT pos, CASE WHEN hash IS NOT NULL AND (SELECT execution FROM dedup WHERE dedup.hash = k.hash) != id
-                           THEN 'duplicate' WHEN no_nodes = 1 THEN 'resolved' ELSE 'queued' END AS status
-          FROM temp.claiming k) s ON s.pos = c.pos
+    WITH staged AS (
+        SELECT c.*, d.execution AS holder,
+               CASE WHEN d.execution IS NOT NULL AND d.execution != c.id THEN 'duplicate'
+                    WHEN c.no_nodes = 1 THEN 'resolved' ELSE 'queued' END AS status
+        FROM temp.claiming c LEFT JOIN dedup d ON d.hash = c.hash)
+    SELECT id, workflow, version, status, dedup_key, CASE WHEN status = 'duplicate' THEN holder END,
+           created_at, CASE WHEN status != 'queued' THEN now END, CASE WHEN status != 'queued' THEN now END,
+           CASE WHEN status = 'queued' THEN owner END, CASE WHEN status = 'queued' THEN lease_until END,
+           intake_seq, intake_index
+    FROM staged
     WHERE (SELECT claimed_seq = {cursor} AND partial = {partial} FROM claims WHERE id = 1);
 UPDATE claims SET claimed_seq = {new_cursor}, partial = {new_partial}, claimer = '{token}'
     WHERE id = 1 AND claimed_seq = {cursor} AND partial = {partial};
 COMMIT;
 
--- name: claim_results
-SELECT (SELECT claimer FROM claims WHERE id = 1), c.pos, e.status, e.duplicate_of
-FROM temp.claiming c JOIN executions e ON e.id = c.id ORDER BY c.pos;
+-- name: claimer
+SELECT claimer FROM claims WHERE id = 1;
+
+-- name: claim_duplicates
+SELECT c.pos, e.duplicate_of FROM temp.claiming c JOIN executions e ON e.id = c.id
+WHERE c.hash IS NOT NULL AND e.status = 'duplicate' ORDER BY c.pos;
 
 -- name: reclaim
 UPDATE executions SET owner = ?, lease_until = ?, attempts = attempts + 1
