@@ -45,7 +45,9 @@ class Service:
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
                              config.storage.durability == "commit", DoorCache(), clock)
         self.pool = WorkerPool(config.queue.workers, self.execute)
-        self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=self._runs_nothing,
+        # workflows whose deliveries the claim resolves itself: no node, nobody waiting
+        runs_nothing = frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync")
+        self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=runs_nothing.__contains__,
                                      settled=self._settled, clock=clock, lease=LEASE_SECONDS)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -100,11 +102,6 @@ class Service:
         removed = await self.store.purge(self.clock() - self.config.storage.retention)
         if removed:
             self.log.info("purged %d executions older than the retention", removed)
-
-    def _runs_nothing(self, key: str) -> bool:
-        """A delivery the claim can resolve itself: its workflow has no node and nobody waits."""
-        workflow = self.config.workflows.get(key)
-        return workflow is not None and not workflow.nodes and workflow.mode != "sync"
 
     def _settled(self, claim: Claim) -> None:
         """A claim resolved some deliveries itself and found others duplicates."""

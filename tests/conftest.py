@@ -151,6 +151,22 @@ def spawn_server(config_path: Path, log_path: Path, port: int | None = None) -> 
     raise RuntimeError("server did not become ready in 30 s")
 
 
+@pytest.fixture
+def spawn():
+    """spawn_server, with every child killed at teardown should a test fail half-way."""
+    children: list[ChildServer] = []
+
+    def _spawn(config: Path, log: Path) -> ChildServer:
+        children.append(spawn_server(config, log))
+        return children[-1]
+
+    yield _spawn
+    for child in children:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

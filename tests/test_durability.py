@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ChildServer, spawn_server, start_server, write_config
+from conftest import ChildServer, start_server, write_config
 from fastwebhook.errors import StoreError
 from fastwebhook.store import Store, batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
@@ -118,22 +118,6 @@ def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def spawn():
-    """spawn_server, with every child killed at teardown should a test fail half-way."""
-    children: list[ChildServer] = []
-
-    def _spawn(config: Path, log: Path) -> ChildServer:
-        children.append(spawn_server(config, log))
-        return children[-1]
-
-    yield _spawn
-    for child in children:
-        if child.process.poll() is None:
-            child.process.kill()
-            child.process.wait(10)
 
 
 def executions_by_delivery(db: Path) -> dict[str, list[tuple[str, str, int]]]:

@@ -200,16 +200,11 @@ class Store:
         """(hash, execution id, expires_at) of live dedup keys: those of unclaimed deliveries,
         newest first, then those of the unique index, newest first."""
         keys: list[tuple[int, bytes, float]] = []
-        before = None
-        while len(keys) < limit:
-            rows = await self.db.fetch(self.sql["unclaimed_newest"], (before, 64))
-            if not rows:
+        async for d in self._unclaimed_newest(None):
+            if len(keys) >= limit:
                 break
-            for _, blob in rows:
-                deliveries = batch_codec.decode(blob)
-                keys += [(d.dedup_hash, d.id, d.dedup_expires) for d in reversed(deliveries)
-                         if d.dedup_hash is not None and d.dedup_expires > now]
-                before = deliveries[0].id
+            if d.dedup_hash is not None and d.dedup_expires > now:
+                keys.append((d.dedup_hash, d.id, d.dedup_expires))
         for row in await self.db.fetch(self.sql["live_dedup"], (now, max(0, limit - len(keys)))):
             keys.append((row[0], row[1], row[2]))
         return keys[:limit]
@@ -233,17 +228,11 @@ class Store:
         is read first, so a claim in between shows an execution twice (dropped), never zero times."""
         found: dict[bytes, ExecutionRecord] = {}
         if status in (None, Status.QUEUED):
-            cursor = before
-            while len(found) < limit:
-                rows = await self.db.fetch(self.sql["unclaimed_newest"], (cursor, 16))
-                if not rows:
+            async for d in self._unclaimed_newest(before):
+                if len(found) >= limit:
                     break
-                for _, blob in rows:
-                    deliveries = batch_codec.decode(blob)
-                    for d in reversed(deliveries):
-                        if (before is None or d.id < before) and (workflow is None or d.workflow == workflow):
-                            found[d.id] = _queued(d, None)
-                    cursor = deliveries[0].id
+                if (before is None or d.id < before) and (workflow is None or d.workflow == workflow):
+                    found[d.id] = _queued(d, None)
         rows = await self.db.fetch(self.sql["list_executions"], (workflow, status, before, limit))
         for row in rows:
             found[row[0]] = await self._record(row, with_request=True)
@@ -265,6 +254,19 @@ class Store:
             lines = [line for line in lines if (line.at, line.request_id) < before]
         lines.sort(key=lambda line: (line.at, line.request_id), reverse=True)
         return lines[:limit]
+
+    async def _unclaimed_newest(self, before: bytes | None, page: int = 16):
+        """The unclaimed intake's deliveries, newest first, from batches that start before
+        `before` (all when None), read a page of batches at a time."""
+        while True:
+            rows = await self.db.fetch(self.sql["unclaimed_newest"], (before, page))
+            if not rows:
+                return
+            for _, blob in rows:
+                deliveries = batch_codec.decode(blob)
+                for d in reversed(deliveries):
+                    yield d
+                before = deliveries[0].id
 
     async def _record(self, row: tuple, with_request: bool = True) -> ExecutionRecord:
         (id_, workflow, version, status, dedup_key, duplicate_of, created, started, finished,

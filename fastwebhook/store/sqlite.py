@@ -117,6 +117,22 @@ class SqliteConnector:
             return list(await self._connection().execute_fetchall(sql, params))
 
     @asynccontextmanager
+    async def _relaxed(self):
+        """The connection with synchronous=NORMAL for what runs inside (see `transaction`),
+        FULL again afterwards whatever happened: an append never commits without FULL."""
+        db = self._connection()
+        relax = self.synchronous == "FULL"
+        if relax:
+            with _wrapped("relaxing synchronous"):
+                await db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield db
+        finally:
+            if relax:  # a failure here is loud
+                with _wrapped("restoring synchronous=FULL"):
+                    await db.execute("PRAGMA synchronous=FULL")
+
+    @asynccontextmanager
     async def transaction(self):
         """BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock
         upgrading a read; any failure rolls the whole transaction back.
@@ -125,27 +141,16 @@ class SqliteConnector:
         statuses, jobs, the request log) can be rebuilt from the intake, so it commits with NORMAL
         (safe from a crash; power loss may take the last ones, which then run again) and does not
         keep the appends behind it waiting for an fsync.  The next FULL commit syncs it anyway."""
-        async with self.lock:
-            db = self._connection()
-            relax = self.synchronous == "FULL"
+        async with self.lock, self._relaxed() as db:
             try:  # BEGIN inside: a cancel while it runs still rolls back what it began
                 with _wrapped("begin"):
-                    if relax:
-                        await db.execute("PRAGMA synchronous=NORMAL")
                     await db.execute("BEGIN IMMEDIATE")
                 yield self
                 with _wrapped("commit"):
                     await db.execute("COMMIT")
             except BaseException:
-                try:
-                    await db.execute("ROLLBACK")
-                except (sqlite3.Error, ValueError):
-                    pass
+                await _rollback(db)
                 raise
-            finally:
-                if relax:  # never let an append commit without FULL: a failure here is loud
-                    with _wrapped("restoring synchronous=FULL"):
-                        await db.execute("PRAGMA synchronous=FULL")
 
     async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None:
         """Empty and fill TEMP tables (this connection's own: no database lock is taken)."""
@@ -160,25 +165,14 @@ class SqliteConnector:
     async def script(self, sql: str) -> None:
         """Several statements (their own BEGIN ... COMMIT) in one thread crossing, with nothing
         of ours in between; rolled back if one fails."""
-        async with self.lock:
-            db = self._connection()
-            relax = self.synchronous == "FULL"
+        async with self.lock, self._relaxed() as db:
             try:
                 with _wrapped("write"):
-                    if relax:
-                        await db.execute("PRAGMA synchronous=NORMAL")
                     await db.executescript(sql)
             except BaseException:
                 if db.in_transaction:
-                    try:
-                        await db.execute("ROLLBACK")
-                    except (sqlite3.Error, ValueError):
-                        pass
+                    await _rollback(db)
                 raise
-            finally:
-                if relax:
-                    with _wrapped("restoring synchronous=FULL"):
-                        await db.execute("PRAGMA synchronous=FULL")
 
     async def insert_alone(self, sql: str, params: tuple) -> int:
         """One autocommit INSERT, outside any transaction: one thread crossing, one commit
@@ -186,3 +180,10 @@ class SqliteConnector:
         async with self.lock:
             with _wrapped("append"):
                 return (await self._connection().execute(sql, params)).lastrowid
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    try:
+        await db.execute("ROLLBACK")
+    except (sqlite3.Error, ValueError):  # nothing to roll back, or the connection is gone
+        pass

@@ -1,0 +1,65 @@
+"""The supervisor over real asyncio tasks: a task that raises something unexpected is logged,
+named as failing, restarted, healthy again once it runs; the others never stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastwebhook.supervisor import HEALTHY_AFTER, Supervisor
+
+
+def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_others_run(caplog):
+    async def main():
+        supervisor = Supervisor()
+        runs = {"flaky": 0, "steady": 0}
+
+        async def flaky():
+            runs["flaky"] += 1
+            if runs["flaky"] == 1:
+                raise RuntimeError("the disk caught fire")
+            await asyncio.Event().wait()     # then runs for good
+
+        async def steady():
+            while True:
+                runs["steady"] += 1
+                await asyncio.sleep(0.01)
+
+        supervisor.start("flaky", flaky)
+        supervisor.start("steady", steady)
+        await asyncio.sleep(0.02)
+        failing = dict(supervisor.failing)
+        steady_then = runs["steady"]
+        await asyncio.sleep(HEALTHY_AFTER + 0.3)
+        result = failing, runs["flaky"], runs["steady"] > steady_then, supervisor.healthy
+        await supervisor.stop()
+        return result
+
+    failing, flaky_runs, steady_went_on, healthy = asyncio.run(main())
+    assert failing == {"flaky": "RuntimeError: the disk caught fire"}
+    assert flaky_runs == 2, "restarted once after the failure"
+    assert steady_went_on and healthy
+    assert "background task flaky failed: the disk caught fire" in caplog.text
+
+
+def test_a_periodic_job_that_fails_is_reported_retried_and_cleared_by_its_next_success():
+    async def main():
+        supervisor = Supervisor()
+        rounds = []
+        seen: dict = {}
+
+        async def job():
+            rounds.append(len(rounds))
+            if len(rounds) == 2:
+                raise ValueError("round two failed")
+            if len(rounds) == 3:
+                seen.update(supervisor.failing)   # the round after the failure, before it succeeds
+
+        supervisor.every("job", 0.01, job)
+        await asyncio.sleep(0.3)
+        await supervisor.stop()
+        return len(rounds), seen, dict(supervisor.failing)
+
+    rounds, seen, failing_at_end = asyncio.run(main())
+    assert rounds > 3, "the job went on after the failing round"
+    assert seen == {"job": "ValueError: round two failed"}
+    assert failing_at_end == {}, "a round that succeeds clears the failure"
