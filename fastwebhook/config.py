@@ -1,8 +1,8 @@
 """The TOML config, loaded once into frozen dataclasses.
 
 Every problem is collected with its TOML key path (0-based list indexes) so `fastwebhook check`
-can print them all in one go.  Parts owned by later features (channels, collections) are kept as
-validated plain data until their modules claim them.
+can print them all in one go.  The workflow side's sections (`[channels]`, `[collections]`,
+`[workflows]`) are loaded by their own modules, through the same loader.
 """
 
 from __future__ import annotations
@@ -84,13 +84,22 @@ class ResponseConfig:
 
 
 @dataclass(frozen=True)
+class Known:
+    """What a node's settings may name, checked at load: channels, collections, `[env]`."""
+
+    channels: Mapping[str, Any] = field(default_factory=dict)
+    collections: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     key: str
     type: str
     path: str                       # where it sits in the TOML, for errors at run time too
     title: str = ""
     ignore_fail: bool = False
-    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    prepared: Any = field(default=None, compare=False, repr=False)   # the node type's compiled settings
     then: tuple["NodeSpec", ...] = ()
     otherwise: tuple["NodeSpec", ...] = ()
 
@@ -132,8 +141,8 @@ class Config:
     log_level: str
     log_format: str
     env: Mapping[str, str]
-    channels: Mapping[str, Any]
-    collections: Mapping[str, Any]
+    channels: Mapping[str, Any]          # name -> workflow.channels.Channel
+    collections: Mapping[str, Any]       # name -> workflow.collections.Collection
     workflows: Mapping[str, Workflow]
 
 
@@ -174,6 +183,7 @@ class _Loader:
         self.environ = environ
         self.errors: list[ConfigError] = []
         self.metrics_path = "/metrics"
+        self.known = Known()
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(ConfigError(path, message))
@@ -248,13 +258,18 @@ class _Loader:
         if log_format not in ("json", "text"):
             self.error("log.format", f"must be \"json\" or \"text\", not {log_format!r}")
         env = {k: str(v) for k, v in self.table(raw, "env", "").items()}
+        from .workflow.channels import load_channels  # noqa: PLC0415 - the workflow side's own sections
+        from .workflow.collections import load_collections  # noqa: PLC0415
+
+        channels = load_channels(self, self.table(raw, "channels", ""), "channels")
+        collections = load_collections(self, self.table(raw, "collections", ""), "collections")
+        self.known = Known(channels=channels, collections=collections, env=env)
         workflows = self.workflows(raw, server)
         return Config(
             source=str(self.path), server=server, storage=storage, queue=queue,
             metrics_path=metrics_path, admin_token=self.take(admin, "token", "admin", str, ""),
             log_level=log_level, log_format=log_format, env=MappingProxyType(env),
-            channels=MappingProxyType(self.table(raw, "channels", "")),
-            collections=MappingProxyType(self.table(raw, "collections", "")),
+            channels=MappingProxyType(channels), collections=MappingProxyType(collections),
             workflows=MappingProxyType(workflows))
 
     def server(self, t: dict) -> ServerConfig:

@@ -46,3 +46,7 @@ class RequestError(FastwebhookError):
 
 class StoreError(FastwebhookError):
     """The store could not do what was asked (unreachable, locked, corrupt)."""
+
+
+class ConstraintError(StoreError):
+    """A write a collection's constraints refuse (a unique field already taken)."""

@@ -25,9 +25,10 @@ from .intake.intake import Intake
 from .intake.workers import WorkerPool
 from .metrics import Metrics
 from .store import Store, open_store
-from .store.rows import FINAL, Claim, Delivery, Final, Job, Status
+from .store.rows import FINAL, Claim, Delivery, Final, Status
 from .supervisor import Supervisor
-from .workflow.runner import Outcome, Run, encode_result, run_workflow
+from .workflow.resources import Resources
+from .workflow.runner import Outcome, Run, job_rows, run_workflow
 from .workflow.templates import render_value
 
 PURGE_EVERY = 3600.0
@@ -45,6 +46,7 @@ class Service:
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
                              config.storage.durability == "commit", DoorCache(), clock)
         self.pool = WorkerPool(config.queue.workers, self.execute)
+        self.resources = Resources(self.store, config.channels, config.collections)
         # workflows whose deliveries the claim resolves itself: no node, nobody waiting
         runs_nothing = frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync")
         self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=runs_nothing.__contains__,
@@ -71,6 +73,7 @@ class Service:
             cache.put(key_hash, execution, expires_at)
         cache.complete = len(live) <= cache.capacity
         await self.dispatcher.find_dead_owners()
+        await self.resources.start(self.supervisor)
         self.pool.start()
         supervise = self.supervisor
         supervise.start("writer", self.intake.run)
@@ -87,6 +90,7 @@ class Service:
         await self.pool.stop(grace)
         await self.supervisor.stop("lease", "purge", "checkpoint", "writer")
         await self.supervisor.stop()
+        await self.resources.close()
         try:
             await self.dispatcher.release()
         except StoreError as exc:
@@ -130,16 +134,17 @@ class Service:
             else:
                 dispatcher.change(Final(delivery.id, Status.STARTED, started))
                 context = context_of(delivery.request, delivery.body, workflow.max_body_size)
-                run = Run(id_text, workflow, context, self.config.env)
+                # a second attempt (the first one's process died) resumes after its committed jobs
+                committed = await self.store.committed_jobs(delivery.id) if delivery.attempts > 1 else None
+                run = Run(delivery.id, workflow, context, self.config.env, self.resources,
+                          committed=committed, on_response=_answerer(reply, id_text) if reply else None)
                 outcome = await run_workflow(run, self.metrics.node_duration)
         except Exception as exc:  # noqa: BLE001 - recorded as the execution's error
             self.log.exception("execution %s failed inside the runner", id_text)
             outcome, run = Outcome("error", f"internal error: {exc}", [], None), None
         finished = self.clock()
         try:
-            jobs = [Job(delivery.id, position, job.node, job.type, job.status, encode_result(job.result),
-                        job.error, orjson.dumps(job.logs, default=str) if job.logs else None, job.duration_ms)
-                    for position, job in enumerate(outcome.jobs)]
+            jobs = job_rows(delivery.id, outcome.jobs)
         except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
             outcome, jobs = Outcome("error", f"a node's result could not be recorded: {exc}", [], None), []
         dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
@@ -193,6 +198,14 @@ class ExecutionStats:
     def finished(self, status: str, seconds: float) -> None:
         self.by_status[status].value += 1
         self.duration.observe(seconds)
+
+
+def _answerer(reply: asyncio.Future, id_text: str):
+    """Sync mode: the response node's answer goes out at once; the workflow goes on."""
+    def answer(response: dict) -> None:
+        if not reply.done():
+            reply.set_result(_response_from(response, ((b"x-execution-id", id_text.encode()),)))
+    return answer
 
 
 def _response_from(answer: dict, extra_headers: tuple) -> Response:

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .workflow.nodes import NODE_TYPES
 from .door.ratelimit import parse_rate
 from .door.schema import compile_schema
-from .workflow.templates import compile_value
+from .workflow.templates import check_references, compile_value
 from .units import parse_duration, parse_size
 from .verify import SCHEMES, build_verifier, public_url_base
 
@@ -78,7 +78,7 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         verify=verify,
         dedup=_dedup(loader, loader.table(t, "dedup", path), f"{path}.dedup", verify),
         response=_response(loader, loader.table(t, "response", path), f"{path}.response"),
-        nodes=_nodes(loader, t.get("nodes", []), f"{path}.nodes", set()),
+        nodes=_nodes(loader, t.get("nodes", []), f"{path}.nodes", set(), frozenset()),
         version=hashlib.sha256(orjson.dumps(t, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12],
     )
     return workflow if len(loader.errors) == errors_before else None
@@ -186,7 +186,9 @@ def _response(loader, t: dict, path: str) -> ResponseConfig:
                           body=compile_value(body))
 
 
-def _nodes(loader, entries: Any, path: str, keys: set[str]) -> tuple[NodeSpec, ...]:
+def _nodes(loader, entries: Any, path: str, keys: set[str], upstream: frozenset[str]) -> tuple[NodeSpec, ...]:
+    """A node list; `upstream` holds the keys of the nodes that run before it (a template may
+    name only those)."""
     if not isinstance(entries, list):
         loader.error(path, "must be a list of node tables ([[...nodes]])")
         return ()
@@ -209,11 +211,28 @@ def _nodes(loader, entries: Any, path: str, keys: set[str]) -> tuple[NodeSpec, .
             continue
         fields = {k: v for k, v in entry.items() if k not in NODE_COMMON_FIELDS}
         loader.unknown_keys(fields, node_type.fields, where)
-        prepared = node_type.prepare(fields, where, loader.error)
+        for name, value in fields.items():
+            check_references(compile_value(value), f"{where}.{name}", loader.error, upstream=upstream,
+                             env=loader.known.env)
+        prepared = node_type.prepare(fields, where, loader.error, loader.known)
+        if not node_type.branches:
+            for branch in ("then", "else"):
+                if branch in entry:
+                    loader.error(f"{where}.{branch}", f"only a condition has branches, not a {kind!r} node")
+        inside = upstream | {str(key)}
+        then = _nodes(loader, entry.get("then", []), f"{where}.then", keys, inside)
+        otherwise = _nodes(loader, entry.get("else", []), f"{where}.else", keys, inside)
         specs.append(NodeSpec(
             key=str(key), type=kind, path=where, title=str(entry.get("title", "")),
-            ignore_fail=bool(entry.get("ignore_fail", False)),
-            fields=MappingProxyType({"prepared": prepared}),
-            then=_nodes(loader, entry.get("then", []), f"{where}.then", keys),
-            otherwise=_nodes(loader, entry.get("else", []), f"{where}.else", keys)))
+            ignore_fail=bool(entry.get("ignore_fail", False)), prepared=prepared,
+            then=then, otherwise=otherwise))
+        upstream = inside | _all_keys(then) | _all_keys(otherwise)
     return tuple(specs)
+
+
+def _all_keys(nodes: tuple[NodeSpec, ...]) -> frozenset[str]:
+    keys = set()
+    for node in nodes:
+        keys.add(node.key)
+        keys |= _all_keys(node.then) | _all_keys(node.otherwise)
+    return frozenset(keys)

@@ -14,8 +14,8 @@ import os
 from typing import Callable, Protocol
 
 from . import batch_codec
-from .rows import (TRANSITIONS, Claim, Delivery, ExecutionRecord, Final, Job, Records, RequestLine,
-                   Status, StoredRequest)
+from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
+                   RequestLine, Status, StoredRequest)
 
 
 class Connector(Protocol):
@@ -33,6 +33,9 @@ class Connector(Protocol):
     async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None: ...  # scratch tables
     async def script(self, sql: str) -> None: ...   # several statements, one crossing, nothing between
     async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
+    async def apply_effects(self, effects: list, insert_job: str) -> list: ...  # one transaction
+    async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]: ...  # off the write path
+    async def run_ddl(self, statements: list[str]) -> None: ...
 
 
 def _placeholders(count: int) -> str:
@@ -189,6 +192,31 @@ class Store:
                                                        (self.sql["stage_job"], jobs),
                                                        (self.sql["stage_request"], requests)])
         await self.db.script(self.sql["record_apply"])
+
+    # -- collections ----------------------------------------------------------------------------
+    async def ensure_collections(self, collections) -> None:
+        """Every collection's table and unique indexes; a field added to the config since is
+        added as a column (nothing is ever dropped)."""
+        for collection in collections:
+            await self.db.run_ddl(collection.ddl())
+            have = {row[0] for row in await self.db.read_alone(self.sql["table_columns"],
+                                                                (f"records_{collection.name}",))}
+            missing = [collection.add_column(f) for f in collection.fields if f not in have]
+            if missing:
+                await self.db.run_ddl(missing)
+
+    async def write_effects(self, effects: list[Effect]) -> list:
+        """Each effect's writes with its job row, the batch in one transaction; an effect that
+        breaks a constraint fails alone (its slot holds the error)."""
+        return await self.db.apply_effects(effects, self.sql["insert_job"])
+
+    async def read_records(self, sql: str, params: tuple) -> list[tuple]:
+        return await self.db.read_alone(sql, params)
+
+    async def committed_jobs(self, execution: bytes) -> dict[str, Job]:
+        """The jobs an earlier attempt of this execution committed, by node key."""
+        return {row[2]: Job(*row) for row in await self.db.fetch(self.sql["get_jobs"], (execution,))
+                if row[4] == Status.RESOLVED}
 
     # -- start-up -------------------------------------------------------------------------------
     async def unfinished(self) -> int:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Callable
+
+import orjson
 
 
 class Status(StrEnum):
@@ -88,6 +91,36 @@ class Job:
     error: str | None
     logs: bytes | None          # orjson list
     duration_ms: float
+
+
+@dataclass(slots=True)
+class Write:
+    """One statement of a collection write (SQL in the store's dialect)."""
+
+    sql: str
+    params: tuple
+
+
+def _encode(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+@dataclass(slots=True)
+class Effect:
+    """A node's collection writes and its job row: committed together or not at all.
+
+    `shape` says what the writes give `finish`, which makes the node's result of it (in the
+    store's thread, inside the transaction): "row" (the last statement's first row), "rows",
+    "count" (rows the statements changed) or "none".  Without `finish` the job row is written
+    as it is (an outbound node's job, committed once its call succeeded)."""
+
+    writes: list[Write]
+    shape: str
+    job: Job
+    finish: Callable[[Any], Any] | None = None
+
+    def encode(self, result: Any) -> bytes | None:
+        return self.job.result if self.finish is None else _encode(result)
 
 
 @dataclass(slots=True)

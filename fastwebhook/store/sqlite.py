@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, Callable
 
 import aiosqlite
 
-from ..errors import StoreError
+from ..errors import ConstraintError, StoreError
 from .sql import queries
 
 CACHE_KIB = 16384
@@ -47,6 +49,10 @@ class SqliteConnector:
         self._db: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
         self.lock = asyncio.Lock()
+        # Collection writes with their jobs, and record reads: a plain sqlite3 connection on a
+        # thread of its own, so a whole batch is one crossing (aiosqlite crosses per statement).
+        self._effects_thread: ThreadPoolExecutor | None = None
+        self._effects_db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -70,6 +76,61 @@ class SqliteConnector:
             if self.path != ":memory:":
                 await self._db.execute("PRAGMA wal_autocheckpoint=0")
                 self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
+        self._effects_thread = ThreadPoolExecutor(1, thread_name_prefix="fastwebhook-effects")
+        await self._on_effects_thread(self._open_effects)
+
+    def _open_effects(self) -> None:
+        with _wrapped(f"open of {self.path} for collection writes"):
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")   # rebuildable from the FULL intake, as records are
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._effects_db = db
+
+    async def _on_effects_thread(self, fn: Callable, *args) -> Any:
+        if self._effects_thread is None:
+            raise StoreError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._effects_thread, fn, *args)
+
+    async def apply_effects(self, effects: list, insert_job: str) -> list:
+        """Each effect's writes and its job row, in one transaction for the batch: an effect
+        that fails (a unique constraint) is rolled back alone, to its savepoint, and its slot in
+        the answer holds the error.  Our other connection's writes are held back meanwhile, so
+        the two never wait on SQLite's busy handler (which sleeps in steps of milliseconds)."""
+        async with self.lock:
+            return await self._on_effects_thread(self._apply_effects, effects, insert_job)
+
+    def _apply_effects(self, effects: list, insert_job: str) -> list:
+        db = self._effects_db
+        outcomes: list = []
+        with _wrapped("collection write"):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for effect in effects:
+                    outcomes.append(_apply_one(db, effect, insert_job))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return outcomes
+
+    async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """A read on the effects connection (WAL: it waits for no writer)."""
+        return await self._on_effects_thread(self._read, sql, params)
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        with _wrapped("read"):
+            return self._effects_db.execute(sql, params).fetchall()
+
+    async def run_ddl(self, statements: list[str]) -> None:
+        async with self.lock:
+            await self._on_effects_thread(self._ddl, statements)
+
+    def _ddl(self, statements: list[str]) -> None:
+        with _wrapped("schema change"):
+            for statement in statements:
+                self._effects_db.execute(statement)
 
     async def checkpoint(self) -> None:
         """Copy committed WAL pages into the database without blocking writers (PASSIVE), then
@@ -85,6 +146,12 @@ class SqliteConnector:
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
+        if self._effects_thread is not None:
+            thread, self._effects_thread = self._effects_thread, None
+            if self._effects_db is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, self._effects_db.close)
+                self._effects_db = None
+            thread.shutdown(wait=True)
         if self._checkpointer is not None:
             checkpointer, self._checkpointer = self._checkpointer, None
             with _wrapped("close"):
@@ -180,6 +247,43 @@ class SqliteConnector:
         async with self.lock:
             with _wrapped("append"):
                 return (await self._connection().execute(sql, params)).lastrowid
+
+
+def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
+    """One effect inside the batch's transaction, under its own savepoint."""
+    db.execute("SAVEPOINT effect")
+    try:
+        raw: Any = None
+        changed = 0
+        for write in effect.writes:
+            cursor = db.execute(write.sql, write.params)
+            if effect.shape == "row":
+                raw = cursor.fetchone()
+                cursor.fetchall()
+            elif effect.shape == "rows":
+                raw = cursor.fetchall()
+            changed += max(cursor.rowcount, 0)
+        given = raw if effect.shape in ("row", "rows") else changed if effect.shape == "count" else None
+        result = effect.finish(given) if effect.finish is not None else None
+        job = effect.job
+        db.execute(insert_job, (job.execution, job.position, job.node, job.type, job.status,
+                                effect.encode(result), job.error, job.logs, job.duration_ms))
+        db.execute("RELEASE effect")
+        return result
+    except sqlite3.IntegrityError as exc:
+        _undo(db)
+        return ConstraintError(str(exc))
+    except sqlite3.DatabaseError:
+        _undo(db)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the node's own finish failed: that effect alone fails
+        _undo(db)
+        return exc
+
+
+def _undo(db: sqlite3.Connection) -> None:
+    db.execute("ROLLBACK TO effect")
+    db.execute("RELEASE effect")
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -65,6 +65,10 @@ class Template:
         self._whole = parts[0] if len(parts) == 1 and isinstance(parts[0], tuple) else None
 
     @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(p for p in self._parts if isinstance(p, tuple))
+
+    @property
     def is_constant(self) -> bool:
         return all(isinstance(p, str) for p in self._parts)
 
@@ -96,3 +100,37 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, list):
         return [render_value(v, scope) for v in value]
     return value
+
+
+ROOTS = frozenset({"$context", "$jobsMapByNodeKey", "$nodes", "$execution", "$workflow", "$env", "$system"})
+NODE_ROOTS = ("$jobsMapByNodeKey", "$nodes")
+
+
+def template_paths(value: Any):
+    """Every path of every template inside a compiled value."""
+    if isinstance(value, Template):
+        yield from value.paths
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from template_paths(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from template_paths(item)
+
+
+def check_references(value: Any, where: str, report, *, upstream: frozenset[str] | None = None,
+                     env: Mapping[str, Any] | None = None, roots: frozenset[str] = ROOTS) -> None:
+    """At load: every template names a known root, a node key that runs before (`upstream`;
+    None = any node may be named) and an `[env]` name that exists."""
+    for path in template_paths(value):
+        root = path[0]
+        text = ".".join(path)
+        if root not in roots:
+            known = ", ".join(sorted(roots))
+            report(where, f"template {{{{{text}}}}} names an unknown root {root!r} (known: {known})")
+        elif root in NODE_ROOTS and upstream is not None:
+            if len(path) < 2 or path[1] not in upstream:
+                name = path[1] if len(path) > 1 else ""
+                report(where, f"template {{{{{text}}}}} names node {name!r}, which does not run before this one")
+        elif root == "$env" and env is not None and len(path) > 1 and path[1] not in env:
+            report(where, f"template {{{{{text}}}}} names {path[1]!r}, which the [env] table does not hold")

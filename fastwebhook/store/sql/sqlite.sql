@@ -265,3 +265,10 @@ DELETE FROM requests WHERE at < ?;
 
 -- name: purge_dedup
 DELETE FROM dedup WHERE expires_at < ?;
+
+-- name: insert_job
+INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: table_columns
+SELECT name FROM pragma_table_info(?);

@@ -2,7 +2,14 @@
 
 A node type validates and compiles its TOML fields once at load (`prepare`) and runs against an
 execution's `Run` (`run`).  The runner knows no node type; a new type is a module plus a line in
-NODE_TYPES.
+MODULES.
+
+    NAME     the `type = "..."` it answers to
+    FIELDS   the settings it takes besides key, type, title, ignore_fail, then, else
+    prepare(fields, path, report, known) -> prepared     once, at load; report(path, message)
+    run(prepared, run) -> result                          per execution (await-able)
+    BRANCHES = True    (optional) the result is True/False and picks `then` / `else`
+    AT_ONCE = True     (optional) an outbound effect: its job is committed as soon as it succeeds
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
-from . import end, response
+from ...config import Known
+from . import (condition, create, destroy, end, notification, query, request, response, script,
+               update)
 
 Report = Callable[[str, str], None]   # (TOML path, message): how prepare() reports problems
 
@@ -19,11 +28,15 @@ Report = Callable[[str, str], None]   # (TOML path, message): how prepare() repo
 class NodeType:
     name: str
     fields: frozenset[str]
-    prepare: Callable[[Mapping[str, Any], str, Report], Any]
+    prepare: Callable[[Mapping[str, Any], str, Report, Known], Any]
     run: Callable[[Any, Any], Awaitable[Any]]
+    branches: bool = False    # a True/False result picks `then` / `else`
+    at_once: bool = False     # an outbound effect: its job is committed the moment it succeeds
 
 
+MODULES = (condition, create, update, destroy, query, request, notification, script, response, end)
 NODE_TYPES: dict[str, NodeType] = {
-    module.NAME: NodeType(module.NAME, frozenset(module.FIELDS), module.prepare, module.run)
-    for module in (end, response)
+    module.NAME: NodeType(module.NAME, frozenset(module.FIELDS), module.prepare, module.run,
+                          getattr(module, "BRANCHES", False), getattr(module, "AT_ONCE", False))
+    for module in MODULES
 }

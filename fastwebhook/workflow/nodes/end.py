@@ -13,7 +13,7 @@ class EndExecution(Exception):
         self.status = status
 
 
-def prepare(fields: Mapping[str, Any], path: str, report) -> str:
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> str:
     status = fields.get("status", "resolved")
     if status not in STATUSES:
         report(f"{path}.status", f"must be \"resolved\" or \"failed\", not {status!r}")

@@ -8,7 +8,7 @@ NAME = "response"
 FIELDS = ("status", "headers", "body")
 
 
-def prepare(fields: Mapping[str, Any], path: str, report) -> dict:
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     status = fields.get("status", 200)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         report(f"{path}.status", f"must be an HTTP status between 100 and 599, not {status!r}")
@@ -21,5 +21,5 @@ def prepare(fields: Mapping[str, Any], path: str, report) -> dict:
 
 async def run(prepared: dict, run) -> dict:
     answer = run.render(prepared)
-    run.response = answer
+    run.respond(answer)
     return answer

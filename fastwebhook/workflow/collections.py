@@ -1,0 +1,261 @@
+"""`[collections]`: tables of records that nodes create, update, destroy and query.
+
+Each collection is a real table (`records_<name>`) with its declared fields as columns and a
+unique index per `unique` entry.  Statements are built here from a node's rendered settings;
+values are checked against the declared types, filters use SPEC's operators
+(eq ne gt gte lt lte in like).  The SQL is SQLite's; a PostgreSQL connector rewrites the
+placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import orjson
+
+from ..errors import FastwebhookError
+from ..store.rows import Write
+
+TYPES = {"string": "TEXT", "text": "TEXT", "integer": "INTEGER", "number": "REAL",
+         "boolean": "INTEGER", "json": "TEXT", "datetime": "TEXT"}
+BUILT_IN = ("id", "created_at", "updated_at")
+FILTER_OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "IN", "like": "LIKE"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class RecordError(FastwebhookError):
+    """A value or filter a collection cannot take: says which field and why."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    fields: Mapping[str, str]                 # field -> type
+    unique: tuple[tuple[str, ...], ...]
+
+    @property
+    def table(self) -> str:
+        return f'"records_{self.name}"'
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("id", *self.fields, "created_at", "updated_at")
+
+    @property
+    def _returning(self) -> str:
+        return ", ".join(f'"{c}"' for c in self.columns)
+
+    # -- schema -----------------------------------------------------------------------------
+    def ddl(self) -> list[str]:
+        columns = ", ".join(f'"{f}" {TYPES[t]}' for f, t in self.fields.items())
+        statements = [f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, {columns}, "
+                      "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"]
+        for fields in self.unique:
+            index = f'"records_{self.name}_unique_{"_".join(fields)}"'
+            listed = ", ".join(f'"{f}"' for f in fields)
+            statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.table} ({listed})")
+        return statements
+
+    def add_column(self, field: str) -> str:
+        return f'ALTER TABLE {self.table} ADD COLUMN "{field}" {TYPES[self.fields[field]]}'
+
+    # -- statements -------------------------------------------------------------------------
+    def insert(self, values: Mapping[str, Any], upsert_on: tuple[str, ...] = ()) -> Write:
+        row = self.encode_values(values)
+        now = _now()
+        names = [*row, "created_at", "updated_at"]
+        listed = ", ".join(f'"{n}"' for n in names)
+        sql = f"INSERT INTO {self.table} ({listed}) VALUES ({', '.join('?' * len(names))})"
+        if upsert_on:
+            updates = [f'"{n}" = excluded."{n}"' for n in row if n not in upsert_on] + ['"updated_at" = excluded."updated_at"']
+            conflict = ", ".join(f'"{f}"' for f in upsert_on)
+            sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
+        return Write(f"{sql} RETURNING {self._returning}", (*row.values(), now, now))
+
+    def update(self, filter: Mapping[str, Any], values: Mapping[str, Any]) -> Write:
+        row = self.encode_values(values)
+        where, params = self.where(filter)
+        sets = ", ".join([f'"{n}" = ?' for n in row] + ['"updated_at" = ?'])
+        return Write(f"UPDATE {self.table} SET {sets}{where}", (*row.values(), _now(), *params))
+
+    def destroy(self, filter: Mapping[str, Any]) -> Write:
+        where, params = self.where(filter)
+        return Write(f"DELETE FROM {self.table}{where}", params)
+
+    def select(self, filter: Mapping[str, Any], sort: tuple[str, ...] = (), limit: int | None = None,
+               offset: int = 0) -> tuple[str, tuple]:
+        where, params = self.where(filter)
+        order = ", ".join(f'"{s[1:]}" DESC' if s.startswith("-") else f'"{s}" ASC' for s in sort) or '"id" ASC'
+        sql = f"SELECT {self._returning} FROM {self.table}{where} ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params = (*params, limit, offset)
+        return sql, params
+
+    def where(self, filter: Mapping[str, Any]) -> tuple[str, tuple]:
+        clauses, params = [], []
+        for field, condition in filter.items():
+            kind = self._kind(field)
+            ops = condition if isinstance(condition, dict) else {"eq": condition}
+            for op, value in ops.items():
+                if op not in FILTER_OPS:
+                    raise RecordError(f"filter on {field!r}: unknown operator {op!r} (known: {' '.join(FILTER_OPS)})")
+                column = f'"{field}"'
+                if op == "in":
+                    items = value if isinstance(value, list) else [value]
+                    if not items:
+                        clauses.append("0")
+                        continue
+                    clauses.append(f"{column} IN ({', '.join('?' * len(items))})")
+                    params.extend(_encode(field, kind, item) for item in items)
+                elif value is None and op in ("eq", "ne"):
+                    clauses.append(f"{column} IS {'NOT ' if op == 'ne' else ''}NULL")
+                elif op == "like":
+                    clauses.append(f"{column} LIKE ?")
+                    params.append(str(value))
+                else:
+                    clauses.append(f"{column} {FILTER_OPS[op]} ?")
+                    params.append(_encode(field, kind, value))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    # -- values ------------------------------------------------------------------------------
+    def encode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(values, Mapping):
+            raise RecordError(f"values for {self.name} must be a table of field = value")
+        row = {}
+        for field, value in values.items():
+            if field not in self.fields:
+                raise RecordError(f"{self.name} has no field {field!r} (fields: {', '.join(self.fields)})")
+            row[field] = _encode(field, self.fields[field], value)
+        return row
+
+    def decode(self, row: tuple | None) -> dict | None:
+        if row is None:
+            return None
+        record = {}
+        for name, value in zip(self.columns, row):
+            kind = self.fields.get(name)
+            if value is not None and kind == "boolean":
+                value = bool(value)
+            elif value is not None and kind == "json":
+                value = orjson.loads(value)
+            record[name] = value
+        return record
+
+    def _kind(self, field: str) -> str:
+        if field == "id":
+            return "integer"
+        if field in ("created_at", "updated_at"):
+            return "datetime"
+        if field not in self.fields:
+            raise RecordError(f"{self.name} has no field {field!r} to filter on (fields: {', '.join(self.columns)})")
+        return self.fields[field]
+
+
+def _encode(field: str, kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if kind == "integer":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "number":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "boolean":
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return int(value.lower() in ("true", "1"))
+            if isinstance(value, (bool, int)):
+                return int(bool(value))
+            raise ValueError
+        if kind == "json":
+            return orjson.dumps(value).decode()
+    except (ValueError, TypeError):
+        raise RecordError(f"field {field!r} holds {kind} values, not {value!r}") from None
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- config ------------------------------------------------------------------------------------
+def load_collections(loader, table: dict, path: str) -> dict[str, Collection]:
+    collections = {}
+    for name, spec in table.items():
+        where = f"{path}.{name}"
+        if not _NAME.match(name):
+            loader.error(where, "a collection name may hold only letters, digits and '_' (and not start with a digit)")
+            continue
+        if not isinstance(spec, dict):
+            loader.error(where, "must be a table with fields = { name = \"type\", ... }")
+            continue
+        loader.unknown_keys(spec, {"fields", "unique"}, where)
+        fields = spec.get("fields", {})
+        if not isinstance(fields, dict) or not fields:
+            loader.error(f"{where}.fields", "must be a non-empty table of field = type")
+            continue
+        checked = {}
+        for field, kind in fields.items():
+            if not _NAME.match(field):
+                loader.error(f"{where}.fields.{field}", "a field name may hold only letters, digits and '_'")
+            elif field in BUILT_IN:
+                loader.error(f"{where}.fields.{field}", f"{field!r} is built in (every record has id, created_at, updated_at)")
+            elif kind not in TYPES:
+                loader.error(f"{where}.fields.{field}", f"unknown type {kind!r} (known: {', '.join(TYPES)})")
+            else:
+                checked[field] = kind
+        unique = []
+        entries = spec.get("unique", [])
+        if not isinstance(entries, list):
+            loader.error(f"{where}.unique", "must be a list of field lists, e.g. [[\"email\"]]")
+            entries = []
+        for i, entry in enumerate(entries):
+            entry = [entry] if isinstance(entry, str) else entry
+            if not isinstance(entry, list) or not entry or any(f not in checked for f in entry):
+                loader.error(f"{where}.unique[{i}]", f"must list declared fields, not {entry!r}")
+                continue
+            unique.append(tuple(entry))
+        collections[name] = Collection(name, checked, tuple(unique))
+    return collections
+
+
+# -- what the collection nodes share at load ----------------------------------------------------
+def collection_named(fields: Mapping[str, Any], path: str, report, known) -> Collection | None:
+    name = fields.get("collection")
+    if not isinstance(name, str) or not name:
+        report(f"{path}.collection", "must name a collection")
+        return None
+    found = known.collections.get(name)
+    if found is None:
+        declared = ", ".join(sorted(known.collections)) or "none declared"
+        report(f"{path}.collection", f"no collection {name!r} in [collections] ({declared})")
+    return found
+
+
+def check_fields(collection: Collection | None, table: Any, path: str, report, *, filter: bool = False) -> None:
+    """The names a node's `values` or `filter` uses exist (values may be templates)."""
+    if collection is None:
+        return
+    if not isinstance(table, dict):
+        report(path, "must be a table of field = value")
+        return
+    known = collection.columns if filter else tuple(collection.fields)
+    for name, value in table.items():
+        if name not in known:
+            report(f"{path}.{name}", f"{collection.name} has no field {name!r} (fields: {', '.join(known)})")
+        elif filter and isinstance(value, dict):
+            for op in value:
+                if op not in FILTER_OPS:
+                    report(f"{path}.{name}.{op}", f"unknown filter operator {op!r} (known: {' '.join(FILTER_OPS)})")

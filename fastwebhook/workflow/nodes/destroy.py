@@ -1,0 +1,26 @@
+"""`destroy`: the records a filter matches are removed; the result is how many.  Committed with
+the node's job: never applied twice."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..collections import check_fields, collection_named
+from ..templates import compile_value
+
+NAME = "destroy"
+FIELDS = ("collection", "filter")
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+    collection = collection_named(fields, path, report, known)
+    filter = fields.get("filter", {})
+    check_fields(collection, filter, f"{path}.filter", report, filter=True)
+    if not filter:
+        report(f"{path}.filter", "must not be empty (it would remove every record)")
+    return {"collection": collection, "filter": compile_value(filter)}
+
+
+async def run(prepared: dict, run) -> int:
+    collection = prepared["collection"]
+    return await run.write([collection.destroy(run.render(prepared["filter"]))], "count", int)

@@ -1,0 +1,31 @@
+"""`update`: the records a filter matches get new values; the result is how many.  Committed
+with the node's job: never applied twice."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..collections import check_fields, collection_named
+from ..templates import compile_value
+
+NAME = "update"
+FIELDS = ("collection", "filter", "values")
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+    collection = collection_named(fields, path, report, known)
+    filter = fields.get("filter", {})
+    check_fields(collection, filter, f"{path}.filter", report, filter=True)
+    if not filter:
+        report(f"{path}.filter", "must not be empty (it would update every record)")
+    values = fields.get("values", {})
+    check_fields(collection, values, f"{path}.values", report)
+    if not values:
+        report(f"{path}.values", "must set at least one field")
+    return {"collection": collection, "filter": compile_value(filter), "values": compile_value(values)}
+
+
+async def run(prepared: dict, run) -> int:
+    collection = prepared["collection"]
+    write = collection.update(run.render(prepared["filter"]), run.render(prepared["values"]))
+    return await run.write([write], "count", int)

@@ -1,0 +1,32 @@
+"""What nodes use besides their own settings, one set per process: the store's collections
+(written through the effects batcher), the notification channels, the V8 script pool and the
+shared outbound HTTP client."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..store import Store
+from .effects import Effects
+from .outbound import HttpClient
+from .scripts import ScriptPool
+
+
+class Resources:
+    def __init__(self, store: Store, channels: Mapping, collections: Mapping):
+        self.store = store
+        self.channels = channels
+        self.collections = collections
+        self.effects = Effects(store)
+        self.scripts = ScriptPool()
+        self.http = HttpClient()
+
+    async def start(self, supervisor) -> None:
+        await self.store.ensure_collections(self.collections.values())
+        await self.scripts.start()
+        await self.http.start()
+        supervisor.start("effects", self.effects.run)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.scripts.close()
