@@ -92,6 +92,11 @@ class Run:
     def render(self, value: Any) -> Any:
         return render_value(value, self.scope)
 
+    @property
+    def node_key(self) -> str:
+        """The running node's key (the request node's Idempotency-Key names it)."""
+        return self._node.key
+
     def script_scope(self) -> dict:
         """The scope as plain data, for a script: what V8 is handed."""
         context = self.context.filled() if hasattr(self.context, "filled") else dict(self.context)
