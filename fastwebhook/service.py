@@ -21,6 +21,7 @@ from .errors import StoreError
 from .http import Response
 from .ids import to_text
 from .intake.dispatch import LEASE_SECONDS, Dispatcher
+from .intake.gate import Gate
 from .intake.intake import Intake
 from .intake.workers import WorkerPool
 from .metrics import Metrics
@@ -29,7 +30,7 @@ from .store.rows import FINAL, Claim, Delivery, Final, Status
 from .supervisor import Supervisor
 from .workflow.resources import Resources
 from .workflow.runner import Outcome, Run, job_rows, run_workflow
-from .workflow.templates import render_value
+from .workflow.templates import compile_value, render_value, stringify
 
 PURGE_EVERY = 3600.0
 CHECKPOINT_EVERY = 0.5
@@ -45,7 +46,10 @@ class Service:
         self.supervisor = Supervisor()
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
                              config.storage.durability == "commit", DoorCache(), clock)
-        self.pool = WorkerPool(config.queue.workers, self.execute)
+        gated = any(w.order_key or w.concurrency for w in config.workflows.values())
+        self.order_keys = {key: compile_value(w.order_key) for key, w in config.workflows.items() if w.order_key}
+        self.pool = WorkerPool(config.queue.workers, self.execute,
+                               Gate(self.order_key_of, self._concurrency) if gated else None)
         self.resources = Resources(self.store, config.channels, config.collections)
         # workflows whose deliveries the claim resolves itself: no node, nobody waiting
         runs_nothing = frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync")
@@ -166,6 +170,21 @@ class Service:
             answer = {"status": configured.status, "headers": dict(configured.headers),
                       "body": render_value(configured.body, run.scope) if run else configured.body}
         return _response_from(answer, id_header)
+
+    def order_key_of(self, delivery: Delivery) -> str | None:
+        """`order_key` rendered against the delivery's $context; None when it has none."""
+        template = self.order_keys.get(delivery.workflow)
+        workflow = self.config.workflows.get(delivery.workflow)
+        if template is None or workflow is None:
+            return None
+        context = context_of(delivery.request, delivery.body, workflow.max_body_size)
+        scope = {"$context": context, "$env": self.config.env, "$workflow": {"key": workflow.key}}
+        key = stringify(render_value(template, scope))
+        return key or None
+
+    def _concurrency(self, workflow: str) -> int:
+        found = self.config.workflows.get(workflow)
+        return found.concurrency if found else 0
 
     def _stats(self, key: str) -> "ExecutionStats":
         stats = self.execution_stats.get(key)

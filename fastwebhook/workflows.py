@@ -61,6 +61,10 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
     if concurrency < 0:
         loader.error(f"{path}.concurrency", "must be 0 (no limit) or more")
     verify = _verify(loader, loader.table(t, "verify", path), f"{path}.verify")
+    order_key = loader.take(t, "order_key", path, str, "")
+    # the order key is worked out before any node runs: the request, [env] and the workflow only
+    check_references(compile_value(order_key), f"{path}.order_key", loader.error, env=loader.known.env,
+                     roots=frozenset({"$context", "$env", "$workflow"}))
     workflow = Workflow(
         key=key, path=url_path, title=loader.take(t, "title", path, str, ""), methods=methods,
         mode=mode, enabled=loader.take(t, "enabled", path, bool, True),
@@ -72,7 +76,7 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         rate_limit=_rate_limit(loader, t, path),
         schema=loader.take(t, "schema", path, str, ""),
         schema_validator=_schema(loader, t, path),
-        order_key=loader.take(t, "order_key", path, str, ""),
+        order_key=order_key,
         concurrency=concurrency,
         public_url=_public_url(loader, t, path),
         verify=verify,
@@ -182,6 +186,7 @@ def _response(loader, t: dict, path: str) -> ResponseConfig:
     body = t.get("body", ResponseConfig.body)
     if not isinstance(body, (str, dict, list)):
         loader.error(f"{path}.body", "must be a string or a table")
+    check_references(compile_value(body), f"{path}.body", loader.error, env=loader.known.env)
     return ResponseConfig(status=status, headers=tuple((str(k), str(v)) for k, v in headers.items()),
                           body=compile_value(body))
 

@@ -32,6 +32,7 @@ CLAIM_BATCH = 1024          # deliveries per claim while the intake is idle
 BUSY_CLAIM_BATCH = 128      # ... and while it is committing
 BUSY_EVERY = 0.05
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
+PARKED_MAX = 16384          # deliveries waiting for their order-key lane or a concurrency slot
 
 
 def new_owner() -> str:
@@ -130,6 +131,9 @@ class Dispatcher:
 
     def _room(self) -> int:
         # keep the workers' ready queue short: the rest of the backlog waits in the store
+        gate = self.pool.gate
+        if gate is not None and gate.waiting >= PARKED_MAX:
+            return 0
         return max(0, 2 * CLAIM_BATCH - len(self.pool.ready))
 
     async def claim(self) -> bool:

@@ -12,15 +12,17 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from ..store.rows import Delivery
+from .gate import Gate
 
 log = logging.getLogger("fastwebhook.workers")
 YIELD_EVERY = 64            # executions a worker runs back to back before letting I/O in
 
 
 class WorkerPool:
-    def __init__(self, workers: int, execute: Callable[[Delivery], Awaitable[Any]]):
+    def __init__(self, workers: int, execute: Callable[[Delivery], Awaitable[Any]], gate: Gate | None = None):
         self.workers = workers
         self.execute = execute
+        self.gate = gate              # order_key lanes and concurrency caps, when any workflow has them
         self.ready: deque[Delivery] = deque()
         self.idle: deque[asyncio.Future] = deque()
         self.running = 0
@@ -28,9 +30,14 @@ class WorkerPool:
 
     @property
     def backlog(self) -> int:
-        return len(self.ready) + self.running
+        return len(self.ready) + self.running + (self.gate.waiting if self.gate else 0)
 
     def push(self, delivery: Delivery) -> None:
+        if self.gate is not None and not self.gate.admit(delivery):
+            return   # it waits for its lane or a slot; `finish` hands it back
+        self._ready(delivery)
+
+    def _ready(self, delivery: Delivery) -> None:
         self.ready.append(delivery)
         while self.idle:
             waiter = self.idle.popleft()
@@ -76,6 +83,9 @@ class WorkerPool:
                 log.exception("execution %s crashed its worker step", delivery.id.hex())
             finally:
                 self.running -= 1
+                if self.gate is not None:
+                    for released in self.gate.finish(delivery):
+                        self._ready(released)
             ran += 1
             if ran % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
