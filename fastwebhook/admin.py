@@ -6,12 +6,16 @@ import asyncio
 import hmac
 from typing import Any
 
+import orjson
+
 from .config import Config
 from .errors import StoreError
 from . import records
 from .http.messages import Request, Response, parse_query
+from .ids import new_id
 from .store import Store
-from .store.rows import Status
+from .store.rows import Delivery, Status
+from .workflow.collections import RecordError
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -67,6 +71,57 @@ async def list_requests(store: Store, limit: Any = None, cursor: str | None = No
             "next": records.request_cursor(lines[-1]) if len(lines) == limit else None}
 
 
+async def list_records(store: Store, config: Config, name: str, filter_text: str | None = None,
+                       limit: Any = None, cursor: str | None = None) -> dict | None:
+    """A collection's records, newest first; `filter_text` is a JSON filter (SPEC section 7)."""
+    collection = config.collections.get(name)
+    if collection is None:
+        return None
+    limit = _limit(limit)
+    try:
+        filter = orjson.loads(filter_text) if filter_text else {}
+    except orjson.JSONDecodeError as exc:
+        raise BadQuery(f"filter is not valid JSON: {exc}") from None
+    if not isinstance(filter, dict):
+        raise BadQuery("filter must be a JSON object of field: value or field: {op: value}")
+    if cursor:
+        if not str(cursor).isdigit():
+            raise BadQuery(f"not a cursor: {cursor!r}")
+        filter = {**filter, "id": {**_ops(filter.get("id")), "lt": int(cursor)}}
+    try:
+        sql, params = collection.select(filter, ("-id",), limit)
+    except RecordError as exc:
+        raise BadQuery(str(exc)) from None
+    items = [collection.decode(row) for row in await store.read_records(sql, params)]
+    return {"items": items, "next": str(items[-1]["id"]) if len(items) == limit else None}
+
+
+def _ops(condition: Any) -> dict:
+    if condition is None:
+        return {}
+    return dict(condition) if isinstance(condition, dict) else {"eq": condition}
+
+
+async def replay(store: Store, config: Config, id_text: str, submit=None) -> dict | None:
+    """The stored request of an execution, run again as a new execution (no dedup: a replay is
+    asked for).  `submit(delivery)` offers it to a running server's intake; without one (the
+    CLI) it is appended to the store, where a running server's claim finds it."""
+    raw = records.parse_execution_id(id_text)
+    record = await store.get_execution(raw) if raw is not None else None
+    if record is None or record.request is None:
+        return None
+    workflow = config.workflows.get(record.workflow)
+    if workflow is None:
+        raise BadQuery(f"workflow {record.workflow!r} of that execution is no longer configured")
+    delivery = Delivery(new_id(), workflow.key, workflow.version, record.request, record.body,
+                        None, None, 0.0, logged=True)
+    if submit is not None:
+        await submit(delivery)
+    else:
+        await store.append([delivery])
+    return {"execution_id": records.execution_id(delivery.id), "status": "queued", "replay_of": id_text}
+
+
 def list_workflows(config: Config) -> list[dict]:
     return [{"key": w.key, "title": w.title, "path": w.path, "methods": list(w.methods),
              "mode": w.mode, "enabled": w.enabled, "verify": w.verify.scheme, "version": w.version}
@@ -78,9 +133,10 @@ class AdminApi:
 
     PREFIX = "/api/admin"
 
-    def __init__(self, config: Config, store: Store):
+    def __init__(self, config: Config, store: Store, submit=None):
         self.config = config
         self.store = store
+        self.submit = submit          # offers a replayed delivery to this server's intake
         self.expected = f"Bearer {config.admin_token}".encode()
 
     def handle(self, request: Request) -> Response | asyncio.Future:
@@ -109,6 +165,17 @@ class AdminApi:
             case ["executions", id_text] if method == "GET":
                 record = await get_execution(self.store, id_text)
                 return Response.json(200, record) if record else Response.error(404, "no such execution")
+            case ["executions", id_text, "replay"] if method == "POST":
+                answer = await replay(self.store, self.config, id_text, self.submit)
+                return Response.json(202, answer) if answer else Response.error(404, "no such execution")
+            case ["collections", name, "records"] if method == "GET":
+                page = await list_records(self.store, self.config, name, query.get("filter"), query.get("limit"),
+                                          query.get("cursor"))
+                return Response.json(200, page) if page is not None else Response.error(404, "no such collection")
+            case ["executions", _, "replay"]:
+                return Response.error(405, "method not allowed", ((b"allow", b"POST"),))
+            case ["collections", _, "records"]:
+                return Response.error(405, "method not allowed", ((b"allow", b"GET"),))
             case ["requests"] if method == "GET":
                 return Response.json(200, await list_requests(self.store, query.get("limit"), query.get("cursor")))
             case ["workflows"] if method == "GET":

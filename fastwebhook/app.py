@@ -52,7 +52,7 @@ class WebhookApp:
         if config.metrics_path:
             self.router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
-            admin = AdminApi(config, service.store)
+            admin = AdminApi(config, service.store, service.submit)
             self.router.add_prefix(AdminApi.PREFIX, _Endpoint(
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), self.max_body, None))
 

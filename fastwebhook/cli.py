@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     executions.add_argument("--cursor")
     execution = command("execution", "show one execution")
     execution.add_argument("id")
+    replay = command("replay", "run an execution's stored request again as a new execution")
+    replay.add_argument("id")
+    records = command("records", "list the records of a collection, newest first")
+    records.add_argument("collection")
+    records.add_argument("--filter", help='JSON, e.g. \'{"score": {"gte": 5}}\'')
+    records.add_argument("--limit", default=20)
+    records.add_argument("--cursor")
     requests = command("requests", "list the request log, newest first")
     requests.add_argument("--limit", default=20)
     requests.add_argument("--cursor")
@@ -95,6 +102,23 @@ async def _read(args, config: Config) -> int:
         if args.command == "requests":
             page = await admin.list_requests(store, args.limit, args.cursor)
             return _show(args, page, ("at", "ip", "method", "path", "workflow", "status", "reason"))
+        if args.command == "replay":
+            answer = await admin.replay(store, config, args.id)
+            if answer is None:
+                print(f"fastwebhook: no execution {args.id}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+            else:
+                print(f"replaying {args.id} as {answer['execution_id']} (queued)")
+            return 0
+        if args.command == "records":
+            await store.ensure_collections(config.collections.values())   # a server may not have run yet
+            page = await admin.list_records(store, config, args.collection, args.filter, args.limit, args.cursor)
+            if page is None:
+                print(f"fastwebhook: no collection {args.collection!r} in the config", file=sys.stderr)
+                return 1
+            return _show(args, page, config.collections[args.collection].columns)
         record = await admin.get_execution(store, args.id)
         if record is None:
             print(f"fastwebhook: no execution {args.id}", file=sys.stderr)

@@ -22,7 +22,7 @@ from .http import Response
 from .ids import to_text
 from .intake.dispatch import LEASE_SECONDS, Dispatcher
 from .intake.gate import Gate
-from .intake.intake import Intake
+from .intake.intake import Intake, Outcome as IntakeOutcome
 from .intake.workers import WorkerPool
 from .metrics import Metrics
 from .store import Store, open_store
@@ -110,6 +110,20 @@ class Service:
         removed = await self.store.purge(self.clock() - self.config.storage.retention)
         if removed:
             self.log.info("purged %d executions older than the retention", removed)
+
+    async def submit(self, delivery: Delivery) -> None:
+        """A delivery from inside (a replay), through the intake like any webhook: counted,
+        committed, claimed.  Raises StoreError when it was not accepted."""
+        done = self.loop.create_future()
+
+        def settle(outcome: IntakeOutcome) -> None:
+            if not done.done():
+                done.set_result(outcome)
+
+        outcome = self.intake.offer(delivery, settle) or await done
+        if outcome.kind != IntakeOutcome.ACCEPTED:
+            reason = "the queue is full" if outcome.kind == IntakeOutcome.QUEUE_FULL else "the store is unavailable"
+            raise StoreError(f"not accepted: {reason}")
 
     def _settled(self, claim: Claim) -> None:
         """A claim resolved some deliveries itself and found others duplicates."""
