@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -q --benchmark-enable --benchmark-only -p no:cacheprovider
 	$(BIN)/python bench/store_costs.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/workflow_load.py
 
 clean:
 	rm -rf $(VENV) *.egg-info fastwebhook.db fastwebhook.db-wal fastwebhook.db-shm

@@ -35,6 +35,11 @@ HOOK_PATH = "/hook"
 START_TIMEOUT = 60.0  # seconds
 
 
+def version() -> str:
+    """The pinned Node-RED release (bench/nodered/package.json)."""
+    return json.loads((NODERED_DIR / "package.json").read_text())["dependencies"]["node-red"]
+
+
 def ensure_installed() -> None:
     """Install the pinned Node-RED into bench/nodered/node_modules unless it is there already."""
     if RED_JS.is_file():
