@@ -11,7 +11,7 @@ still holds them pending.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Callable
 
 from ..store.rows import Delivery
@@ -23,7 +23,7 @@ class Gate:
         self.limit_of = limit_of        # the workflow's concurrency cap, 0 for none
         self.lanes: dict[tuple[str, str], list[tuple[bytes, Delivery]]] = {}
         self.running: dict[str, int] = defaultdict(int)
-        self.for_slot: dict[str, deque[Delivery]] = defaultdict(deque)
+        self.for_slot: dict[str, list[Delivery]] = defaultdict(list)   # by id
         self._lane_of: dict[bytes, tuple[str, str]] = {}
         self._counted: set[bytes] = set()
 
@@ -50,7 +50,8 @@ class Gate:
         limit = self.limit_of(delivery.workflow)
         if limit:
             if self.running[delivery.workflow] >= limit:
-                self.for_slot[delivery.workflow].append(delivery)
+                # oldest first: a lane's next one may be older than those already waiting
+                bisect.insort(self.for_slot[delivery.workflow], delivery, key=lambda d: d.id)
                 return False
             self.running[delivery.workflow] += 1
             self._counted.add(delivery.id)
@@ -67,15 +68,17 @@ class Gate:
         if lane_key is not None:
             lane = self.lanes[lane_key]
             lane.pop(0)
-            if lane:
-                if self._slot(lane[0][1]):
-                    released.append(lane[0][1])
-            else:
+            limit = self.limit_of(workflow)
+            if not lane:
                 del self.lanes[lane_key]
+            elif limit:   # it queues for the slot with the others, by age
+                bisect.insort(self.for_slot[workflow], lane[0][1], key=lambda d: d.id)
+            else:
+                released.append(lane[0][1])
         waiting = self.for_slot.get(workflow)
         limit = self.limit_of(workflow)
         while waiting and self.running[workflow] < limit:
-            head = waiting.popleft()
+            head = waiting.pop(0)
             self.running[workflow] += 1
             self._counted.add(head.id)
             released.append(head)
