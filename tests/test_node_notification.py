@@ -1,0 +1,472 @@
+"""The `notification` node through the real server: mail to a real SMTP server (aiosmtpd, with
+STARTTLS, implicit TLS and AUTH behind a trustme CA), messages to a real HTTP endpoint standing
+in for Slack / DingTalk, and the `[channels]` settings refused at load with their TOML paths."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from client_support import request, wait_for_execution
+from conftest import free_port
+from fastwebhook.config import load_config
+from fastwebhook.errors import ConfigErrors
+from test_node_request import RecordingServer, Reply
+
+USER, PASSWORD = "mailer", "s3cret-pass"
+
+
+@dataclass
+class Delivered:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: email.message.EmailMessage
+    authenticated_as: bytes | None
+
+
+class Inbox:
+    """An aiosmtpd handler keeping what it is given; refuses any nobody@ recipient."""
+
+    def __init__(self) -> None:
+        self.mails: list[Delivered] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        login = session.auth_data.login if session.authenticated else None
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.mails.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), message, login))
+        return "250 2.0.0 queued"
+
+
+def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    return AuthResult(success=(auth_data.login, auth_data.password) == (USER.encode(), PASSWORD.encode()),
+                      handled=False, auth_data=auth_data)   # handled=False: aiosmtpd answers 535 itself
+
+
+@pytest.fixture
+def smtp_servers():
+    """start(**aiosmtpd options) -> (Inbox, port); every one is stopped at teardown."""
+    controllers = []
+
+    def start(**options):
+        inbox, port = Inbox(), free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return inbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A trustme CA (written beside the config as ca.pem) and a server context for 127.0.0.1."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+    return server_context
+
+
+@pytest.fixture
+def endpoint():
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+def trigger(running, data: dict) -> dict:
+    answer = request(running, "POST", "/api/webhooks/w", body=orjson.dumps(data),
+                     headers={"Content-Type": "application/json"})
+    assert answer.status == 202, answer.body
+    return wait_for_execution(running, answer.json()["execution_id"])
+
+
+def job(record: dict, key: str) -> dict:
+    return next(j for j in record["jobs"] if j["node"] == key)
+
+
+def text(part) -> str:
+    """A part's text as written (SMTP carries line breaks as CRLF)."""
+    return part.get_content().replace("\r\n", "\n").strip()
+
+
+def smtp_channel(name: str, port: int, extra: str = "") -> str:
+    # The port as a string, as `port = "${SMTP_PORT:-25}"` gives it.
+    return f"""
+[channels.{name}]
+type = "smtp"
+host = "127.0.0.1"
+port = "{port}"
+from = "Fastwebhook <fastwebhook@example.com>"
+timeout = "2s"
+{extra}
+"""
+
+
+# --- smtp ----------------------------------------------------------------------------------------
+
+def test_a_mail_goes_out_with_from_to_subject_message_id_and_text(serve, smtp_servers):
+    inbox, port = smtp_servers()
+    running = serve(smtp_channel("mail", port) + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "mail"
+type = "notification"
+channel = "mail"
+to = "{{$context.data.email}}"
+subject = "Hi {{$context.data.name}}"
+text = "Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."
+""")
+    record = trigger(running, {"email": "ada@example.org", "name": "Ada", "order": 42})
+    assert record["status"] == "resolved", record
+    (mail,) = inbox.mails
+    assert mail.mail_from == "fastwebhook@example.com"
+    assert mail.rcpt_tos == ["ada@example.org"]
+    assert mail.authenticated_as is None
+    message = mail.message
+    assert message["From"] == "Fastwebhook <fastwebhook@example.com>"
+    assert message["To"] == "ada@example.org"
+    assert message["Subject"] == "Hi Ada"
+    assert message["Date"]
+    assert message["Message-ID"] == f"<{record['id']}.mail@example.com>"
+    assert message.get_content_type() == "text/plain"
+    assert text(message) == "Thanks, Ada: order 42 is paid."
+    assert job(record, "mail")["result"] == {"channel": "mail", "to": ["ada@example.org"],
+                                             "message_id": f"<{record['id']}.mail@example.com>"}
+
+
+def test_text_and_html_go_as_multipart_alternative_to_every_listed_recipient(serve, smtp_servers):
+    inbox, port = smtp_servers()
+    running = serve(smtp_channel("mail", port) + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "mail"
+type = "notification"
+channel = "mail"
+to = ["{{$context.data.owner}}", "Bea <bea@example.org>, cy@example.org"]
+subject = "{{$context.data.title}}"
+text = "Plain: {{$context.data.title}}"
+html = "<p>Rich: <b>{{$context.data.title}}</b></p>"
+""")
+    record = trigger(running, {"owner": "ada@example.org", "title": "Two\nlines"})
+    assert record["status"] == "resolved", record
+    (mail,) = inbox.mails
+    assert mail.rcpt_tos == ["ada@example.org", "bea@example.org", "cy@example.org"]
+    message = mail.message
+    assert message["Subject"] == "Two lines"      # a header cannot hold the line break
+    assert message.get_content_type() == "multipart/alternative"
+    plain, rich = message.iter_parts()
+    assert plain.get_content_type() == "text/plain" and text(plain) == "Plain: Two\nlines"
+    assert rich.get_content_type() == "text/html" and "<b>Two\nlines</b>" in text(rich)
+    assert job(record, "mail")["result"]["to"] == ["ada@example.org", "bea@example.org", "cy@example.org"]
+
+
+def test_starttls_and_auth_deliver_and_a_wrong_password_fails_with_the_servers_reply(serve, smtp_servers, tls_files, tmp_path):
+    inbox, port = smtp_servers(tls_context=tls_files, require_starttls=True, auth_require_tls=True,
+                               authenticator=authenticate)
+    auth = f'starttls = true\nusername = "{USER}"\nca_file = "ca.pem"'
+    running = serve(smtp_channel("mail", port, f'{auth}\npassword = "{PASSWORD}"')
+                    + smtp_channel("wrong", port, f'{auth}\npassword = "guess"') + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "bad"
+type = "notification"
+channel = "wrong"
+to = "ada@example.org"
+text = "never"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "good"
+type = "notification"
+channel = "mail"
+to = "ada@example.org"
+subject = "Secure"
+text = "Over TLS"
+""")
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    bad = job(record, "bad")
+    assert bad["status"] == "failed"
+    assert "channel 'wrong'" in bad["error"] and "535" in bad["error"]
+    assert PASSWORD not in bad["error"] and "guess" not in bad["error"]
+    (mail,) = inbox.mails
+    assert mail.authenticated_as == USER.encode()
+    assert mail.message["Subject"] == "Secure"
+
+
+def test_implicit_tls_delivers(serve, smtp_servers, tls_files):
+    inbox, port = smtp_servers(ssl_context=tls_files)
+    running = serve(smtp_channel("mail", port, 'tls = true\nca_file = "ca.pem"') + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "mail"
+type = "notification"
+channel = "mail"
+to = "ada@example.org"
+text = "From the first byte"
+""")
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    assert text(inbox.mails[0].message) == "From the first byte"
+
+
+def test_an_untrusted_certificate_fails_unless_tls_verify_is_off(serve, smtp_servers, tls_files):
+    inbox, port = smtp_servers(tls_context=tls_files, require_starttls=True)
+    running = serve(smtp_channel("strict", port, "starttls = true")
+                    + smtp_channel("lab", port, "starttls = true\ntls_verify = false") + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "strict"
+type = "notification"
+channel = "strict"
+to = "ada@example.org"
+text = "checked"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "lab"
+type = "notification"
+channel = "lab"
+to = "ada@example.org"
+text = "unchecked"
+""")
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    assert job(record, "strict")["status"] == "failed"
+    assert "certificate" in job(record, "strict")["error"].lower()
+    assert [text(m.message) for m in inbox.mails] == ["unchecked"]
+
+
+def test_refused_recipients_and_an_unreachable_server(serve, smtp_servers):
+    inbox, port = smtp_servers()
+    running = serve(smtp_channel("mail", port) + smtp_channel("down", free_port()) + """
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "nobody"
+type = "notification"
+channel = "mail"
+to = "nobody@example.org"
+text = "lost"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "down"
+type = "notification"
+channel = "down"
+to = "ada@example.org"
+text = "lost"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "some"
+type = "notification"
+channel = "mail"
+to = ["ada@example.org", "nobody@example.org"]
+text = "half"
+
+[[workflows.w.nodes]]
+key = "garbage"
+type = "notification"
+channel = "mail"
+to = "{{$context.data.missing}}"
+text = "nowhere"
+""")
+    record = trigger(running, {})
+    assert record["status"] == "failed"
+    assert "550 5.1.1 no such mailbox here" in job(record, "nobody")["error"]
+    assert "channel 'down'" in job(record, "down")["error"]
+    some = job(record, "some")
+    assert some["status"] == "resolved"
+    assert some["result"]["refused"] == {"nobody@example.org": "550 5.1.1 no such mailbox here"}
+    assert "not a mail address" in job(record, "garbage")["error"]
+    assert [m.rcpt_tos for m in inbox.mails] == [["ada@example.org"]]
+
+
+# --- http channels -------------------------------------------------------------------------------
+
+def test_an_http_channel_gets_the_message_json_escaped_in_its_body_or_url_encoded_in_its_url(serve, endpoint):
+    running = serve(f"""
+[channels.chat]
+type = "http"
+url = "{endpoint.url}/hooks/abc"
+body = '{{"text": "{{{{message}}}}", "username": "fastwebhook"}}'
+
+[channels.sms]
+type = "http"
+method = "GET"
+url = "{endpoint.url}/send?to=123&text={{{{message}}}}"
+headers = {{ Authorization = "Bearer gw-token" }}
+
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "chat"
+type = "notification"
+channel = "chat"
+message = "Deploying {{{{$context.data.commit}}}} by {{{{$context.data.who}}}}"
+
+[[workflows.w.nodes]]
+key = "sms"
+type = "notification"
+channel = "sms"
+message = "{{{{$context.data.who}}}} & co"
+""")
+    who = 'Ada "the first" \\ Lovelace\nlondon'
+    record = trigger(running, {"commit": "abc123", "who": who})
+    assert record["status"] == "resolved", record
+    chat, sms = endpoint.received
+    assert chat.method == "POST" and chat.path == "/hooks/abc"
+    assert chat.headers["content-type"] == "application/json"
+    assert orjson.loads(chat.body) == {"text": f"Deploying abc123 by {who}", "username": "fastwebhook"}
+    assert sms.method == "GET" and sms.query == {"to": ["123"], "text": [f"{who} & co"]}
+    assert sms.headers["authorization"] == "Bearer gw-token"
+    assert job(record, "chat")["result"] == {"channel": "chat", "status": 200}
+    assert "/hooks/abc" not in str(job(record, "chat")["logs"])     # the URL is a credential
+
+
+def test_an_http_channel_answering_non_2xx_or_an_errcode_fails_the_node(serve, endpoint):
+    endpoint.replies += [Reply(403, b"invalid_token", {"Content-Type": "text/plain"}),
+                         Reply(200, b'{"errcode": 310000, "errmsg": "keywords not in content"}')]
+    running = serve(f"""
+[channels.chat]
+type = "http"
+url = "{endpoint.url}/robot/send?access_token=tok"
+
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "slack"
+type = "notification"
+channel = "chat"
+message = "one"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "dingtalk"
+type = "notification"
+channel = "chat"
+message = "two"
+""")
+    record = trigger(running, {})
+    assert record["status"] == "failed"
+    assert "answered 403: invalid_token" in job(record, "slack")["error"]
+    assert "errcode 310000: keywords not in content" in job(record, "dingtalk")["error"]
+    assert "access_token" not in record["error"]
+    assert [orjson.loads(r.body) for r in endpoint.received] == [{"text": "one"}, {"text": "two"}]
+
+
+# --- config --------------------------------------------------------------------------------------
+
+def config_errors(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path), {})
+    found: dict[str, str] = {}
+    for error in info.value.errors:
+        found[error.path] = f"{found[error.path]} | {error.message}" if error.path in found else error.message
+    return found
+
+
+def test_bad_channels_are_refused_with_their_toml_paths(tmp_path):
+    found = config_errors(tmp_path, """
+[channels.mail]
+type = "smtp"
+host = "127.0.0.1"
+port = "twenty-five"
+from = "nobody"
+hots = "typo"
+tls = true
+starttls = true
+username = "u"
+ca_file = "missing.pem"
+
+[channels.chat]
+type = "http"
+url = "hooks.example.com/abc"
+body = '{"text": {{message}}, "who": "{{$context.data.who}}"}'
+method = "DELETE"
+
+[channels.pager]
+type = "pigeon"
+""")
+    assert "port number" in found["channels.mail.port"]
+    assert "mail address" in found["channels.mail.from"]
+    assert found["channels.mail.hots"] == "unknown setting"
+    assert "exclude each other" in found["channels.mail.starttls"]
+    assert "username and password" in found["channels.mail.password"]
+    assert "missing.pem" in found["channels.mail.ca_file"]
+    assert "http:// or https://" in found["channels.chat.url"]
+    assert "only {{message}}" in found["channels.chat.body"] and "not JSON" in found["channels.chat.body"]
+    assert "DELETE" in found["channels.chat.method"]
+    assert "pigeon" in found["channels.pager.type"]
+
+
+def test_bad_notification_nodes_are_refused_with_their_toml_paths(tmp_path):
+    found = config_errors(tmp_path, """
+[channels.mail]
+type = "smtp"
+host = "127.0.0.1"
+from = "fastwebhook@example.com"
+
+[channels.chat]
+type = "http"
+url = "https://hooks.example.com/abc"
+
+[workflows.w]
+[[workflows.w.nodes]]
+key = "a"
+type = "notification"
+channel = "team-chat"
+message = "hi"
+
+[[workflows.w.nodes]]
+key = "b"
+type = "notification"
+channel = "mail"
+subject = "no one to send to"
+
+[[workflows.w.nodes]]
+key = "c"
+type = "notification"
+channel = "chat"
+to = "ada@example.org"
+
+[[workflows.w.nodes]]
+key = "d"
+type = "notification"
+channel = "mail"
+to = 42
+text = "x"
+""")
+    p = "workflows.w.nodes"
+    assert "team-chat" in found[f"{p}[0].channel"] and "chat, mail" in found[f"{p}[0].channel"]
+    assert "recipient" in found[f"{p}[1].to"]
+    assert "text, html or both" in found[f"{p}[1]"]
+    assert "not a setting for http channel 'chat'" in found[f"{p}[2].to"]
+    assert "needs a message" in found[f"{p}[2].message"]
+    assert "string or a list" in found[f"{p}[3].to"]

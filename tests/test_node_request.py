@@ -1,0 +1,411 @@
+"""The `request` node through the real server: a real HTTP endpoint on port 0 records every call
+it gets (method, path, query, headers, body) and answers as a test scripts it (500 a few times,
+slowly, with Retry-After ...)."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from client_support import request, wait_for_execution
+from conftest import free_port
+from fastwebhook.config import load_config
+from fastwebhook.errors import ConfigErrors
+from fastwebhook.verify import VerificationError, build_verifier
+
+SECRET = "whsec_" + base64.b64encode(b"outgoing-signing-key-32-bytes!!!").decode()
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]           # names lower-cased
+    body: bytes
+    at: float
+    peer_port: int                    # the caller's port: the same one means a reused connection
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    delay: float = 0.0
+
+
+class RecordingServer:
+    """An HTTP endpoint on 127.0.0.1 that records each request and answers the scripted
+    replies in order (then `Reply()`, a 200 with {"ok": true})."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.replies: list[Reply] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                with recorder._lock:
+                    recorder.received.append(Received(
+                        self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
+                        {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(),
+                        self.client_address[1]))
+                    reply = recorder.replies.pop(0) if recorder.replies else Reply()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):   # the client gave up (a timeout test)
+                    pass
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def endpoint():
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+def workflow(nodes: str, extra: str = "") -> str:
+    return f"{extra}\n[workflows.w]\npath = \"/api/webhooks/w\"\n{nodes}"
+
+
+def trigger(running, data: dict) -> dict:
+    answer = request(running, "POST", "/api/webhooks/w", body=orjson.dumps(data),
+                     headers={"Content-Type": "application/json"})
+    assert answer.status == 202, answer.body
+    return wait_for_execution(running, answer.json()["execution_id"])
+
+
+def job(record: dict, key: str) -> dict:
+    return next(j for j in record["jobs"] if j["node"] == key)
+
+
+# --- what is sent, what comes back ---------------------------------------------------------------
+
+def test_a_json_call_carries_headers_query_and_the_idempotency_key_and_its_answer_is_the_result(serve, endpoint):
+    endpoint.replies.append(Reply(201, b'{"id": 7, "tags": ["a"]}',
+                                  {"Content-Type": "application/json; charset=utf-8", "X-Answer": "yes"}))
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{endpoint.url}/hooks/{{{{$context.data.name}}}}?fixed=1"
+headers = {{ "X-Token" = "{{{{$context.data.token}}}}" }}
+query = {{ user = "{{{{$context.data.name}}}}", tag = ["x", "y"] }}
+body = {{ name = "{{{{$context.data.name}}}}", n = "{{{{$context.data.n}}}}", greeting = "hi {{{{$context.data.name}}}}" }}
+
+[[workflows.w.nodes]]
+key = "follow"
+type = "request"
+method = "PUT"
+url = "{endpoint.url}/records/{{{{$jobsMapByNodeKey.call.data.id}}}}"
+body = "tag={{{{$nodes.call.data.tags.0}}}}"
+"""))
+    record = trigger(running, {"name": "ada", "n": 3, "token": "t0k"})
+    assert record["status"] == "resolved", record
+    first, second = endpoint.received
+    assert first.method == "POST" and first.path == "/hooks/ada"
+    assert first.query == {"fixed": ["1"], "user": ["ada"], "tag": ["x", "y"]}
+    assert first.headers["x-token"] == "t0k"
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["idempotency-key"] == f"{record['id']}.call"
+    assert orjson.loads(first.body) == {"name": "ada", "n": 3, "greeting": "hi ada"}
+    assert job(record, "call")["result"] == {
+        "status": 201, "data": {"id": 7, "tags": ["a"]},
+        "headers": {**job(record, "call")["result"]["headers"], "x-answer": "yes",
+                    "content-type": "application/json; charset=utf-8"}}
+    assert all(name == name.lower() for name in job(record, "call")["result"]["headers"])
+    # The second call is built from the first one's result; a string body goes as it is.
+    assert (second.method, second.path, second.body) == ("PUT", "/records/7", b"tag=a")
+    assert second.headers["content-type"] == "text/plain; charset=utf-8"
+    assert second.headers["idempotency-key"] == f"{record['id']}.follow"
+    assert job(record, "follow")["result"]["data"] == {"ok": True}
+    assert second.peer_port == first.peer_port      # one shared pool: the connection was kept
+
+
+def test_a_text_answer_is_the_result_as_text_and_a_get_sends_no_body(serve, endpoint):
+    endpoint.replies.append(Reply(200, b"pong", {"Content-Type": "text/plain"}))
+    running = serve(workflow("""
+[[workflows.w.nodes]]
+key = "ping"
+type = "request"
+method = "GET"
+url = "{{$env.TARGET}}/ping"
+""", extra=f'[env]\nTARGET = "{endpoint.url}"'))
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    (call,) = endpoint.received
+    assert (call.method, call.path, call.body) == ("GET", "/ping", b"")
+    assert job(record, "ping")["result"]["data"] == "pong"
+
+
+# --- retries, timeouts, failures -----------------------------------------------------------------
+
+def test_5xx_answers_are_retried_with_exponential_backoff_and_the_same_idempotency_key(serve, endpoint):
+    endpoint.replies += [Reply(500, b"boom"), Reply(503, b"busy")]
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "deploy"
+type = "request"
+url = "{endpoint.url}/deploy"
+body = {{ commit = "abc" }}
+retries = 3
+retry_backoff = "50ms"
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    assert len(endpoint.received) == 3
+    assert {r.headers["idempotency-key"] for r in endpoint.received} == {f"{record['id']}.deploy"}
+    assert {r.body for r in endpoint.received} == {b'{"commit":"abc"}'}
+    first, second, third = (r.at for r in endpoint.received)
+    assert second - first >= 0.05 and third - second >= 0.1      # 50 ms, then 100 ms
+    logs = job(record, "deploy")["logs"]
+    attempts = [orjson.loads(line.split(" ", 2)[2]) for line in logs if line.startswith("attempt ")]
+    assert [a.get("status") for a in attempts] == [500, 503, 200]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert all(a["ms"] >= 0 for a in attempts)
+    assert attempts[0]["retry_in_ms"] == 50 and attempts[1]["retry_in_ms"] == 100
+
+
+def test_a_4xx_fails_the_node_at_once_without_a_retry(serve, endpoint):
+    endpoint.replies.append(Reply(404, b"no such hook", {"Content-Type": "text/plain"}))
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{endpoint.url}/missing"
+retries = 3
+retry_backoff = "10ms"
+
+[[workflows.w.nodes]]
+key = "after"
+type = "request"
+url = "{endpoint.url}/never"
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "failed"
+    assert len(endpoint.received) == 1
+    failed = job(record, "call")
+    assert failed["status"] == "failed"
+    assert "404" in failed["error"] and "no such hook" in failed["error"] and "'call'" in failed["error"]
+    assert "404" in record["error"]
+    assert [j["node"] for j in record["jobs"]] == ["call"]
+
+
+def test_a_slow_answer_times_out_and_the_retry_gets_through(serve, endpoint):
+    endpoint.replies.append(Reply(200, delay=0.6))
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{endpoint.url}/slow"
+timeout = "150ms"
+retries = 1
+retry_backoff = "10ms"
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    assert len(endpoint.received) == 2
+    logs = job(record, "call")["logs"]
+    assert "no answer within 0.15s" in logs[1] and '"status":200' in logs[2]
+
+
+def test_a_refused_connection_is_retried_then_fails_the_node_and_ignore_fail_lets_the_workflow_go_on(serve, endpoint):
+    closed = free_port()
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "down"
+type = "request"
+url = "http://127.0.0.1:{closed}/x?token=secret-in-query"
+retries = 2
+retry_backoff = "10ms"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "still"
+type = "request"
+url = "{endpoint.url}/still"
+body = {{ previous = "{{{{$jobsMapByNodeKey.down}}}}" }}
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    down = job(record, "down")
+    assert down["status"] == "failed"
+    assert "failed (attempt 3 of 3)" in down["error"] and f"127.0.0.1:{closed}" in down["error"]
+    assert "secret-in-query" not in down["error"] and "secret-in-query" not in str(down["logs"])
+    assert sum(line.startswith("attempt ") for line in down["logs"]) == 3
+    (call,) = endpoint.received
+    assert orjson.loads(call.body) == {"previous": None}
+    assert job(record, "still")["status"] == "resolved"
+
+
+def test_a_429_retry_after_is_waited_for(serve, endpoint):
+    endpoint.replies.append(Reply(429, b"slow down", {"Retry-After": "1"}))
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{endpoint.url}/limited"
+retries = 1
+retry_backoff = "10ms"
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "resolved", record
+    first, second = endpoint.received
+    assert second.at - first.at >= 0.95
+
+
+def test_a_non_2xx_after_every_retry_fails_with_its_status(serve, endpoint):
+    endpoint.replies += [Reply(502, b"bad gateway"), Reply(502, b"bad gateway")]
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{endpoint.url}/x"
+retries = 1
+retry_backoff = "10ms"
+"""))
+    record = trigger(running, {})
+    assert record["status"] == "failed"
+    assert "answered 502 (attempt 2 of 2): bad gateway" in job(record, "call")["error"]
+
+
+# --- signing -------------------------------------------------------------------------------------
+
+def test_a_signed_call_verifies_as_standard_webhooks_with_the_idempotency_key_as_its_id(serve, endpoint):
+    endpoint.replies.append(Reply(500))
+    running = serve(workflow(f"""
+[[workflows.w.nodes]]
+key = "notify"
+type = "request"
+url = "{endpoint.url}/in"
+body = {{ event = "order.paid", order = "{{{{$context.data.order}}}}" }}
+sign = {{ scheme = "standard", secret = "{SECRET}" }}
+retries = 1
+retry_backoff = "10ms"
+
+[[workflows.w.nodes]]
+key = "as_github"
+type = "request"
+url = "{endpoint.url}/github"
+body = {{ ref = "refs/heads/main" }}
+sign = {{ scheme = "github", secret = "gh-secret" }}
+"""))
+    record = trigger(running, {"order": 42})
+    assert record["status"] == "resolved", record
+    *standard, github = endpoint.received
+    assert build_verifier("github", {}, (b"gh-secret",), "receiver").verify(
+        github.body, github.headers, time.time(), None) == github.body
+    verifier = build_verifier("standard", {}, (SECRET.encode(),), "receiver")
+    assert len(standard) == 2
+    for call in standard:   # every attempt is signed
+        assert call.headers["webhook-id"] == call.headers["idempotency-key"] == f"{record['id']}.notify"
+        assert call.headers["webhook-signature"].startswith("v1,")
+        assert abs(int(call.headers["webhook-timestamp"]) - time.time()) < 10
+        assert verifier.verify(call.body, call.headers, time.time(), None) == call.body
+    with pytest.raises(VerificationError):   # the signature covers the exact bytes sent
+        verifier.verify(call.body + b" ", call.headers, time.time(), None)
+
+
+# --- config --------------------------------------------------------------------------------------
+
+def config_errors(tmp_path: Path, nodes: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(workflow(nodes, extra='[env]\nBAD = "ftp://files.example.com"'))
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path), {})
+    return {error.path: error.message for error in info.value.errors}
+
+
+def test_bad_request_settings_are_refused_at_load_with_their_toml_paths(tmp_path):
+    found = config_errors(tmp_path, """
+[[workflows.w.nodes]]
+key = "a"
+type = "request"
+url = "not a url"
+timeout = "10 parsecs"
+retries = -1
+retry_backoff = "soon"
+method = "BREW"
+headers = { "Bad Header" = "x" }
+body = 3
+
+[[workflows.w.nodes]]
+key = "b"
+type = "request"
+url = "{{$env.BAD}}/in"
+timeout = "0s"
+sign = { scheme = "standard", secret = "whsec_%%%" }
+
+[[workflows.w.nodes]]
+key = "c"
+type = "request"
+sign = { scheme = "magic", secret = "x" }
+verb = "POST"
+""")
+    p = "workflows.w.nodes"
+    assert "not a valid URL template" in found[f"{p}[0].url"]
+    assert "not a duration" in found[f"{p}[0].timeout"]
+    assert "from 0 to 10" in found[f"{p}[0].retries"]
+    assert "not a duration" in found[f"{p}[0].retry_backoff"]
+    assert "BREW" in found[f"{p}[0].method"]
+    assert "Bad Header" in found[f"{p}[0].headers"]
+    assert "table" in found[f"{p}[0].body"]
+    assert "ftp://files.example.com/in" in found[f"{p}[1].url"]
+    assert "more than 0s" in found[f"{p}[1].timeout"]
+    assert "whsec_%%%" not in found[f"{p}[1].sign.secret"]     # a secret is never echoed
+    assert "needs a url" in found[f"{p}[2].url"]
+    assert "magic" in found[f"{p}[2].sign.scheme"]
+    assert found[f"{p}[2].verb"] == "unknown setting"
+
+
+def test_a_templated_url_is_checked_when_it_is_rendered(serve, endpoint):
+    running = serve(workflow("""
+[[workflows.w.nodes]]
+key = "call"
+type = "request"
+url = "{{$context.data.target}}"
+"""))
+    record = trigger(running, {"target": "file:///etc/passwd"})
+    assert record["status"] == "failed"
+    assert "not an http:// or https:// URL" in job(record, "call")["error"]
+    assert endpoint.received == []
