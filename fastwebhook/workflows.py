@@ -144,11 +144,11 @@ def _secrets(loader, t: dict, path: str) -> tuple[bytes, ...]:
         else:
             secrets.append(value)
     if "secret_file" in t:
-        secrets.append(_read_secret_file(loader, loader.take(t, "secret_file", path, str, ""), f"{path}.secret_file"))
+        secrets.append(read_secret_file(loader, loader.take(t, "secret_file", path, str, ""), f"{path}.secret_file"))
     return tuple(s.encode() for s in secrets if s)
 
 
-def _read_secret_file(loader, name: str, where: str) -> str:
+def read_secret_file(loader, name: str, where: str) -> str:
     """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
     candidates = [Path(name)]
     credentials = loader.environ.get("CREDENTIALS_DIRECTORY")

@@ -167,6 +167,16 @@ def spawn():
             child.process.wait(10)
 
 
+@pytest.fixture
+def endpoint():
+    """A recording HTTP server (tests/http_support.py) on 127.0.0.1, closed after the test."""
+    from http_support import RecordingServer  # noqa: PLC0415
+
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

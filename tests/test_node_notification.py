@@ -20,7 +20,7 @@ from client_support import request, wait_for_execution
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
-from test_node_request import RecordingServer, Reply
+from http_support import RecordingServer, Reply
 
 USER, PASSWORD = "mailer", "s3cret-pass"
 

@@ -5,103 +5,20 @@ slowly, with Retry-After ...)."""
 from __future__ import annotations
 
 import base64
-import http.server
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
 
 from client_support import request, wait_for_execution
+from http_support import Reply
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
 from fastwebhook.verify import VerificationError, build_verifier
 
 SECRET = "whsec_" + base64.b64encode(b"outgoing-signing-key-32-bytes!!!").decode()
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]           # names lower-cased
-    body: bytes
-    at: float
-    peer_port: int                    # the caller's port: the same one means a reused connection
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes = b'{"ok": true}'
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-    delay: float = 0.0
-
-
-class RecordingServer:
-    """An HTTP endpoint on 127.0.0.1 that records each request and answers the scripted
-    replies in order (then `Reply()`, a 200 with {"ok": true})."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.replies: list[Reply] = []
-        self._lock = threading.Lock()
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                with recorder._lock:
-                    recorder.received.append(Received(
-                        self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
-                        {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(),
-                        self.client_address[1]))
-                    reply = recorder.replies.pop(0) if recorder.replies else Reply()
-                if reply.delay:
-                    time.sleep(reply.delay)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
-                    self.end_headers()
-                    self.wfile.write(reply.body)
-                except (BrokenPipeError, ConnectionResetError):   # the client gave up (a timeout test)
-                    pass
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def endpoint():
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def workflow(nodes: str, extra: str = "") -> str:

@@ -174,9 +174,9 @@ def _smtp(loader, name: str, t: dict, where: str) -> SmtpChannel | None:
     if "password_file" in t:
         if password:
             loader.error(f"{where}.password_file", "give password or password_file, not both")
-        from ..workflows import _read_secret_file  # noqa: PLC0415 - the one reader of secret files
+        from ..workflows import read_secret_file  # noqa: PLC0415 - the one reader of secret files
 
-        password = _read_secret_file(loader, loader.take(t, "password_file", where, str, ""), f"{where}.password_file")
+        password = read_secret_file(loader, loader.take(t, "password_file", where, str, ""), f"{where}.password_file")
     if bool(username) != bool(password):
         missing = "password" if username else "username"
         loader.error(f"{where}.{missing}", "AUTH needs both username and password (or neither)")
