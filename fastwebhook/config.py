@@ -79,7 +79,7 @@ class DedupConfig:
 @dataclass(frozen=True)
 class ResponseConfig:
     status: int = 200
-    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    headers: tuple[tuple[str, Any], ...] = (("Content-Type", "application/json"),)   # values may be templates
     body: Any = '{"ok": true, "execution": "{{$execution.id}}"}'
 
 

@@ -181,8 +181,9 @@ class Service:
         answer: dict[str, Any] = outcome.response or {}
         configured = workflow.response
         if not answer:
-            answer = {"status": configured.status, "headers": dict(configured.headers),
-                      "body": render_value(configured.body, run.scope) if run else configured.body}
+            scope = run.scope if run else {}
+            answer = {"status": configured.status, "headers": render_value(dict(configured.headers), scope),
+                      "body": render_value(configured.body, scope)}
         return _response_from(answer, id_header)
 
     def order_key_of(self, delivery: Delivery) -> str | None:

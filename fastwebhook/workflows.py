@@ -187,7 +187,8 @@ def _response(loader, t: dict, path: str) -> ResponseConfig:
     if not isinstance(body, (str, dict, list)):
         loader.error(f"{path}.body", "must be a string or a table")
     check_references(compile_value(body), f"{path}.body", loader.error, env=loader.known.env)
-    return ResponseConfig(status=status, headers=tuple((str(k), str(v)) for k, v in headers.items()),
+    check_references(compile_value(headers), f"{path}.headers", loader.error, env=loader.known.env)
+    return ResponseConfig(status=status, headers=tuple((str(k), compile_value(str(v))) for k, v in headers.items()),
                           body=compile_value(body))
 
 
