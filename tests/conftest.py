@@ -177,6 +177,26 @@ def endpoint():
     server.close()
 
 
+@pytest.fixture
+def smtp_servers():
+    """start(**aiosmtpd Controller options) -> (Inbox, port); every one stopped at teardown."""
+    from aiosmtpd.controller import Controller  # noqa: PLC0415
+    from smtp_support import Inbox  # noqa: PLC0415
+
+    controllers = []
+
+    def start(**options):
+        inbox, port = Inbox(), free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return inbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

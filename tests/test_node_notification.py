@@ -4,74 +4,26 @@ in for Slack / DingTalk, and the `[channels]` settings refused at load with thei
 
 from __future__ import annotations
 
-import email
-import email.policy
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from client_support import request, wait_for_execution
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
-from http_support import RecordingServer, Reply
+from http_support import Reply
 
 USER, PASSWORD = "mailer", "s3cret-pass"
-
-
-@dataclass
-class Delivered:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: email.message.EmailMessage
-    authenticated_as: bytes | None
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it is given; refuses any nobody@ recipient."""
-
-    def __init__(self) -> None:
-        self.mails: list[Delivered] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("nobody@"):
-            return "550 5.1.1 no such mailbox here"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        login = session.auth_data.login if session.authenticated else None
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.mails.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), message, login))
-        return "250 2.0.0 queued"
 
 
 def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
     return AuthResult(success=(auth_data.login, auth_data.password) == (USER.encode(), PASSWORD.encode()),
                       handled=False, auth_data=auth_data)   # handled=False: aiosmtpd answers 535 itself
-
-
-@pytest.fixture
-def smtp_servers():
-    """start(**aiosmtpd options) -> (Inbox, port); every one is stopped at teardown."""
-    controllers = []
-
-    def start(**options):
-        inbox, port = Inbox(), free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
-        controller.start()
-        controllers.append(controller)
-        return inbox, port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
 
 
 @pytest.fixture
@@ -82,13 +34,6 @@ def tls_files(tmp_path):
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
     return server_context
-
-
-@pytest.fixture
-def endpoint():
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def trigger(running, data: dict) -> dict:

@@ -36,15 +36,15 @@ body = {{ seq = "{{{{$context.data.seq}}}}", account = "{{{{$context.data.accoun
 
 def test_the_response_node_answers_at_once_while_the_workflow_goes_on(serve, endpoint):
     endpoint.replies = [Reply(delay=0.6)]
-    running = serve(f"""
+    running = serve("""
 [workflows.w]
 mode = "sync"
 [[workflows.w.nodes]]
 key = "answer"
 type = "response"
 status = 201
-headers = {{ "X-Order" = "{{{{$context.data.seq}}}}" }}
-body = "got {{{{$context.data.seq}}}}"
+headers = { "X-Order" = "{{$context.data.seq}}" }
+body = "got {{$context.data.seq}}"
 """ + slow_call(endpoint.url))
     started = time.monotonic()
     answer = post(running, "/api/webhooks/w", {"seq": 7})
