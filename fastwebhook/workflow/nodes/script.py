@@ -1,12 +1,58 @@
-"""`script`: being built (see workflow/nodes/__init__.py for the contract)."""
+"""`script`: a JavaScript function body run in V8 (see workflow/scripts.py); its `return` is the
+node's result and its console lines go into the job record.
+
+The code is not compiled at load: that would start V8 in the process that reads the config, and
+V8 does not survive a fork into worker processes.  A syntax error is reported, with its line,
+when the node first runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...units import parse_duration, parse_size
+from ..scripts import Script, ScriptError
 
 NAME = "script"
-FIELDS = ()
+FIELDS = ("code", "timeout", "memory_limit")
+
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_MEMORY = 64 << 20
+# A context's own heap is ~1 MiB; a limit below this would stop every script, not a runaway one.
+LEAST_MEMORY = 4 << 20
 
 
-def prepare(fields, path, report, known):
-    report(path, "the script node is not built yet")
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+    code = fields.get("code")
+    if not isinstance(code, str) or not code.strip():
+        report(f"{path}.code", "must be a JavaScript function body (use `return` to give the result)")
+        code = "return null;"
+    timeout = _setting(parse_duration, fields.get("timeout", "1s"), f"{path}.timeout", report, DEFAULT_TIMEOUT)
+    if timeout <= 0:
+        report(f"{path}.timeout", "must be more than 0")
+        timeout = DEFAULT_TIMEOUT
+    memory = _setting(parse_size, fields.get("memory_limit", "64MiB"), f"{path}.memory_limit", report,
+                      DEFAULT_MEMORY)
+    if memory < LEAST_MEMORY:
+        report(f"{path}.memory_limit", "must be at least 4MiB")
+        memory = DEFAULT_MEMORY
+    return {"script": Script.function_body(code), "timeout": timeout, "memory": memory}
 
 
-async def run(prepared, run):
-    raise NotImplementedError("script")
+def _setting(parse, value, where, report, default):
+    try:
+        return parse(value, where)
+    except Exception as exc:  # noqa: BLE001 - a ConfigError, reported with its path
+        report(where, getattr(exc, "message", str(exc)))
+        return default
+
+
+async def run(prepared: dict, run) -> Any:
+    try:
+        value, logs = await run.resources.scripts.run(prepared["script"], run.script_scope(),
+                                                      prepared["timeout"], prepared["memory"])
+    except ScriptError as error:
+        run.logs.extend(error.logs)   # what it printed before failing helps to see why
+        raise
+    run.logs.extend(logs)
+    return value

@@ -1,0 +1,287 @@
+"""The V8 script pool (workflow/scripts.py) on real V8, inside asyncio and uvloop: values and
+console lines, errors with their line, reuse and growth of contexts, and replacement of a
+context stopped by its timeout or memory limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import uvloop
+
+from fastwebhook.errors import FastwebhookError
+from fastwebhook.workflow.scripts import MAX_LOG_LINES, Script, ScriptError, ScriptPool
+
+MiB = 1 << 20
+SCOPE = {
+    "$context": {"data": {"ref": "refs/heads/main", "n": 3}, "headers": {"x-github-event": "push"},
+                 "query": {"page": "2"}},
+    "$jobsMapByNodeKey": {"earlier": {"id": 7}},
+    "$env": {"GREETING": "hi"},
+    "$system": {"now": "2026-01-01T00:00:00.000Z"},
+    "$execution": {"id": "0190-e"},
+    "$workflow": {"key": "w"},
+}
+COUNTER = Script.function_body("globalThis.runs = (globalThis.runs || 0) + 1; return globalThis.runs;")
+RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+def in_pool(body, runner=asyncio.run, **sizes):
+    """Run `body(pool)` in a started pool on a fresh loop (contexts belong to the loop that made them)."""
+    async def main():
+        pool = ScriptPool(**sizes)
+        await pool.start()
+        try:
+            return await body(pool)
+        finally:
+            await pool.close()
+    return runner(main())
+
+
+def run_one(code: str, timeout: float = 1.0, memory: int = 64 * MiB, scope: dict = SCOPE):
+    async def body(pool):
+        return await pool.run(Script.function_body(code), scope, timeout, memory)
+    return in_pool(body)
+
+
+def failure(code: str, **limits) -> ScriptError:
+    with pytest.raises(ScriptError) as info:
+        run_one(code, **limits)
+    return info.value
+
+
+# --- values, scope and console ------------------------------------------------------------------
+
+@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
+def test_the_returned_value_and_the_console_lines(runner):
+    async def body(pool):
+        return await pool.run(Script.function_body(
+            "console.log('ref', $context.data.ref, {n: $context.data.n});"
+            "return $context.data.ref.replace('refs/heads/', '');"), SCOPE, 1.0, 64 * MiB)
+    assert in_pool(body, runner) == ("main", ['ref refs/heads/main {"n":3}'])
+
+
+def test_the_whole_scope_is_there_as_plain_data():
+    value, _ = run_one("return [$context.headers['x-github-event'], $context.query.page, $jobsMapByNodeKey.earlier.id,"
+                       " $nodes.earlier.id, $env.GREETING, $system.now, $execution.id, $workflow.key];")
+    assert value == ["push", "2", 7, 7, "hi", "2026-01-01T00:00:00.000Z", "0190-e", "w"]
+
+
+def test_objects_come_back_as_json_and_undefined_as_none():
+    assert run_one("return {a: [1, 2.5, 'x', null, true], b: {c: new Date(0)}};")[0] == \
+        {"a": [1, 2.5, "x", None, True], "b": {"c": "1970-01-01T00:00:00.000Z"}}
+    assert run_one("let x = 1;") == (None, [])
+    assert run_one("return;") == (None, [])
+
+
+def test_an_expression_gives_its_value():
+    async def body(pool):
+        return (await pool.run(Script.expression("$context.data.n > 2"), SCOPE, 1.0, 64 * MiB),
+                await pool.run(Script.expression("$context.data.n > 5"), SCOPE, 1.0, 64 * MiB))
+    assert in_pool(body) == ((True, []), (False, []))
+
+
+def test_console_levels_and_values_are_written_as_lines():
+    _, logs = run_one("console.info('i', 1, null, undefined); console.warn('w'); console.error(new TypeError('bad'));"
+                      "console.debug([1, {a: 2}]);")
+    assert logs == ["i 1 null undefined", "[warn] w", "[error] TypeError: bad", '[1,{"a":2}]']
+
+
+def test_a_console_log_loop_is_capped():
+    _, logs = run_one("for (let i = 0; i < 100000; i++) console.log('line', i, 'x'.repeat(10000));")
+    assert len(logs) == MAX_LOG_LINES + 1
+    assert logs[-1] == f"({100000 - MAX_LOG_LINES} more console lines dropped)"
+    assert len(logs[0]) < 4100 and logs[0].endswith("more characters)")
+
+
+def test_no_file_network_or_process_access():
+    value, _ = run_one("return [typeof require, typeof process, typeof fetch, typeof XMLHttpRequest,"
+                       " typeof WebSocket, typeof Deno, typeof import_meta];")
+    assert value == ["undefined"] * 7
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def test_a_thrown_error_gives_its_message_and_line():
+    error = failure("const a = 1;\n\nthrow new Error('no ref in ' + a);")
+    assert isinstance(error, FastwebhookError)
+    assert (error.reason, str(error), error.line) == ("exception", "Error: no ref in 1 (line 3)", 3)
+
+
+def test_a_runtime_type_error_names_its_line():
+    error = failure("const x = null;\nreturn x.y;")
+    assert str(error) == "TypeError: Cannot read properties of null (reading 'y') (line 2)"
+
+
+def test_the_console_lines_before_a_failure_are_kept():
+    error = failure("console.log('before'); throw 'plain string';")
+    assert (str(error), error.logs) == ("threw plain string", ["before"])
+
+
+def test_a_syntax_error_names_its_line():
+    error = failure("let a = 1;\nlet b = ;\nreturn a;")
+    assert (error.reason, str(error)) == ("compile", "script does not compile: SyntaxError: Unexpected token ';' (line 2)")
+
+
+def test_code_that_closes_its_function_early_does_not_compile_and_runs_nothing():
+    async def body(pool):
+        with pytest.raises(ScriptError) as info:
+            await pool.run(Script.function_body("}); globalThis.escaped = 1; (function() {"), SCOPE, 1.0, 64 * MiB)
+        return info.value, await pool.run(Script.function_body("return typeof globalThis.escaped;"), SCOPE, 1.0, 64 * MiB)
+    error, (escaped, _) = in_pool(body, initial=1, most=1)
+    assert error.reason == "compile" and escaped == "undefined"
+
+
+@pytest.mark.parametrize("code, told", [
+    ("return () => 1;", "the script returned a function, which is not JSON"),
+    ("return 10n;", "the script returned a BigInt, which is not JSON"),
+    ("return {big: 10n};", "the script returned a value that is not JSON: TypeError: Do not know how to serialize a BigInt"),
+    ("const a = {}; a.self = a; return a;", "the script returned a value that is not JSON: TypeError: Converting circular structure to JSON"),
+    ("return Promise.resolve(1);", "the script returned a Promise (scripts run synchronously; await is not available), which is not JSON"),
+])
+def test_a_value_that_is_not_json_is_a_clear_error(code, told):
+    error = failure(code)
+    assert (error.reason, str(error)) == ("result", told)
+
+
+def test_the_driver_cannot_be_replaced_by_a_script():
+    async def body(pool):
+        with pytest.raises(ScriptError) as info:
+            await pool.run(Script.function_body("globalThis.__fastwebhook = null;"), SCOPE, 1.0, 64 * MiB)
+        return str(info.value), await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+    told, (count, _) = in_pool(body, initial=1, most=1)
+    assert "read only" in told and count == 1
+
+
+def test_a_timer_callback_never_runs_after_its_script():
+    async def body(pool):
+        await pool.run(Script.function_body("setTimeout(() => { globalThis.late = 1; }, 5);"), SCOPE, 1.0, 64 * MiB)
+        await asyncio.sleep(0.05)
+        return await pool.run(Script.function_body("return typeof globalThis.late;"), SCOPE, 1.0, 64 * MiB)
+    assert in_pool(body, initial=1, most=1) == ("undefined", [])
+
+
+# --- timeout and memory --------------------------------------------------------------------------
+
+def test_an_endless_loop_stops_at_its_timeout_and_the_context_is_replaced():
+    async def body(pool):
+        first = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+        started = time.perf_counter()
+        with pytest.raises(ScriptError) as info:
+            await pool.run(Script.function_body("while (true) {}"), SCOPE, 0.2, 64 * MiB)
+        elapsed = time.perf_counter() - started
+        after = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)   # a fresh context: its count starts again
+        return first, info.value, elapsed, after, pool.size
+    first, error, elapsed, after, size = in_pool(body, initial=1, most=1)
+    assert (error.reason, str(error)) == ("timeout", "script timed out after 200ms")
+    assert 0.19 < elapsed < 0.6
+    assert (first, after, size) == ((1, []), (1, []), 1)
+
+
+def test_the_loop_stays_free_while_a_script_spins():
+    async def body(pool):
+        spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 0.5, 64 * MiB))
+        await asyncio.sleep(0.05)
+        gaps, last = [], time.perf_counter()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+        beside = await pool.run(Script.function_body("return 'beside';"), SCOPE, 1.0, 64 * MiB)
+        with pytest.raises(ScriptError):
+            await spin
+        return max(gaps), beside
+    longest_gap, beside = in_pool(body, uvloop.run)
+    assert longest_gap < 0.1
+    assert beside == ("beside", [])
+
+
+def test_a_memory_bomb_stops_at_its_limit_and_others_go_on():
+    async def body(pool):
+        bomb = pool.run(Script.function_body("let a = []; while (true) a.push(new Array(1e6).fill(1));"),
+                        SCOPE, 2.0, 32 * MiB)
+        calm = pool.run(Script.function_body("let s = 0; for (let i = 0; i < 1e5; i++) s += i; return s;"),
+                        SCOPE, 2.0, 32 * MiB)
+        bombed, calmed = await asyncio.gather(bomb, calm, return_exceptions=True)
+        after = await pool.run(COUNTER, SCOPE, 1.0, 32 * MiB)
+        return bombed, calmed, after
+    bombed, calmed, after = in_pool(body)
+    assert isinstance(bombed, ScriptError)
+    assert (bombed.reason, str(bombed)) == ("memory", "script exceeded its memory limit of 32 MiB")
+    assert calmed == (4999950000, [])
+    assert after[0] >= 1
+
+
+def test_garbage_of_earlier_runs_does_not_stop_a_script_that_keeps_its_limit():
+    # Each run leaves ~1.5 MiB of garbage; uncollected, it passes an 8 MiB limit every few runs.
+    litter = Script.function_body("const parts = [JSON.parse(JSON.stringify($context.raw))];"
+                                  "for (let i = 0; i < 3; i++) parts.push(new Array(1e5).fill(i)); return parts.length;")
+    scope = {**SCOPE, "$context": {"raw": "x" * 200_000}}
+    async def body(pool):
+        return [(await pool.run(litter, scope, 1.0, 8 * MiB))[0] for _ in range(60)], pool.size
+    values, size = in_pool(body, initial=1, most=1)
+    assert values == [4] * 60 and size == 1
+
+
+def test_a_memory_bomb_in_a_reused_context_is_still_stopped():
+    async def body(pool):
+        await pool.run(COUNTER, SCOPE, 1.0, 32 * MiB)
+        with pytest.raises(ScriptError) as info:
+            await pool.run(Script.function_body("let a = []; while (true) a.push(new Array(1e6).fill(1));"),
+                           SCOPE, 2.0, 32 * MiB)
+        return info.value.reason, await pool.run(COUNTER, SCOPE, 1.0, 32 * MiB), pool.size
+    assert in_pool(body, initial=1, most=1) == ("memory", (1, []), 1)
+
+
+def test_a_cancelled_run_gives_up_its_context():
+    async def body(pool):
+        spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 5.0, 64 * MiB))
+        await asyncio.sleep(0.05)
+        spin.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spin
+        started = time.perf_counter()
+        after = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+        return after, time.perf_counter() - started, pool.size
+    after, elapsed, size = in_pool(body, initial=1, most=1)
+    assert after == (1, []) and elapsed < 0.5 and size == 1
+
+
+# --- reuse and growth --------------------------------------------------------------------------
+
+def test_contexts_are_reused_and_each_script_compiled_once_per_context():
+    script = Script.function_body("return $context.data.n * 2;")
+    async def body(pool):
+        counts = [(await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB))[0] for _ in range(5)]
+        for _ in range(3):
+            await pool.run(script, SCOPE, 1.0, 64 * MiB)
+        compiled = [set(context.compiled) for context in pool._idle]
+        return counts, compiled, pool.size
+    counts, compiled, size = in_pool(body, initial=2, most=4)
+    assert counts == [1, 2, 3, 4, 5]        # one context, used again and again
+    assert size == 2
+    assert {COUNTER.name, script.name} in compiled
+
+
+def test_the_pool_grows_while_all_are_busy_up_to_its_most():
+    busy = Script.function_body("const t = Date.now(); while (Date.now() - t < 150) {} return Date.now();")
+    async def body(pool):
+        started = time.perf_counter()
+        results = await asyncio.gather(*(pool.run(busy, SCOPE, 2.0, 64 * MiB) for _ in range(6)))
+        return results, time.perf_counter() - started, pool.size
+    results, elapsed, size = in_pool(body, initial=2, most=4)
+    assert len(results) == 6 and size == 4
+    assert elapsed > 0.29                   # six runs on four contexts: two of them waited for a turn
+
+
+def test_a_closed_pool_refuses_to_run():
+    async def main():
+        pool = ScriptPool()
+        await pool.start()
+        await pool.close()
+        with pytest.raises(ScriptError) as info:
+            await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+        return info.value.reason, pool.size
+    assert asyncio.run(main()) == ("closed", 0)
