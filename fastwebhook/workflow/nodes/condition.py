@@ -7,7 +7,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from ...units import parse_duration, parse_size
-from ..scripts import Script
+from ..scripts import Script, ScriptError
 from ..templates import Template, compile_value, render_value
 
 NAME = "condition"
@@ -137,8 +137,12 @@ def _convert(fn, value, where, report, default):
 async def run(prepared: dict, run) -> bool:
     mode = prepared["mode"]
     if mode == "expression":
-        value, logs = await run.resources.scripts.run(prepared["script"], run.script_scope(),
-                                                      prepared["timeout"], prepared["memory"])
+        try:
+            value, logs = await run.resources.scripts.run(prepared["script"], run.script_scope(),
+                                                          prepared["timeout"], prepared["memory"])
+        except ScriptError as failed:
+            run.logs.extend(failed.logs)   # what it printed before it failed
+            raise
         run.logs.extend(logs)
         return bool(value)
     scope = run.scope
