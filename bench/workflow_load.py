@@ -7,9 +7,9 @@ pinned to CPU 0, wrk (`-t1 -c64`, signed 1160-byte GitHub pushes, a unique deliv
    (bench/nodered, pinned release) running the same flow (http in -> function verifying the
    HMAC -> switch -> function -> http response) under the same load; it keeps no records.
 2. isolation: bench/fastwebhook-isolation.toml: ingest (workflow "bench", no nodes) measured
-   alone, then while another workflow's scripts spin to their 250 ms timeout (`while (true) {}`,
-   posted at --spin-rate a second, more than the script pool can finish): its p99 with them as a
-   multiple of its p99 without them.
+   alone, then while another workflow's scripts spin to their 250 ms timeout (`while (true) {}`;
+   enough of them posted and claimed before the run to keep every context of the script pool
+   spinning through it): its p99 with them as a multiple of its p99 without them.
 
     .venv/bin/python bench/workflow_load.py [--seconds 20] [--isolation-seconds 10] [--only workflow|nodered|isolation]
 
@@ -24,17 +24,22 @@ import datetime
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import nodered
 import payload
 from load import (BENCH_DIR, SERVER_CPU, Receiver, ReceiverError, fastwebhook, measure_sustained,
-                  read_metrics, run_wrk, running, say)
+                  read_metrics, run_wrk, running, say, wait_for_drain)
 
 WORKFLOW = Receiver("workflow", "fastwebhook-commit: verify, dedup, commit; condition -> script (V8) -> create",
                     fastwebhook("workflow"), verifies=True, metrics=True)
+FLOORS = [  # measured beside it, same load: what the workflow costs over the log-first intake alone
+    Receiver("floor-intake", "fastwebhook-commit, a workflow with no nodes (the log-first sustained run)",
+             fastwebhook("commit"), verifies=True, metrics=True),
+    Receiver("floor-noscript", "fastwebhook-commit: condition -> create (no script)",
+             fastwebhook("workflow-noscript"), verifies=True, metrics=True),
+]
 ISOLATION = Receiver("isolation", "fastwebhook-commit: ingest of workflow bench beside spinning scripts",
                      fastwebhook("isolation"), verifies=True, metrics=True)
 WORKFLOW_TARGET = 5000.0      # executions/s, sustained
@@ -47,44 +52,26 @@ def spin_failures(port: int) -> int:
     return sum(int(float(a or b)) for a, b in _SPIN_FAILED.findall(read_metrics(port)))
 
 
-class Spinner:
-    """Posts to /spin at `rate` a second from a thread of its own until stopped."""
+def post_spins(port: int, count: int) -> None:
+    """`count` requests to /spin, pipelined on one connection, each answered 202 at once."""
+    request = b"POST /spin HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
-    def __init__(self, port: int, rate: float):
-        self.port, self.rate = port, rate
-        self.sent = 0
-        self.statuses: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def __enter__(self) -> "Spinner":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        request = b"POST /spin HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-        started = time.monotonic()
-        while not self._stop.is_set():
-            due = started + self.sent / self.rate
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            writer.write(request)
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request * count)
+        for _ in range(count):
             head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-            await reader.readexactly(length)
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-            self.sent += 1
+            if int(head.split(b" ", 2)[1]) != 202:
+                raise ReceiverError(f"/spin answered {head.split(b' ', 2)[1].decode()}")
+            await reader.readexactly(int(re.search(rb"(?i)content-length: (\d+)", head).group(1)))
         writer.close()
 
+    asyncio.run(main())
 
-def measure_workflow(args, body_file: Path, session: Path) -> dict:
-    say(f"[workflow] fastwebhook: {args.seconds} s of load, then the drain ...")
-    result = measure_sustained(WORKFLOW, session, args.port, args.seconds, args.drain_timeout, body_file)
+
+def measure_workflow(args, body_file: Path, session: Path, receiver: Receiver = WORKFLOW) -> dict:
+    say(f"[{receiver.name}] {receiver.description}: {args.seconds} s of load, then the drain ...")
+    result = measure_sustained(receiver, session, args.port, args.seconds, args.drain_timeout, body_file)
     load = result.load
     say(f"  load: {load.ok_per_second:,.0f} req/s acked  p99 {load.p99_ms:.2f} ms  non-2xx {load.non_2xx_3xx}; "
         f"drain {result.drain_seconds:.1f} s; {result.executed:,} executions in {result.seconds:.1f} s = "
@@ -110,33 +97,47 @@ def measure_nodered(args, body_file: Path) -> dict:
 
 
 def measure_isolation(args, body_file: Path, session: Path) -> dict:
+    """Ingest alone; then the same with enough runaway scripts claimed and waiting for the
+    script pool to keep every context spinning through the run (posted while the intake is
+    idle, so they are claimed before the load and not queued behind it)."""
     say(f"[isolation] ingest alone, then beside scripts spinning to their timeouts ({args.isolation_seconds} s each) ...")
     with running(ISOLATION, session, args.port, body_file) as (process, request):
+        deadline = time.monotonic() + args.drain_timeout
+        wait_for_drain(process, args.port, deadline, "the warm-up")
         alone = run_wrk(args.port, args.isolation_seconds, body_file, request)
-        with Spinner(args.port, args.spin_rate) as spinner:
-            time.sleep(1.0)   # the script pool is busy spinning before the measured run
-            failed_before = spin_failures(args.port)
-            beside = run_wrk(args.port, args.isolation_seconds, body_file, request)
-            timed_out = spin_failures(args.port) - failed_before
+        wait_for_drain(process, args.port, deadline, "the run alone")
+        # 6 contexts x 4 timeouts a second: this many keep them all spinning past the run's end
+        spins = int(6 * 4 * (args.isolation_seconds + 3))
+        post_spins(args.port, spins)
+        time.sleep(0.5)   # claimed, and the pool spinning
+        failed_before = spin_failures(args.port)
+        beside = run_wrk(args.port, args.isolation_seconds, body_file, request)
+        timed_out = spin_failures(args.port) - failed_before
         if process.poll() is not None:
             raise ReceiverError(f"exited with {process.returncode} during the run")
     ratio = beside.p99_ms / alone.p99_ms
     say(f"  alone:  {alone.ok_per_second:,.0f} req/s  p99 {alone.p99_ms:.2f} ms")
     say(f"  beside: {beside.ok_per_second:,.0f} req/s  p99 {beside.p99_ms:.2f} ms ({ratio:.2f}x); "
-        f"{timed_out} scripts ended at their timeout during it, {spinner.sent} spin requests sent")
-    return {"alone": alone, "beside": beside, "ratio": ratio, "timed_out": timed_out, "sent": spinner.sent}
+        f"{timed_out} scripts ended at their timeout during it ({spins} posted before it)")
+    return {"alone": alone, "beside": beside, "ratio": ratio, "timed_out": timed_out, "sent": spins}
 
 
 def report(results: dict, args) -> str:
     lines = [f"# Workflow benchmarks ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
              f"Server pinned to CPU {SERVER_CPU}, wrk -t1 -c64 on the other; signed 1160-byte GitHub pushes.", ""]
-    if "workflow" in results or "nodered" in results:
+    if any(name in results for name in ("workflow", "nodered", *(f.name for f in FLOORS))):
         lines += ["| receiver | executions/s | acked req/s | p99 ms (load) | records kept |", "|---|--:|--:|--:|---|"]
         if "workflow" in results:
             w = results["workflow"]
             lines.append(f"| fastwebhook: condition + script (V8) + create, commit durability, {args.seconds} s load "
                          f"+ {w['drain']:.1f} s drain | {w['rate']:,.0f} | {w['acked']:,.0f} | {w['p99']:.2f} | "
                          f"executions, jobs, request log, a record per push |")
+        for floor in FLOORS:
+            if floor.name in results:
+                f = results[floor.name]
+                lines.append(f"| {floor.name}: {floor.description}, {args.seconds} s load + {f['drain']:.1f} s drain | "
+                             f"{f['rate']:,.0f} | {f['acked']:,.0f} | {f['p99']:.2f} | executions, jobs, request log"
+                             + (", a record per push |" if "create" in floor.description else " |"))
         if "nodered" in results:
             n = results["nodered"]
             lines.append(f"| Node-RED {nodered.version()}: http in -> function (HMAC) -> switch -> function -> "
@@ -164,18 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=20, help="seconds of load in the workflow runs")
     parser.add_argument("--isolation-seconds", type=int, default=10)
-    parser.add_argument("--spin-rate", type=float, default=40.0, help="spinning scripts started per second")
     parser.add_argument("--drain-timeout", type=float, default=600.0)
     parser.add_argument("--port", type=int, default=18080)
-    parser.add_argument("--only", action="append", choices=("workflow", "nodered", "isolation"))
+    names = ("workflow", *(f.name for f in FLOORS), "nodered", "isolation")
+    parser.add_argument("--only", action="append", choices=names)
     args = parser.parse_args(argv)
-    wanted = args.only or ["workflow", "nodered", "isolation"]
+    wanted = args.only or list(names)
     results: dict = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="fastwebhook-wbench-") as session:
         body_file = Path(session) / "body.json"
         body_file.write_bytes(payload.BODY)
+        floors = [(f.name, lambda f=f: measure_workflow(args, body_file, Path(tempfile.mkdtemp(dir=session)), f))
+                  for f in FLOORS]
         for name, run in (("workflow", lambda: measure_workflow(args, body_file, Path(tempfile.mkdtemp(dir=session)))),
+                          *floors,
                           ("nodered", lambda: measure_nodered(args, body_file)),
                           ("isolation", lambda: measure_isolation(args, body_file, Path(tempfile.mkdtemp(dir=session))))):
             if name not in wanted:

@@ -33,6 +33,11 @@ BUSY_CLAIM_BATCH = 128      # ... and while it is committing
 BUSY_EVERY = 0.05
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
 PARKED_MAX = 16384          # deliveries waiting for their order-key lane or a concurrency slot
+# Records are written in batches: a few rows, waiting for more, for at most RECORD_LINGER.  When
+# executions end one by one (each waiting on a script, say), a transaction per execution would
+# cost the event loop and the store's thread more than the executions themselves.
+RECORD_BATCH = 256
+RECORD_LINGER = 0.02
 
 
 def new_owner() -> str:
@@ -118,6 +123,8 @@ class Dispatcher:
                     await asyncio.sleep(wait)
                     continue
                 self._last_round = loop.time()
+                if 0 < len(self.records) < RECORD_BATCH and not self.unclaimed:
+                    await asyncio.sleep(RECORD_LINGER)
                 await self.flush()
                 now = self.clock()
                 if now - self._last_sweep >= SWEEP_EVERY:
@@ -130,11 +137,14 @@ class Dispatcher:
                 await self.flush()
 
     def _room(self) -> int:
-        # keep the workers' ready queue short: the rest of the backlog waits in the store
+        """How many to claim now.  The workers' ready queue stays short (the rest of the backlog
+        waits in the store), and is topped up only once it is down to one batch: while workers
+        finish a few at a time, a claim of those few would cost a transaction each."""
         gate = self.pool.gate
-        if gate is not None and gate.waiting >= PARKED_MAX:
+        ready = len(self.pool.ready)
+        if (gate is not None and gate.waiting >= PARKED_MAX) or ready >= CLAIM_BATCH:
             return 0
-        return max(0, 2 * CLAIM_BATCH - len(self.pool.ready))
+        return 2 * CLAIM_BATCH - ready
 
     async def claim(self) -> bool:
         """One claim; False when the intake had nothing left to claim."""

@@ -151,6 +151,9 @@ class Records:
     def __bool__(self) -> bool:
         return bool(self.finals or self.jobs or self.requests)
 
+    def __len__(self) -> int:
+        return len(self.finals) + len(self.jobs) + len(self.requests)
+
     def change(self, final: Final) -> None:
         """A later change of one execution replaces an earlier one, keeping when it started."""
         earlier = self.finals.get(final.id)

@@ -4,8 +4,8 @@ contexts.
 `ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`.  V8 runs on mini-racer's own
 native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
 script runs.  A fresh context costs ~2 ms and a reused one ~50 µs a call, so contexts are kept
-and reused, one script at a time each; a context that timed out or ran out of memory is closed
-and replaced rather than trusted again.
+and reused, one script at a time each; a context that ran out of memory is closed and replaced
+rather than trusted again (one stopped at its timeout goes on: V8 resumes after terminating).
 
 Scripts get plain data (the scope as JSON) and a `console` that writes into their job record;
 no Python callback is exposed, and V8 by itself has no file, network or process access.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -157,30 +158,79 @@ _DRIVER = """
 })();
 """ % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
 
-# Failures the driver caught inside JavaScript: the context is as good as before.  Any other
-# (terminated, out of memory, V8 failing, a run cancelled halfway) closes the context.
-_CONTEXT_UNHARMED = frozenset({"exception", "compile", "result"})
+# Failures the driver caught inside JavaScript, and a run V8 terminated at its timeout: the
+# context is as good as before (V8 resumes after TerminateExecution; our driver and compiled
+# functions are frozen closures a terminated script cannot have left half-changed), and
+# keeping it spares the event loop a new isolate (~2 ms, blocking) per runaway script.  Any
+# other failure (out of memory, V8 failing, a run cancelled halfway) closes the context.
+_CONTEXT_UNHARMED = frozenset({"exception", "compile", "result", "timeout"})
 # How many lines `new Function` puts before the body: "(function anonymous(PARAMS\n) {\n".
 _BODY_FIRST_LINE = 3
 _PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
 
 
-class _Context:
-    """One V8 isolate and the scripts already compiled in it."""
+# A script still running after LONG_RUN is held to be long (a runaway, or heavy work): its
+# isolate's thread drops to the lowest CPU priority until it ends.  On a core it shares with the
+# event loop, nice 19 gets about 1/70 of the loop's share under Linux's fair scheduler, so a
+# script spinning to its timeout costs ingest little; it still gets the whole core whenever the
+# loop waits.  Short scripts keep the normal priority: a low-priority thread that finishes a run
+# must take the GIL to hand back its result, and at nice 19 that hand-over holds up the loop.
+LONG_RUN = 0.001
+LOW_PRIORITY = 19
 
-    def __init__(self, racer: MiniRacer):
+
+class _Context:
+    """One V8 isolate, its own thread(s), and the scripts already compiled in it."""
+
+    def __init__(self, racer: MiniRacer, threads: set[int]):
         self.racer = racer
+        self.threads = threads
         self.compiled: set[str] = set()
         self.used = False        # has run a script (and may hold its garbage)
+        self.lowered = False     # running at LOW_PRIORITY (a long run under way)
+        self.stale = False       # stuck at LOW_PRIORITY (not allowed back up): replace it
 
     @classmethod
     async def open(cls) -> "_Context":
+        before = _threads()
         racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
+        context = cls(racer, _threads() - before)
         await racer.eval_cancelable(_DRIVER)
-        return cls(racer)
+        return context
 
-    def close(self) -> None:
-        self.racer.close()
+    def lower_priority(self) -> None:
+        self.lowered = _set_priority(self.threads, LOW_PRIORITY) or self.lowered
+
+    def restore_priority(self) -> bool:
+        """Back to normal after a long run; False when the system does not allow it (without
+        CAP_SYS_NICE a thread can only go down): then the context should be replaced."""
+        if not self.lowered:
+            return True
+        self.lowered = not _set_priority(self.threads, 0)
+        return not self.lowered
+
+    def close(self) -> asyncio.Future:
+        """Closed on a thread: freeing an isolate joins its threads, which at their low priority
+        may wait behind other spinning scripts for milliseconds; the loop must not."""
+        return asyncio.get_running_loop().run_in_executor(None, self.racer.close)
+
+
+def _threads() -> set[int]:
+    try:
+        return {int(tid) for tid in os.listdir("/proc/self/task")}
+    except OSError:   # not Linux: a long script keeps the normal priority
+        return set()
+
+
+def _set_priority(threads: set[int], niceness: int) -> bool:
+    changed = False
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+            changed = True
+        except OSError:   # gone, or not allowed
+            pass
+    return changed
 
 
 class ScriptPool:
@@ -194,6 +244,7 @@ class ScriptPool:
         self._size = 0            # contexts open or being opened, idle or busy
         self._closed = False
         self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
+        self._closing: set[asyncio.Future] = set()     # contexts being closed on a thread
 
     @property
     def size(self) -> int:
@@ -218,10 +269,13 @@ class ScriptPool:
         idle, self._idle = self._idle, []
         for context in idle:
             self._size -= 1
-            context.close()
+            self._close(context)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def run(self, script: Script, scope: dict, timeout: float, memory: int) -> tuple:
-        """The script's returned value (None for undefined) and its console lines."""
+    async def run(self, script: Script, scope: dict | str, timeout: float, memory: int) -> tuple:
+        """The script's returned value (None for undefined) and its console lines; `scope` as
+        data, or already as JSON text."""
         deadline = asyncio.get_running_loop().time() + timeout
         context = await self._acquire()
         while True:
@@ -249,13 +303,15 @@ class ScriptPool:
     async def _run_in(self, context: _Context, script: Script, scope: dict, deadline: float, timeout: float,
                       memory: int):
         name = script.name
-        scope_text = orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        scope_text = scope if isinstance(scope, str) else \
+            orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         arguments = [_js_string(name), _js_string(scope_text)]
         if name not in context.compiled:
             arguments.append(_js_string(script.body))
         racer = context.racer
         racer.set_hard_memory_limit(memory)
         context.used = True
+        long_run = asyncio.get_running_loop().call_later(LONG_RUN, context.lower_priority)
         try:
             # Cheaper than wait_for (no extra task); cancelling the eval makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
@@ -267,6 +323,9 @@ class ScriptPool:
             if isinstance(error, JSOOMException) or racer.was_hard_memory_limit_reached():
                 raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}") from None
             raise ScriptError("engine", f"script failed: {_first_line(str(error))}") from None
+        finally:
+            long_run.cancel()
+            context.stale = not context.restore_priority()
         if racer.was_hard_memory_limit_reached():
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
         outcome = orjson.loads(answer)
@@ -306,10 +365,18 @@ class ScriptPool:
                 self._release(waiter.result())   # handed a context just as we were cancelled
             raise
 
+    def _close(self, context: _Context) -> None:
+        closing = context.close()
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
     def _release(self, context: _Context) -> None:
+        if context.stale and not self._closed:
+            self._discard(context)   # a fresh one takes its place at the normal priority
+            return
         if self._closed:
             self._size -= 1
-            context.close()
+            self._close(context)
             return
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -320,7 +387,7 @@ class ScriptPool:
 
     async def _renew(self, context: _Context) -> _Context:
         """A fresh context in the slot of `context`, which is closed."""
-        context.close()
+        self._close(context)
         try:
             return await _Context.open()
         except BaseException:
@@ -329,7 +396,7 @@ class ScriptPool:
 
     def _discard(self, context: _Context) -> None:
         self._size -= 1
-        context.close()
+        self._close(context)
         # Whoever waits for a context gets a fresh one in place of the broken one.
         if not self._closed and any(not waiter.done() for waiter in self._waiters):
             self._size += 1
