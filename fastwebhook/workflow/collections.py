@@ -10,8 +10,9 @@ placeholders.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Mapping
 
 import orjson
@@ -44,7 +45,7 @@ class Collection:
     def columns(self) -> tuple[str, ...]:
         return ("id", *self.fields, "created_at", "updated_at")
 
-    @property
+    @cached_property   # frozen dataclasses allow it: built once, asked per statement
     def _returning(self) -> str:
         return ", ".join(f'"{c}"' for c in self.columns)
 
@@ -186,8 +187,15 @@ def _encode(field: str, kind: str, value: Any) -> Any:
     return str(value)
 
 
+_second = [0, ""]   # the last whole second and its ISO text: most records share one
+
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 # -- config ------------------------------------------------------------------------------------
