@@ -187,6 +187,7 @@ class _Context:
         self.threads = threads
         self.compiled: set[str] = set()
         self.used = False        # has run a script (and may hold its garbage)
+        self.memory_limit = 0    # the hard limit last set on the isolate
         self.lowered = False     # running at LOW_PRIORITY (a long run under way)
         self.stale = False       # stuck at LOW_PRIORITY (not allowed back up): replace it
 
@@ -309,7 +310,9 @@ class ScriptPool:
         if name not in context.compiled:
             arguments.append(_js_string(script.body))
         racer = context.racer
-        racer.set_hard_memory_limit(memory)
+        if context.memory_limit != memory:   # a call into V8 each: only when it changes
+            racer.set_hard_memory_limit(memory)
+            context.memory_limit = memory
         context.used = True
         long_run = asyncio.get_running_loop().call_later(LONG_RUN, context.lower_priority)
         try:
