@@ -136,8 +136,9 @@ def report(results: dict, args) -> str:
             if floor.name in results:
                 f = results[floor.name]
                 lines.append(f"| {floor.name}: {floor.description}, {args.seconds} s load + {f['drain']:.1f} s drain | "
-                             f"{f['rate']:,.0f} | {f['acked']:,.0f} | {f['p99']:.2f} | executions, jobs, request log"
-                             + (", a record per push |" if "create" in floor.description else " |"))
+                             f"{f['rate']:,.0f} | {f['acked']:,.0f} | {f['p99']:.2f} | "
+                             + ("executions, jobs, request log, a record per push |" if "create" in floor.description
+                                else "executions, request log |"))
         if "nodered" in results:
             n = results["nodered"]
             lines.append(f"| Node-RED {nodered.version()}: http in -> function (HMAC) -> switch -> function -> "
