@@ -123,8 +123,8 @@ class Dispatcher:
                     await asyncio.sleep(wait)
                     continue
                 self._last_round = loop.time()
-                if 0 < len(self.records) < RECORD_BATCH and not self.unclaimed:
-                    await asyncio.sleep(RECORD_LINGER)
+                if 0 < len(self.records) < RECORD_BATCH and not (self.unclaimed and self._room() > 0):
+                    await asyncio.sleep(RECORD_LINGER)   # nothing to claim now: let more finish first
                 await self.flush()
                 now = self.clock()
                 if now - self._last_sweep >= SWEEP_EVERY:
