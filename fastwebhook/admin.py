@@ -15,7 +15,7 @@ from .http.messages import Request, Response, parse_query
 from .ids import new_id
 from .store import Store
 from .store.rows import Delivery, Status
-from .workflow.collections import RecordError
+from .workflow.collections import RecordError, filter_terms
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -84,22 +84,17 @@ async def list_records(store: Store, config: Config, name: str, filter_text: str
         raise BadQuery(f"filter is not valid JSON: {exc}") from None
     if not isinstance(filter, dict):
         raise BadQuery("filter must be a JSON object of field: value or field: {op: value}")
+    terms = filter_terms(filter)
     if cursor:
         if not str(cursor).isdigit():
             raise BadQuery(f"not a cursor: {cursor!r}")
-        filter = {**filter, "id": {**_ops(filter.get("id")), "lt": int(cursor)}}
+        terms.append(("id", "lt", int(cursor)))
     try:
-        sql, params = collection.select(filter, ("-id",), limit)
+        sql, params = collection.select(terms, ("-id",), limit, nulls=True)
     except RecordError as exc:
         raise BadQuery(str(exc)) from None
     items = [collection.decode(row) for row in await store.read_records(sql, params)]
     return {"items": items, "next": str(items[-1]["id"]) if len(items) == limit else None}
-
-
-def _ops(condition: Any) -> dict:
-    if condition is None:
-        return {}
-    return dict(condition) if isinstance(condition, dict) else {"eq": condition}
 
 
 async def replay(store: Store, config: Config, id_text: str, submit=None) -> dict | None:

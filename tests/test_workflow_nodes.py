@@ -401,3 +401,46 @@ body = "{{$jobsMapByNodeKey.t}} {{$nodes.a}} {{$env.TEAM}} {{$system.now}} {{$ex
 """
     config = load_config(str(write_config(tmp_path, text)))
     assert [n.key for n in config.workflows["w"].nodes] == ["a", "b"]
+
+
+DESTROY_BY_EMAIL = CUSTOMERS + """
+[workflows.seed]
+[[workflows.seed.nodes]]
+key = "a"
+type = "create"
+collection = "customers"
+values = { name = "A", email = "a@x" }
+[[workflows.seed.nodes]]
+key = "b"
+type = "create"
+collection = "customers"
+values = { name = "B" }
+
+[workflows.drop]
+[[workflows.drop.nodes]]
+key = "gone"
+type = "destroy"
+collection = "customers"
+filter = { email = "{{$context.data.email}}" }
+"""
+
+
+@pytest.mark.parametrize("data", [{"email": {}}, {"email": {"like": "%"}}, {"email": {"ne": "x"}}, {}, {"email": None}])
+def test_webhook_data_is_only_ever_a_filter_value_never_an_operator(serve, data):
+    running = serve(DESTROY_BY_EMAIL)
+    run_to_end(running, "/api/webhooks/seed", {})
+    execution = run_to_end(running, "/api/webhooks/drop", data)
+    removed = jobs_by_node(execution)["gone"]
+    assert removed["result"] == 0 or removed["status"] == "failed", execution
+    assert len(table(running, "customers")) == 2       # neither the NULL-email record nor the other went
+    exact = run_to_end(running, "/api/webhooks/drop", {"email": "a@x"})
+    assert jobs_by_node(exact)["gone"]["result"] == 1 and len(table(running, "customers")) == 1
+
+
+def test_admin_filters_may_ask_for_null_and_ne_keeps_records_without_the_field(serve):
+    running = serve(DESTROY_BY_EMAIL)
+    run_to_end(running, "/api/webhooks/seed", {})
+    nulls = admin(running, '/collections/customers/records?filter={"email":null}').json()["items"]
+    assert [r["name"] for r in nulls] == ["B"]
+    others = admin(running, '/collections/customers/records?filter={"email":{"ne":"a@x"}}').json()["items"]
+    assert [r["name"] for r in others] == ["B"]

@@ -54,8 +54,8 @@ class Collection:
         columns = ", ".join(f'"{f}" {TYPES[t]}' for f, t in self.fields.items())
         statements = [f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, {columns}, "
                       "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"]
-        for fields in self.unique:
-            index = f'"records_{self.name}_unique_{"_".join(fields)}"'
+        for number, fields in enumerate(self.unique):
+            index = f'"records_{self.name}_unique_{number}"'
             listed = ", ".join(f'"{f}"' for f in fields)
             statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.table} ({listed})")
         return statements
@@ -76,19 +76,19 @@ class Collection:
             sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
         return Write(f"{sql} RETURNING {self._returning}", (*row.values(), now, now))
 
-    def update(self, filter: Mapping[str, Any], values: Mapping[str, Any]) -> Write:
+    def update(self, terms: list, values: Mapping[str, Any]) -> Write:
         row = self.encode_values(values)
-        where, params = self.where(filter)
+        where, params = self.where(terms)
         sets = ", ".join([f'"{n}" = ?' for n in row] + ['"updated_at" = ?'])
         return Write(f"UPDATE {self.table} SET {sets}{where}", (*row.values(), _now(), *params))
 
-    def destroy(self, filter: Mapping[str, Any]) -> Write:
-        where, params = self.where(filter)
+    def destroy(self, terms: list) -> Write:
+        where, params = self.where(terms)
         return Write(f"DELETE FROM {self.table}{where}", params)
 
-    def select(self, filter: Mapping[str, Any], sort: tuple[str, ...] = (), limit: int | None = None,
-               offset: int = 0) -> tuple[str, tuple]:
-        where, params = self.where(filter)
+    def select(self, terms: list, sort: tuple[str, ...] = (), limit: int | None = None,
+               offset: int = 0, *, nulls: bool = False) -> tuple[str, tuple]:
+        where, params = self.where(terms, nulls=nulls)
         order = ", ".join(f'"{s[1:]}" DESC' if s.startswith("-") else f'"{s}" ASC' for s in sort) or '"id" ASC'
         sql = f"SELECT {self._returning} FROM {self.table}{where} ORDER BY {order}"
         if limit is not None:
@@ -96,30 +96,33 @@ class Collection:
             params = (*params, limit, offset)
         return sql, params
 
-    def where(self, filter: Mapping[str, Any]) -> tuple[str, tuple]:
+    def where(self, terms: list[tuple[str, str, Any]], *, nulls: bool = False) -> tuple[str, tuple]:
+        """`terms` are (field, op, value), split from the filter table where it was written
+        (`filter_terms`): a value rendered from webhook data is only ever a value, never an
+        operator.  A None value (a template that found nothing) matches nothing, so a missing
+        field cannot widen an update or a destroy; with `nulls` (the admin API's JSON filters,
+        where null is written on purpose) eq / ne null mean IS NULL / IS NOT NULL."""
         clauses, params = [], []
-        for field, condition in filter.items():
+        for field, op, value in terms:
             kind = self._kind(field)
-            ops = condition if isinstance(condition, dict) else {"eq": condition}
-            for op, value in ops.items():
-                if op not in FILTER_OPS:
-                    raise RecordError(f"filter on {field!r}: unknown operator {op!r} (known: {' '.join(FILTER_OPS)})")
-                column = f'"{field}"'
-                if op == "in":
-                    items = value if isinstance(value, list) else [value]
-                    if not items:
-                        clauses.append("0")
-                        continue
-                    clauses.append(f"{column} IN ({', '.join('?' * len(items))})")
-                    params.extend(_encode(field, kind, item) for item in items)
-                elif value is None and op in ("eq", "ne"):
-                    clauses.append(f"{column} IS {'NOT ' if op == 'ne' else ''}NULL")
-                elif op == "like":
-                    clauses.append(f"{column} LIKE ?")
-                    params.append(str(value))
-                else:
-                    clauses.append(f"{column} {FILTER_OPS[op]} ?")
-                    params.append(_encode(field, kind, value))
+            if op not in FILTER_OPS:
+                raise RecordError(f"filter on {field!r}: unknown operator {op!r} (known: {' '.join(FILTER_OPS)})")
+            column = f'"{field}"'
+            if value is None:
+                clauses.append(f"{column} IS {'NOT ' if op == 'ne' else ''}NULL" if nulls and op in ("eq", "ne") else "0")
+            elif op == "in":
+                items = [item for item in (value if isinstance(value, list) else [value]) if item is not None]
+                clauses.append(f"{column} IN ({', '.join('?' * len(items))})" if items else "0")
+                params.extend(_encode(field, kind, item) for item in items)
+            elif op == "ne":   # NULL-safe: a record without the field is not equal to the value
+                clauses.append(f"{column} IS NOT ?")
+                params.append(_encode(field, kind, value))
+            elif op == "like":
+                clauses.append(f"{column} LIKE ?")
+                params.append(str(value))
+            else:
+                clauses.append(f"{column} {FILTER_OPS[op]} ?")
+                params.append(_encode(field, kind, value))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
     # -- values ------------------------------------------------------------------------------
@@ -156,6 +159,16 @@ class Collection:
         return self.fields[field]
 
 
+def filter_terms(filter: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """A filter table (field = value, or field = { op = value, ... }) as (field, op, value)
+    terms, split where the filter is written: in the config, or the admin API's JSON."""
+    terms = []
+    for field, condition in filter.items():
+        for op, value in (condition.items() if isinstance(condition, dict) else (("eq", condition),)):
+            terms.append((field, op, value))
+    return terms
+
+
 def _encode(field: str, kind: str, value: Any) -> Any:
     if value is None:
         return None
@@ -178,7 +191,7 @@ def _encode(field: str, kind: str, value: Any) -> Any:
             raise ValueError
         if kind == "json":
             return orjson.dumps(value).decode()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise RecordError(f"field {field!r} holds {kind} values, not {value!r}") from None
     if isinstance(value, (dict, list)):
         return orjson.dumps(value).decode()
@@ -239,7 +252,19 @@ def load_collections(loader, table: dict, path: str) -> dict[str, Collection]:
     return collections
 
 
-# -- what the collection nodes share at load ----------------------------------------------------
+# -- what the collection nodes share ---------------------------------------------------------------
+def compile_filter(filter: Any) -> list[tuple[str, str, Any]]:
+    """At load: the filter's terms, each value compiled (a template, or a constant)."""
+    from .templates import compile_value  # noqa: PLC0415 - templates know nothing of collections
+
+    if not isinstance(filter, Mapping):
+        return []
+    return [(field, op, compile_value(value)) for field, op, value in filter_terms(filter)]
+
+
+def render_filter(terms: list[tuple[str, str, Any]], run) -> list[tuple[str, str, Any]]:
+    return [(field, op, run.render(value)) for field, op, value in terms]
+
 def collection_named(fields: Mapping[str, Any], path: str, report, known) -> Collection | None:
     name = fields.get("collection")
     if not isinstance(name, str) or not name:

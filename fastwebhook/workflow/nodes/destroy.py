@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..collections import check_fields, collection_named
-from ..templates import compile_value
+from ..collections import check_fields, collection_named, compile_filter, render_filter
 
 NAME = "destroy"
 FIELDS = ("collection", "filter")
@@ -18,9 +17,9 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     check_fields(collection, filter, f"{path}.filter", report, filter=True)
     if not filter:
         report(f"{path}.filter", "must not be empty (it would remove every record)")
-    return {"collection": collection, "filter": compile_value(filter)}
+    return {"collection": collection, "filter": compile_filter(filter)}
 
 
 async def run(prepared: dict, run) -> int:
     collection = prepared["collection"]
-    return await run.write([collection.destroy(run.render(prepared["filter"]))], "count", int)
+    return await run.write([collection.destroy(render_filter(prepared["filter"], run))], "count", int)

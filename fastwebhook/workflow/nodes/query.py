@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..collections import check_fields, collection_named
-from ..templates import compile_value
+from ..collections import check_fields, collection_named, compile_filter, render_filter
 
 NAME = "query"
 FIELDS = ("collection", "filter", "sort", "limit", "multiple")
@@ -25,8 +24,9 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
         sort = []
     elif collection is not None:
         for i, name in enumerate(sort):
-            if name.lstrip("-") not in collection.columns:
-                report(f"{path}.sort[{i}]", f"{collection.name} has no field {name.lstrip('-')!r}")
+            field = name[1:] if name.startswith("-") else name
+            if field not in collection.columns:
+                report(f"{path}.sort[{i}]", f"{collection.name} has no field {field!r} (\"-name\" sorts descending)")
     multiple = fields.get("multiple", False)
     if not isinstance(multiple, bool):
         report(f"{path}.multiple", "must be true or false")
@@ -34,13 +34,13 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         report(f"{path}.limit", f"must be an integer from 1 to {MAX_LIMIT}")
         limit = 1
-    return {"collection": collection, "filter": compile_value(filter), "sort": tuple(sort),
+    return {"collection": collection, "filter": compile_filter(filter), "sort": tuple(sort),
             "limit": limit if multiple else 1, "multiple": bool(multiple)}
 
 
 async def run(prepared: dict, run) -> Any:
     collection = prepared["collection"]
-    sql, params = collection.select(run.render(prepared["filter"]), prepared["sort"], prepared["limit"])
+    sql, params = collection.select(render_filter(prepared["filter"], run), prepared["sort"], prepared["limit"])
     records = [collection.decode(row) for row in await run.resources.store.read_records(sql, params)]
     if prepared["multiple"]:
         return records

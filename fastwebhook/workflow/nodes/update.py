@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..collections import check_fields, collection_named
+from ..collections import check_fields, collection_named, compile_filter, render_filter
 from ..templates import compile_value
 
 NAME = "update"
@@ -22,10 +22,10 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     check_fields(collection, values, f"{path}.values", report)
     if not values:
         report(f"{path}.values", "must set at least one field")
-    return {"collection": collection, "filter": compile_value(filter), "values": compile_value(values)}
+    return {"collection": collection, "filter": compile_filter(filter), "values": compile_value(values)}
 
 
 async def run(prepared: dict, run) -> int:
     collection = prepared["collection"]
-    write = collection.update(run.render(prepared["filter"]), run.render(prepared["values"]))
+    write = collection.update(render_filter(prepared["filter"], run), run.render(prepared["values"]))
     return await run.write([write], "count", int)
