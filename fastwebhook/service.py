@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -171,7 +172,12 @@ class Service:
         self._stats(delivery.workflow).finished(outcome.status, finished - started)
         self.intake.release()
         if reply is not None and not reply.done():
-            reply.set_result(self.sync_response(id_text, workflow, outcome, run))
+            try:
+                response = self.sync_response(id_text, workflow, outcome, run)
+            except ValueError as exc:   # what the [response] table rendered is not a valid answer
+                response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
+                                         ((b"x-execution-id", id_text.encode()),))
+            reply.set_result(response)
 
     def sync_response(self, id_text: str, workflow: Workflow | None, outcome: Outcome, run: Run | None) -> Response:
         id_header = ((b"x-execution-id", id_text.encode()),)
@@ -235,11 +241,29 @@ class ExecutionStats:
 
 
 def _answerer(reply: asyncio.Future, id_text: str):
-    """Sync mode: the response node's answer goes out at once; the workflow goes on."""
+    """Sync mode: the response node's answer goes out at once; the workflow goes on.  An answer
+    that is not valid HTTP fails the node (ValueError), and the caller gets the 500."""
     def answer(response: dict) -> None:
         if not reply.done():
             reply.set_result(_response_from(response, ((b"x-execution-id", id_text.encode()),)))
     return answer
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _header(name: str, value: str) -> tuple[bytes, bytes]:
+    """One rendered header, or ValueError: a value from webhook data must not add headers of its
+    own (CR / LF) or carry what HTTP/1.1 cannot."""
+    if not _TOKEN.match(name):
+        raise ValueError(f"response header name {name!r} is not a valid HTTP token")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"response header {name!r}: a value may not hold line breaks")
+    try:
+        return name.encode("ascii"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"response header {name!r}: {value[:40]!r} has characters HTTP headers cannot carry "
+                         "(Latin-1 only)") from None
 
 
 def _response_from(answer: dict, extra_headers: tuple) -> Response:
@@ -252,7 +276,7 @@ def _response_from(answer: dict, extra_headers: tuple) -> Response:
         payload = ("" if body is None else str(body)).encode()
         content_type = content_type or "text/plain; charset=utf-8"
     headers.pop("content-length", None)
-    encoded = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    encoded = tuple(_header(k, v) for k, v in headers.items())
     status = answer.get("status", 200)
-    return Response(status if isinstance(status, int) else 200, payload, content_type.encode("latin-1"),
+    return Response(status if isinstance(status, int) else 200, payload, _header("content-type", content_type)[1],
                     encoded + extra_headers)

@@ -200,3 +200,23 @@ def test_order_key_holds_across_a_kill_9_and_restart(spawn, tmp_path, endpoint):
     repeats = len(seqs) - len(first_seen)
     assert repeats <= 1, f"more than the interrupted call was sent again: {seqs}"
     assert threading.active_count() >= 1
+
+
+def test_a_header_rendered_from_webhook_data_cannot_add_headers_of_its_own(serve):
+    running = serve("""
+[workflows.w]
+mode = "sync"
+[[workflows.w.nodes]]
+key = "answer"
+type = "response"
+headers = { "X-Name" = "{{$context.data.name}}" }
+body = "hi"
+""")
+    fine = post(running, "/api/webhooks/w", {"name": "octo"})
+    assert fine.status == 200 and fine.headers["x-name"] == "octo"
+    for name in ("a\r\nSet-Cookie: evil=1", "€uro"):
+        answer = post(running, "/api/webhooks/w", {"name": name})
+        assert answer.status == 500, answer.headers
+        assert "set-cookie" not in answer.headers
+        body = answer.json()
+        assert body["status"] == "failed" and "x-name" in body["error"].lower()

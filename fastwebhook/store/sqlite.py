@@ -249,6 +249,10 @@ class SqliteConnector:
                 return (await self._connection().execute(sql, params)).lastrowid
 
 
+# Primary result codes that mean the database, not one statement, is in trouble.
+_CONNECTION_ERRORS = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})   # BUSY LOCKED NOMEM READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
+
+
 def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
     """One effect inside the batch's transaction, under its own savepoint."""
     db.execute("SAVEPOINT effect")
@@ -273,9 +277,11 @@ def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
     except sqlite3.IntegrityError as exc:
         _undo(db)
         return ConstraintError(str(exc))
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as exc:
         _undo(db)
-        raise
+        if getattr(exc, "sqlite_errorcode", None) is not None and exc.sqlite_errorcode & 0xFF in _CONNECTION_ERRORS:
+            raise   # the database itself is in trouble: the batch fails, and says so
+        return StoreError(f"SQLite refused the write: {exc}")   # this statement alone (a LIKE too complex)
     except Exception as exc:  # noqa: BLE001 - the node's own finish failed: that effect alone fails
         _undo(db)
         return exc

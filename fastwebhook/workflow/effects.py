@@ -35,7 +35,8 @@ class Effects:
     async def run(self) -> None:
         """Supervised: commits batches for as long as the service runs."""
         while True:
-            await self._wake.wait()
+            if not self.pending:   # a restarted loop finds what waited while it was down
+                await self._wake.wait()
             self._wake.clear()
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]

@@ -62,7 +62,7 @@ class Script:
 
     @classmethod
     def expression(cls, source: str) -> "Script":
-        return cls(source, f"return ({source}\n);")
+        return cls(source, f"return !!({source}\n);")   # JavaScript's truth: [] and {} are true
 
 
 # Installed once in every context.  Compiled functions live in a closure, not in globals, so one
