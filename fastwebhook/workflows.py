@@ -218,6 +218,8 @@ def _nodes(loader, entries: Any, path: str, keys: set[str], upstream: frozenset[
         fields = {k: v for k, v in entry.items() if k not in NODE_COMMON_FIELDS}
         loader.unknown_keys(fields, node_type.fields, where)
         for name, value in fields.items():
+            if name in node_type.code_fields:   # JavaScript, not a template
+                continue
             check_references(compile_value(value), f"{where}.{name}", loader.error, upstream=upstream,
                              env=loader.known.env)
         prepared = node_type.prepare(fields, where, loader.error, loader.known)

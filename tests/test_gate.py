@@ -57,3 +57,13 @@ def test_lanes_and_caps_together():
     assert g.finish(a1) == [b1]
     assert g.finish(b1) == [a2]
     assert g.finish(a2) == []
+
+
+def test_a_delivery_admitted_twice_runs_once_and_its_lane_goes_on():
+    g = gate()
+    a1, a2 = delivery(1, key="a"), delivery(2, key="a")
+    assert g.admit(a1) is True
+    assert g.admit(a1) is False          # reclaimed again while it runs (its own lease lapsed)
+    assert g.admit(a2) is False
+    assert g.finish(a1) == [a2]
+    assert g.finish(a2) == [] and g.lanes == {}

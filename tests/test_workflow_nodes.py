@@ -444,3 +444,23 @@ def test_admin_filters_may_ask_for_null_and_ne_keeps_records_without_the_field(s
     assert [r["name"] for r in nulls] == ["B"]
     others = admin(running, '/collections/customers/records?filter={"email":{"ne":"a@x"}}').json()["items"]
     assert [r["name"] for r in others] == ["B"]
+
+
+def test_javascript_is_not_read_as_templates_and_a_whole_root_may_be_named(tmp_path):
+    text = """
+[workflows.w]
+[[workflows.w.nodes]]
+key = "s"
+type = "script"
+code = "return 'Hi {{name}}';"
+[[workflows.w.nodes]]
+key = "c"
+type = "condition"
+expression = "'{{x}}'.length > 0"
+[[workflows.w.nodes]]
+key = "r"
+type = "response"
+body = { all = "{{$jobsMapByNodeKey}}" }
+"""
+    config = load_config(str(write_config(tmp_path, text)))
+    assert [n.key for n in config.workflows["w"].nodes] == ["s", "c", "r"]

@@ -26,6 +26,7 @@ class Gate:
         self.for_slot: dict[str, list[Delivery]] = defaultdict(list)   # by id
         self._lane_of: dict[bytes, tuple[str, str]] = {}
         self._counted: set[bytes] = set()
+        self._held: set[bytes] = set()       # every id admitted and not finished
 
     @property
     def waiting(self) -> int:
@@ -33,7 +34,11 @@ class Gate:
         return lanes + sum(len(q) for q in self.for_slot.values())
 
     def admit(self, delivery: Delivery) -> bool:
-        """True: run it now.  False: it waits here until `finish` releases it."""
+        """True: run it now.  False: it waits here until `finish` releases it (or it is here
+        already: a lapsed lease of our own reclaimed it a second time)."""
+        if delivery.id in self._held:
+            return False
+        self._held.add(delivery.id)
         key = self.key_of(delivery)
         if key is not None:
             lane_key = (delivery.workflow, key)
@@ -61,6 +66,7 @@ class Gate:
         """It ended: the deliveries that may run now."""
         released: list[Delivery] = []
         workflow = delivery.workflow
+        self._held.discard(delivery.id)
         if delivery.id in self._counted:
             self._counted.discard(delivery.id)
             self.running[workflow] -= 1

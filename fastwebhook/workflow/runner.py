@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import orjson
 
 from ..config import NodeSpec, Workflow
+from ..errors import StoreError
 from ..ids import to_text
 from ..store.rows import Effect, Job, Status, Write
 from .nodes import NODE_TYPES
@@ -154,7 +155,7 @@ async def _run_nodes(run: Run, nodes: tuple[NodeSpec, ...], node_metrics) -> Non
     for spec in nodes:
         node_type = NODE_TYPES[spec.type]
         done = run.committed.get(spec.key)
-        if done is not None:   # an earlier attempt committed it: its result stands
+        if done is not None and done.type == spec.type:   # an earlier attempt committed it: its result stands
             result = orjson.loads(done.result) if done.result is not None else None
             run.jobs.append(JobRecord(spec.key, spec.type, done.status, result, done.error, [],
                                       done.duration_ms, len(run.jobs), committed=True))
@@ -173,8 +174,15 @@ async def _run_nodes(run: Run, nodes: tuple[NodeSpec, ...], node_metrics) -> Non
                 raise _NodeFailed(message) from None
             job = _record(run, spec, Status.RESOLVED, result, None, node_metrics)
             if node_type.at_once and not run._wrote:
-                await run.resources.effects.commit(Effect([], "none", _job_row(run, job)))
-                job.committed = True
+                try:
+                    await run.resources.effects.commit(Effect([], "none", _job_row(run, job)))
+                    job.committed = True
+                except StoreError as exc:   # the call was made; only its record is not in
+                    job.status, job.error = Status.FAILED, f"node {spec.key!r} ({spec.path}): its result " \
+                                                           f"could not be recorded: {exc}"
+                    if not spec.ignore_fail:
+                        raise _NodeFailed(job.error) from None
+                    continue
             job.committed = job.committed or run._wrote
         run.results[spec.key] = result
         if node_type.branches:

@@ -128,9 +128,8 @@ def check_references(value: Any, where: str, report, *, upstream: frozenset[str]
         if root not in roots:
             known = ", ".join(sorted(roots))
             report(where, f"template {{{{{text}}}}} names an unknown root {root!r} (known: {known})")
-        elif root in NODE_ROOTS and upstream is not None:
-            if len(path) < 2 or path[1] not in upstream:
-                name = path[1] if len(path) > 1 else ""
-                report(where, f"template {{{{{text}}}}} names node {name!r}, which does not run before this one")
+        elif root in NODE_ROOTS and upstream is not None and len(path) > 1:
+            if path[1] not in upstream:
+                report(where, f"template {{{{{text}}}}} names node {path[1]!r}, which does not run before this one")
         elif root == "$env" and env is not None and len(path) > 1 and path[1] not in env:
             report(where, f"template {{{{{text}}}}} names {path[1]!r}, which the [env] table does not hold")

@@ -10,6 +10,7 @@ MODULES.
     run(prepared, run) -> result                          per execution (await-able)
     BRANCHES = True    (optional) the result is True/False and picks `then` / `else`
     AT_ONCE = True     (optional) an outbound effect: its job is committed as soon as it succeeds
+    CODE_FIELDS = (..) (optional) settings that hold JavaScript: `check` reads no templates there
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ class NodeType:
     run: Callable[[Any, Any], Awaitable[Any]]
     branches: bool = False    # a True/False result picks `then` / `else`
     at_once: bool = False     # an outbound effect: its job is committed the moment it succeeds
+    code_fields: frozenset[str] = frozenset()   # settings holding JavaScript, never rendered
 
 
 MODULES = (condition, create, update, destroy, query, request, notification, script, response, end)
 NODE_TYPES: dict[str, NodeType] = {
     module.NAME: NodeType(module.NAME, frozenset(module.FIELDS), module.prepare, module.run,
-                          getattr(module, "BRANCHES", False), getattr(module, "AT_ONCE", False))
+                          getattr(module, "BRANCHES", False), getattr(module, "AT_ONCE", False),
+                          frozenset(getattr(module, "CODE_FIELDS", ())))
     for module in MODULES
 }

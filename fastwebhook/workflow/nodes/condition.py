@@ -11,6 +11,7 @@ from ..scripts import Script, ScriptError
 from ..templates import Template, compile_value, render_value
 
 NAME = "condition"
+CODE_FIELDS = ("expression",)
 FIELDS = ("all", "any", "expression", "timeout", "memory_limit")
 BRANCHES = True
 

@@ -14,6 +14,7 @@ from ...units import parse_duration, parse_size
 from ..scripts import Script, ScriptError
 
 NAME = "script"
+CODE_FIELDS = ("code",)
 FIELDS = ("code", "timeout", "memory_limit")
 
 DEFAULT_TIMEOUT = 1.0
