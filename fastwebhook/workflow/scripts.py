@@ -14,9 +14,11 @@ no Python callback is exposed, and V8 by itself has no file, network or process 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
+import threading
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
@@ -175,6 +177,7 @@ _PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
 # script spinning to its timeout costs ingest little; it still gets the whole core whenever the
 # loop waits.  Short scripts keep the normal priority: a low-priority thread that finishes a run
 # must take the GIL to hand back its result, and at nice 19 that hand-over holds up the loop.
+# Where the process may not raise a thread's priority again, every context is low from the start.
 LONG_RUN = 0.001
 LOW_PRIORITY = 19
 
@@ -196,16 +199,19 @@ class _Context:
         before = _threads()
         racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
         context = cls(racer, _threads() - before)
+        if not _can_raise_priority():   # no way back up: low from the start (the GIL hand-over cost)
+            context.lower_priority()
         await racer.eval_cancelable(_DRIVER)
         return context
 
     def lower_priority(self) -> None:
-        self.lowered = _set_priority(self.threads, LOW_PRIORITY) or self.lowered
+        if not self.lowered:
+            self.lowered = _set_priority(self.threads, LOW_PRIORITY)
 
     def restore_priority(self) -> bool:
-        """Back to normal after a long run; False when the system does not allow it (without
-        CAP_SYS_NICE a thread can only go down): then the context should be replaced."""
-        if not self.lowered:
+        """Back to normal after a long run; False when it did not come back up (the thread is
+        gone, or the system forbade it after all): then the context should be replaced."""
+        if not self.lowered or not _can_raise_priority():
             return True
         self.lowered = not _set_priority(self.threads, 0)
         return not self.lowered
@@ -221,6 +227,27 @@ def _threads() -> set[int]:
         return {int(tid) for tid in os.listdir("/proc/self/task")}
     except OSError:   # not Linux: a long script keeps the normal priority
         return set()
+
+
+@functools.cache
+def _can_raise_priority() -> bool:
+    """Whether a thread may come back from LOW_PRIORITY: without CAP_SYS_NICE (systemd's
+    DynamicUser, say) a thread's priority only goes down.  Tried once, on a thread of its own."""
+    outcome = []
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, LOW_PRIORITY)
+            os.setpriority(os.PRIO_PROCESS, tid, 0)
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=probe, name="fastwebhook-priority-probe")
+    thread.start()
+    thread.join()
+    return outcome == [True]
 
 
 def _set_priority(threads: set[int], niceness: int) -> bool:
