@@ -130,7 +130,11 @@ class Dispatcher:
                 if now - self._last_sweep >= SWEEP_EVERY:
                     self._last_sweep = now
                     self.unclaimed = True
-                    await self.reclaim()
+                    if await self.reclaim():
+                        # It filled the room and more may wait: those are older than anything a
+                        # claim would take (order_key lanes go by age), so they come first.
+                        self._last_sweep = 0.0
+                        continue
                 if not (self.unclaimed and self._room() > 0 and await self.claim()):
                     break
             if self.stopping:
@@ -161,13 +165,16 @@ class Dispatcher:
             self.pool.push(delivery)
         return True
 
-    async def reclaim(self) -> None:
+    async def reclaim(self) -> bool:
+        """Lapsed work back to the workers; True when it filled the room (more may be left)."""
         room = self._room()
         if room <= 0:
-            return
+            return False
         now = self.clock()
-        for delivery in await self.store.reclaim(self.owner, now, now + self.lease, room, self.dead_owners):
+        found = await self.store.reclaim(self.owner, now, now + self.lease, room, self.dead_owners)
+        for delivery in found:
             self.pool.push(delivery)
+        return len(found) >= room
 
     async def flush(self) -> None:
         """Write the records so far; a flush under way is waited for, so after this returns
