@@ -80,6 +80,8 @@ class SqliteConnector:
         await self._on_effects_thread(self._open_effects)
 
     def _open_effects(self) -> None:
+        if self.path == ":memory:":
+            return
         with _wrapped(f"open of {self.path} for collection writes"):
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
             db.execute("PRAGMA synchronous=NORMAL")   # rebuildable from the FULL intake, as records are
@@ -90,6 +92,9 @@ class SqliteConnector:
     async def _on_effects_thread(self, fn: Callable, *args) -> Any:
         if self._effects_thread is None:
             raise StoreError("the store is not open")
+        if self.path == ":memory:" and fn != self._open_effects:
+            # a second connection to :memory: is a second, empty database
+            raise StoreError("collections need a database file; an in-memory store has none to share")
         return await asyncio.get_running_loop().run_in_executor(self._effects_thread, fn, *args)
 
     async def apply_effects(self, effects: list, insert_job: str) -> list:
