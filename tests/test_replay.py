@@ -99,3 +99,27 @@ def test_the_cli_shows_each_job_of_an_execution(serve):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "remember (create) resolved" in done.stdout and '"note":"shown"' in done.stdout
+
+
+def test_the_cli_replays_through_a_running_server_so_its_queue_counts_it(serve, tmp_path):
+    from conftest import free_port
+    port = free_port()
+    running = serve(f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+[storage]
+url = "sqlite:///{tmp_path / 'own.db'}"
+[admin]
+token = "test-token"
+[log]
+level = "warning"
+""" + CONFIG)
+    original = send(running, "d-5", "through the api")
+    wait_for_execution(running, original)
+    code, answer, err = cli(running, "replay", original)
+    assert code == 0, err
+    assert wait_for_execution(running, answer["execution_id"])["status"] == "resolved"
+    # taken by the server's own intake: counted in and out, so the queue is back to empty
+    assert request(running, "GET", "/readyz").json()["queue_depth"] == 0
+    log = request(running, "GET", "/api/admin/requests", headers=ADMIN).json()["items"]
+    assert any(line["path"] == f"/api/admin/executions/{original}/replay" for line in log)
