@@ -285,3 +285,41 @@ def test_a_closed_pool_refuses_to_run():
             await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
         return info.value.reason, pool.size
     assert asyncio.run(main()) == ("closed", 0)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+def test_runs_waiting_for_a_busy_pool_are_taken_along_in_one_call_each_with_its_own_outcome():
+    square = Script.function_body("console.log('n', $context.data.n); return $context.data.n * $context.data.n;")
+    failing = Script.function_body("throw new Error('no ' + $context.data.n);")
+
+    async def body(pool):
+        def scope(n):
+            return {**SCOPE, "$context": {"data": {"n": n}}}
+        runs = [pool.run(failing if n % 7 == 3 else square, scope(n), 1.0, 64 * MiB) for n in range(40)]
+        return await asyncio.gather(*runs, return_exceptions=True), pool.size
+    outcomes, size = in_pool(body, initial=1, most=1)
+    assert size == 1
+    for n, outcome in enumerate(outcomes):
+        if n % 7 == 3:
+            assert isinstance(outcome, ScriptError) and outcome.reason == "exception" and f"no {n}" in str(outcome)
+        else:
+            assert outcome == (n * n, [f"n {n}"])
+
+
+def test_a_runaway_in_a_batch_times_out_alone_and_the_others_still_get_their_values():
+    spin = Script.function_body("while (true) {}")
+    quick = Script.function_body("return $context.data.n + 1;")
+
+    async def body(pool):
+        started = time.perf_counter()
+        first = asyncio.ensure_future(pool.run(quick, {**SCOPE, "$context": {"data": {"n": 0}}}, 1.0, 64 * MiB))
+        runs = [pool.run(spin, SCOPE, 0.3, 64 * MiB)] + \
+               [pool.run(quick, {**SCOPE, "$context": {"data": {"n": n}}}, 2.0, 64 * MiB) for n in range(1, 10)]
+        outcomes = await asyncio.gather(first, *runs, return_exceptions=True)
+        return outcomes, time.perf_counter() - started
+    outcomes, elapsed = in_pool(body, initial=1, most=1)
+    assert outcomes[0] == (1, [])
+    assert isinstance(outcomes[1], ScriptError) and outcomes[1].reason == "timeout"
+    assert outcomes[2:] == [(n + 1, []) for n in range(1, 10)]
+    assert elapsed < 1.5

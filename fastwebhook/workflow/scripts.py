@@ -155,7 +155,11 @@ _DRIVER = """
     }
   }
 
-  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run}), writable: false,
+  function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
+    return "[" + items.map(([name, scopeText, body]) => run(name, scopeText, body === null ? undefined : body)).join(",") + "]";
+  }
+
+  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch}), writable: false,
                                                       configurable: false, enumerable: false});
 })();
 """ % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
@@ -191,6 +195,7 @@ class _Context:
         self.compiled: set[str] = set()
         self.used = False        # has run a script (and may hold its garbage)
         self.memory_limit = 0    # the hard limit last set on the isolate
+        self.harmed = False      # its last call ended in memory or V8 trouble: not to be reused
         self.lowered = False     # running at LOW_PRIORITY (a long run under way)
         self.stale = False       # stuck at LOW_PRIORITY (not allowed back up): replace it
 
@@ -261,6 +266,33 @@ def _set_priority(threads: set[int], niceness: int) -> bool:
     return changed
 
 
+class _Waiter:
+    """A run waiting for a context.  Its future gets a context (run it yourself), or the
+    outcome, when a run that got a context took it along (`_Served`, or a ScriptError)."""
+
+    __slots__ = ("future", "script", "scope_text", "memory", "deadline", "timeout", "alone")
+
+    def __init__(self, future, script, scope_text, memory, deadline, timeout):
+        self.future, self.script, self.scope_text = future, script, scope_text
+        self.memory, self.deadline, self.timeout = memory, deadline, timeout
+        self.alone = False        # it was in a batch that failed: it runs by itself from now on
+
+
+class _Served:
+    __slots__ = ("value", "logs")
+
+    def __init__(self, value, logs):
+        self.value, self.logs = value, logs
+
+
+# While every context is busy, a run that gets one takes up to BATCH_MAX - 1 waiting runs along
+# (same memory limit) into ONE call into V8: mini-racer's machinery per call (handles, the
+# callback from V8's thread, its GIL hand-over) costs the event loop more than a short script.
+# A batch that fails as a whole (a timeout, memory, V8 itself) says nothing of which run was to
+# blame: the taker runs its own again, alone, and the others go back to wait, to run alone.
+BATCH_MAX = 16
+
+
 class ScriptPool:
     """Reused V8 contexts: `initial` opened at start, more (up to `most`) while all are busy."""
 
@@ -268,7 +300,7 @@ class ScriptPool:
         self.initial = initial
         self.most = max(most, initial, 1)
         self._idle: list[_Context] = []
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._size = 0            # contexts open or being opened, idle or busy
         self._closed = False
         self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
@@ -291,8 +323,8 @@ class ScriptPool:
     async def close(self) -> None:
         self._closed = True
         for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(ScriptError("closed", "the script pool is closed"))
+            if not waiter.future.done():
+                waiter.future.set_exception(ScriptError("closed", "the script pool is closed"))
         self._waiters.clear()
         idle, self._idle = self._idle, []
         for context in idle:
@@ -305,11 +337,27 @@ class ScriptPool:
         """The script's returned value (None for undefined) and its console lines; `scope` as
         data, or already as JSON text."""
         deadline = asyncio.get_running_loop().time() + timeout
-        context = await self._acquire()
+        scope_text = scope if isinstance(scope, str) else \
+            orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        got = await self._acquire(script, scope_text, memory, deadline, timeout)
+        if isinstance(got, _Served):
+            return got.value, got.logs
+        context, alone = got
         while True:
             reused = context.used
+            batch = [] if alone else self._companions(memory)
             try:
-                value, logs = await self._run_in(context, script, scope, deadline, timeout, memory)
+                if batch:
+                    outcome = await self._run_batch(context, script, scope_text, deadline, timeout, memory, batch)
+                    if outcome is None:   # the batch failed as a whole: ours again, by itself
+                        alone = True
+                        if not context.harmed:
+                            continue
+                        context = await self._renew(context)
+                        continue
+                    value, logs = outcome
+                else:
+                    value, logs = await self._run_in(context, script, scope_text, deadline, timeout, memory)
             except ScriptError as error:
                 if error.reason in _CONTEXT_UNHARMED:
                     self._release(context)
@@ -328,28 +376,82 @@ class ScriptPool:
             self._release(context)
             return value, logs
 
-    async def _run_in(self, context: _Context, script: Script, scope: dict, deadline: float, timeout: float,
+    def _companions(self, memory: int) -> list[_Waiter]:
+        taken: list[_Waiter] = []
+        kept: list[_Waiter] = []
+        now = asyncio.get_running_loop().time()
+        while self._waiters and len(taken) < BATCH_MAX - 1:
+            waiter = self._waiters.popleft()
+            if waiter.future.done():
+                continue
+            if waiter.deadline <= now:   # its time ran out while it waited: it would end the batch at once
+                waiter.future.set_exception(ScriptError(
+                    "timeout", f"script timed out after {_duration_text(waiter.timeout)} (waiting for V8)"))
+                continue
+            (kept if waiter.alone or waiter.memory != memory else taken).append(waiter)
+        self._waiters.extendleft(reversed(kept))
+        return taken
+
+    async def _run_batch(self, context: _Context, script: Script, scope_text: str, deadline: float,
+                         timeout: float, memory: int, batch: list[_Waiter]):
+        """Ours and the batch's runs in one call; ours is returned, theirs are served.  None when
+        the call failed as a whole (the batch is back waiting, each to run alone)."""
+        runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
+                                                             for w in batch]
+        items = ",".join(f"[{_js_string(s.name)},{_js_string(text)},"
+                         f"{'null' if s.name in context.compiled else _js_string(s.body)}]"
+                         for s, text, _, _ in runs)
+        try:
+            answer = await self._call(context, f"__fastwebhook.runBatch([{items}])", min(r[2] for r in runs),
+                                      timeout, memory)
+        except ScriptError:   # context.harmed says whether it is more than the time running out
+            for waiter in batch:
+                waiter.alone = True
+            self._waiters.extendleft(reversed(batch))
+            return None
+        except BaseException:
+            for waiter in batch:
+                waiter.alone = True
+            self._waiters.extendleft(reversed(batch))
+            raise
+        outcomes = orjson.loads(answer)
+        for waiter, (run, outcome) in zip(batch, zip(runs[1:], outcomes[1:])):
+            if waiter.future.done():
+                continue
+            try:
+                value, logs = await self._settle(context, run[0], outcome)
+                waiter.future.set_result(_Served(value, logs))
+            except ScriptError as error:
+                waiter.future.set_exception(error)
+        return await self._settle(context, script, outcomes[0])
+
+    async def _run_in(self, context: _Context, script: Script, scope_text: str, deadline: float, timeout: float,
                       memory: int):
         name = script.name
-        scope_text = scope if isinstance(scope, str) else \
-            orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         arguments = [_js_string(name), _js_string(scope_text)]
         if name not in context.compiled:
             arguments.append(_js_string(script.body))
+        answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
+        return await self._settle(context, script, orjson.loads(answer))
+
+    async def _call(self, context: _Context, code: str, deadline: float, timeout: float, memory: int) -> str:
+        """One call into V8, held to the deadline and the memory limit."""
         racer = context.racer
         if context.memory_limit != memory:   # a call into V8 each: only when it changes
             racer.set_hard_memory_limit(memory)
             context.memory_limit = memory
         context.used = True
+        context.harmed = False
         long_run = asyncio.get_running_loop().call_later(LONG_RUN, context.lower_priority)
         try:
             # Cheaper than wait_for (no extra task); cancelling the eval makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
             async with asyncio.timeout_at(deadline):
-                answer = await racer.eval_cancelable(f"__fastwebhook.run({','.join(arguments)})")
+                answer = await racer.eval_cancelable(code)
         except TimeoutError:
             raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}") from None
         except JSEvalException as error:
+            context.harmed = True
             if isinstance(error, JSOOMException) or racer.was_hard_memory_limit_reached():
                 raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}") from None
             raise ScriptError("engine", f"script failed: {_first_line(str(error))}") from None
@@ -357,8 +459,13 @@ class ScriptPool:
             long_run.cancel()
             context.stale = not context.restore_priority()
         if racer.was_hard_memory_limit_reached():
+            context.harmed = True
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
-        outcome = orjson.loads(answer)
+        return answer
+
+    async def _settle(self, context: _Context, script: Script, outcome: dict):
+        """One run's outcome (the driver's object) as (value, logs), or its ScriptError."""
+        name = script.name
         logs = outcome.get("logs", [])
         error = outcome.get("error")
         if error is None:
@@ -368,32 +475,35 @@ class ScriptPool:
         # A condition's expression is one line inside a body of ours: a line number would mislead.
         lines_are_the_users = script.body == script.source
         if error["reason"] == "compile":
-            line = await _syntax_error_line(racer, script.body) if lines_are_the_users else None
+            line = await _syntax_error_line(context.racer, script.body) if lines_are_the_users else None
             raise ScriptError("compile", f"script does not compile: {message}{_at(line)}", logs, line)
         context.compiled.add(name)
         line = _line_in(error.get("stack", ""), name) if lines_are_the_users else None
         raise ScriptError(error["reason"], f"{message}{_at(line)}", logs, line)
 
-    async def _acquire(self) -> _Context:
+    async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float):
+        """(a context, whether to run alone), or the outcome when a batch took this run along."""
         if self._closed:
             raise ScriptError("closed", "the script pool is closed")
         if self._idle:
-            return self._idle.pop()
+            return self._idle.pop(), False
         if self._size < self.most:
             self._size += 1
             try:
-                return await _Context.open()
+                return await _Context.open(), False
             except BaseException:
                 self._size -= 1
                 raise
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
         self._waiters.append(waiter)
         try:
-            return await waiter
+            got = await waiter.future
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())   # handed a context just as we were cancelled
+            future = waiter.future
+            if future.done() and not future.cancelled() and isinstance(future.result(), _Context):
+                self._release(future.result())   # handed a context just as we were cancelled
             raise
+        return got if isinstance(got, _Served) else (got, waiter.alone)
 
     def _close(self, context: _Context) -> None:
         closing = context.close()
@@ -410,8 +520,8 @@ class ScriptPool:
             return
         while self._waiters:
             waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(context)
+            if not waiter.future.done():
+                waiter.future.set_result(context)
                 return
         self._idle.append(context)
 
@@ -428,7 +538,7 @@ class ScriptPool:
         self._size -= 1
         self._close(context)
         # Whoever waits for a context gets a fresh one in place of the broken one.
-        if not self._closed and any(not waiter.done() for waiter in self._waiters):
+        if not self._closed and any(not waiter.future.done() for waiter in self._waiters):
             self._size += 1
             task = asyncio.get_running_loop().create_task(self._replace())
             self._replacing.add(task)
@@ -441,8 +551,8 @@ class ScriptPool:
             self._size -= 1
             failure = ScriptError("unavailable", f"could not open a V8 context: {error}")
             for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_exception(failure)
+                if not waiter.future.done():
+                    waiter.future.set_exception(failure)
                     break
             return
         self._release(context)
