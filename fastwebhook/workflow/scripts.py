@@ -4,8 +4,10 @@ contexts.
 `ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`.  V8 runs on mini-racer's own
 native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
 script runs.  A fresh context costs ~2 ms and a reused one ~50 µs a call, so contexts are kept
-and reused, one script at a time each; a context that ran out of memory is closed and replaced
-rather than trusted again (one stopped at its timeout goes on: V8 resumes after terminating).
+and reused, one call at a time each (runs waiting for a context go along in one call: BATCH_MAX);
+a context that ran out of memory is closed and replaced rather than trusted again (one stopped
+at its timeout goes on: V8 resumes after terminating).  Their threads run at the lowest CPU
+priority, so a runaway script costs the webhooks little.
 
 Scripts get plain data (the scope as JSON) and a `console` that writes into their job record;
 no Python callback is exposed, and V8 by itself has no file, network or process access.
@@ -14,11 +16,9 @@ no Python callback is exposed, and V8 by itself has no file, network or process 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import os
 import re
-import threading
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
@@ -175,19 +175,17 @@ _BODY_FIRST_LINE = 3
 _PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
 
 
-# A script still running after LONG_RUN is held to be long (a runaway, or heavy work): its
-# isolate's thread drops to the lowest CPU priority until it ends.  On a core it shares with the
-# event loop, nice 19 gets about 1/70 of the loop's share under Linux's fair scheduler, so a
-# script spinning to its timeout costs ingest little; it still gets the whole core whenever the
-# loop waits.  Short scripts keep the normal priority: a low-priority thread that finishes a run
-# must take the GIL to hand back its result, and at nice 19 that hand-over holds up the loop.
-# Where the process may not raise a thread's priority again, every context is low from the start.
-LONG_RUN = 0.001
+# V8 runs each isolate on a thread of its own.  On a core it shares with the event loop, a script
+# spinning to its timeout would take that core from the webhooks; at the lowest priority (nice
+# 19: about 1/70 of the loop's share under Linux's fair scheduler) scripts run on what the loop
+# leaves, and get the whole core whenever it waits.  A finished call hands its outcome back under
+# the GIL from that low-priority thread, which can keep the loop waiting; batching the calls
+# (BATCH_MAX) keeps those hand-overs few.
 LOW_PRIORITY = 19
 
 
 class _Context:
-    """One V8 isolate, its own thread(s), and the scripts already compiled in it."""
+    """One V8 isolate, its own thread, and the scripts already compiled in it."""
 
     def __init__(self, racer: MiniRacer, threads: set[int]):
         self.racer = racer
@@ -196,30 +194,15 @@ class _Context:
         self.used = False        # has run a script (and may hold its garbage)
         self.memory_limit = 0    # the hard limit last set on the isolate
         self.harmed = False      # its last call ended in memory or V8 trouble: not to be reused
-        self.lowered = False     # running at LOW_PRIORITY (a long run under way)
-        self.stale = False       # stuck at LOW_PRIORITY (not allowed back up): replace it
 
     @classmethod
     async def open(cls) -> "_Context":
         before = _threads()
         racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
         context = cls(racer, _threads() - before)
-        if not _can_raise_priority():   # no way back up: low from the start (the GIL hand-over cost)
-            context.lower_priority()
+        _set_priority(context.threads, LOW_PRIORITY)
         await racer.eval_cancelable(_DRIVER)
         return context
-
-    def lower_priority(self) -> None:
-        if not self.lowered:
-            self.lowered = _set_priority(self.threads, LOW_PRIORITY)
-
-    def restore_priority(self) -> bool:
-        """Back to normal after a long run; False when it did not come back up (the thread is
-        gone, or the system forbade it after all): then the context should be replaced."""
-        if not self.lowered or not _can_raise_priority():
-            return True
-        self.lowered = not _set_priority(self.threads, 0)
-        return not self.lowered
 
     def close(self) -> asyncio.Future:
         """Closed on a thread: freeing an isolate joins its threads, which at their low priority
@@ -234,36 +217,12 @@ def _threads() -> set[int]:
         return set()
 
 
-@functools.cache
-def _can_raise_priority() -> bool:
-    """Whether a thread may come back from LOW_PRIORITY: without CAP_SYS_NICE (systemd's
-    DynamicUser, say) a thread's priority only goes down.  Tried once, on a thread of its own."""
-    outcome = []
-
-    def probe() -> None:
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, LOW_PRIORITY)
-            os.setpriority(os.PRIO_PROCESS, tid, 0)
-            outcome.append(True)
-        except OSError:
-            outcome.append(False)
-
-    thread = threading.Thread(target=probe, name="fastwebhook-priority-probe")
-    thread.start()
-    thread.join()
-    return outcome == [True]
-
-
-def _set_priority(threads: set[int], niceness: int) -> bool:
-    changed = False
+def _set_priority(threads: set[int], niceness: int) -> None:
     for tid in threads:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, niceness)
-            changed = True
-        except OSError:   # gone, or not allowed
+        except OSError:   # gone already: nothing to lower
             pass
-    return changed
 
 
 class _Waiter:
@@ -442,7 +401,6 @@ class ScriptPool:
             context.memory_limit = memory
         context.used = True
         context.harmed = False
-        long_run = asyncio.get_running_loop().call_later(LONG_RUN, context.lower_priority)
         try:
             # Cheaper than wait_for (no extra task); cancelling the eval makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
@@ -455,9 +413,6 @@ class ScriptPool:
             if isinstance(error, JSOOMException) or racer.was_hard_memory_limit_reached():
                 raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}") from None
             raise ScriptError("engine", f"script failed: {_first_line(str(error))}") from None
-        finally:
-            long_run.cancel()
-            context.stale = not context.restore_priority()
         if racer.was_hard_memory_limit_reached():
             context.harmed = True
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
@@ -511,9 +466,6 @@ class ScriptPool:
         closing.add_done_callback(self._closing.discard)
 
     def _release(self, context: _Context) -> None:
-        if context.stale and not self._closed:
-            self._discard(context)   # a fresh one takes its place at the normal priority
-            return
         if self._closed:
             self._size -= 1
             self._close(context)
