@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import re
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
 
 import orjson
-from py_mini_racer import JSEvalException, JSOOMException, JSParseException, MiniRacer
+from py_mini_racer import JSEvalException, JSOOMException
 
 from ..errors import FastwebhookError
+from .v8 import MAX_LOG_LINES, Context, js_string, line_in, syntax_error_line
 
-MAX_LOG_LINES = 200        # a console.log in a loop must not fill the job record
-MAX_LOG_LINE = 4000        # characters of one console line
+__all__ = ["MAX_LOG_LINES", "Script", "ScriptError", "ScriptPool"]
+
 
 
 class ScriptError(FastwebhookError):
@@ -67,162 +66,12 @@ class Script:
         return cls(source, f"return !!({source}\n);")   # JavaScript's truth: [] and {} are true
 
 
-# Installed once in every context.  Compiled functions live in a closure, not in globals, so one
-# script cannot replace another's function (or the driver) for later runs in the same context,
-# and JSON.parse / JSON.stringify are taken before any script could reassign them.
-# `new Function` compiles the text as a function body and nothing else, so code that tries to
-# close the function early is a syntax error rather than code run at definition time.
-_DRIVER = """
-(() => {
-  "use strict";
-  const parse = JSON.parse, stringify = JSON.stringify;
-  const compiled = new Map();
-  const timers = globalThis.__timer_manager;   // mini-racer's setTimeout bookkeeping
-  const PARAMS = "$context, $jobsMapByNodeKey, $nodes, $env, $system, $execution, $workflow, console";
-
-  function show(value) {
-    try {
-      if (typeof value === "string") return value;
-      if (value instanceof Error) return String(value);
-      if (typeof value === "object" && value !== null) {
-        const text = stringify(value);
-        if (text !== undefined) return text;
-      }
-      return String(value);
-    } catch (_) {
-      return "[unprintable]";
-    }
-  }
-
-  function makeConsole(logs) {
-    let dropped = 0;
-    const writer = (prefix) => (...args) => {
-      if (logs.length >= %(max_lines)d) { dropped++; return; }
-      let line = prefix + args.map(show).join(" ");
-      if (line.length > %(max_line)d) {
-        line = line.slice(0, %(max_line)d) + "... (" + (line.length - %(max_line)d) + " more characters)";
-      }
-      logs.push(line);
-    };
-    const console = Object.freeze({
-      log: writer(""), info: writer(""), debug: writer(""), dir: writer(""),
-      warn: writer("[warn] "), error: writer("[error] "),
-    });
-    return [console, () => dropped];
-  }
-
-  function refuse(value) {   // a value JSON.stringify would silently drop or choke on
-    const kind = typeof value;
-    if (kind === "function" || kind === "symbol") return "a " + kind;
-    if (kind === "bigint") return "a BigInt";
-    if (value !== null && kind === "object" && typeof value.then === "function") {
-      return "a Promise (scripts run synchronously; await is not available)";
-    }
-    return null;
-  }
-
-  function run(name, scopeText, body) {
-    const logs = [];
-    const [console, dropped] = makeConsole(logs);
-    let outcome;
-    try {
-      if (body !== undefined) {
-        try {
-          compiled.set(name, new Function(PARAMS, '"use strict";' + body + "\\n//# sourceURL=" + name));
-        } catch (error) {
-          return stringify({error: {reason: "compile", message: show(error)}, logs});
-        }
-      }
-      const scope = parse(scopeText);
-      const jobs = scope.$jobsMapByNodeKey;
-      const value = compiled.get(name)(scope.$context, jobs, jobs, scope.$env, scope.$system,
-                                       scope.$execution, scope.$workflow, console);
-      const refused = refuse(value);
-      outcome = refused === null ? {value}
-        : {error: {reason: "result", message: "the script returned " + refused + ", which is not JSON"}};
-    } catch (error) {
-      outcome = {error: {reason: "exception", message: error instanceof Error ? show(error) : "threw " + show(error),
-                         stack: error instanceof Error ? String(error.stack) : ""}};
-    } finally {
-      if (timers && timers.pending) timers.pending.clear();   // no timer callback outlives its script
-    }
-    if (dropped()) logs.push("(" + dropped() + " more console lines dropped)");
-    outcome.logs = logs;
-    try {
-      return stringify(outcome);
-    } catch (error) {
-      return stringify({error: {reason: "result", message: "the script returned a value that is not JSON: " + show(error)}, logs});
-    }
-  }
-
-  function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
-    return "[" + items.map(([name, scopeText, body]) => run(name, scopeText, body === null ? undefined : body)).join(",") + "]";
-  }
-
-  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch}), writable: false,
-                                                      configurable: false, enumerable: false});
-})();
-""" % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
-
 # Failures the driver caught inside JavaScript, and a run V8 terminated at its timeout: the
 # context is as good as before (V8 resumes after TerminateExecution; our driver and compiled
 # functions are frozen closures a terminated script cannot have left half-changed), and
 # keeping it spares the event loop a new isolate (~2 ms, blocking) per runaway script.  Any
 # other failure (out of memory, V8 failing, a run cancelled halfway) closes the context.
 _CONTEXT_UNHARMED = frozenset({"exception", "compile", "result", "timeout"})
-# How many lines `new Function` puts before the body: "(function anonymous(PARAMS\n) {\n".
-_BODY_FIRST_LINE = 3
-_PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
-
-
-# V8 runs each isolate on a thread of its own.  On a core it shares with the event loop, a script
-# spinning to its timeout would take that core from the webhooks; at the lowest priority (nice
-# 19: about 1/70 of the loop's share under Linux's fair scheduler) scripts run on what the loop
-# leaves, and get the whole core whenever it waits.  A finished call hands its outcome back under
-# the GIL from that low-priority thread, which can keep the loop waiting; batching the calls
-# (BATCH_MAX) keeps those hand-overs few.
-LOW_PRIORITY = 19
-
-
-class _Context:
-    """One V8 isolate, its own thread, and the scripts already compiled in it."""
-
-    def __init__(self, racer: MiniRacer, threads: set[int]):
-        self.racer = racer
-        self.threads = threads
-        self.compiled: set[str] = set()
-        self.used = False        # has run a script (and may hold its garbage)
-        self.memory_limit = 0    # the hard limit last set on the isolate
-        self.harmed = False      # its last call ended in memory or V8 trouble: not to be reused
-
-    @classmethod
-    async def open(cls) -> "_Context":
-        before = _threads()
-        racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
-        context = cls(racer, _threads() - before)
-        _set_priority(context.threads, LOW_PRIORITY)
-        await racer.eval_cancelable(_DRIVER)
-        return context
-
-    def close(self) -> asyncio.Future:
-        """Closed on a thread: freeing an isolate joins its threads, which at their low priority
-        may wait behind other spinning scripts for milliseconds; the loop must not."""
-        return asyncio.get_running_loop().run_in_executor(None, self.racer.close)
-
-
-def _threads() -> set[int]:
-    try:
-        return {int(tid) for tid in os.listdir("/proc/self/task")}
-    except OSError:   # not Linux: a long script keeps the normal priority
-        return set()
-
-
-def _set_priority(threads: set[int], niceness: int) -> None:
-    for tid in threads:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, niceness)
-        except OSError:   # gone already: nothing to lower
-            pass
 
 
 class _Waiter:
@@ -258,7 +107,7 @@ class ScriptPool:
     def __init__(self, initial: int = 2, most: int = 6):
         self.initial = initial
         self.most = max(most, initial, 1)
-        self._idle: list[_Context] = []
+        self._idle: list[Context] = []
         self._waiters: deque[_Waiter] = deque()
         self._size = 0            # contexts open or being opened, idle or busy
         self._closed = False
@@ -274,7 +123,7 @@ class ScriptPool:
         while self._size < self.initial:
             self._size += 1
             try:
-                self._idle.append(await _Context.open())
+                self._idle.append(await Context.open())
             except BaseException:
                 self._size -= 1
                 raise
@@ -351,14 +200,14 @@ class ScriptPool:
         self._waiters.extendleft(reversed(kept))
         return taken
 
-    async def _run_batch(self, context: _Context, script: Script, scope_text: str, deadline: float,
+    async def _run_batch(self, context: Context, script: Script, scope_text: str, deadline: float,
                          timeout: float, memory: int, batch: list[_Waiter]):
         """Ours and the batch's runs in one call; ours is returned, theirs are served.  None when
         the call failed as a whole (the batch is back waiting, each to run alone)."""
         runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
                                                              for w in batch]
-        items = ",".join(f"[{_js_string(s.name)},{_js_string(text)},"
-                         f"{'null' if s.name in context.compiled else _js_string(s.body)}]"
+        items = ",".join(f"[{js_string(s.name)},{js_string(text)},"
+                         f"{'null' if s.name in context.compiled else js_string(s.body)}]"
                          for s, text, _, _ in runs)
         try:
             answer = await self._call(context, f"__fastwebhook.runBatch([{items}])", min(r[2] for r in runs),
@@ -384,16 +233,16 @@ class ScriptPool:
                 waiter.future.set_exception(error)
         return await self._settle(context, script, outcomes[0])
 
-    async def _run_in(self, context: _Context, script: Script, scope_text: str, deadline: float, timeout: float,
+    async def _run_in(self, context: Context, script: Script, scope_text: str, deadline: float, timeout: float,
                       memory: int):
         name = script.name
-        arguments = [_js_string(name), _js_string(scope_text)]
+        arguments = [js_string(name), js_string(scope_text)]
         if name not in context.compiled:
-            arguments.append(_js_string(script.body))
+            arguments.append(js_string(script.body))
         answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
         return await self._settle(context, script, orjson.loads(answer))
 
-    async def _call(self, context: _Context, code: str, deadline: float, timeout: float, memory: int) -> str:
+    async def _call(self, context: Context, code: str, deadline: float, timeout: float, memory: int) -> str:
         """One call into V8, held to the deadline and the memory limit."""
         racer = context.racer
         if context.memory_limit != memory:   # a call into V8 each: only when it changes
@@ -418,7 +267,7 @@ class ScriptPool:
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
         return answer
 
-    async def _settle(self, context: _Context, script: Script, outcome: dict):
+    async def _settle(self, context: Context, script: Script, outcome: dict):
         """One run's outcome (the driver's object) as (value, logs), or its ScriptError."""
         name = script.name
         logs = outcome.get("logs", [])
@@ -430,10 +279,10 @@ class ScriptPool:
         # A condition's expression is one line inside a body of ours: a line number would mislead.
         lines_are_the_users = script.body == script.source
         if error["reason"] == "compile":
-            line = await _syntax_error_line(context.racer, script.body) if lines_are_the_users else None
+            line = await syntax_error_line(context.racer, script.body) if lines_are_the_users else None
             raise ScriptError("compile", f"script does not compile: {message}{_at(line)}", logs, line)
         context.compiled.add(name)
-        line = _line_in(error.get("stack", ""), name) if lines_are_the_users else None
+        line = line_in(error.get("stack", ""), name) if lines_are_the_users else None
         raise ScriptError(error["reason"], f"{message}{_at(line)}", logs, line)
 
     async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float):
@@ -445,7 +294,7 @@ class ScriptPool:
         if self._size < self.most:
             self._size += 1
             try:
-                return await _Context.open(), False
+                return await Context.open(), False
             except BaseException:
                 self._size -= 1
                 raise
@@ -455,17 +304,17 @@ class ScriptPool:
             got = await waiter.future
         except asyncio.CancelledError:
             future = waiter.future
-            if future.done() and not future.cancelled() and isinstance(future.result(), _Context):
+            if future.done() and not future.cancelled() and isinstance(future.result(), Context):
                 self._release(future.result())   # handed a context just as we were cancelled
             raise
         return got if isinstance(got, _Served) else (got, waiter.alone)
 
-    def _close(self, context: _Context) -> None:
+    def _close(self, context: Context) -> None:
         closing = context.close()
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
-    def _release(self, context: _Context) -> None:
+    def _release(self, context: Context) -> None:
         if self._closed:
             self._size -= 1
             self._close(context)
@@ -477,16 +326,16 @@ class ScriptPool:
                 return
         self._idle.append(context)
 
-    async def _renew(self, context: _Context) -> _Context:
+    async def _renew(self, context: Context) -> Context:
         """A fresh context in the slot of `context`, which is closed."""
         self._close(context)
         try:
-            return await _Context.open()
+            return await Context.open()
         except BaseException:
             self._size -= 1
             raise
 
-    def _discard(self, context: _Context) -> None:
+    def _discard(self, context: Context) -> None:
         self._size -= 1
         self._close(context)
         # Whoever waits for a context gets a fresh one in place of the broken one.
@@ -498,7 +347,7 @@ class ScriptPool:
 
     async def _replace(self) -> None:
         try:
-            context = await _Context.open()
+            context = await Context.open()
         except Exception as error:  # noqa: BLE001 - told to the waiter, which has no context to use
             self._size -= 1
             failure = ScriptError("unavailable", f"could not open a V8 context: {error}")
@@ -510,33 +359,8 @@ class ScriptPool:
         self._release(context)
 
 
-async def _syntax_error_line(racer: MiniRacer, body: str) -> int | None:
-    """Where a body's syntax error is: `new Function` says what, not where, but a script's parse
-    error carries the line.  The leading `throw` means nothing runs even if the body were valid
-    as a script (a body that closes the wrapping function early)."""
-    try:
-        await racer.eval_cancelable("throw 0;(function(){" + body + "\n})")
-    except JSParseException as error:
-        match = _PARSE_LINE.match(str(error))
-        return int(match[1]) if match else None
-    except JSEvalException:
-        return None
-    return None
-
-
-def _line_in(stack: str, name: str) -> int | None:
-    """The body line of the innermost stack frame in the script itself."""
-    match = re.search(re.escape(name) + r":(\d+):\d+", stack)
-    return int(match[1]) - _BODY_FIRST_LINE + 1 if match else None
-
-
 def _at(line: int | None) -> str:
     return f" (line {line})" if line else ""
-
-
-def _js_string(text: str) -> str:
-    # A JSON string is a JavaScript string literal (U+2028/9 included, since ES2019).
-    return orjson.dumps(text).decode()
 
 
 def _first_line(text: str) -> str:

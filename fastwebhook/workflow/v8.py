@@ -1,0 +1,191 @@
+"""One V8 context (mini-racer) as the script pool uses it: the driver installed in it, its
+thread's CPU priority, and where V8's errors say a script went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+
+import orjson
+from py_mini_racer import JSEvalException, JSParseException, MiniRacer
+
+MAX_LOG_LINES = 200        # a console.log in a loop must not fill the job record
+MAX_LOG_LINE = 4000        # characters of one console line
+
+
+# Installed once in every context.  Compiled functions live in a closure, not in globals, so one
+# script cannot replace another's function (or the driver) for later runs in the same context,
+# and JSON.parse / JSON.stringify are taken before any script could reassign them.
+# `new Function` compiles the text as a function body and nothing else, so code that tries to
+# close the function early is a syntax error rather than code run at definition time.
+DRIVER = """
+(() => {
+  "use strict";
+  const parse = JSON.parse, stringify = JSON.stringify;
+  const compiled = new Map();
+  const timers = globalThis.__timer_manager;   // mini-racer's setTimeout bookkeeping
+  const PARAMS = "$context, $jobsMapByNodeKey, $nodes, $env, $system, $execution, $workflow, console";
+
+  function show(value) {
+    try {
+      if (typeof value === "string") return value;
+      if (value instanceof Error) return String(value);
+      if (typeof value === "object" && value !== null) {
+        const text = stringify(value);
+        if (text !== undefined) return text;
+      }
+      return String(value);
+    } catch (_) {
+      return "[unprintable]";
+    }
+  }
+
+  function makeConsole(logs) {
+    let dropped = 0;
+    const writer = (prefix) => (...args) => {
+      if (logs.length >= %(max_lines)d) { dropped++; return; }
+      let line = prefix + args.map(show).join(" ");
+      if (line.length > %(max_line)d) {
+        line = line.slice(0, %(max_line)d) + "... (" + (line.length - %(max_line)d) + " more characters)";
+      }
+      logs.push(line);
+    };
+    const console = Object.freeze({
+      log: writer(""), info: writer(""), debug: writer(""), dir: writer(""),
+      warn: writer("[warn] "), error: writer("[error] "),
+    });
+    return [console, () => dropped];
+  }
+
+  function refuse(value) {   // a value JSON.stringify would silently drop or choke on
+    const kind = typeof value;
+    if (kind === "function" || kind === "symbol") return "a " + kind;
+    if (kind === "bigint") return "a BigInt";
+    if (value !== null && kind === "object" && typeof value.then === "function") {
+      return "a Promise (scripts run synchronously; await is not available)";
+    }
+    return null;
+  }
+
+  function run(name, scopeText, body) {
+    const logs = [];
+    const [console, dropped] = makeConsole(logs);
+    let outcome;
+    try {
+      if (body !== undefined) {
+        try {
+          compiled.set(name, new Function(PARAMS, '"use strict";' + body + "\\n//# sourceURL=" + name));
+        } catch (error) {
+          return stringify({error: {reason: "compile", message: show(error)}, logs});
+        }
+      }
+      const scope = parse(scopeText);
+      const jobs = scope.$jobsMapByNodeKey;
+      const value = compiled.get(name)(scope.$context, jobs, jobs, scope.$env, scope.$system,
+                                       scope.$execution, scope.$workflow, console);
+      const refused = refuse(value);
+      outcome = refused === null ? {value}
+        : {error: {reason: "result", message: "the script returned " + refused + ", which is not JSON"}};
+    } catch (error) {
+      outcome = {error: {reason: "exception", message: error instanceof Error ? show(error) : "threw " + show(error),
+                         stack: error instanceof Error ? String(error.stack) : ""}};
+    } finally {
+      if (timers && timers.pending) timers.pending.clear();   // no timer callback outlives its script
+    }
+    if (dropped()) logs.push("(" + dropped() + " more console lines dropped)");
+    outcome.logs = logs;
+    try {
+      return stringify(outcome);
+    } catch (error) {
+      return stringify({error: {reason: "result", message: "the script returned a value that is not JSON: " + show(error)}, logs});
+    }
+  }
+
+  function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
+    return "[" + items.map(([name, scopeText, body]) => run(name, scopeText, body === null ? undefined : body)).join(",") + "]";
+  }
+
+  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch}), writable: false,
+                                                      configurable: false, enumerable: false});
+})();
+""" % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
+
+# How many lines `new Function` puts before the body: "(function anonymous(PARAMS\n) {\n".
+_BODY_FIRST_LINE = 3
+_PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
+
+
+# V8 runs each isolate on a thread of its own.  On a core it shares with the event loop, a script
+# spinning to its timeout would take that core from the webhooks; at the lowest priority (nice
+# 19: about 1/70 of the loop's share under Linux's fair scheduler) scripts run on what the loop
+# leaves, and get the whole core whenever it waits.  A finished call hands its outcome back under
+# the GIL from that low-priority thread, which can keep the loop waiting; batching the calls
+# (BATCH_MAX) keeps those hand-overs few.
+LOW_PRIORITY = 19
+
+
+class Context:
+    """One V8 isolate, its own thread, and the scripts already compiled in it."""
+
+    def __init__(self, racer: MiniRacer, threads: set[int]):
+        self.racer = racer
+        self.threads = threads
+        self.compiled: set[str] = set()
+        self.used = False        # has run a script (and may hold its garbage)
+        self.memory_limit = 0    # the hard limit last set on the isolate
+        self.harmed = False      # its last call ended in memory or V8 trouble: not to be reused
+
+    @classmethod
+    async def open(cls) -> "Context":
+        before = _threads()
+        racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
+        context = cls(racer, _threads() - before)
+        _set_priority(context.threads, LOW_PRIORITY)
+        await racer.eval_cancelable(DRIVER)
+        return context
+
+    def close(self) -> asyncio.Future:
+        """Closed on a thread: freeing an isolate joins its threads, which at their low priority
+        may wait behind other spinning scripts for milliseconds; the loop must not."""
+        return asyncio.get_running_loop().run_in_executor(None, self.racer.close)
+
+
+def _threads() -> set[int]:
+    try:
+        return {int(tid) for tid in os.listdir("/proc/self/task")}
+    except OSError:   # not Linux: a long script keeps the normal priority
+        return set()
+
+
+def _set_priority(threads: set[int], niceness: int) -> None:
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        except OSError:   # gone already: nothing to lower
+            pass
+
+
+async def syntax_error_line(racer: MiniRacer, body: str) -> int | None:
+    """Where a body's syntax error is: `new Function` says what, not where, but a script's parse
+    error carries the line.  The leading `throw` means nothing runs even if the body were valid
+    as a script (a body that closes the wrapping function early)."""
+    try:
+        await racer.eval_cancelable("throw 0;(function(){" + body + "\n})")
+    except JSParseException as error:
+        match = _PARSE_LINE.match(str(error))
+        return int(match[1]) if match else None
+    except JSEvalException:
+        return None
+    return None
+
+
+def line_in(stack: str, name: str) -> int | None:
+    """The body line of the innermost stack frame in the script itself."""
+    match = re.search(re.escape(name) + r":(\d+):\d+", stack)
+    return int(match[1]) - _BODY_FIRST_LINE + 1 if match else None
+
+
+def js_string(text: str) -> str:
+    # A JSON string is a JavaScript string literal (U+2028/9 included, since ES2019).
+    return orjson.dumps(text).decode()
