@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
-from ...units import parse_duration, parse_size
-from ..scripts import Script, ScriptError
+from ..scripts import Script
 from ..templates import Template, compile_value, render_value
+from .script import evaluate, prepare_limits
 
 NAME = "condition"
 CODE_FIELDS = ("expression",)
@@ -96,8 +96,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
         if not isinstance(source, str) or not source.strip():
             report(f"{path}.expression", "must be a JavaScript expression")
             source = "false"
-        timeout = _convert(parse_duration, fields.get("timeout", "1s"), f"{path}.timeout", report, 1.0)
-        memory = _convert(parse_size, fields.get("memory_limit", "64MiB"), f"{path}.memory_limit", report, 64 << 20)
+        timeout, memory = prepare_limits(fields, path, report)
         return {"mode": mode, "script": Script.expression(source), "timeout": timeout, "memory": memory}
     tests = []
     entries = fields[mode]
@@ -127,25 +126,10 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     return {"mode": mode, "tests": tuple(tests)}
 
 
-def _convert(fn, value, where, report, default):
-    try:
-        return fn(value, where)
-    except Exception as exc:  # noqa: BLE001 - a ConfigError, reported with its path
-        report(where, getattr(exc, "message", str(exc)))
-        return default
-
-
 async def run(prepared: dict, run) -> bool:
     mode = prepared["mode"]
     if mode == "expression":
-        try:
-            value, logs = await run.resources.scripts.run(prepared["script"], run.script_scope(),
-                                                          prepared["timeout"], prepared["memory"])
-        except ScriptError as failed:
-            run.logs.extend(failed.logs)   # what it printed before it failed
-            raise
-        run.logs.extend(logs)
-        return bool(value)
+        return bool(await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run))
     scope = run.scope
     outcomes = (compare(_value(a, scope), _value(b, scope)) for a, compare, b in prepared["tests"])
     return all(outcomes) if mode == "all" else any(outcomes)

@@ -28,6 +28,12 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if not isinstance(code, str) or not code.strip():
         report(f"{path}.code", "must be a JavaScript function body (use `return` to give the result)")
         code = "return null;"
+    timeout, memory = prepare_limits(fields, path, report)
+    return {"script": Script.function_body(code), "timeout": timeout, "memory": memory}
+
+
+def prepare_limits(fields: Mapping[str, Any], path: str, report) -> tuple[float, int]:
+    """`timeout` and `memory_limit`, as every node that runs JavaScript takes them."""
     timeout = _setting(parse_duration, fields.get("timeout", "1s"), f"{path}.timeout", report, DEFAULT_TIMEOUT)
     if timeout <= 0:
         report(f"{path}.timeout", "must be more than 0")
@@ -37,7 +43,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if memory < LEAST_MEMORY:
         report(f"{path}.memory_limit", "must be at least 4MiB")
         memory = DEFAULT_MEMORY
-    return {"script": Script.function_body(code), "timeout": timeout, "memory": memory}
+    return timeout, memory
 
 
 def _setting(parse, value, where, report, default):
@@ -49,11 +55,16 @@ def _setting(parse, value, where, report, default):
 
 
 async def run(prepared: dict, run) -> Any:
+    return await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run)
+
+
+async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
+    """The script's value, its console lines in the running node's job (those it printed before
+    failing too: they help to see why)."""
     try:
-        value, logs = await run.resources.scripts.run(prepared["script"], run.script_scope(),
-                                                      prepared["timeout"], prepared["memory"])
+        value, logs = await run.resources.scripts.run(script, run.script_scope(), timeout, memory)
     except ScriptError as error:
-        run.logs.extend(error.logs)   # what it printed before failing helps to see why
+        run.logs.extend(error.logs)
         raise
     run.logs.extend(logs)
     return value
