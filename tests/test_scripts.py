@@ -323,3 +323,65 @@ def test_a_runaway_in_a_batch_times_out_alone_and_the_others_still_get_their_val
     assert isinstance(outcomes[1], ScriptError) and outcomes[1].reason == "timeout"
     assert outcomes[2:] == [(n + 1, []) for n in range(1, 10)]
     assert elapsed < 1.5
+
+
+def test_a_quick_run_batched_with_a_runaway_gets_its_value_not_a_timeout():
+    spin = Script.function_body("while (true) {}")
+    quick = Script.function_body("return 'quick ' + $context.data.n;")
+
+    async def body(pool):
+        blocker = asyncio.ensure_future(pool.run(Script.function_body("let t = Date.now(); while (Date.now() - t < 100) {} return 0;"),
+                                                 SCOPE, 1.0, 64 * MiB))
+        await asyncio.sleep(0.02)   # the one context is busy: these three wait, then go in one batch
+        runs = [pool.run(quick, {**SCOPE, "$context": {"data": {"n": 1}}}, 0.5, 64 * MiB),
+                pool.run(spin, SCOPE, 1.0, 64 * MiB),
+                pool.run(quick, {**SCOPE, "$context": {"data": {"n": 2}}}, 0.5, 64 * MiB)]
+        return await asyncio.gather(blocker, *runs, return_exceptions=True)
+    blocker, first, runaway, second = in_pool(body, initial=1, most=1)
+    assert blocker == (0, [])
+    assert first == ("quick 1", [])
+    assert isinstance(runaway, ScriptError) and runaway.reason == "timeout"
+    assert second == ("quick 2", []) or (isinstance(second, ScriptError) and second.reason == "timeout"), second
+
+
+def test_closing_the_pool_while_a_batch_runs_fails_its_waiting_runs_instead_of_leaving_them():
+    async def body(pool):
+        spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 1.0, 64 * MiB))
+        await asyncio.sleep(0.02)
+        waiting = [asyncio.ensure_future(pool.run(COUNTER, SCOPE, 2.0, 64 * MiB)) for _ in range(3)]
+        await asyncio.sleep(0.02)
+        await pool.close()
+        return await asyncio.wait_for(asyncio.gather(spin, *waiting, return_exceptions=True), 3)
+    outcomes = in_pool(body, initial=1, most=1)
+    assert all(isinstance(o, ScriptError) for o in outcomes[1:]), outcomes
+
+
+def test_a_run_waiting_for_a_busy_pool_ends_at_its_own_timeout():
+    async def body(pool):
+        spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 1.5, 64 * MiB))
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        with pytest.raises(ScriptError) as info:
+            await pool.run(COUNTER, SCOPE, 0.1, 64 * MiB)
+        waited = time.perf_counter() - started
+        with pytest.raises(ScriptError):
+            await spin
+        return info.value, waited
+    error, waited = in_pool(body, initial=1, most=1)
+    assert error.reason == "timeout" and "waiting for V8" in str(error) and waited < 0.5
+
+
+def test_one_script_cannot_change_what_the_next_one_relies_on():
+    async def body(pool):
+        tamper = Script.function_body("Array.prototype.push = () => 0; return 1;")
+        failed = None
+        try:
+            await pool.run(tamper, SCOPE, 1.0, 64 * MiB)
+        except ScriptError as error:
+            failed = error
+        after = await pool.run(Script.function_body("console.log('still'); return [1, 2].map(x => x * 2);"),
+                               SCOPE, 1.0, 64 * MiB)
+        return failed, after
+    failed, after = in_pool(body, initial=1, most=1)
+    assert failed is not None and failed.reason == "exception" and "read only" in str(failed)
+    assert after == ([2, 4], ["still"])

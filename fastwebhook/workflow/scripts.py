@@ -86,6 +86,25 @@ class _Waiter:
         self.alone = False        # it was in a batch that failed: it runs by itself from now on
 
 
+class _RunAgain(Exception):
+    """The batch a run was in failed as a whole: it runs again, by itself."""
+
+
+def _waited_too_long(timeout: float) -> ScriptError:
+    return ScriptError("timeout", f"script timed out after {_duration_text(timeout)} (waiting for V8)")
+
+
+def _outcomes(answer) -> list[dict]:
+    """The driver's answer to a batch: a JSON array of outcome objects, or an engine error."""
+    try:
+        outcomes = orjson.loads(answer)
+    except (TypeError, orjson.JSONDecodeError):
+        outcomes = None
+    if not isinstance(outcomes, list) or not all(isinstance(o, dict) for o in outcomes):
+        raise ScriptError("engine", "V8 gave the pool an answer it cannot read")
+    return outcomes
+
+
 class _Served:
     __slots__ = ("value", "logs")
 
@@ -151,21 +170,20 @@ class ScriptPool:
         if isinstance(got, _Served):
             return got.value, got.logs
         context, alone = got
+        renew = False
         while True:
+            if renew:   # outside the try below: a failed renewal has given up its slot itself
+                context, renew = await self._renew(context), False
             reused = context.used
             batch = [] if alone else self._companions(memory)
             try:
                 if batch:
-                    outcome = await self._run_batch(context, script, scope_text, deadline, timeout, memory, batch)
-                    if outcome is None:   # the batch failed as a whole: ours again, by itself
-                        alone = True
-                        if not context.harmed:
-                            continue
-                        context = await self._renew(context)
-                        continue
-                    value, logs = outcome
+                    value, logs = await self._run_batch(context, script, scope_text, deadline, timeout, memory, batch)
                 else:
                     value, logs = await self._run_in(context, script, scope_text, deadline, timeout, memory)
+            except _RunAgain:   # the batch failed as a whole with ours in it: ours again, by itself
+                alone, renew = True, context.harmed
+                continue
             except ScriptError as error:
                 if error.reason in _CONTEXT_UNHARMED:
                     self._release(context)
@@ -174,7 +192,7 @@ class ScriptPool:
                     # Garbage of earlier runs counts against the hard limit until a full GC, so
                     # a reused context can stop a script that keeps its limit.  A script has no
                     # effects outside V8: judge it again on a fresh context, in the time left.
-                    context = await self._renew(context)
+                    renew = True
                     continue
                 self._discard(context)
                 raise
@@ -193,8 +211,7 @@ class ScriptPool:
             if waiter.future.done():
                 continue
             if waiter.deadline <= now:   # its time ran out while it waited: it would end the batch at once
-                waiter.future.set_exception(ScriptError(
-                    "timeout", f"script timed out after {_duration_text(waiter.timeout)} (waiting for V8)"))
+                waiter.future.set_exception(_waited_too_long(waiter.timeout))
                 continue
             (kept if waiter.alone or waiter.memory != memory else taken).append(waiter)
         self._waiters.extendleft(reversed(kept))
@@ -202,36 +219,80 @@ class ScriptPool:
 
     async def _run_batch(self, context: Context, script: Script, scope_text: str, deadline: float,
                          timeout: float, memory: int, batch: list[_Waiter]):
-        """Ours and the batch's runs in one call; ours is returned, theirs are served.  None when
-        the call failed as a whole (the batch is back waiting, each to run alone)."""
+        """Ours (first) and the batch's runs in one call: ours is returned, theirs are served.
+
+        The call is held to the earliest deadline.  When that stops it, the runs that finished
+        are read back and served; the one that was running is failed if its own time is up,
+        else it goes back to wait, to run alone; those not started go back to wait.  A call that
+        failed otherwise (memory, V8 itself) names no culprit: every run goes back, to run
+        alone, ours too (_RunAgain).  Every companion is served, failed or back waiting, whatever
+        happens here."""
+        loop = asyncio.get_running_loop()
         runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
                                                              for w in batch]
         items = ",".join(f"[{js_string(s.name)},{js_string(text)},"
                          f"{'null' if s.name in context.compiled else js_string(s.body)}]"
                          for s, text, _, _ in runs)
+        settled: set[int] = set()     # indexes into `batch` that were served or failed
+        again: list[_Waiter] = []     # to wait again
         try:
-            answer = await self._call(context, f"__fastwebhook.runBatch([{items}])", min(r[2] for r in runs),
-                                      timeout, memory)
-        except ScriptError:   # context.harmed says whether it is more than the time running out
-            for waiter in batch:
-                waiter.alone = True
-            self._waiters.extendleft(reversed(batch))
-            return None
-        except BaseException:
-            for waiter in batch:
-                waiter.alone = True
-            self._waiters.extendleft(reversed(batch))
-            raise
-        outcomes = orjson.loads(answer)
-        for waiter, (run, outcome) in zip(batch, zip(runs[1:], outcomes[1:])):
-            if waiter.future.done():
-                continue
             try:
-                value, logs = await self._settle(context, run[0], outcome)
-                waiter.future.set_result(_Served(value, logs))
-            except ScriptError as error:
+                outcomes = _outcomes(await self._call(context, f"__fastwebhook.runBatch([{items}])",
+                                                      min(r[2] for r in runs), timeout, memory))
+                running = None
+            except ScriptError as failure:
+                if failure.reason != "timeout" or context.harmed:
+                    for waiter in batch:
+                        waiter.alone = True
+                    raise _RunAgain() from None
+                try:
+                    outcomes = _outcomes(await self._call(context, "__fastwebhook.finished()", loop.time() + 1.0,
+                                                          1.0, memory))
+                except ScriptError:   # not even that: nothing is known of the batch
+                    context.harmed = True
+                    for waiter in batch:
+                        waiter.alone = True
+                    raise _RunAgain() from None
+                running = len(outcomes)   # the run in progress when the time ran out
+            for index, waiter in enumerate(batch, start=1):
+                if index < len(outcomes):
+                    await self._serve(context, waiter, outcomes[index])
+                elif index == running and loop.time() >= waiter.deadline:
+                    waiter.future.set_exception(ScriptError(
+                        "timeout", f"script timed out after {_duration_text(waiter.timeout)}"))
+                else:
+                    waiter.alone = waiter.alone or index == running
+                    again.append(waiter)
+                settled.add(index)
+            if outcomes:
+                return await self._settle(context, script, outcomes[0])
+            if loop.time() >= deadline:
+                raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}")
+            raise _RunAgain()
+        finally:
+            again.extend(w for i, w in enumerate(batch, start=1) if i not in settled)
+            self._wait_again(again)
+
+    async def _serve(self, context: Context, waiter: _Waiter, outcome: dict) -> None:
+        if waiter.future.done():   # its caller gave up meanwhile
+            return
+        try:
+            value, logs = await self._settle(context, waiter.script, outcome)
+        except ScriptError as error:
+            if not waiter.future.done():
                 waiter.future.set_exception(error)
-        return await self._settle(context, script, outcomes[0])
+            return
+        if not waiter.future.done():
+            waiter.future.set_result(_Served(value, logs))
+
+    def _wait_again(self, waiters: list[_Waiter]) -> None:
+        """Back to the front of the queue, in their order; failed if the pool closed meanwhile."""
+        waiting = [w for w in waiters if not w.future.done()]
+        if self._closed:
+            for waiter in waiting:
+                waiter.future.set_exception(ScriptError("closed", "the script pool is closed"))
+            return
+        self._waiters.extendleft(reversed(waiting))
 
     async def _run_in(self, context: Context, script: Script, scope_text: str, deadline: float, timeout: float,
                       memory: int):
@@ -300,12 +361,17 @@ class ScriptPool:
                 raise
         waiter = _Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
         self._waiters.append(waiter)
+        future = waiter.future
         try:
-            got = await waiter.future
-        except asyncio.CancelledError:
-            future = waiter.future
-            if future.done() and not future.cancelled() and isinstance(future.result(), Context):
-                self._release(future.result())   # handed a context just as we were cancelled
+            async with asyncio.timeout_at(deadline):   # its time runs while it waits too
+                got = await future
+        except (asyncio.CancelledError, TimeoutError) as stopped:
+            if future.done() and not future.cancelled() and future.exception() is None \
+                    and isinstance(future.result(), Context):
+                self._release(future.result())   # handed a context just as we stopped waiting
+            future.cancel()
+            if isinstance(stopped, TimeoutError):
+                raise _waited_too_long(timeout) from None
             raise
         return got if isinstance(got, _Served) else (got, waiter.alone)
 
@@ -327,18 +393,25 @@ class ScriptPool:
         self._idle.append(context)
 
     async def _renew(self, context: Context) -> Context:
-        """A fresh context in the slot of `context`, which is closed."""
+        """A fresh context in the slot of `context`, which is closed.  If none opens, the slot
+        is given up (a waiter gets a replacement, or is failed)."""
         self._close(context)
         try:
             return await Context.open()
-        except BaseException:
+        except BaseException as error:
             self._size -= 1
+            self._replace_for_waiters()
+            if isinstance(error, Exception):
+                raise ScriptError("unavailable", f"could not open a V8 context: {error}") from None
             raise
 
     def _discard(self, context: Context) -> None:
         self._size -= 1
         self._close(context)
-        # Whoever waits for a context gets a fresh one in place of the broken one.
+        self._replace_for_waiters()
+
+    def _replace_for_waiters(self) -> None:
+        """Whoever waits for a context gets a fresh one in place of one given up."""
         if not self._closed and any(not waiter.future.done() for waiter in self._waiters):
             self._size += 1
             task = asyncio.get_running_loop().create_task(self._replace())
@@ -351,10 +424,11 @@ class ScriptPool:
         except Exception as error:  # noqa: BLE001 - told to the waiter, which has no context to use
             self._size -= 1
             failure = ScriptError("unavailable", f"could not open a V8 context: {error}")
-            for waiter in self._waiters:
+            for waiter in self._waiters:   # one fails; all do when no context is left to wait for
                 if not waiter.future.done():
                     waiter.future.set_exception(failure)
-                    break
+                    if self._size > 0:
+                        break
             return
         self._release(context)
 

@@ -102,11 +102,26 @@ DRIVER = """
     }
   }
 
+  let finishedRuns = [];   // the outcomes of the batch under way, so far: read back after a timeout
   function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
-    return "[" + items.map(([name, scopeText, body]) => run(name, scopeText, body === null ? undefined : body)).join(",") + "]";
+    finishedRuns = [];
+    for (const [name, scopeText, body] of items) {
+      finishedRuns.push(run(name, scopeText, body === null ? undefined : body));
+    }
+    return "[" + finishedRuns.join(",") + "]";
+  }
+  function finished() {
+    return "[" + finishedRuns.join(",") + "]";
   }
 
-  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch}), writable: false,
+  // What the driver and every script rely on cannot be changed by one script for the next (a
+  // replaced Array.prototype.push, an Object.prototype.toJSON, a global JSON).
+  for (const shared of [Object.prototype, Array.prototype, Map.prototype, Function.prototype,
+                        String.prototype, Error.prototype, JSON]) {
+    Object.freeze(shared);
+  }
+  Object.defineProperty(globalThis, "JSON", {writable: false, configurable: false});
+  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch, finished}), writable: false,
                                                       configurable: false, enumerable: false});
 })();
 """ % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
@@ -168,10 +183,10 @@ def _set_priority(threads: set[int], niceness: int) -> None:
 
 async def syntax_error_line(racer: MiniRacer, body: str) -> int | None:
     """Where a body's syntax error is: `new Function` says what, not where, but a script's parse
-    error carries the line.  The leading `throw` means nothing runs even if the body were valid
-    as a script (a body that closes the wrapping function early)."""
+    error carries the line.  The body is parsed inside a function that is never called, so
+    nothing of it runs, not even declarations of a body that closes the wrapping function early."""
     try:
-        await racer.eval_cancelable("throw 0;(function(){" + body + "\n})")
+        await racer.eval_cancelable("(function(){throw 0;(function(){" + body + "\n})})")
     except JSParseException as error:
         match = _PARSE_LINE.match(str(error))
         return int(match[1]) if match else None
