@@ -371,17 +371,21 @@ def test_a_run_waiting_for_a_busy_pool_ends_at_its_own_timeout():
     assert error.reason == "timeout" and "waiting for V8" in str(error) and waited < 0.5
 
 
-def test_one_script_cannot_change_what_the_next_one_relies_on():
+def test_one_script_cannot_spoil_the_driver_for_the_next_one():
     async def body(pool):
-        tamper = Script.function_body("Array.prototype.push = () => 0; return 1;")
-        failed = None
-        try:
-            await pool.run(tamper, SCOPE, 1.0, 64 * MiB)
+        tamper = Script.function_body(
+            "Array.prototype.push = () => 0;"
+            "Object.defineProperty(Object.prototype, 'toJSON', {value: () => 1, configurable: true});"
+            "return 1;")
+        try:   # its own answer may not read any more: that is its own doing
+            first = await pool.run(tamper, SCOPE, 1.0, 64 * MiB)
         except ScriptError as error:
-            failed = error
-        after = await pool.run(Script.function_body("console.log('still'); return [1, 2].map(x => x * 2);"),
-                               SCOPE, 1.0, 64 * MiB)
-        return failed, after
-    failed, after = in_pool(body, initial=1, most=1)
-    assert failed is not None and failed.reason == "exception" and "read only" in str(failed)
-    assert after == ([2, 4], ["still"])
+            first = error.reason
+        after = await pool.run(Script.function_body("console.log('still'); return {n: 2};"), SCOPE, 1.0, 64 * MiB)
+        with pytest.raises(ScriptError) as frozen:
+            await pool.run(Script.function_body("JSON.parse = () => 0; return 1;"), SCOPE, 1.0, 64 * MiB)
+        return first, after, frozen.value
+    first, after, frozen = in_pool(body, initial=1, most=1)
+    assert first in ((1, []), "engine")
+    assert after == ({"n": 2}, ["still"])    # its console and its answer as if nothing had happened
+    assert frozen.reason == "exception" and "read only" in str(frozen)

@@ -188,10 +188,11 @@ class ScriptPool:
                 if error.reason in _CONTEXT_UNHARMED:
                     self._release(context)
                     raise
-                if error.reason == "memory" and reused:
+                if error.reason in ("memory", "engine") and reused:
                     # Garbage of earlier runs counts against the hard limit until a full GC, so
-                    # a reused context can stop a script that keeps its limit.  A script has no
-                    # effects outside V8: judge it again on a fresh context, in the time left.
+                    # a reused context can stop a script that keeps its limit; and an earlier
+                    # script may have spoilt the context (an Object.prototype.toJSON).  A script
+                    # has no effects outside V8: judge it again on a fresh context, in the time left.
                     renew = True
                     continue
                 self._discard(context)
@@ -241,6 +242,8 @@ class ScriptPool:
                                                       min(r[2] for r in runs), timeout, memory))
                 running = None
             except ScriptError as failure:
+                if failure.reason == "engine":   # an answer that does not read: not this context again
+                    context.harmed = True
                 if failure.reason != "timeout" or context.harmed:
                     for waiter in batch:
                         waiter.alone = True
@@ -301,7 +304,7 @@ class ScriptPool:
         if name not in context.compiled:
             arguments.append(js_string(script.body))
         answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
-        return await self._settle(context, script, orjson.loads(answer))
+        return await self._settle(context, script, _outcomes(f"[{answer}]")[0])
 
     async def _call(self, context: Context, code: str, deadline: float, timeout: float, memory: int) -> str:
         """One call into V8, held to the deadline and the memory limit."""

@@ -23,6 +23,10 @@ DRIVER = """
 (() => {
   "use strict";
   const parse = JSON.parse, stringify = JSON.stringify;
+  // Array methods taken now: a script may replace Array.prototype's for the scripts after it in
+  // this context (freezing Array.prototype would slow every array in V8), never the driver's.
+  const apply = Reflect.apply, push = Array.prototype.push, join = Array.prototype.join,
+        map = Array.prototype.map, slice = String.prototype.slice;
   const compiled = new Map();
   const timers = globalThis.__timer_manager;   // mini-racer's setTimeout bookkeeping
   const PARAMS = "$context, $jobsMapByNodeKey, $nodes, $env, $system, $execution, $workflow, console";
@@ -45,11 +49,11 @@ DRIVER = """
     let dropped = 0;
     const writer = (prefix) => (...args) => {
       if (logs.length >= %(max_lines)d) { dropped++; return; }
-      let line = prefix + args.map(show).join(" ");
+      let line = prefix + apply(join, apply(map, args, [show]), [" "]);
       if (line.length > %(max_line)d) {
-        line = line.slice(0, %(max_line)d) + "... (" + (line.length - %(max_line)d) + " more characters)";
+        line = apply(slice, line, [0, %(max_line)d]) + "... (" + (line.length - %(max_line)d) + " more characters)";
       }
-      logs.push(line);
+      apply(push, logs, [line]);
     };
     const console = Object.freeze({
       log: writer(""), info: writer(""), debug: writer(""), dir: writer(""),
@@ -93,7 +97,7 @@ DRIVER = """
     } finally {
       if (timers && timers.pending) timers.pending.clear();   // no timer callback outlives its script
     }
-    if (dropped()) logs.push("(" + dropped() + " more console lines dropped)");
+    if (dropped()) apply(push, logs, ["(" + dropped() + " more console lines dropped)"]);
     outcome.logs = logs;
     try {
       return stringify(outcome);
@@ -105,19 +109,21 @@ DRIVER = """
   let finishedRuns = [];   // the outcomes of the batch under way, so far: read back after a timeout
   function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
     finishedRuns = [];
-    for (const [name, scopeText, body] of items) {
-      finishedRuns.push(run(name, scopeText, body === null ? undefined : body));
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      apply(push, finishedRuns, [run(item[0], item[1], item[2] === null ? undefined : item[2])]);
     }
-    return "[" + finishedRuns.join(",") + "]";
+    return "[" + apply(join, finishedRuns, [","]) + "]";
   }
   function finished() {
-    return "[" + finishedRuns.join(",") + "]";
+    return "[" + apply(join, finishedRuns, [","]) + "]";
   }
 
-  // What the driver and every script rely on cannot be changed by one script for the next (a
-  // replaced Array.prototype.push, an Object.prototype.toJSON, a global JSON).
-  for (const shared of [Object.prototype, Array.prototype, Map.prototype, Function.prototype,
-                        String.prototype, Error.prototype, JSON]) {
+  // What the driver relies on cannot be changed by a script (a replaced Map.prototype.get, a
+  // global JSON); a context whose answers no longer read as outcomes (an Object.prototype.toJSON)
+  // is replaced by the pool.  Only a fresh context per run would keep scripts from each other
+  // entirely, at ~2 ms a run.
+  for (const shared of [Map.prototype, Function.prototype, String.prototype, Error.prototype, Reflect, JSON]) {
     Object.freeze(shared);
   }
   Object.defineProperty(globalThis, "JSON", {writable: false, configurable: false});
