@@ -74,6 +74,12 @@ def _with_config(args) -> int:
         if args.command == "serve":
             return _serve(config)
         if args.command == "check":
+            broken = asyncio.run(_script_errors(config))
+            for where, message in broken.items():
+                print(f"{path}: {where}: {message}", file=sys.stderr)
+            if broken:
+                print(f"{path}: {len(broken)} error(s)", file=sys.stderr)
+                return 1
             print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
             return 0
         if args.command == "workflows":
@@ -83,6 +89,29 @@ def _with_config(args) -> int:
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
         return 1
+
+
+async def _script_errors(config: Config) -> dict[str, str]:
+    """JavaScript that does not compile (script code, condition expressions), by TOML path.
+    Only here: the server must not start V8 before it forks its workers."""
+    from .workflow.scripts import Script  # noqa: PLC0415 - V8 only for those who check
+    from .workflow.v8 import syntax_errors  # noqa: PLC0415
+
+    bodies: dict[str, tuple[str, bool]] = {}
+
+    def walk(nodes) -> None:
+        for node in nodes:
+            prepared = node.prepared if isinstance(node.prepared, dict) else {}
+            script = prepared.get("script")
+            if isinstance(script, Script):
+                own_lines = script.body == script.source
+                bodies[f"{node.path}.{'code' if own_lines else 'expression'}"] = (script.body, own_lines)
+            walk(node.then)
+            walk(node.otherwise)
+
+    for workflow in config.workflows.values():
+        walk(workflow.nodes)
+    return await syntax_errors(bodies) if bodies else {}
 
 
 def _serve(config: Config) -> int:

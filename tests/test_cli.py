@@ -348,3 +348,33 @@ def test_execution_unknown_or_malformed_id_exits_1(history):
     assert unknown.returncode == 1 and "no execution" in unknown.stderr
     malformed = cli("execution", "nope", "-c", config)
     assert malformed.returncode == 1 and "no execution" in malformed.stderr
+
+
+def test_check_compiles_every_script_and_names_the_line(tmp_path):
+    config = write_config(tmp_path, """
+[workflows.w]
+[[workflows.w.nodes]]
+key = "fine"
+type = "script"
+code = "return 1;"
+[[workflows.w.nodes]]
+key = "gate"
+type = "condition"
+expression = "$context.data.n >"
+  [[workflows.w.nodes.then]]
+  key = "broken"
+  type = "script"
+  code = \"\"\"
+const a = 1;
+const b = ;
+return a;
+\"\"\"
+""")
+    done = cli("check", "-c", str(config))
+    assert done.returncode == 1, done.stdout
+    lines = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
+    assert lines[-1] == "2 error(s)"
+    expression = [line for line in lines if line.startswith("workflows.w.nodes[1].expression:")]
+    assert expression and "script does not compile" in expression[0] and "line" not in expression[0], lines
+    broken = [line for line in lines if line.startswith("workflows.w.nodes[1].then[0].code:")]
+    assert broken and "(line 2)" in broken[0], lines   # TOML drops the newline after the opening quotes
