@@ -39,6 +39,22 @@ def request(running, method: str, target: str, body: bytes | None = None,
         conn.close()
 
 
+def post_json(running, path: str, value, headers: dict | None = None, source: str | None = None) -> Answer:
+    return request(running, "POST", path, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})},
+                   source)
+
+
+def run_to_end(running, path: str, value, headers: dict | None = None) -> dict:
+    """POST `value` as JSON to an async workflow and wait for its execution record."""
+    answer = post_json(running, path, value, headers)
+    assert answer.status == 202, answer.body
+    return wait_for_execution(running, answer.json()["execution_id"])
+
+
+def jobs_by_node(record: dict) -> dict:
+    return {job["node"]: job for job in record["jobs"]}
+
+
 def admin(running, path: str) -> Answer:
     answer = request(running, "GET", f"/api/admin{path}", headers=ADMIN)
     assert answer.status == 200, (path, answer.status, answer.body)

@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from client_support import Answer, request
+from client_support import Answer, post_json, request
 from fastwebhook.admin import list_executions
 from fastwebhook.verify import sign
 
@@ -119,11 +119,6 @@ def server(serve):
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def post_json(running, path: str, value, headers: dict | None = None) -> Answer:
-    return request(running, "POST", path, orjson.dumps(value),
-                   {"Content-Type": "application/json", **(headers or {})})
-
 
 def admin(running, path: str) -> Answer:
     return request(running, "GET", f"/api/admin{path}", headers=ADMIN)

@@ -12,7 +12,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult
 
-from client_support import request, wait_for_execution
+from client_support import jobs_by_node, run_to_end
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
@@ -34,17 +34,6 @@ def tls_files(tmp_path):
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
     return server_context
-
-
-def trigger(running, data: dict) -> dict:
-    answer = request(running, "POST", "/api/webhooks/w", body=orjson.dumps(data),
-                     headers={"Content-Type": "application/json"})
-    assert answer.status == 202, answer.body
-    return wait_for_execution(running, answer.json()["execution_id"])
-
-
-def job(record: dict, key: str) -> dict:
-    return next(j for j in record["jobs"] if j["node"] == key)
 
 
 def text(part) -> str:
@@ -80,7 +69,7 @@ to = "{{$context.data.email}}"
 subject = "Hi {{$context.data.name}}"
 text = "Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."
 """)
-    record = trigger(running, {"email": "ada@example.org", "name": "Ada", "order": 42})
+    record = run_to_end(running, "/api/webhooks/w", {"email": "ada@example.org", "name": "Ada", "order": 42})
     assert record["status"] == "resolved", record
     (mail,) = inbox.mails
     assert mail.mail_from == "fastwebhook@example.com"
@@ -94,7 +83,7 @@ text = "Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."
     assert message["Message-ID"] == f"<{record['id']}.mail@example.com>"
     assert message.get_content_type() == "text/plain"
     assert text(message) == "Thanks, Ada: order 42 is paid."
-    assert job(record, "mail")["result"] == {"channel": "mail", "to": ["ada@example.org"],
+    assert jobs_by_node(record)["mail"]["result"] == {"channel": "mail", "to": ["ada@example.org"],
                                              "message_id": f"<{record['id']}.mail@example.com>"}
 
 
@@ -112,7 +101,7 @@ subject = "{{$context.data.title}}"
 text = "Plain: {{$context.data.title}}"
 html = "<p>Rich: <b>{{$context.data.title}}</b></p>"
 """)
-    record = trigger(running, {"owner": "ada@example.org", "title": "Two\nlines"})
+    record = run_to_end(running, "/api/webhooks/w", {"owner": "ada@example.org", "title": "Two\nlines"})
     assert record["status"] == "resolved", record
     (mail,) = inbox.mails
     assert mail.rcpt_tos == ["ada@example.org", "bea@example.org", "cy@example.org"]
@@ -122,7 +111,7 @@ html = "<p>Rich: <b>{{$context.data.title}}</b></p>"
     plain, rich = message.iter_parts()
     assert plain.get_content_type() == "text/plain" and text(plain) == "Plain: Two\nlines"
     assert rich.get_content_type() == "text/html" and "<b>Two\nlines</b>" in text(rich)
-    assert job(record, "mail")["result"]["to"] == ["ada@example.org", "bea@example.org", "cy@example.org"]
+    assert jobs_by_node(record)["mail"]["result"]["to"] == ["ada@example.org", "bea@example.org", "cy@example.org"]
 
 
 def test_starttls_and_auth_deliver_and_a_wrong_password_fails_with_the_servers_reply(serve, smtp_servers, tls_files, tmp_path):
@@ -149,9 +138,9 @@ to = "ada@example.org"
 subject = "Secure"
 text = "Over TLS"
 """)
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
-    bad = job(record, "bad")
+    bad = jobs_by_node(record)["bad"]
     assert bad["status"] == "failed"
     assert "channel 'wrong'" in bad["error"] and "535" in bad["error"]
     assert PASSWORD not in bad["error"] and "guess" not in bad["error"]
@@ -172,7 +161,7 @@ channel = "mail"
 to = "ada@example.org"
 text = "From the first byte"
 """)
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     assert text(inbox.mails[0].message) == "From the first byte"
 
@@ -198,10 +187,10 @@ channel = "lab"
 to = "ada@example.org"
 text = "unchecked"
 """)
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
-    assert job(record, "strict")["status"] == "failed"
-    assert "certificate" in job(record, "strict")["error"].lower()
+    assert jobs_by_node(record)["strict"]["status"] == "failed"
+    assert "certificate" in jobs_by_node(record)["strict"]["error"].lower()
     assert [text(m.message) for m in inbox.mails] == ["unchecked"]
 
 
@@ -240,14 +229,14 @@ channel = "mail"
 to = "{{$context.data.missing}}"
 text = "nowhere"
 """)
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
-    assert "550 5.1.1 no such mailbox here" in job(record, "nobody")["error"]
-    assert "channel 'down'" in job(record, "down")["error"]
-    some = job(record, "some")
+    assert "550 5.1.1 no such mailbox here" in jobs_by_node(record)["nobody"]["error"]
+    assert "channel 'down'" in jobs_by_node(record)["down"]["error"]
+    some = jobs_by_node(record)["some"]
     assert some["status"] == "resolved"
     assert some["result"]["refused"] == {"nobody@example.org": "550 5.1.1 no such mailbox here"}
-    assert "not a mail address" in job(record, "garbage")["error"]
+    assert "not a mail address" in jobs_by_node(record)["garbage"]["error"]
     assert [m.rcpt_tos for m in inbox.mails] == [["ada@example.org"]]
 
 
@@ -281,7 +270,7 @@ channel = "sms"
 message = "{{{{$context.data.who}}}} & co"
 """)
     who = 'Ada "the first" \\ Lovelace\nlondon'
-    record = trigger(running, {"commit": "abc123", "who": who})
+    record = run_to_end(running, "/api/webhooks/w", {"commit": "abc123", "who": who})
     assert record["status"] == "resolved", record
     chat, sms = endpoint.received
     assert chat.method == "POST" and chat.path == "/hooks/abc"
@@ -289,8 +278,8 @@ message = "{{{{$context.data.who}}}} & co"
     assert orjson.loads(chat.body) == {"text": f"Deploying abc123 by {who}", "username": "fastwebhook"}
     assert sms.method == "GET" and sms.query == {"to": ["123"], "text": [f"{who} & co"]}
     assert sms.headers["authorization"] == "Bearer gw-token"
-    assert job(record, "chat")["result"] == {"channel": "chat", "status": 200}
-    assert "/hooks/abc" not in str(job(record, "chat")["logs"])     # the URL is a credential
+    assert jobs_by_node(record)["chat"]["result"] == {"channel": "chat", "status": 200}
+    assert "/hooks/abc" not in str(jobs_by_node(record)["chat"]["logs"])     # the URL is a credential
 
 
 def test_an_http_channel_answering_non_2xx_or_an_errcode_fails_the_node(serve, endpoint):
@@ -316,10 +305,10 @@ type = "notification"
 channel = "chat"
 message = "two"
 """)
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
-    assert "answered 403: invalid_token" in job(record, "slack")["error"]
-    assert "errcode 310000: keywords not in content" in job(record, "dingtalk")["error"]
+    assert "answered 403: invalid_token" in jobs_by_node(record)["slack"]["error"]
+    assert "errcode 310000: keywords not in content" in jobs_by_node(record)["dingtalk"]["error"]
     assert "access_token" not in record["error"]
     assert [orjson.loads(r.body) for r in endpoint.received] == [{"text": "one"}, {"text": "two"}]
 

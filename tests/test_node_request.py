@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from client_support import request, wait_for_execution
+from client_support import jobs_by_node, run_to_end
 from http_support import Reply
 from conftest import free_port
 from fastwebhook.config import load_config
@@ -23,17 +23,6 @@ SECRET = "whsec_" + base64.b64encode(b"outgoing-signing-key-32-bytes!!!").decode
 
 def workflow(nodes: str, extra: str = "") -> str:
     return f"{extra}\n[workflows.w]\npath = \"/api/webhooks/w\"\n{nodes}"
-
-
-def trigger(running, data: dict) -> dict:
-    answer = request(running, "POST", "/api/webhooks/w", body=orjson.dumps(data),
-                     headers={"Content-Type": "application/json"})
-    assert answer.status == 202, answer.body
-    return wait_for_execution(running, answer.json()["execution_id"])
-
-
-def job(record: dict, key: str) -> dict:
-    return next(j for j in record["jobs"] if j["node"] == key)
 
 
 # --- what is sent, what comes back ---------------------------------------------------------------
@@ -57,7 +46,7 @@ method = "PUT"
 url = "{endpoint.url}/records/{{{{$jobsMapByNodeKey.call.data.id}}}}"
 body = "tag={{{{$nodes.call.data.tags.0}}}}"
 """))
-    record = trigger(running, {"name": "ada", "n": 3, "token": "t0k"})
+    record = run_to_end(running, "/api/webhooks/w", {"name": "ada", "n": 3, "token": "t0k"})
     assert record["status"] == "resolved", record
     first, second = endpoint.received
     assert first.method == "POST" and first.path == "/hooks/ada"
@@ -66,16 +55,16 @@ body = "tag={{{{$nodes.call.data.tags.0}}}}"
     assert first.headers["content-type"] == "application/json"
     assert first.headers["idempotency-key"] == f"{record['id']}.call"
     assert orjson.loads(first.body) == {"name": "ada", "n": 3, "greeting": "hi ada"}
-    assert job(record, "call")["result"] == {
+    assert jobs_by_node(record)["call"]["result"] == {
         "status": 201, "data": {"id": 7, "tags": ["a"]},
-        "headers": {**job(record, "call")["result"]["headers"], "x-answer": "yes",
+        "headers": {**jobs_by_node(record)["call"]["result"]["headers"], "x-answer": "yes",
                     "content-type": "application/json; charset=utf-8"}}
-    assert all(name == name.lower() for name in job(record, "call")["result"]["headers"])
+    assert all(name == name.lower() for name in jobs_by_node(record)["call"]["result"]["headers"])
     # The second call is built from the first one's result; a string body goes as it is.
     assert (second.method, second.path, second.body) == ("PUT", "/records/7", b"tag=a")
     assert second.headers["content-type"] == "text/plain; charset=utf-8"
     assert second.headers["idempotency-key"] == f"{record['id']}.follow"
-    assert job(record, "follow")["result"]["data"] == {"ok": True}
+    assert jobs_by_node(record)["follow"]["result"]["data"] == {"ok": True}
     assert second.peer_port == first.peer_port      # one shared pool: the connection was kept
 
 
@@ -88,11 +77,11 @@ type = "request"
 method = "GET"
 url = "{{$env.TARGET}}/ping"
 """, extra=f'[env]\nTARGET = "{endpoint.url}"'))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     (call,) = endpoint.received
     assert (call.method, call.path, call.body) == ("GET", "/ping", b"")
-    assert job(record, "ping")["result"]["data"] == "pong"
+    assert jobs_by_node(record)["ping"]["result"]["data"] == "pong"
 
 
 # --- retries, timeouts, failures -----------------------------------------------------------------
@@ -108,14 +97,14 @@ body = {{ commit = "abc" }}
 retries = 3
 retry_backoff = "50ms"
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     assert len(endpoint.received) == 3
     assert {r.headers["idempotency-key"] for r in endpoint.received} == {f"{record['id']}.deploy"}
     assert {r.body for r in endpoint.received} == {b'{"commit":"abc"}'}
     first, second, third = (r.at for r in endpoint.received)
     assert second - first >= 0.05 and third - second >= 0.1      # 50 ms, then 100 ms
-    logs = job(record, "deploy")["logs"]
+    logs = jobs_by_node(record)["deploy"]["logs"]
     attempts = [orjson.loads(line.split(" ", 2)[2]) for line in logs if line.startswith("attempt ")]
     assert [a.get("status") for a in attempts] == [500, 503, 200]
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
@@ -138,10 +127,10 @@ key = "after"
 type = "request"
 url = "{endpoint.url}/never"
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
     assert len(endpoint.received) == 1
-    failed = job(record, "call")
+    failed = jobs_by_node(record)["call"]
     assert failed["status"] == "failed"
     assert "404" in failed["error"] and "no such hook" in failed["error"] and "'call'" in failed["error"]
     assert "404" in record["error"]
@@ -159,10 +148,10 @@ timeout = "150ms"
 retries = 1
 retry_backoff = "10ms"
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     assert len(endpoint.received) == 2
-    logs = job(record, "call")["logs"]
+    logs = jobs_by_node(record)["call"]["logs"]
     assert "no answer within 0.15s" in logs[1] and '"status":200' in logs[2]
 
 
@@ -183,16 +172,16 @@ type = "request"
 url = "{endpoint.url}/still"
 body = {{ previous = "{{{{$jobsMapByNodeKey.down}}}}" }}
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
-    down = job(record, "down")
+    down = jobs_by_node(record)["down"]
     assert down["status"] == "failed"
     assert "failed (attempt 3 of 3)" in down["error"] and f"127.0.0.1:{closed}" in down["error"]
     assert "secret-in-query" not in down["error"] and "secret-in-query" not in str(down["logs"])
     assert sum(line.startswith("attempt ") for line in down["logs"]) == 3
     (call,) = endpoint.received
     assert orjson.loads(call.body) == {"previous": None}
-    assert job(record, "still")["status"] == "resolved"
+    assert jobs_by_node(record)["still"]["status"] == "resolved"
 
 
 def test_a_429_retry_after_is_waited_for(serve, endpoint):
@@ -205,7 +194,7 @@ url = "{endpoint.url}/limited"
 retries = 1
 retry_backoff = "10ms"
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     first, second = endpoint.received
     assert second.at - first.at >= 0.95
@@ -221,9 +210,9 @@ url = "{endpoint.url}/x"
 retries = 1
 retry_backoff = "10ms"
 """))
-    record = trigger(running, {})
+    record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
-    assert "answered 502 (attempt 2 of 2): bad gateway" in job(record, "call")["error"]
+    assert "answered 502 (attempt 2 of 2): bad gateway" in jobs_by_node(record)["call"]["error"]
 
 
 # --- signing -------------------------------------------------------------------------------------
@@ -247,7 +236,7 @@ url = "{endpoint.url}/github"
 body = {{ ref = "refs/heads/main" }}
 sign = {{ scheme = "github", secret = "gh-secret" }}
 """))
-    record = trigger(running, {"order": 42})
+    record = run_to_end(running, "/api/webhooks/w", {"order": 42})
     assert record["status"] == "resolved", record
     *standard, github = endpoint.received
     assert build_verifier("github", {}, (b"gh-secret",), "receiver").verify(
@@ -322,7 +311,7 @@ key = "call"
 type = "request"
 url = "{{$context.data.target}}"
 """))
-    record = trigger(running, {"target": "file:///etc/passwd"})
+    record = run_to_end(running, "/api/webhooks/w", {"target": "file:///etc/passwd"})
     assert record["status"] == "failed"
-    assert "not an http:// or https:// URL" in job(record, "call")["error"]
+    assert "not an http:// or https:// URL" in jobs_by_node(record)["call"]["error"]
     assert endpoint.received == []

@@ -13,10 +13,9 @@ import socket
 import time
 import uuid
 
-import orjson
 import pytest
 
-from client_support import Answer, admin, log_entry, request, wait_for_execution
+from client_support import Answer, admin, log_entry, post_json, request, wait_for_execution
 from fastwebhook.verify import sign
 
 SECRET = "net-github-Secret-5e0b77"
@@ -115,11 +114,6 @@ ORDER_SCHEMA = {
 
 
 # --- client side -----------------------------------------------------------------------------------
-
-def post_json(running, path: str, value, headers: dict | None = None, source: str | None = None) -> Answer:
-    return request(running, "POST", path, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})},
-                   source)
-
 
 def rejected(running, workflow: str, reason: str) -> float:
     text = request(running, "GET", "/metrics").body.decode()

@@ -9,17 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from client_support import request, wait_for_execution
+from client_support import post_json, wait_for_execution
 from conftest import write_config
 from http_support import Reply
 from test_durability import query, terminate
 from burst_support import wait_until
 
-JSON = {"Content-Type": "application/json"}
-
-
-def post(running, path: str, data) -> "object":
-    return request(running, "POST", path, orjson.dumps(data), JSON)
 
 
 def slow_call(url: str, key: str = "call") -> str:
@@ -47,7 +42,7 @@ headers = { "X-Order" = "{{$context.data.seq}}" }
 body = "got {{$context.data.seq}}"
 """ + slow_call(endpoint.url))
     started = time.monotonic()
-    answer = post(running, "/api/webhooks/w", {"seq": 7})
+    answer = post_json(running, "/api/webhooks/w", {"seq": 7})
     took = time.monotonic() - started
     assert answer.status == 201 and answer.body == b"got 7" and answer.headers["x-order"] == "7"
     assert answer.headers["content-type"].startswith("text/plain")
@@ -63,7 +58,7 @@ def test_past_sync_timeout_the_caller_gets_202_and_the_execution_goes_on(serve, 
 mode = "sync"
 sync_timeout = "200ms"
 """ + slow_call(endpoint.url))
-    answer = post(running, "/api/webhooks/w", {"seq": 1})
+    answer = post_json(running, "/api/webhooks/w", {"seq": 1})
     assert answer.status == 202
     body = answer.json()
     assert body["status"] == "started" and answer.headers["x-execution-id"] == body["execution_id"]
@@ -79,7 +74,7 @@ mode = "sync"
 sync_timeout = "150ms"
 on_sync_timeout = "error"
 """ + slow_call(endpoint.url))
-    answer = post(running, "/api/webhooks/w", {"seq": 1})
+    answer = post_json(running, "/api/webhooks/w", {"seq": 1})
     assert answer.status == 504 and answer.json()["status"] == "started"
     assert wait_for_execution(running, answer.json()["execution_id"])["status"] == "resolved"
 
@@ -93,7 +88,7 @@ status = 200
 headers = { "X-Seen" = "{{$jobsMapByNodeKey.call.status}}" }
 body = { ok = true, echoed = "{{$jobsMapByNodeKey.call.data}}" }
 """ + slow_call(endpoint.url))
-    answer = post(running, "/api/webhooks/w", {"seq": 3})
+    answer = post_json(running, "/api/webhooks/w", {"seq": 3})
     assert answer.status == 200 and answer.headers["x-seen"] == "200"
     assert answer.headers["content-type"] == "application/json"
     assert answer.json() == {"ok": True, "echoed": {"ok": True}}
@@ -105,7 +100,7 @@ def test_a_failed_sync_execution_is_500_naming_the_node(serve, endpoint):
 [workflows.w]
 mode = "sync"
 """ + slow_call(endpoint.url))
-    answer = post(running, "/api/webhooks/w", {"seq": 1})
+    answer = post_json(running, "/api/webhooks/w", {"seq": 1})
     assert answer.status == 500
     body = answer.json()
     assert body["status"] == "failed" and "'call'" in body["error"] and "502" in body["error"]
@@ -129,7 +124,7 @@ order_key = "{{$context.data.account}}"
     started = time.monotonic()
     ids = []
     for seq in range(30):   # sent one by one: arrival order is seq order
-        ids.append(post(running, "/api/webhooks/w", {"seq": seq, "account": "abc"[seq % 3]}).json()["execution_id"])
+        ids.append(post_json(running, "/api/webhooks/w", {"seq": seq, "account": "abc"[seq % 3]}).json()["execution_id"])
     for execution_id in ids:
         assert wait_for_execution(running, execution_id)["status"] == "resolved"
     elapsed = time.monotonic() - started
@@ -151,7 +146,7 @@ def test_concurrency_caps_the_executions_running_at_once(serve, endpoint):
 concurrency = 2
 """ + slow_call(endpoint.url))
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda seq: post(running, "/api/webhooks/w", {"seq": seq, "account": "x"}), range(8)))
+        answers = list(pool.map(lambda seq: post_json(running, "/api/webhooks/w", {"seq": seq, "account": "x"}), range(8)))
     for answer in answers:
         assert wait_for_execution(running, answer.json()["execution_id"])["status"] == "resolved"
     starts = sorted(r.at for r in endpoint.received)
@@ -179,7 +174,7 @@ def test_order_key_holds_across_a_kill_9_and_restart(spawn, tmp_path, endpoint):
     config = write_config(tmp_path, ORDERED_CHILD + slow_call(endpoint.url))
     child = spawn(config, tmp_path / "first.log")
     for seq in range(12):
-        answer = post(child, "/api/webhooks/w", {"seq": seq, "account": "only"})
+        answer = post_json(child, "/api/webhooks/w", {"seq": seq, "account": "only"})
         assert answer.status == 202
     assert wait_until(lambda: len(endpoint.received) >= 3, 10, 0.01)
     child.process.kill()
@@ -212,10 +207,10 @@ type = "response"
 headers = { "X-Name" = "{{$context.data.name}}" }
 body = "hi"
 """)
-    fine = post(running, "/api/webhooks/w", {"name": "octo"})
+    fine = post_json(running, "/api/webhooks/w", {"name": "octo"})
     assert fine.status == 200 and fine.headers["x-name"] == "octo"
     for name in ("a\r\nSet-Cookie: evil=1", "€uro"):
-        answer = post(running, "/api/webhooks/w", {"name": name})
+        answer = post_json(running, "/api/webhooks/w", {"name": name})
         assert answer.status == 500, answer.headers
         assert "set-cookie" not in answer.headers
         body = answer.json()

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 
-import orjson
 import pytest
 
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
 
-from client_support import admin, request, wait_for_execution
+from client_support import admin, jobs_by_node, post_json, request, run_to_end, wait_for_execution
 from conftest import write_config
 
 CUSTOMERS = """
@@ -24,21 +23,6 @@ fields = { name = "string", email = "string", owner = "string", score = "integer
 unique = [["email"]]
 """
 
-JSON = {"Content-Type": "application/json"}
-
-
-def post(running, path: str, data, headers=None):
-    return request(running, "POST", path, orjson.dumps(data), {**JSON, **(headers or {})})
-
-
-def run_to_end(running, path: str, data) -> dict:
-    answer = post(running, path, data)
-    assert answer.status == 202, answer.body
-    return wait_for_execution(running, answer.json()["execution_id"])
-
-
-def jobs_by_node(execution: dict) -> dict:
-    return {job["node"]: job for job in execution["jobs"]}
 
 
 def table(running, name: str) -> list[tuple]:
@@ -289,10 +273,10 @@ all = [
 def test_every_comparison_operator(serve):
     running = serve(OPERATORS)
     good = {"n": 3, "name": "Jackson", "empty": []}
-    answer = post(running, "/api/webhooks/ops", good, {"X-Mode": "test"})
+    answer = post_json(running, "/api/webhooks/ops", good, {"X-Mode": "test"})
     assert wait_for_execution(running, answer.json()["execution_id"])["jobs"][0]["result"] is True
     for change in ({"n": 4}, {"name": "Jack"}, {"empty": [1]}):
-        answer = post(running, "/api/webhooks/ops", {**good, **change}, {"X-Mode": "test"})
+        answer = post_json(running, "/api/webhooks/ops", {**good, **change}, {"X-Mode": "test"})
         assert wait_for_execution(running, answer.json()["execution_id"])["jobs"][0]["result"] is False, change
 
 
@@ -339,7 +323,7 @@ body = { whole = "{{$context.data.items}}", count = "{{$context.data.count}}", t
 
 def test_templates_keep_types_stringify_inside_text_and_never_raise(serve):
     running = serve(TYPES)
-    answer = post(running, "/api/webhooks/types", {"items": [1, {"a": 2}], "count": 2, "pusher": {"name": "octo"}},
+    answer = post_json(running, "/api/webhooks/types", {"items": [1, {"a": 2}], "count": 2, "pusher": {"name": "octo"}},
                   {"User-Agent": "GitHub-Hookshot/1"})
     assert answer.status == 200 and answer.headers["x-pusher"] == "octo"
     assert answer.json() == {"whole": [1, {"a": 2}], "count": 2, "text": 'n=2 [1,{"a":2}]', "missing": None,
