@@ -136,7 +136,7 @@ class Service:
             if reply is not None and not reply.done():
                 text = to_text(original)
                 reply.set_result(Response.json(200, {"execution_id": text, "status": "duplicate"},
-                                               ((b"x-execution-id", text.encode()),)))
+                                               _id_header(text)))
         self.intake.release(len(claim.resolved) + len(claim.duplicates))
 
     # -- executions ---------------------------------------------------------------------------
@@ -176,11 +176,11 @@ class Service:
                 response = self.sync_response(id_text, workflow, outcome, run)
             except ValueError as exc:   # what the [response] table rendered is not a valid answer
                 response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
-                                         ((b"x-execution-id", id_text.encode()),))
+                                         _id_header(id_text))
             reply.set_result(response)
 
     def sync_response(self, id_text: str, workflow: Workflow | None, outcome: Outcome, run: Run | None) -> Response:
-        id_header = ((b"x-execution-id", id_text.encode()),)
+        id_header = _id_header(id_text)
         if outcome.status != "resolved" or workflow is None:
             return Response.json(500, {"execution_id": id_text, "status": outcome.status,
                                        "error": outcome.error}, id_header)
@@ -220,7 +220,7 @@ class Service:
                 return
             status = 504 if workflow.on_sync_timeout == "error" else 202
             answer.set_result(Response.json(status, {"execution_id": id_text, "status": "started"},
-                                            ((b"x-execution-id", id_text.encode()),)))
+                                            _id_header(id_text)))
 
         handle = self.loop.call_later(workflow.sync_timeout, timed_out)
         answer.add_done_callback(lambda _: handle.cancel())
@@ -240,12 +240,16 @@ class ExecutionStats:
         self.duration.observe(seconds)
 
 
+def _id_header(id_text: str) -> tuple:
+    return ((b"x-execution-id", id_text.encode()),)
+
+
 def _answerer(reply: asyncio.Future, id_text: str):
     """Sync mode: the response node's answer goes out at once; the workflow goes on.  An answer
     that is not valid HTTP fails the node (ValueError), and the caller gets the 500."""
     def answer(response: dict) -> None:
         if not reply.done():
-            reply.set_result(_response_from(response, ((b"x-execution-id", id_text.encode()),)))
+            reply.set_result(_response_from(response, _id_header(id_text)))
     return answer
 
 

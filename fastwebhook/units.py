@@ -1,8 +1,9 @@
 """Durations ("250ms", "15s", "24h") and sizes ("1MiB", "16KiB") as config writes them, and
 times as records show them."""
 
+import math
 import re
-from datetime import datetime, timezone
+import time
 
 from .errors import ConfigError
 
@@ -44,8 +45,18 @@ def parse_size(text: str | int, path: str) -> int:
     return int(match[1]) * _SIZE_UNITS[unit]
 
 
+_last_second: list = [None, ""]   # the last whole second formatted, and its text: most times share one
+
+
 def timestamp(value: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds ("2026-12-01T22:52:04.123Z"), as every record shows times."""
+    """ISO 8601 UTC with milliseconds ("2026-12-01T22:52:04.123Z"), as every record shows times
+    (datetime's rounding: to the microsecond, half to even, then cut to the millisecond)."""
     if value is None:
         return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    fraction, whole = math.modf(value)
+    second, micro = int(whole), round(fraction * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    if second != _last_second[0]:
+        _last_second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_last_second[1]}.{micro // 1000:03d}Z"

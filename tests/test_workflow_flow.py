@@ -3,7 +3,6 @@ answers slowly stands in for a slow workflow step (the request node calls it).""
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -194,7 +193,6 @@ def test_order_key_holds_across_a_kill_9_and_restart(spawn, tmp_path, endpoint):
     assert first_seen == list(range(12)), seqs
     repeats = len(seqs) - len(first_seen)
     assert repeats <= 1, f"more than the interrupted call was sent again: {seqs}"
-    assert threading.active_count() >= 1
 
 
 def test_a_header_rendered_from_webhook_data_cannot_add_headers_of_its_own(serve):

@@ -101,7 +101,8 @@ class Write:
     params: tuple
 
 
-def _encode(value: Any) -> bytes | None:
+def encode_result(value: Any) -> bytes | None:
+    """A job's result as stored (orjson; None stays NULL)."""
     return None if value is None else orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
@@ -120,7 +121,7 @@ class Effect:
     finish: Callable[[Any], Any] | None = None
 
     def encode(self, result: Any) -> bytes | None:
-        return self.job.result if self.finish is None else _encode(result)
+        return self.job.result if self.finish is None else encode_result(result)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ import orjson
 
 from ..errors import FastwebhookError
 from ..store.rows import Write
+from ..units import timestamp
+from .templates import compile_value
 
 TYPES = {"string": "TEXT", "text": "TEXT", "integer": "INTEGER", "number": "REAL",
          "boolean": "INTEGER", "json": "TEXT", "datetime": "TEXT"}
@@ -200,15 +202,8 @@ def _encode(field: str, kind: str, value: Any) -> Any:
     return str(value)
 
 
-_second = [0, ""]   # the last whole second and its ISO text: most records share one
-
-
 def _now() -> str:
-    now = time.time()
-    second = int(now)
-    if second != _second[0]:
-        _second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+    return timestamp(time.time())
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -255,8 +250,6 @@ def load_collections(loader, table: dict, path: str) -> dict[str, Collection]:
 # -- what the collection nodes share ---------------------------------------------------------------
 def compile_filter(filter: Any) -> list[tuple[str, str, Any]]:
     """At load: the filter's terms, each value compiled (a template, or a constant)."""
-    from .templates import compile_value  # noqa: PLC0415 - templates know nothing of collections
-
     if not isinstance(filter, Mapping):
         return []
     return [(field, op, compile_value(value)) for field, op, value in filter_terms(filter)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..errors import ConstraintError, StoreError
+from ..errors import StoreError
 from ..store import Store
 from ..store.rows import Effect
 
@@ -53,5 +53,3 @@ class Effects:
                     if not future.done():
                         future.set_result(outcome)
 
-
-__all__ = ["ConstraintError", "Effects"]

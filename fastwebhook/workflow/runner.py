@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import orjson
@@ -22,7 +21,8 @@ import orjson
 from ..config import NodeSpec, Workflow
 from ..errors import StoreError
 from ..ids import to_text
-from ..store.rows import Effect, Job, Status, Write
+from ..store.rows import Effect, Job, Status, Write, encode_result
+from ..units import timestamp
 from .nodes import NODE_TYPES
 from .nodes.end import EndExecution
 from .templates import render_value
@@ -33,7 +33,7 @@ class _System:
 
     @property
     def now(self) -> str:
-        return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return timestamp(time.time())
 
     def as_dict(self) -> dict:
         return {"now": self.now}
@@ -175,7 +175,7 @@ async def _run_nodes(run: Run, nodes: tuple[NodeSpec, ...], node_metrics) -> Non
             job = _record(run, spec, Status.RESOLVED, result, None, node_metrics)
             if node_type.at_once and not run._wrote:
                 try:
-                    await run.resources.effects.commit(Effect([], "none", _job_row(run, job)))
+                    await run.resources.effects.commit(Effect([], "none", _job_row(run.execution_id, job)))
                     job.committed = True
                 except StoreError as exc:   # the call was made; only its record is not in
                     job.status, job.error = Status.FAILED, f"node {spec.key!r} ({spec.path}): its result " \
@@ -202,22 +202,15 @@ def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | Non
     return job
 
 
-def _job_row(run: Run, job: JobRecord) -> Job:
-    return Job(run.execution_id, job.position, job.node, job.type, job.status, encode_result(job.result),
+def _job_row(execution: bytes, job: JobRecord) -> Job:
+    return Job(execution, job.position, job.node, job.type, job.status, encode_result(job.result),
                job.error, _encode_logs(job.logs), job.duration_ms)
 
 
-def job_rows(run_or_id: bytes, jobs: list[JobRecord]) -> list[Job]:
+def job_rows(execution: bytes, jobs: list[JobRecord]) -> list[Job]:
     """The jobs an execution still has to write (those not committed already)."""
-    return [Job(run_or_id, job.position, job.node, job.type, job.status, encode_result(job.result), job.error,
-                _encode_logs(job.logs), job.duration_ms) for job in jobs if not job.committed]
+    return [_job_row(execution, job) for job in jobs if not job.committed]
 
 
 def _encode_logs(logs: list) -> bytes | None:
     return orjson.dumps(logs, default=str) if logs else None
-
-
-def encode_result(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
