@@ -45,7 +45,7 @@ def parse_size(text: str | int, path: str) -> int:
     return int(match[1]) * _SIZE_UNITS[unit]
 
 
-_last_second: list = [None, ""]   # the last whole second formatted, and its text: most times share one
+_seconds: dict[int, str] = {}   # whole seconds formatted lately: most times share a few
 
 
 def timestamp(value: float | None) -> str | None:
@@ -57,6 +57,9 @@ def timestamp(value: float | None) -> str | None:
     second, micro = int(whole), round(fraction * 1_000_000)
     if micro >= 1_000_000:
         second, micro = second + 1, micro - 1_000_000
-    if second != _last_second[0]:
-        _last_second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_last_second[1]}.{micro // 1000:03d}Z"
+    text = _seconds.get(second)
+    if text is None:
+        if len(_seconds) >= 64:   # a run reads back times of many seconds (a backlog, a listing)
+            _seconds.clear()
+        text = _seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{text}.{micro // 1000:03d}Z"

@@ -307,6 +307,42 @@ def test_runs_waiting_for_a_busy_pool_are_taken_along_in_one_call_each_with_its_
             assert outcome == (n * n, [f"n {n}"])
 
 
+def count_calls(pool) -> list[str]:
+    """Every call the pool's contexts make into V8 from now on (run, batch), in order."""
+    calls: list[str] = []
+    for context in list(pool._idle):
+        racer, original = context.racer, context.racer.eval_cancelable
+
+        async def counted(code, original=original):
+            calls.append(code.split("(", 1)[0])
+            return await original(code)
+        racer.eval_cancelable = counted
+    return calls
+
+
+def test_runs_that_come_together_go_in_one_call_even_with_a_context_idle_but_a_slow_script_alone():
+    quick = Script.function_body("return $context.data.n * 10;")
+    slow = Script.function_body("const t = Date.now(); while (Date.now() - t < 10) {} return $context.data.n;")
+
+    def scope(n):
+        return {**SCOPE, "$context": {"data": {"n": n}}}
+
+    async def body(pool):
+        await pool.run(quick, scope(0), 1.0, 64 * MiB)   # V8 timed it: short
+        await pool.run(slow, scope(0), 1.0, 64 * MiB)    # ... and this one not
+        calls = count_calls(pool)
+        quick_values = await asyncio.gather(*(pool.run(quick, scope(n), 1.0, 64 * MiB) for n in range(40)))
+        quick_calls, calls[:] = list(calls), []
+        slow_values = await asyncio.gather(*(pool.run(slow, scope(n), 2.0, 64 * MiB) for n in range(3)))
+        return quick_values, quick_calls, slow_values, list(calls), pool.size
+    quick_values, quick_calls, slow_values, slow_calls, size = in_pool(body, initial=2, most=4)
+    assert quick_values == [(n * 10, []) for n in range(40)]
+    assert quick_calls == ["__fastwebhook.runBatch"]        # forty runs, one crossing into V8
+    assert slow_values == [(n, []) for n in range(3)]
+    assert slow_calls == ["__fastwebhook.run"] * 3          # each alone, on the contexts there are
+    assert size == 2                                        # none was stuck long enough to add one
+
+
 def test_a_runaway_in_a_batch_times_out_alone_and_the_others_still_get_their_values():
     spin = Script.function_body("while (true) {}")
     quick = Script.function_body("return $context.data.n + 1;")

@@ -129,7 +129,7 @@ class Collection:
 
     # -- values ------------------------------------------------------------------------------
     def encode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(values, Mapping):
+        if not isinstance(values, dict) and not isinstance(values, Mapping):   # dict: the cheap check first
             raise RecordError(f"values for {self.name} must be a table of field = value")
         row = {}
         for field, value in values.items():

@@ -3,9 +3,9 @@ contexts.
 
 `ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`.  V8 runs on mini-racer's own
 native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
-script runs.  A fresh context costs ~2 ms and a reused one ~50 µs a call, so contexts are kept
-and reused, one call at a time each (runs waiting for a context go along in one call: BATCH_MAX);
-a context that ran out of memory is closed and replaced rather than trusted again (one stopped
+script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
+contexts are kept and reused, one call at a time each, and short runs that wait together go in
+one call (BATCH_MAX); more contexts open only while the open ones are stuck (STUCK_AFTER); a context that ran out of memory is closed and replaced rather than trusted again (one stopped
 at its timeout goes on: V8 resumes after terminating).  Their threads run at the lowest CPU
 priority, so a runaway script costs the webhooks little.
 
@@ -112,16 +112,26 @@ class _Served:
         self.value, self.logs = value, logs
 
 
-# While every context is busy, a run that gets one takes up to BATCH_MAX - 1 waiting runs along
-# (same memory limit) into ONE call into V8: mini-racer's machinery per call (handles, the
-# callback from V8's thread, its GIL hand-over) costs the event loop more than a short script.
-# A batch that fails as a whole (a timeout, memory, V8 itself) says nothing of which run was to
-# blame: the taker runs its own again, alone, and the others go back to wait, to run alone.
-BATCH_MAX = 16
+# A run that gets a context takes up to BATCH_MAX - 1 waiting runs along (same memory limit)
+# into ONE call into V8: mini-racer's machinery costs ~115 us of CPU a call (handles, the
+# callback from V8's thread, its GIL hand-over), more than a short script itself.  So runs wait
+# for a context rather than taking an idle one at once: contexts are handed out once a loop
+# iteration, to the oldest waiter, which takes those who came meanwhile.  Only scripts whose
+# last run was short (SHORT_RUN, as V8 timed it) go in a batch, whose runs take turns; a script
+# not run yet, or a slow one, runs alone.  A batch that fails as a whole (a timeout, memory, V8 itself) says
+# nothing of which run was to blame: the taker runs its own again, alone, and the others go back
+# to wait, to run alone.
+BATCH_MAX = 64
+SHORT_RUN = 0.002
+# A new context opens only when every open one has been in its call for STUCK_AFTER (a script
+# spinning to its timeout, a slow batch) and runs are waiting: more contexts would split the
+# batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
+# take tens of milliseconds: V8's threads run at the lowest priority.)
+STUCK_AFTER = 0.1
 
 
 class ScriptPool:
-    """Reused V8 contexts: `initial` opened at start, more (up to `most`) while all are busy."""
+    """Reused V8 contexts: `initial` opened at start, more (up to `most`) while all are stuck."""
 
     def __init__(self, initial: int = 2, most: int = 6):
         self.initial = initial
@@ -132,6 +142,10 @@ class ScriptPool:
         self._closed = False
         self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
         self._closing: set[asyncio.Future] = set()     # contexts being closed on a thread
+        self._calling: dict[Context, float] = {}      # contexts in a call into V8, since when
+        self._took: dict[str, float] = {}             # script name: seconds its last run took
+        self._handing_out = False
+        self._growing: asyncio.TimerHandle | None = None
 
     @property
     def size(self) -> int:
@@ -175,7 +189,9 @@ class ScriptPool:
             if renew:   # outside the try below: a failed renewal has given up its slot itself
                 context, renew = await self._renew(context), False
             reused = context.used
-            batch = [] if alone else self._companions(memory)
+            batch = [] if alone or not self._short(script) else self._companions(memory)
+            if self._waiters:   # more than one batch takes: the next context, idle or opened
+                self._offer()
             try:
                 if batch:
                     value, logs = await self._run_batch(context, script, scope_text, deadline, timeout, memory, batch)
@@ -214,7 +230,8 @@ class ScriptPool:
             if waiter.deadline <= now:   # its time ran out while it waited: it would end the batch at once
                 waiter.future.set_exception(_waited_too_long(waiter.timeout))
                 continue
-            (kept if waiter.alone or waiter.memory != memory else taken).append(waiter)
+            (kept if waiter.alone or waiter.memory != memory or not self._short(waiter.script)
+             else taken).append(waiter)
         self._waiters.extendleft(reversed(kept))
         return taken
 
@@ -237,6 +254,7 @@ class ScriptPool:
         settled: set[int] = set()     # indexes into `batch` that were served or failed
         again: list[_Waiter] = []     # to wait again
         try:
+            started = loop.time()
             try:
                 outcomes = _outcomes(await self._call(context, f"__fastwebhook.runBatch([{items}])",
                                                       min(r[2] for r in runs), timeout, memory))
@@ -257,6 +275,8 @@ class ScriptPool:
                         waiter.alone = True
                     raise _RunAgain() from None
                 running = len(outcomes)   # the run in progress when the time ran out
+                if running < len(runs):
+                    self._took[runs[running][0].name] = loop.time() - started   # not in a batch again soon
             for index, waiter in enumerate(batch, start=1):
                 if index < len(outcomes):
                     await self._serve(context, waiter, outcomes[index])
@@ -303,7 +323,12 @@ class ScriptPool:
         arguments = [js_string(name), js_string(scope_text)]
         if name not in context.compiled:
             arguments.append(js_string(script.body))
-        answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
+        try:
+            answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
+        except ScriptError as error:
+            if error.reason == "timeout":
+                self._took[name] = timeout   # a slow one: alone from now on
+            raise
         return await self._settle(context, script, _outcomes(f"[{answer}]")[0])
 
     async def _call(self, context: Context, code: str, deadline: float, timeout: float, memory: int) -> str:
@@ -314,6 +339,7 @@ class ScriptPool:
             context.memory_limit = memory
         context.used = True
         context.harmed = False
+        self._calling[context] = asyncio.get_running_loop().time()
         try:
             # Cheaper than wait_for (no extra task); cancelling the eval makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
@@ -326,6 +352,8 @@ class ScriptPool:
             if isinstance(error, JSOOMException) or racer.was_hard_memory_limit_reached():
                 raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}") from None
             raise ScriptError("engine", f"script failed: {_first_line(str(error))}") from None
+        finally:
+            self._calling.pop(context, None)
         if racer.was_hard_memory_limit_reached():
             context.harmed = True
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
@@ -336,6 +364,7 @@ class ScriptPool:
         name = script.name
         logs = outcome.get("logs", [])
         error = outcome.get("error")
+        self._took[name] = outcome.get("ms", 0) / 1000
         if error is None:
             context.compiled.add(name)
             return outcome.get("value"), logs
@@ -353,17 +382,9 @@ class ScriptPool:
         """(a context, whether to run alone), or the outcome when a batch took this run along."""
         if self._closed:
             raise ScriptError("closed", "the script pool is closed")
-        if self._idle:
-            return self._idle.pop(), False
-        if self._size < self.most:
-            self._size += 1
-            try:
-                return await Context.open(), False
-            except BaseException:
-                self._size -= 1
-                raise
         waiter = _Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
         self._waiters.append(waiter)
+        self._offer()
         future = waiter.future
         try:
             async with asyncio.timeout_at(deadline):   # its time runs while it waits too
@@ -377,6 +398,39 @@ class ScriptPool:
                 raise _waited_too_long(timeout) from None
             raise
         return got if isinstance(got, _Served) else (got, waiter.alone)
+
+    def _short(self, script: Script) -> bool:
+        return self._took.get(script.name, SHORT_RUN + 1) <= SHORT_RUN
+
+    def _offer(self) -> None:
+        """Runs wait: an idle context goes to the oldest at the next loop iteration (with those
+        who came meanwhile), or, none idle, a new one opens if all stay stuck."""
+        loop = asyncio.get_running_loop()
+        if self._idle:
+            if not self._handing_out:
+                self._handing_out = True
+                loop.call_soon(self._hand_out)
+        elif self._size < self.initial:   # one was given up (out of memory): its slot refills now
+            self._open_for_waiters()
+        elif self._size < self.most and self._growing is None:
+            self._growing = loop.call_later(STUCK_AFTER, self._grow)
+
+    def _hand_out(self) -> None:
+        self._handing_out = False
+        if self._idle and not self._closed:
+            self._release(self._idle.pop())   # the most recently used: its compiled scripts are warm
+
+    def _grow(self) -> None:
+        self._growing = None
+        if self._closed or self._idle or self._size >= self.most \
+                or not any(not waiter.future.done() for waiter in self._waiters):
+            return
+        loop = asyncio.get_running_loop()
+        busy_for = loop.time() - max(self._calling.values(), default=loop.time())
+        if self._calling and busy_for >= STUCK_AFTER:
+            self._open_for_waiters()
+            busy_for = 0.0
+        self._growing = loop.call_later(STUCK_AFTER - busy_for, self._grow)
 
     def _close(self, context: Context) -> None:
         closing = context.close()
@@ -416,10 +470,13 @@ class ScriptPool:
     def _replace_for_waiters(self) -> None:
         """Whoever waits for a context gets a fresh one in place of one given up."""
         if not self._closed and any(not waiter.future.done() for waiter in self._waiters):
-            self._size += 1
-            task = asyncio.get_running_loop().create_task(self._replace())
-            self._replacing.add(task)
-            task.add_done_callback(self._replacing.discard)
+            self._open_for_waiters()
+
+    def _open_for_waiters(self) -> None:
+        self._size += 1
+        task = asyncio.get_running_loop().create_task(self._replace())
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
 
     async def _replace(self) -> None:
         try:

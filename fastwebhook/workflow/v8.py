@@ -26,7 +26,7 @@ DRIVER = """
   // Array methods taken now: a script may replace Array.prototype's for the scripts after it in
   // this context (freezing Array.prototype would slow every array in V8), never the driver's.
   const apply = Reflect.apply, push = Array.prototype.push, join = Array.prototype.join,
-        map = Array.prototype.map, slice = String.prototype.slice;
+        map = Array.prototype.map, slice = String.prototype.slice, now = Date.now;
   const compiled = new Map();
   const timers = globalThis.__timer_manager;   // mini-racer's setTimeout bookkeeping
   const PARAMS = "$context, $jobsMapByNodeKey, $nodes, $env, $system, $execution, $workflow, console";
@@ -75,7 +75,7 @@ DRIVER = """
   function run(name, scopeText, body) {
     const logs = [];
     const [console, dropped] = makeConsole(logs);
-    let outcome;
+    let outcome, started = 0;
     try {
       if (body !== undefined) {
         try {
@@ -86,6 +86,7 @@ DRIVER = """
       }
       const scope = parse(scopeText);
       const jobs = scope.$jobsMapByNodeKey;
+      started = apply(now, Date, []);
       const value = compiled.get(name)(scope.$context, jobs, jobs, scope.$env, scope.$system,
                                        scope.$execution, scope.$workflow, console);
       const refused = refuse(value);
@@ -99,6 +100,7 @@ DRIVER = """
     }
     if (dropped()) apply(push, logs, ["(" + dropped() + " more console lines dropped)"]);
     outcome.logs = logs;
+    if (started) outcome.ms = apply(now, Date, []) - started;   // whether it may go in a batch
     try {
       return stringify(outcome);
     } catch (error) {
