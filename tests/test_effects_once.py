@@ -4,9 +4,16 @@ record is created, updated or destroyed twice.  Real child servers, real sockets
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from burst_support import burst, wait_until
+from fastwebhook.errors import ConstraintError
+from fastwebhook.store import Store
+from fastwebhook.store.rows import Effect, Job
+from fastwebhook.store.sqlite import SqliteConnector
+from fastwebhook.workflow.collections import Collection
+from fastwebhook.workflow.effects import Effects
 from conftest import write_config
 from test_durability import query, terminate
 from test_intake import wait_all_final
@@ -110,3 +117,37 @@ def test_kill_9_mid_collection_writes_leaves_every_record_exactly_once(spawn, tm
     assert acknowledged <= emails, "an acknowledged execution's record is missing"
     twice_jobs = query(db, "SELECT execution, position FROM jobs GROUP BY execution, position HAVING count(*) > 1 LIMIT 3")
     assert not twice_jobs, f"a node's job was recorded twice: {twice_jobs}"
+
+
+def test_one_refused_write_in_a_batch_fails_alone_and_the_others_commit_with_their_jobs(tmp_path):
+    """Effects gathered in one loop iteration go to the store as one batch; the one a unique
+    constraint refuses gets its error, the others their rows, each job row with its write."""
+    customers = Collection("customers", {"email": "string"}, (("email",),))
+
+    async def main():
+        store = Store(SqliteConnector(str(tmp_path / "effects.db"), synchronous="FULL"))
+        await store.open()
+        try:
+            await store.ensure_collections([customers])
+            effects = Effects(store)
+            writer = asyncio.ensure_future(effects.run())
+
+            def effect(n: int, email: str) -> Effect:
+                job = Job(bytes([n]) * 16, 0, "customer", "create", "resolved", None, None, None, 1.0)
+                return Effect([customers.insert({"email": email})], "row", job, customers.decode)
+
+            emails = ["a@x", "b@x", "a@x", "c@x"]   # the third takes an email the first took
+            outcomes = await asyncio.gather(*(effects.commit(effect(n, e)) for n, e in enumerate(emails)),
+                                            return_exceptions=True)
+            writer.cancel()
+            rows = await store.read_records('SELECT email FROM "records_customers" ORDER BY id', ())
+            jobs = [(await store.committed_jobs(bytes([n]) * 16)) for n in range(4)]
+            return outcomes, rows, jobs
+        finally:
+            await store.close()
+
+    outcomes, rows, jobs = asyncio.run(main())
+    assert [o["email"] for o in (outcomes[0], outcomes[1], outcomes[3])] == ["a@x", "b@x", "c@x"]
+    assert isinstance(outcomes[2], ConstraintError) and "UNIQUE" in str(outcomes[2])
+    assert rows == [("a@x",), ("b@x",), ("c@x",)]
+    assert [bool(j) for j in jobs] == [True, True, False, True]   # no job row for the refused one

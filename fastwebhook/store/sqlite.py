@@ -99,20 +99,24 @@ class SqliteConnector:
 
     async def apply_effects(self, effects: list, insert_job: str) -> list:
         """Each effect's writes and its job row, in one transaction for the batch: an effect
-        that fails (a unique constraint) is rolled back alone, to its savepoint, and its slot in
-        the answer holds the error.  Our other connection's writes are held back meanwhile, so
+        that fails (a unique constraint) is rolled back alone and its slot in the answer holds
+        the error (the batch is then written again with a savepoint per effect, two statements
+        each that the common batch, where all go in, is spared).  Our other connection's writes are held back meanwhile, so
         the two never wait on SQLite's busy handler (which sleeps in steps of milliseconds)."""
         async with self.lock:
             return await self._on_effects_thread(self._apply_effects, effects, insert_job)
 
     def _apply_effects(self, effects: list, insert_job: str) -> list:
         db = self._effects_db
-        outcomes: list = []
         with _wrapped("collection write"):
             db.execute("BEGIN IMMEDIATE")
             try:
-                for effect in effects:
-                    outcomes.append(_apply_one(db, effect, insert_job))
+                try:   # the batch as it comes: almost always every effect goes in
+                    outcomes = [_write_one(db, effect, insert_job) for effect in effects]
+                except _Refused:   # one did not: again, each effect under a savepoint of its own
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    outcomes = [_apply_one(db, effect, insert_job) for effect in effects]
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -258,12 +262,16 @@ class SqliteConnector:
 _CONNECTION_ERRORS = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})   # BUSY LOCKED NOMEM READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
 
 
-def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
-    """One effect inside the batch's transaction, under its own savepoint."""
-    db.execute("SAVEPOINT effect")
+class _Refused(Exception):
+    """An effect of a batch written without savepoints failed by itself (a constraint)."""
+
+
+def _write_one(db: sqlite3.Connection, effect, insert_job: str):
+    """One effect and its job row; an error of the database itself fails the batch, any other
+    raises _Refused (the batch is then written again, with savepoints: _apply_one)."""
+    raw: Any = None
+    changed = 0
     try:
-        raw: Any = None
-        changed = 0
         for write in effect.writes:
             cursor = db.execute(write.sql, write.params)
             if effect.shape == "row":
@@ -277,19 +285,35 @@ def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
         job = effect.job
         db.execute(insert_job, (job.execution, job.position, job.node, job.type, job.status,
                                 effect.encode(result), job.error, job.logs, job.duration_ms))
+    except sqlite3.DatabaseError as exc:
+        if not isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", None) is not None \
+                and exc.sqlite_errorcode & 0xFF in _CONNECTION_ERRORS:
+            raise   # the database itself is in trouble: the batch fails, and says so
+        raise _Refused() from exc
+    except Exception as exc:  # noqa: BLE001 - the node's own finish failed
+        raise _Refused() from exc
+    return result
+
+
+def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
+    """One effect under its own savepoint: one that fails is undone alone, its slot in the
+    answer holding the error."""
+    db.execute("SAVEPOINT effect")
+    try:
+        result = _write_one(db, effect, insert_job)
         db.execute("RELEASE effect")
         return result
-    except sqlite3.IntegrityError as exc:
+    except _Refused as refused:
         _undo(db)
-        return ConstraintError(str(exc))
-    except sqlite3.DatabaseError as exc:
-        _undo(db)
-        if getattr(exc, "sqlite_errorcode", None) is not None and exc.sqlite_errorcode & 0xFF in _CONNECTION_ERRORS:
-            raise   # the database itself is in trouble: the batch fails, and says so
-        return StoreError(f"SQLite refused the write: {exc}")   # this statement alone (a LIKE too complex)
-    except Exception as exc:  # noqa: BLE001 - the node's own finish failed: that effect alone fails
-        _undo(db)
+        exc = refused.__cause__
+        if isinstance(exc, sqlite3.IntegrityError):
+            return ConstraintError(str(exc))
+        if isinstance(exc, sqlite3.DatabaseError):
+            return StoreError(f"SQLite refused the write: {exc}")   # this statement alone (a LIKE too complex)
         return exc
+    except BaseException:
+        _undo(db)
+        raise
 
 
 def _undo(db: sqlite3.Connection) -> None:
