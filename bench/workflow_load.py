@@ -6,12 +6,15 @@ pinned to CPU 0, wrk (`-t1 -c64`, signed 1160-byte GitHub pushes, a unique deliv
    executions finished per second of load + drain.  Beside it, in the same session, Node-RED
    (bench/nodered, pinned release) running the same flow (http in -> function verifying the
    HMAC -> switch -> function -> http response) under the same load; it keeps no records.
+   And the floors: the same load on fastwebhook with no nodes, on condition -> create, and on
+   bench/peers/floor_workflow.py, the same work done the cheapest way these parts allow (an
+   upper bound for the workflow row on this machine).
 2. isolation: bench/fastwebhook-isolation.toml: ingest (workflow "bench", no nodes) measured
    alone, then while another workflow's scripts spin to their 250 ms timeout (`while (true) {}`;
    enough of them posted and claimed before the run to keep every context of the script pool
    spinning through it): its p99 with them as a multiple of its p99 without them.
 
-    .venv/bin/python bench/workflow_load.py [--seconds 20] [--isolation-seconds 10] [--only workflow|nodered|isolation]
+    .venv/bin/python bench/workflow_load.py [--seconds 20] [--isolation-seconds 10] [--only workflow|floor-...|nodered|isolation]
 
 The tables go to stdout and bench/results/workflow.md.
 """
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import nodered
 import payload
-from load import (BENCH_DIR, SERVER_CPU, Receiver, ReceiverError, fastwebhook, measure_sustained,
+from load import (BENCH_DIR, SERVER_CPU, Receiver, ReceiverError, fastwebhook, measure_sustained, peer,
                   read_metrics, run_wrk, running, say, wait_for_drain)
 
 WORKFLOW = Receiver("workflow", "fastwebhook-commit: verify, dedup, commit; condition -> script (V8) -> create",
@@ -39,9 +42,17 @@ FLOORS = [  # measured beside it, same load: what the workflow costs over the lo
              fastwebhook("commit"), verifies=True, metrics=True),
     Receiver("floor-noscript", "fastwebhook-commit: condition -> create (no script)",
              fastwebhook("workflow-noscript"), verifies=True, metrics=True),
+    # The least any receiver could do here for the same work (bench/peers/floor_workflow.py): an
+    # upper bound for the workflow row on this machine, measured in the same run.
+    Receiver("floor-workflow", "bench/peers/floor_workflow.py: floor-log's ingest, then per batch the condition "
+             "in Python, ONE V8 call for the scripts, ONE transaction for the records, jobs and executions",
+             peer("floor_workflow.py", "--db", "{workdir}/floor.db"), verifies=True, metrics=True),
 ]
 ISOLATION = Receiver("isolation", "fastwebhook-commit: ingest of workflow bench beside spinning scripts",
                      fastwebhook("isolation"), verifies=True, metrics=True)
+KEEPS = {"floor-intake": "executions, request log",
+         "floor-noscript": "executions, jobs, request log, a record per push",
+         "floor-workflow": "executions, jobs, a record per push (no request log)"}
 WORKFLOW_TARGET = 5000.0      # executions/s, sustained
 ISOLATION_TARGET = 2.0        # ingest p99 with spinning scripts / without, at most
 _SPIN_FAILED = re.compile(r'^fastwebhook_executions_total\{[^}]*status="failed"[^}]*workflow="spin"[^}]*\} (\S+)|'
@@ -136,9 +147,7 @@ def report(results: dict, args) -> str:
             if floor.name in results:
                 f = results[floor.name]
                 lines.append(f"| {floor.name}: {floor.description}, {args.seconds} s load + {f['drain']:.1f} s drain | "
-                             f"{f['rate']:,.0f} | {f['acked']:,.0f} | {f['p99']:.2f} | "
-                             + ("executions, jobs, request log, a record per push |" if "create" in floor.description
-                                else "executions, request log |"))
+                             f"{f['rate']:,.0f} | {f['acked']:,.0f} | {f['p99']:.2f} | {KEEPS[floor.name]} |")
         if "nodered" in results:
             n = results["nodered"]
             lines.append(f"| Node-RED {nodered.version()}: http in -> function (HMAC) -> switch -> function -> "
@@ -147,6 +156,11 @@ def report(results: dict, args) -> str:
             rate = results["workflow"]["rate"]
             verdict = "met" if rate >= WORKFLOW_TARGET else "NOT met"
             lines += ["", f"Target >= {WORKFLOW_TARGET:,.0f} executions/s: {verdict} ({rate:,.0f}/s)."]
+            if "floor-workflow" in results:
+                ceiling = results["floor-workflow"]["rate"]
+                lines.append(f"floor-workflow, the same work done the cheapest way, same run: {ceiling:,.0f}/s "
+                             f"({'above' if ceiling >= WORKFLOW_TARGET else 'below'} the target); "
+                             f"fastwebhook / floor-workflow: {rate / ceiling:.2f}x.")
             if "nodered" in results and results["nodered"]["rate"]:
                 lines.append(f"fastwebhook / Node-RED: {rate / results['nodered']['rate']:.2f}x.")
             if results["workflow"]["cpu"]:
