@@ -8,7 +8,9 @@ RUN_BATCH deliveries at a time, with nothing general in between:
     condition   data["ref"] == "refs/heads/main", in Python, on the body parsed at the door
     script      the workflow's script, in V8 (mini-racer, one reused context), the whole batch
                 in ONE call: one JSON text of every run's $context in, one JSON array out
-    create      a row in records_pushes (a unique index on delivery)
+    create      a row in records_pushes (a unique index on delivery; ids handed out here, so all
+                go in with one executemany; a refused row would fail the batch, and the bench's
+                deliveries are unique)
     records     the execution row with its final status and 3 job rows per execution (results
                 as JSON), in ONE transaction with the records: effects once, for free
 
@@ -72,6 +74,9 @@ class Runner:
         self.store = store
         self.db = store.db
         store.thread.submit(self.db.executescript, SCHEMA).result()
+        # record ids handed out here, so the records go in with executemany (no RETURNING)
+        self.next_record = store.thread.submit(
+            lambda: self.db.execute("SELECT coalesce(max(id), 0) FROM records_pushes").fetchone()[0]).result()
         self.racer = MiniRacer()
         self.pending: list[tuple[bytes, dict, float]] = []    # (delivery id, data, received at)
         self.wake = asyncio.Event()
@@ -109,14 +114,15 @@ class Runner:
                          else b"false", 0.0))
         for (key, _, _), result in zip(on_main, results):
             jobs.append((ids[key], 1, "summary", "script", "resolved", orjson.dumps(result), 0.0))
-            records.append((key.decode(), result["branch"], result["commit"], result["pusher"], stamp, stamp))
+            self.next_record += 1
+            record = (self.next_record, key.decode(), result["branch"], result["commit"], result["pusher"], stamp, stamp)
+            records.append(record)
+            row = dict(zip(("id", "delivery", "branch", "commit", "pusher", "created_at", "updated_at"), record))
+            jobs.append((ids[key], 2, "record", "create", "resolved", orjson.dumps(row), 0.0))
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for record in records:   # each create's result (the row) goes into its job
-                row = db.execute('INSERT INTO records_pushes (delivery, branch, "commit", pusher, created_at, '
-                                 'updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *', record).fetchone()
-                jobs.append((ids[record[0].encode()], 2, "record", "create", "resolved", orjson.dumps(row), 0.0))
+            db.executemany('INSERT INTO records_pushes VALUES (?, ?, ?, ?, ?, ?, ?)', records)
             db.executemany("INSERT INTO jobs (execution, position, node, type, status, result, duration_ms) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", jobs)
             db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
