@@ -4,6 +4,10 @@ SIGTERM (or SIGINT): stop accepting, let requests in flight get their answers, l
 executions finish up to a grace period, commit, release leases so the next start takes the
 queued rest at once, exit 0.  SIGHUP: re-read the TLS certificate (reloading config and
 workflows is still to come).
+
+Under systemd (systemd.py): the listeners are the sockets it passed, when it passed any;
+READY=1 once every listener is open, STATUS= with live figures, RELOADING=1 / READY=1 around a
+SIGHUP, STOPPING=1 at shutdown, WATCHDOG=1 from the event loop while it turns.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .app import WebhookApp
 from .config import Config, display_url
 from .http.protocol import HttpProtocol, Limits
 from .service import Service
+from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.server")
 SHUTDOWN_GRACE = 10.0
@@ -31,6 +36,7 @@ DRAIN_REQUESTS = 5.0
 GC_THRESHOLDS = (50_000, 20, 100)
 ANSWER_SLACK = 60.0
 SWITCH_INTERVAL = 0.001
+STATUS_EVERY = 5.0          # seconds between systemd STATUS= updates
 
 
 class Server:
@@ -72,17 +78,34 @@ class Server:
         def make_protocol() -> HttpProtocol:
             return HttpProtocol(app, limits, loop, time.time)
 
-        for host, port in server.listen:
-            listener = await loop.create_server(
+        inherited = listen_sockets()
+        if inherited:
+            log.info("listening on the sockets systemd passed (server.listen is not used)",
+                     extra={"sockets": len(inherited)})
+        for sock in inherited:
+            self._listening(await loop.create_server(
+                make_protocol, sock=sock, backlog=4096, ssl=self.ssl_context,
+                ssl_handshake_timeout=handshake_timeout))
+        for host, port in () if inherited else server.listen:
+            self._listening(await loop.create_server(
                 make_protocol, host, port, backlog=4096, reuse_port=server.processes != 1,
                 family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
-                ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout)
-            self.listeners.append(listener)
-            for sock in listener.sockets:
-                bound = sock.getsockname()
-                self.addresses.append((bound[0], bound[1]))
-                log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}",
-                                             "tls": self.tls_enabled})
+                ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout))
+
+    def _listening(self, listener: asyncio.Server) -> None:
+        self.listeners.append(listener)
+        for sock in listener.sockets:
+            bound = sock.getsockname()
+            self.addresses.append((bound[0], bound[1]))
+            log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}", "tls": self.tls_enabled})
+
+    def status(self) -> str:
+        """One line of live figures, for systemd's STATUS=."""
+        service = self.service
+        finished = sum(child.value for stats in service.execution_stats.values() for child in stats.by_status.values())
+        listening = ", ".join(f"{host}:{port}" for host, port in self.addresses)
+        return (f"listening on {listening}; {len(self.config.workflows)} workflows; "
+                f"queue depth {service.intake.depth}; {finished} executions finished")
 
     def reload(self) -> None:
         """SIGHUP: new handshakes get the certificate now in the files; open connections go on.
@@ -127,15 +150,32 @@ async def serve(config: Config) -> None:
     # loop keeps it waiting that long, and every acknowledgement waits with it.
     sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload)
+
+    def reload() -> None:
+        notifier.reloading()
+        try:
+            server.reload()
+        finally:
+            notifier.ready(server.status())
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     log.info("ready", extra={"workflows": len(config.workflows), "storage": display_url(config.storage.url),
                              "durability": config.storage.durability})
+    notifier.ready(server.status())
+    notifier.start_watchdog(loop)
+    if notifier.enabled:
+        async def report_status() -> None:
+            notifier.status(server.status())
+        server.service.supervisor.every("systemd-status", STATUS_EVERY, report_status)
     await stop.wait()
     log.info("stopping")
+    notifier.stopping()
     await server.stop()
+    notifier.close()
     log.info("stopped")
 
 

@@ -1,0 +1,209 @@
+"""systemd (issue 9): both units pass `systemd-analyze verify`; a real `fastwebhook serve` talks
+the notify protocol to a datagram socket the test owns (READY=1 with STATUS=, WATCHDOG=1 at half
+of WATCHDOG_USEC, RELOADING=1 / READY=1 around SIGHUP, STOPPING=1 on SIGTERM); and it serves the
+listening sockets handed to it through LISTEN_FDS (socket activation), several of them."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import write_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = """
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///{db}"
+[log]
+level = "info"
+[workflows.hook]
+path = "/hook"
+"""
+
+
+def post(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/hook", body=b'{"n": 1}', headers={"Content-Type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def wait_for_log(log: Path, process: subprocess.Popen, message: str, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        entries = []
+        for line in log.read_text().splitlines():
+            try:
+                entries.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+        if any(entry.get("msg") == message for entry in entries):
+            return entries
+        time.sleep(0.05)
+    raise AssertionError(f"no {message!r} in the log within {timeout} s: {log.read_text()[-2000:]}")
+
+
+# --- the units -------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_both_units_pass_systemd_analyze_verify(tmp_path):
+    # verify checks that ExecStart's program exists: the installed one stands in for /usr/local/bin
+    executable = Path(sys.executable).parent / "fastwebhook"
+    assert executable.exists()
+    for unit in ("fastwebhook.service", "fastwebhook.socket"):
+        text = (REPO / "systemd" / unit).read_text()
+        (tmp_path / unit).write_text(text.replace("/usr/local/bin/fastwebhook", str(executable)))
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "fastwebhook.socket"),
+                           str(tmp_path / "fastwebhook.service")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""   # a warning (an unknown key) is a failure too
+    service = (REPO / "systemd" / "fastwebhook.service").read_text()
+    for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "DynamicUser=yes",
+                 "StateDirectory=fastwebhook", "LimitNOFILE="):
+        assert line in service
+
+
+# --- notify ----------------------------------------------------------------------------------
+
+class NotifySocket:
+    """The datagram socket systemd would own: every message the server sends, as dicts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+        """The first message from now on that holds key (=value)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            message = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append(message)
+            if key in message and (value is None or message[key] == value):
+                return message
+        raise AssertionError(f"no {key}={value} from the server within {timeout} s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_server_tells_systemd_ready_status_watchdog_reloading_and_stopping(tmp_path):
+    config = write_config(tmp_path, CONFIG)
+    notify = NotifySocket(tmp_path / "notify")
+    log = tmp_path / "server.log"
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000", PYTHONUNBUFFERED="1")
+    env.pop("WATCHDOG_PID", None)
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        ready = notify.wait_for("READY", "1")
+        entries = wait_for_log(log, process, "listening")
+        address = next(e["address"] for e in entries if e.get("msg") == "listening")
+        assert f"listening on {address}" in ready["STATUS"] and "queue depth 0" in ready["STATUS"]
+
+        # WATCHDOG=1 every 100 ms (half of WATCHDOG_USEC) while the loop turns
+        started = time.monotonic()
+        notify.wait_for("WATCHDOG", "1")
+        for _ in range(4):
+            notify.wait_for("WATCHDOG", "1", timeout=2.0)
+        assert time.monotonic() - started < 2.0
+
+        assert post(int(address.rpartition(":")[2])) == 202
+        time.sleep(0.5)   # resolved by the claim (no nodes)
+        process.send_signal(signal.SIGHUP)
+        reloading = notify.wait_for("RELOADING", "1")
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        again = notify.wait_for("READY", "1")
+        assert "1 executions finished" in again["STATUS"]
+
+        process.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING", "1")
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        notify.close()
+
+
+def test_without_notify_socket_the_server_runs_as_before(tmp_path, spawn):
+    config = write_config(tmp_path, CONFIG)
+    child = spawn(config, tmp_path / "server.log")   # the test environment has no NOTIFY_SOCKET
+    assert "NOTIFY_SOCKET" not in os.environ
+    assert post(child.port) == 202
+    child.process.send_signal(signal.SIGTERM)
+    assert child.process.wait(30) == 0
+
+
+# --- socket activation -----------------------------------------------------------------------
+
+def test_the_server_serves_every_socket_passed_through_listen_fds(tmp_path):
+    config = write_config(tmp_path, CONFIG)   # its listen (port 0) is not used
+    listeners = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        listeners.append(sock)
+    ports = [sock.getsockname()[1] for sock in listeners]
+    # as systemd does: the sockets as descriptors 3 and 4, LISTEN_PID the server's own pid (an
+    # exec keeps the pid, so a small launcher moves them there, sets it, and becomes the server)
+    high = [os.dup2(sock.fileno(), 60 + i) for i, sock in enumerate(listeners)]
+    launcher = ("import os, sys\n"
+                f"os.dup2({high[0]}, 3); os.dup2({high[1]}, 4); os.close({high[0]}); os.close({high[1]})\n"
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='2')\n"
+                "os.execv(sys.executable, [sys.executable, '-m', 'fastwebhook', 'serve', '-c', sys.argv[1]])\n")
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", launcher, str(config)], pass_fds=high,
+                                   stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for fd in high:
+        os.close(fd)
+    for sock in listeners:
+        sock.close()   # the server holds them now
+    try:
+        entries = wait_for_log(log, process, "ready")
+        listening = sorted(int(e["address"].rpartition(":")[2]) for e in entries if e.get("msg") == "listening")
+        assert listening == sorted(ports)
+        assert any(e.get("msg", "").startswith("listening on the sockets systemd passed") and e.get("sockets") == 2
+                   for e in entries)
+        assert [post(port) for port in ports] == [202, 202]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_sockets_for_another_process_are_not_taken(tmp_path, spawn, monkeypatch):
+    """LISTEN_PID names another process (a parent that did not hand them on): listen as configured."""
+    monkeypatch.setenv("LISTEN_PID", "1")
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    config = write_config(tmp_path, CONFIG)
+    child = spawn(config, tmp_path / "server.log")
+    assert post(child.port) == 202
+    assert "sockets systemd passed" not in child.log.read_text()
