@@ -36,25 +36,31 @@ class _Endpoint:
 
 class WebhookApp:
     def __init__(self, config: Config, service: Service):
-        self.config = config
         self.service = service
-        self.max_body = config.server.max_body_size
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        """Routes for `config`, swapped in at once: the next request on every connection is
+        routed by them, one already routed goes on with what it got.  Every trigger is built
+        anew (a secret file read again; rate-limit buckets start full)."""
+        max_body = config.server.max_body_size
         trusted = config.server.trusted_proxies
-        self.trusted = AddressSet(trusted) if trusted else None
-        self.router = Router()
+        router = Router()
         for workflow in config.workflows.values():
             if workflow.enabled:
-                self.router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, service),
-                                                         workflow.max_body_size, workflow.key))
-        small = min(self.max_body, 64 << 10)
-        self.router.add("/healthz", _Endpoint(("GET", "HEAD"), self._logged(lambda r: OK), small, None))
-        self.router.add("/readyz", _Endpoint(("GET", "HEAD"), self._logged(self.readyz), small, None))
+                router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, self.service),
+                                                    workflow.max_body_size, workflow.key))
+        small = min(max_body, 64 << 10)
+        router.add("/healthz", _Endpoint(("GET", "HEAD"), self._logged(lambda r: OK), small, None))
+        router.add("/readyz", _Endpoint(("GET", "HEAD"), self._logged(self.readyz), small, None))
         if config.metrics_path:
-            self.router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
+            router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
-            admin = AdminApi(config, service.store, service.submit)
-            self.router.add_prefix(AdminApi.PREFIX, _Endpoint(
-                ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), self.max_body, None))
+            admin = AdminApi(config, self.service.store, self.service.submit)
+            router.add_prefix(AdminApi.PREFIX, _Endpoint(
+                ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
+        self.config, self.max_body, self.trusted = config, max_body, AddressSet(trusted) if trusted else None
+        self.router = router
 
     # -- the protocol's side ------------------------------------------------------------------
     def route(self, request: Request) -> None:

@@ -2,8 +2,8 @@
 
 SIGTERM (or SIGINT): stop accepting, let requests in flight get their answers, let running
 executions finish up to a grace period, commit, release leases so the next start takes the
-queued rest at once, exit 0.  SIGHUP: re-read the TLS certificate (reloading config and
-workflows is still to come).
+queued rest at once, exit 0.  SIGHUP: the config file read again and swapped in (Server.reload),
+the TLS certificate re-read.
 
 Under systemd (systemd.py): the listeners are the sockets it passed, when it passed any;
 READY=1 once every listener is open, STATUS= with live figures, RELOADING=1 / READY=1 around a
@@ -13,6 +13,7 @@ SIGHUP, STOPPING=1 at shutdown, WATCHDOG=1 from the event loop while it turns.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -25,7 +26,8 @@ import uvloop
 
 from .http import tls
 from .app import WebhookApp
-from .config import Config, display_url
+from .config import Config, display_url, load_config
+from .errors import ConfigErrors, StoreError
 from .http.protocol import HttpProtocol, Limits
 from .service import Service
 from .systemd import Notifier, listen_sockets
@@ -107,11 +109,44 @@ class Server:
         return (f"listening on {listening}; {len(self.config.workflows)} workflows; "
                 f"queue depth {service.intake.depth}; {finished} executions finished")
 
-    def reload(self) -> None:
-        """SIGHUP: new handshakes get the certificate now in the files; open connections go on.
-        A pair that does not load leaves the old certificate in use."""
+    async def reload(self) -> None:
+        """SIGHUP: the config file read again and put in force.  Workflows, [env], channels,
+        collections, metrics and the admin token change at once; [server], [storage] and [queue]
+        at the next start (a warning names them).  A config that does not load, or whose new
+        collections the store refuses, is refused with its errors in the log and the old one
+        stays in force.  TLS certificates are read again either way."""
+        self._reload_tls()
+        old = self.config
+        try:
+            new = load_config(old.source)
+        except ConfigErrors as exc:
+            log.error("SIGHUP: the config was not reloaded; the old one stays in force",
+                      extra={"config": old.source, "errors": [str(error) for error in exc.errors]})
+            return
+        later = [name for name in ("server", "storage", "queue") if getattr(new, name) != getattr(old, name)]
+        config = dataclasses.replace(new, server=old.server, storage=old.storage, queue=old.queue)
+        try:
+            await self.service.reload(config)
+        except StoreError as exc:
+            log.error("SIGHUP: the config was not reloaded: the store refused its collections; the old one "
+                      "stays in force", extra={"config": old.source, "error": str(exc)})
+            return
+        self.app.reload(config)
+        self.config = config
+        before = {key: w.version for key, w in old.workflows.items()}
+        after = {key: w.version for key, w in config.workflows.items()}
+        log.info("SIGHUP: config reloaded", extra={
+            "config": old.source, "added": sorted(after.keys() - before.keys()),
+            "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(k for k in after.keys() & before.keys() if after[k] != before[k])})
+        if later:
+            log.warning("SIGHUP: these sections changed and take effect at the next start",
+                        extra={"sections": later})
+
+    def _reload_tls(self) -> None:
+        """New handshakes get the certificate now in the files; open connections go on.  A pair
+        that does not load leaves the old certificate in use."""
         if self.ssl_context is None:
-            log.info("SIGHUP: nothing to reload (config and workflow reload is not supported yet)")
             return
         cert, key = self.config.server.tls_cert, self.config.server.tls_key
         try:
@@ -155,14 +190,27 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def reload() -> None:
+    reloading: asyncio.Task | None = None
+
+    async def reload() -> None:
         notifier.reloading()
         try:
-            server.reload()
+            await server.reload()
+        except Exception:  # noqa: BLE001 - the old config stays in force, and the process goes on
+            log.exception("SIGHUP: the reload failed; the old config stays in force")
         finally:
             notifier.ready(server.status())
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    def hangup() -> None:
+        nonlocal reloading
+        if stop.is_set():
+            return   # shutting down: nothing to reload into
+        if reloading is not None and not reloading.done():
+            log.warning("SIGHUP while a reload is under way: ignored (send it again once it is done)")
+            return
+        reloading = loop.create_task(reload(), name="fastwebhook-reload")
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     log.info("ready", extra={"workflows": len(config.workflows), "storage": display_url(config.storage.url),
                              "durability": config.storage.durability})
     notifier.ready(server.status())

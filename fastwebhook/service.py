@@ -47,14 +47,10 @@ class Service:
         self.supervisor = Supervisor()
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
                              config.storage.durability == "commit", DoorCache(), clock)
-        gated = any(w.order_key or w.concurrency for w in config.workflows.values())
-        self.order_keys = {key: compile_value(w.order_key) for key, w in config.workflows.items() if w.order_key}
-        self.pool = WorkerPool(config.queue.workers, self.execute,
-                               Gate(self.order_key_of, self._concurrency) if gated else None)
+        self.order_keys = _order_keys(config)
+        self.pool = WorkerPool(config.queue.workers, self.execute, self._gate(config))
         self.resources = Resources(self.store, config.channels, config.collections)
-        # workflows whose deliveries the claim resolves itself: no node, nobody waiting
-        runs_nothing = frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync")
-        self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=runs_nothing.__contains__,
+        self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=_runs_nothing(config),
                                      settled=self._settled, clock=clock, lease=LEASE_SECONDS)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -66,6 +62,23 @@ class Service:
     @property
     def healthy(self) -> bool:
         return self.supervisor.healthy and self.intake.healthy
+
+    def _gate(self, config: Config) -> Gate | None:
+        gated = any(w.order_key or w.concurrency for w in config.workflows.values())
+        return Gate(self.order_key_of, self._concurrency) if gated else None
+
+    async def reload(self, config: Config) -> None:
+        """A reloaded config in force (its [server], [storage] and [queue] are the running
+        ones: they take a restart).  What it needs of the store comes first, so a failure
+        leaves the old config in force; then every lookup switches at once: executions that
+        start from now on get the new workflows, those running finish on theirs."""
+        await self.store.ensure_collections(config.collections.values())
+        self.config = config
+        self.order_keys = _order_keys(config)
+        if self.pool.gate is None:   # a gate that has nothing to do costs little: it stays
+            self.pool.gate = self._gate(config)
+        self.dispatcher.runs_nothing = _runs_nothing(config)
+        self.resources.channels, self.resources.collections = config.channels, config.collections
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -224,6 +237,15 @@ class Service:
 
         handle = self.loop.call_later(workflow.sync_timeout, timed_out)
         answer.add_done_callback(lambda _: handle.cancel())
+
+
+def _order_keys(config: Config) -> dict:
+    return {key: compile_value(w.order_key) for key, w in config.workflows.items() if w.order_key}
+
+
+def _runs_nothing(config: Config):
+    """Whether the claim resolves a workflow's deliveries itself: no node, nobody waiting."""
+    return frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync").__contains__
 
 
 class ExecutionStats:
