@@ -28,6 +28,11 @@ def new_id() -> bytes:
     return value.to_bytes(16, "big")
 
 
+def first_id_at(seconds: float) -> bytes:
+    """The smallest id of that millisecond: ids below it were made before it."""
+    return (int(seconds * 1000) << 80).to_bytes(16, "big")
+
+
 def reseed() -> None:
     """Called in a forked worker process so siblings do not share a random stream."""
     global _fast_bits

@@ -34,6 +34,11 @@ from .workflow.runner import Outcome, Run, job_rows, run_workflow
 from .workflow.templates import compile_value, render_value, stringify
 
 PURGE_EVERY = 3600.0
+PURGE_FIRST = 60.0
+PURGE_BATCH = 500           # executions (and as many intake, request-log rows) per transaction
+PURGE_PAUSE = 0.005         # between two of them: the appends and claims go first
+DEDUP_SLICES = 256          # the expired dedup keys go a slice of the hash space per transaction
+_DEDUP_SLICE = (1 << 64) // DEDUP_SLICES
 CHECKPOINT_EVERY = 0.5
 
 
@@ -97,7 +102,8 @@ class Service:
         supervise.start("writer", self.intake.run)
         supervise.start("dispatcher", self.dispatcher.run)
         supervise.every("lease", LEASE_SECONDS / 3, self.dispatcher.renew)
-        supervise.every("purge", PURGE_EVERY, self.purge)
+        # soon after a start too: a server that was down for long may hold a lot that expired
+        supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
         supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -121,9 +127,25 @@ class Service:
         await self.dispatcher.flush()
 
     async def purge(self) -> None:
-        removed = await self.store.purge(self.clock() - self.config.storage.retention)
-        if removed:
-            self.log.info("purged %d executions older than the retention", removed)
+        """Everything older than the retention, in short transactions with pauses between them,
+        so that the intake's appends and the claims get the store in between (a purge of a
+        week's backlog in one transaction would hold the write lock for seconds)."""
+        now = self.clock()
+        before = now - self.config.storage.retention
+        executions = rows = 0
+        started = time.monotonic()
+        for index in range(DEDUP_SLICES):   # at least one walk over the dedup hash space
+            low = -(1 << 63) + index * _DEDUP_SLICE
+            slice_ = (low, low + _DEDUP_SLICE - 1)   # both ends in: the last one ends at 2**63 - 1
+            more = True
+            while more:
+                removed_executions, removed, more = await self.store.purge_batch(before, PURGE_BATCH, slice_, now)
+                executions, rows = executions + removed_executions, rows + removed
+                await asyncio.sleep(PURGE_PAUSE)
+                slice_ = (1, 0)   # this slice is done (an empty range); the other tables go on
+        if rows:
+            self.log.info("purged what is older than the retention", extra={
+                "executions": executions, "rows": rows, "seconds": round(time.monotonic() - started, 3)})
 
     async def submit(self, delivery: Delivery) -> None:
         """A delivery from inside (a replay), through the intake like any webhook: counted,

@@ -31,13 +31,16 @@ class Supervisor:
         """Run `run()` for as long as the supervisor lives, restarting it when it fails."""
         self._tasks[name] = asyncio.get_running_loop().create_task(self._keep(name, run), name=f"fastwebhook-{name}")
 
-    def every(self, name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run `job()` every `seconds`; a failing round is retried with back-off."""
+    def every(self, name: str, seconds: float, job: Callable[[], Awaitable[None]], first: float | None = None) -> None:
+        """Run `job()` every `seconds` (the first time after `first`, if given); a failing round
+        is retried with back-off."""
         async def periodic() -> None:
+            wait = seconds if first is None else first
             while True:
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(wait)
                 await job()
                 self.ok(name)
+                wait = seconds
         self.start(name, periodic)
 
     def ok(self, name: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Protocol
 
+from ..ids import first_id_at
 from . import batch_codec
 from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
                    RequestLine, Status, StoredRequest)
@@ -310,14 +311,23 @@ class Store:
                                started, finished, attempts, error, request, body)
 
     # -- retention ------------------------------------------------------------------------------
-    async def purge(self, before: float) -> int:
+    async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
+                          now: float) -> tuple[int, int, bool]:
+        """One short transaction of the retention purge: up to `limit` finished executions
+        created before `before` with their jobs, as many intake batches and request-log lines
+        as old, and the expired dedup keys of one slice of the hash space.  Returns (executions
+        removed, rows removed in all, whether a table had more than `limit` to remove)."""
         async with self.db.transaction() as db:
-            await db.execute(self.sql["purge_jobs"], (before,))
-            removed = await db.execute(self.sql["purge_executions"], (before,))
-            await db.execute(self.sql["purge_intake"], (before,))
-            await db.execute(self.sql["purge_requests"], (before,))
-            await db.execute(self.sql["purge_dedup"], (before,))
-        return removed
+            ids = [row[0] for row in await db.fetch(self.sql["purge_pick"], (first_id_at(before), before, limit))]
+            removed = 0
+            if ids:
+                marks = _placeholders(len(ids))
+                removed += await db.execute(self.sql["purge_jobs"].format(ids=marks), tuple(ids))
+                removed += await db.execute(self.sql["purge_executions"].format(ids=marks), tuple(ids))
+            intake = await db.execute(self.sql["purge_intake"], (before, limit))
+            requests = await db.execute(self.sql["purge_requests"], (before, limit))
+            removed += intake + requests + await db.execute(self.sql["purge_dedup"], (*dedup_slice, now))
+        return len(ids), removed, limit in (len(ids), intake, requests)
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:

@@ -248,23 +248,32 @@ FROM requests WHERE (?1 IS NULL OR at <= ?1) ORDER BY seq DESC LIMIT ?2;
 -- name: intake_newest
 SELECT deliveries FROM intake WHERE (?1 IS NULL OR first_at <= ?1) ORDER BY seq DESC LIMIT ?2;
 
+-- name: purge_pick
+-- The next finished executions created before the cut (?2), oldest first: a walk of the primary
+-- key up to the first id of that millisecond (?1), ids being time-ordered.
+SELECT id FROM executions WHERE id < ?1 AND created_at < ?2 AND status NOT IN ('queued', 'started')
+ORDER BY id LIMIT ?3;
+
 -- name: purge_jobs
-DELETE FROM jobs WHERE execution IN (
-    SELECT id FROM executions WHERE created_at < ? AND status NOT IN ('queued', 'started'));
+DELETE FROM jobs WHERE execution IN ({ids});
 
 -- name: purge_executions
-DELETE FROM executions WHERE created_at < ? AND status NOT IN ('queued', 'started');
+DELETE FROM executions WHERE id IN ({ids});
 
 -- name: purge_intake
-DELETE FROM intake WHERE seq <= (SELECT claimed_seq FROM claims WHERE id = 1) AND first_at < ?1
-  AND seq NOT IN (SELECT intake_seq FROM executions INDEXED BY executions_pending
-                  WHERE status IN ('queued', 'started'));
+DELETE FROM intake WHERE seq IN (
+    SELECT seq FROM intake WHERE seq <= (SELECT claimed_seq FROM claims WHERE id = 1) AND first_at < ?1
+      AND seq NOT IN (SELECT intake_seq FROM executions INDEXED BY executions_pending
+                      WHERE status IN ('queued', 'started'))
+    ORDER BY seq LIMIT ?2);
 
 -- name: purge_requests
-DELETE FROM requests WHERE at < ?;
+DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE at < ?1 ORDER BY seq LIMIT ?2);
 
 -- name: purge_dedup
-DELETE FROM dedup WHERE expires_at < ?;
+-- Expired keys in one slice of the hash space (the primary key): a purge walks the slices, so
+-- no transaction scans the whole table and the claim's inserts pay for no second index.
+DELETE FROM dedup WHERE hash BETWEEN ?1 AND ?2 AND expires_at < ?3;
 
 -- name: insert_job
 INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
