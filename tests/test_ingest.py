@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import shutil
+import subprocess
 import time
 
 import orjson
@@ -510,6 +512,12 @@ def test_metrics_exposition(server):
                  "fastwebhook_request_duration_seconds_bucket", "fastwebhook_store_commit_seconds_count",
                  "fastwebhook_store_batch_size_bucket", "fastwebhook_connections_open"):
         assert name in text, name
+    # Prometheus' own linter (Debian's prometheus package; .ci/run installs it)
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    checked = subprocess.run([promtool, "check", "metrics"], input=answer.body, capture_output=True, timeout=60)
+    assert checked.returncode == 0 and checked.stdout == b"" and checked.stderr == b"", checked.stdout + checked.stderr
 
 
 # --- records of what happened ------------------------------------------------------------------
