@@ -17,6 +17,7 @@ from .service import Service
 from .store.rows import RequestLine
 
 log = logging.getLogger("fastwebhook.app")
+access_log = logging.getLogger("fastwebhook.access")
 NOT_FOUND = Response.error(404, "not found")
 OK = Response.json(200, {"status": "ok"})
 
@@ -74,6 +75,15 @@ class WebhookApp:
         request.body_limit = request.route.body_limit
 
     def handle(self, request: Request):
+        response = self._answer(request)
+        if self.config.log_access:   # the request log has every request anyway; this is stdout's
+            if isinstance(response, asyncio.Future):
+                response.add_done_callback(lambda done: _access_line(request, answered_status(done)))
+            else:
+                _access_line(request, response.status)
+        return response
+
+    def _answer(self, request: Request):
         endpoint = request.route
         if endpoint is None:
             return self._plain_reject(request, NOT_FOUND, None, "not found")
@@ -107,6 +117,9 @@ class WebhookApp:
         path = target.partition(b"?")[0].decode("latin-1")[:1024]
         self.service.dispatcher.log_request(RequestLine(
             time.time(), peer, "-", path or "-", None, status, reason, 0, 0.0, request_id, None))
+        if self.config.log_access:
+            access_log.info("request", extra={"ip": peer, "method": "-", "path": path or "-", "status": status,
+                                              "reason": reason, "request_id": request_id})
 
     # -- reserved endpoints -------------------------------------------------------------------
     def readyz(self, request: Request) -> Response:
@@ -151,3 +164,10 @@ class WebhookApp:
             request.received_at, request.ip, request.method, request.path, key, status,
             reason, len(request.body), (time.time() - request.received_at) * 1000, request.request_id, None))
 
+
+def _access_line(request: Request, status: int) -> None:
+    route = request.route
+    access_log.info("request", extra={
+        "ip": request.ip, "method": request.method, "path": request.path, "status": status,
+        "workflow": route.key if route is not None else None, "body_size": len(request.body),
+        "duration_ms": round((time.time() - request.received_at) * 1000, 3), "request_id": request.request_id})

@@ -140,6 +140,7 @@ class Config:
     admin_token: str
     log_level: str
     log_format: str
+    log_access: bool                     # a log line per request, besides the request log
     env: Mapping[str, str]
     channels: Mapping[str, Any]          # name -> workflow.channels.Channel
     collections: Mapping[str, Any]       # name -> workflow.collections.Collection
@@ -250,13 +251,14 @@ class _Loader:
         admin = self.table(raw, "admin", "")
         self.unknown_keys(admin, {"token"}, "admin")
         log = self.table(raw, "log", "")
-        self.unknown_keys(log, {"level", "format"}, "log")
+        self.unknown_keys(log, {"level", "format", "access"}, "log")
         log_level = self.take(log, "level", "log", str, "info").lower()
         if log_level not in ("debug", "info", "warning", "error"):
             self.error("log.level", f"must be one of debug, info, warning, error, not {log_level!r}")
         log_format = self.take(log, "format", "log", str, "json")
         if log_format not in ("json", "text"):
             self.error("log.format", f"must be \"json\" or \"text\", not {log_format!r}")
+        log_access = self.take(log, "access", "log", bool, False)
         env = {k: str(v) for k, v in self.table(raw, "env", "").items()}
         from .workflow.channels import load_channels  # noqa: PLC0415 - the workflow side's own sections
         from .workflow.collections import load_collections  # noqa: PLC0415
@@ -268,7 +270,7 @@ class _Loader:
         return Config(
             source=str(self.path), server=server, storage=storage, queue=queue,
             metrics_path=metrics_path, admin_token=self.take(admin, "token", "admin", str, ""),
-            log_level=log_level, log_format=log_format, env=MappingProxyType(env),
+            log_level=log_level, log_format=log_format, log_access=log_access, env=MappingProxyType(env),
             channels=MappingProxyType(channels), collections=MappingProxyType(collections),
             workflows=MappingProxyType(workflows))
 

@@ -34,6 +34,7 @@ from .workflow.runner import Outcome, Run, job_rows, run_workflow
 from .workflow.templates import compile_value, render_value, stringify
 
 PURGE_EVERY = 3600.0
+REJECTIONS_EVERY = 60.0     # seconds between two summaries of the requests refused
 PURGE_FIRST = 60.0
 PURGE_BATCH = 500           # executions (and as many intake, request-log rows) per transaction
 PURGE_PAUSE = 0.005         # between two of them: the appends and claims go first
@@ -63,6 +64,7 @@ class Service:
         self.execution_stats = {key: ExecutionStats(self.metrics, key) for key in config.workflows}
         self.metrics.queue_depth = lambda: self.intake.depth
         self.metrics.queue_capacity = config.queue.capacity
+        self._rejections_seen: dict[tuple, int] = {}
 
     @property
     def healthy(self) -> bool:
@@ -105,6 +107,7 @@ class Service:
         # soon after a start too: a server that was down for long may hold a lot that expired
         supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
         supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
+        supervise.every("rejections", REJECTIONS_EVERY, self.report_rejections)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Finish running executions up to `grace`; the queued rest stays in the store, its
@@ -146,6 +149,16 @@ class Service:
         if rows:
             self.log.info("purged what is older than the retention", extra={
                 "executions": executions, "rows": rows, "seconds": round(time.monotonic() - started, 3)})
+
+    async def report_rejections(self) -> None:
+        """One log line summing the requests refused since the last one, by workflow and
+        reason: a flood of bad signatures is one line a minute, not one a request."""
+        counts = {values: slot.value for values, slot in self.metrics.rejected.slots.items()}
+        seen, self._rejections_seen = self._rejections_seen, counts
+        new = {f"{workflow or '-'}/{reason}": count - seen.get((workflow, reason), 0)
+               for (workflow, reason), count in counts.items() if count > seen.get((workflow, reason), 0)}
+        if new:
+            self.log.info("rejected requests", extra={"total": sum(new.values()), "by_workflow_and_reason": new})
 
     async def submit(self, delivery: Delivery) -> None:
         """A delivery from inside (a replay), through the intake like any webhook: counted,
