@@ -1,0 +1,87 @@
+"""Packaging (issue 9): the wheel `pip wheel .` builds installs into a fresh venv outside the
+checkout and serves from there — the SQL it needs inside the package, the console script in
+place — with a config in a directory of its own."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = """
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///./installed.db"
+[log]
+level = "info"
+[workflows.hook]
+path = "/hook"
+[[workflows.hook.nodes]]
+key = "double"
+type = "script"
+code = "return $context.data.n * 2;"
+"""
+
+
+def test_the_wheel_installs_in_a_fresh_venv_and_serves_without_the_checkout(tmp_path):
+    dist, venv, site = tmp_path / "dist", tmp_path / "venv", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+                   check=True, timeout=600)
+    wheel = next(dist.glob("fastwebhook-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, timeout=900)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import fastwebhook; print(fastwebhook.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(venv) and not Path(where).is_relative_to(REPO)
+
+    site.mkdir()
+    (site / "config.toml").write_text(CONFIG)
+    log = site / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(venv / "bin" / "fastwebhook"), "serve", "-c", "config.toml"], cwd=site,
+                                   env=dict(env, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            for line in log.read_text().splitlines():
+                entry = orjson.loads(line)
+                if entry.get("msg") == "listening":
+                    port = int(entry["address"].rpartition(":")[2])
+            time.sleep(0.1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/hook", body=b'{"n": 21}', headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 202
+        execution = orjson.loads(answer.read())["execution_id"]
+        connection.close()
+        # its record, read back with the installed CLI
+        deadline = time.monotonic() + 30
+        while True:
+            shown = subprocess.run([str(venv / "bin" / "fastwebhook"), "execution", execution, "--json",
+                                    "-c", "config.toml"], cwd=site, env=env, capture_output=True, text=True, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            record = orjson.loads(shown.stdout)
+            if record["status"] not in ("queued", "started") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert record["status"] == "resolved"
+        assert [(job["node"], job["result"]) for job in record["jobs"]] == [("double", 42)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert (site / "installed.db").exists()
