@@ -125,6 +125,17 @@ class ChildServer:
         return f"http://{self.host}:{self.port}"
 
 
+def log_entries(log_path: Path) -> list[dict]:
+    """A child server's log as its JSON objects (a line being written is left out)."""
+    entries = []
+    for line in log_path.read_text().splitlines():
+        try:
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return entries
+
+
 def spawn_server(config_path: Path, log_path: Path, port: int | None = None) -> ChildServer:
     """`python -m fastwebhook serve` in a child process; returns once it listens."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

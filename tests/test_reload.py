@@ -11,10 +11,8 @@ import signal
 import threading
 import time
 
-import orjson
-
 from client_support import jobs_by_node, post_json, request, wait_for_execution
-from conftest import write_config
+from conftest import log_entries, write_config
 
 CONFIG = """
 [server]
@@ -43,23 +41,13 @@ def configure(tmp_path, greeting: str, answer: str = "v1", extra: str = "") -> N
     write_config(tmp_path, CONFIG.replace("GREETING", greeting).replace("ANSWER", answer) + extra)
 
 
-def log_entries(child) -> list[dict]:
-    entries = []
-    for line in child.log.read_text().splitlines():
-        try:
-            entries.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            continue
-    return entries
-
-
 def hang_up(child, expect: str, timeout: float = 15.0) -> dict:
     """SIGHUP, then the log line saying how it went (the first one after this call)."""
-    seen = len(log_entries(child))
+    seen = len(log_entries(child.log))
     child.process.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in log_entries(child)[seen:]:
+        for entry in log_entries(child.log)[seen:]:
             if entry.get("msg", "").startswith(expect):
                 return entry
         time.sleep(0.05)
@@ -154,10 +142,10 @@ def test_workflows_added_and_removed_and_server_changes_left_for_the_next_start(
     text = text[:text.index("[workflows.slow]")]   # slow removed
     text = text.replace('listen = ["127.0.0.1:0"]', 'listen = ["127.0.0.1:0"]\nmax_body_size = "512KiB"')   # [server]
     (tmp_path / "config.toml").write_text(text + '[workflows.added]\npath = "/added"\n')
-    seen = len(log_entries(child))
+    seen = len(log_entries(child.log))
     entry = hang_up(child, "SIGHUP: config reloaded")
     assert entry["added"] == ["added"] and entry["removed"] == ["slow"] and entry["changed"] == []
     assert request(child, "POST", "/added", b"{}", {"Content-Type": "application/json"}).status == 202
     assert request(child, "POST", "/slow", b"{}", {"Content-Type": "application/json"}).status == 404
-    later = [e for e in log_entries(child)[seen:] if e.get("msg", "").startswith("SIGHUP: these sections")]
+    later = [e for e in log_entries(child.log)[seen:] if e.get("msg", "").startswith("SIGHUP: these sections")]
     assert later and later[0]["sections"] == ["server"]

@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from conftest import write_config
+from conftest import log_entries, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = """
@@ -47,12 +46,7 @@ def wait_for_log(log: Path, process: subprocess.Popen, message: str, timeout: fl
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        entries = []
-        for line in log.read_text().splitlines():
-            try:
-                entries.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue
+        entries = log_entries(log)
         if any(entry.get("msg") == message for entry in entries):
             return entries
         time.sleep(0.05)
