@@ -34,12 +34,12 @@ from .workflow.runner import Outcome, Run, job_rows, run_workflow
 from .workflow.templates import compile_value, render_value, stringify
 
 PURGE_EVERY = 3600.0
-REJECTIONS_EVERY = 60.0     # seconds between two summaries of the requests refused
-PURGE_FIRST = 60.0
+PURGE_FIRST = 60.0          # seconds after a start: a server down for long may hold much that expired
 PURGE_BATCH = 500           # executions (and as many intake, request-log rows) per transaction
 PURGE_PAUSE = 0.005         # between two of them: the appends and claims go first
 DEDUP_SLICES = 256          # the expired dedup keys go a slice of the hash space per transaction
 _DEDUP_SLICE = (1 << 64) // DEDUP_SLICES
+REJECTIONS_EVERY = 60.0     # seconds between two summaries of the requests refused
 CHECKPOINT_EVERY = 0.5
 
 
@@ -104,7 +104,6 @@ class Service:
         supervise.start("writer", self.intake.run)
         supervise.start("dispatcher", self.dispatcher.run)
         supervise.every("lease", LEASE_SECONDS / 3, self.dispatcher.renew)
-        # soon after a start too: a server that was down for long may hold a lot that expired
         supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
         supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
         supervise.every("rejections", REJECTIONS_EVERY, self.report_rejections)

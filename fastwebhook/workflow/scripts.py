@@ -5,7 +5,8 @@ contexts.
 native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
 script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
 contexts are kept and reused, one call at a time each, and short runs that wait together go in
-one call (BATCH_MAX); more contexts open only while the open ones are stuck (STUCK_AFTER); a context that ran out of memory is closed and replaced rather than trusted again (one stopped
+one call (BATCH_MAX); more contexts open only while the open ones are stuck (STUCK_AFTER).  A
+context that ran out of memory is closed and replaced rather than trusted again (one stopped
 at its timeout goes on: V8 resumes after terminating).  Their threads run at the lowest CPU
 priority, so a runaway script costs the webhooks little.
 
@@ -118,9 +119,9 @@ class _Served:
 # for a context rather than taking an idle one at once: contexts are handed out once a loop
 # iteration, to the oldest waiter, which takes those who came meanwhile.  Only scripts whose
 # last run was short (SHORT_RUN, as V8 timed it) go in a batch, whose runs take turns; a script
-# not run yet, or a slow one, runs alone.  A batch that fails as a whole (a timeout, memory, V8 itself) says
-# nothing of which run was to blame: the taker runs its own again, alone, and the others go back
-# to wait, to run alone.
+# not run yet, or a slow one, runs alone.  A batch that fails as a whole (a timeout, memory, V8
+# itself) says nothing of which run was to blame: the taker runs its own again, alone, and the
+# others go back to wait, to run alone.
 BATCH_MAX = 64
 SHORT_RUN = 0.002
 # A new context opens only when every open one has been in its call for STUCK_AFTER (a script
