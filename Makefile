@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/workflow_load.py
 	$(BIN)/python bench/purge_load.py
+	$(BIN)/python bench/footprint.py
 
 clean:
 	rm -rf $(VENV) *.egg-info fastwebhook.db fastwebhook.db-wal fastwebhook.db-shm

@@ -51,6 +51,7 @@ class Server:
         self.stopped = asyncio.Event()
         # One context for every listener, so a reload reaches them all.
         self.ssl_context: ssl.SSLContext | None = None
+        self.limits: Limits | None = None
 
     @property
     def tls_enabled(self) -> bool:
@@ -69,16 +70,14 @@ class Server:
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
         self.app = WebhookApp(self.config, self.service)
-        # A response not ready by then is a bug (commits and sync runs answer before it): 503.
-        longest_sync = max((w.sync_timeout for w in self.config.workflows.values()), default=0.0)
-        limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
-                        server.keepalive_timeout, longest_sync + ANSWER_SLACK)
+        self.limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
+                             server.keepalive_timeout, _answer_timeout(self.config))
         app = self.app
         # The handshake comes before the protocol's own read deadline, so it gets the same limit.
         handshake_timeout = server.read_timeout if self.ssl_context is not None else None
 
-        def make_protocol() -> HttpProtocol:
-            return HttpProtocol(app, limits, loop, time.time)
+        def make_protocol() -> HttpProtocol:   # self.limits: a reload may lengthen answer_timeout
+            return HttpProtocol(app, self.limits, loop, time.time)
 
         inherited = listen_sockets()
         if inherited:
@@ -133,6 +132,7 @@ class Server:
             return
         self.app.reload(config)
         self.config = config
+        self.limits = dataclasses.replace(self.limits, answer_timeout=_answer_timeout(config))
         before = {key: w.version for key, w in old.workflows.items()}
         after = {key: w.version for key, w in config.workflows.items()}
         log.info("SIGHUP: config reloaded", extra={
@@ -169,6 +169,12 @@ class Server:
             log.warning("the store did not take the last batch within %ss", DRAIN_REQUESTS)
         await self.service.stop(SHUTDOWN_GRACE)
         self.stopped.set()
+
+
+def _answer_timeout(config: Config) -> float:
+    """A response not ready by then is a bug (commits and sync runs answer before it): 503.
+    (A connection keeps the limit it was opened with.)"""
+    return max((w.sync_timeout for w in config.workflows.values()), default=0.0) + ANSWER_SLACK
 
 
 async def serve(config: Config) -> None:

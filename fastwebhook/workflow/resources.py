@@ -23,7 +23,8 @@ class Resources:
 
     async def start(self, supervisor) -> None:
         await self.store.ensure_collections(self.collections.values())
-        await self.scripts.start()
+        # No V8 until a script runs: the pool opens its contexts for the first one (~2 ms each),
+        # and a server without scripts carries no isolate in memory.
         await self.http.start()
         supervisor.start("effects", self.effects.run)
 
