@@ -132,7 +132,8 @@ STUCK_AFTER = 0.1
 
 
 class ScriptPool:
-    """Reused V8 contexts: `initial` opened at start, more (up to `most`) while all are stuck."""
+    """Reused V8 contexts: `initial` opened at `start()` or for the first runs, more (up to
+    `most`) while all are stuck."""
 
     def __init__(self, initial: int = 2, most: int = 6):
         self.initial = initial
