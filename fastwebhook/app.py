@@ -62,6 +62,8 @@ class WebhookApp:
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
         self.config, self.max_body, self.trusted = config, max_body, AddressSet(trusted) if trusted else None
         self.router = router
+        # what the protocol calls per request: without access lines, not one call more
+        self.handle = self._answer_logged if config.log_access else self._answer
 
     # -- the protocol's side ------------------------------------------------------------------
     def route(self, request: Request) -> None:
@@ -74,16 +76,17 @@ class WebhookApp:
         request.route, request.params = found
         request.body_limit = request.route.body_limit
 
-    def handle(self, request: Request):
+    def _answer_logged(self, request: Request):
+        """`handle` with [log] access on: the answer, and a line of it on stdout."""
         response = self._answer(request)
-        if self.config.log_access:   # the request log has every request anyway; this is stdout's
-            if isinstance(response, asyncio.Future):
-                response.add_done_callback(lambda done: _access_line(request, answered_status(done)))
-            else:
-                _access_line(request, response.status)
+        if isinstance(response, asyncio.Future):
+            response.add_done_callback(lambda done: _access_line(request, answered_status(done)))
+        else:
+            _access_line(request, response.status)
         return response
 
     def _answer(self, request: Request):
+        """`handle`: a Response, or a future of one."""
         endpoint = request.route
         if endpoint is None:
             return self._plain_reject(request, NOT_FOUND, None, "not found")
