@@ -47,7 +47,8 @@ class Server:
         self.service = Service(config)
         self.app: WebhookApp | None = None
         self.listeners: list[asyncio.Server] = []
-        self.addresses: list[tuple[str, int]] = []
+        self.addresses: list[tuple[str, int]] = []    # the TCP listeners' (host, port)
+        self.where: list[str] = []                      # every listener, as the log says it
         self.stopped = asyncio.Event()
         # One context for every listener, so a reload reaches them all.
         self.ssl_context: ssl.SSLContext | None = None
@@ -97,14 +98,19 @@ class Server:
         self.listeners.append(listener)
         for sock in listener.sockets:
             bound = sock.getsockname()
-            self.addresses.append((bound[0], bound[1]))
-            log.info("listening", extra={"address": f"{bound[0]}:{bound[1]}", "tls": self.tls_enabled})
+            if isinstance(bound, tuple):
+                self.addresses.append((bound[0], bound[1]))
+                where = f"{bound[0]}:{bound[1]}"
+            else:   # a Unix socket systemd passed (ListenStream=/run/...)
+                where = bound or "an unnamed Unix socket"
+            self.where.append(where)
+            log.info("listening", extra={"address": where, "tls": self.tls_enabled})
 
     def status(self) -> str:
         """One line of live figures, for systemd's STATUS=."""
         service = self.service
         finished = sum(child.value for stats in service.execution_stats.values() for child in stats.by_status.values())
-        listening = ", ".join(f"{host}:{port}" for host, port in self.addresses)
+        listening = ", ".join(self.where)
         return (f"listening on {listening}; {len(self.config.workflows)} workflows; "
                 f"queue depth {service.intake.depth}; {finished} executions finished")
 

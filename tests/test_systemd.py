@@ -154,21 +154,16 @@ def test_without_notify_socket_the_server_runs_as_before(tmp_path, spawn):
 
 # --- socket activation -----------------------------------------------------------------------
 
-def test_the_server_serves_every_socket_passed_through_listen_fds(tmp_path):
+def start_activated(tmp_path, listeners: list[socket.socket]) -> tuple[subprocess.Popen, Path]:
+    """`fastwebhook serve` handed `listeners` as systemd does: descriptors 3, 4, ... and
+    LISTEN_PID its own pid (an exec keeps the pid, so a small launcher moves them there, sets
+    it, and becomes the server).  The test's copies are closed: the server holds them now."""
     config = write_config(tmp_path, CONFIG)   # its listen (port 0) is not used
-    listeners = []
-    for _ in range(2):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        listeners.append(sock)
-    ports = [sock.getsockname()[1] for sock in listeners]
-    # as systemd does: the sockets as descriptors 3 and 4, LISTEN_PID the server's own pid (an
-    # exec keeps the pid, so a small launcher moves them there, sets it, and becomes the server)
     high = [os.dup2(sock.fileno(), 60 + i) for i, sock in enumerate(listeners)]
+    moves = "; ".join(f"os.dup2({fd}, {3 + i}); os.close({fd})" for i, fd in enumerate(high))
     launcher = ("import os, sys\n"
-                f"os.dup2({high[0]}, 3); os.dup2({high[1]}, 4); os.close({high[0]}); os.close({high[1]})\n"
-                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='2')\n"
+                f"{moves}\n"
+                f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='{len(high)}')\n"
                 "os.execv(sys.executable, [sys.executable, '-m', 'fastwebhook', 'serve', '-c', sys.argv[1]])\n")
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
@@ -177,7 +172,25 @@ def test_the_server_serves_every_socket_passed_through_listen_fds(tmp_path):
     for fd in high:
         os.close(fd)
     for sock in listeners:
-        sock.close()   # the server holds them now
+        sock.close()
+    return process, log
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_the_server_serves_every_socket_passed_through_listen_fds(tmp_path):
+    listeners = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        listeners.append(sock)
+    ports = [sock.getsockname()[1] for sock in listeners]
+    process, log = start_activated(tmp_path, listeners)
     try:
         entries = wait_for_log(log, process, "ready")
         listening = sorted(int(e["address"].rpartition(":")[2]) for e in entries if e.get("msg") == "listening")
@@ -188,9 +201,31 @@ def test_the_server_serves_every_socket_passed_through_listen_fds(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        stop(process)
+
+
+def test_a_unix_socket_passed_in_is_served_too(tmp_path):
+    path = tmp_path / "fastwebhook.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(64)
+    process, log = start_activated(tmp_path, [sock])
+    try:
+        entries = wait_for_log(log, process, "ready")
+        assert [e["address"] for e in entries if e.get("msg") == "listening"] == [str(path)]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(10)
+            client.connect(str(path))
+            client.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 8\r\nConnection: close\r\n\r\n{\"n\": 1}")
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 202")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        stop(process)
 
 
 def test_sockets_for_another_process_are_not_taken(tmp_path, spawn, monkeypatch):
