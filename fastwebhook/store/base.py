@@ -316,7 +316,7 @@ class Store:
         """One short transaction of the retention purge: up to `limit` finished executions
         created before `before` with their jobs, as many intake batches and request-log lines
         as old, and the expired dedup keys of one slice of the hash space.  Returns (executions
-        removed, rows removed in all, whether a table had more than `limit` to remove)."""
+        removed, rows removed in all, whether one of those tables gave up `limit`: more may wait)."""
         async with self.db.transaction() as db:
             ids = [row[0] for row in await db.fetch(self.sql["purge_pick"], (first_id_at(before), before, limit))]
             removed = 0

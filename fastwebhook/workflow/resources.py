@@ -1,6 +1,6 @@
 """What nodes use besides their own settings, one set per process: the store's collections
-(written through the effects batcher), the notification channels, the V8 scripts (a child
-process holding the pool of contexts) and the shared outbound HTTP client."""
+(written through the effects batcher), the notification channels, the V8 scripts (the pool of
+reused contexts) and the shared outbound HTTP client."""
 
 from __future__ import annotations
 
