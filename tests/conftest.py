@@ -136,6 +136,21 @@ def log_entries(log_path: Path) -> list[dict]:
     return entries
 
 
+def wait_for_entry(log_path: Path, holds, *, after: int = 0, process: subprocess.Popen | None = None,
+                   timeout: float = 30.0) -> dict:
+    """The first entry of a child server's log, past its first `after`, that `holds` is true of;
+    fails with the log's tail when none comes in time (or the child exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        for entry in log_entries(log_path)[after:]:
+            if holds(entry):
+                return entry
+        time.sleep(0.05)
+    raise AssertionError(f"no such log line within {timeout} s: {log_path.read_text()[-2000:]}")
+
+
 def spawn_server(config_path: Path, log_path: Path, port: int | None = None) -> ChildServer:
     """`python -m fastwebhook serve` in a child process; returns once it listens."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -9,7 +9,7 @@ import time
 import orjson
 
 from client_support import post_json, request
-from conftest import write_config
+from conftest import wait_for_entry, write_config
 
 CONFIG = """
 [server]
@@ -36,28 +36,18 @@ def entries(log) -> list[dict]:
     return parsed
 
 
-def wait_for(log, predicate, timeout: float = 10.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [entry for entry in entries(log) if predicate(entry)]
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"no such log line: {log.read_text()[-2000:]}")
-
-
 def test_with_access_on_every_request_gets_a_line(tmp_path, spawn):
     child = spawn(write_config(tmp_path, CONFIG.replace("{access}", "access = true")), tmp_path / "server.log")
     assert post_json(child, "/hook", {"n": 1}).status == 202
     assert request(child, "GET", "/nowhere").status == 404
     assert post_json(child, "/gh", {"n": 1}).status == 401
-    lines = wait_for(child.log, lambda e: e.get("msg") == "request" and e.get("status") == 401)
+    refused = wait_for_entry(child.log, lambda e: e.get("msg") == "request" and e.get("status") == 401)
     requests = [e for e in entries(child.log) if e.get("msg") == "request"]
     seen = {(e["method"], e["path"], e["status"], e["workflow"]) for e in requests}
     assert {("POST", "/hook", 202, "hook"), ("GET", "/nowhere", 404, None), ("POST", "/gh", 401, "gh")} <= seen
     for entry in requests:
         assert entry["logger"] == "fastwebhook.access" and entry["request_id"] and entry["duration_ms"] >= 0
-    assert lines[0]["ip"] == "127.0.0.1"
+    assert refused["ip"] == "127.0.0.1"
 
 
 def test_without_access_requests_get_no_line_of_their_own(tmp_path, spawn):

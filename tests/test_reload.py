@@ -12,7 +12,7 @@ import threading
 import time
 
 from client_support import jobs_by_node, post_json, request, wait_for_execution
-from conftest import log_entries, write_config
+from conftest import log_entries, wait_for_entry, write_config
 
 CONFIG = """
 [server]
@@ -45,13 +45,8 @@ def hang_up(child, expect: str, timeout: float = 15.0) -> dict:
     """SIGHUP, then the log line saying how it went (the first one after this call)."""
     seen = len(log_entries(child.log))
     child.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in log_entries(child.log)[seen:]:
-            if entry.get("msg", "").startswith(expect):
-                return entry
-        time.sleep(0.05)
-    raise AssertionError(f"no {expect!r} after SIGHUP: {child.log.read_text()[-2000:]}")
+    return wait_for_entry(child.log, lambda entry: entry.get("msg", "").startswith(expect), after=seen,
+                          process=child.process, timeout=timeout)
 
 
 class KeepAliveClient(threading.Thread):

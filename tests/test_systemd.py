@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import log_entries, write_config
+from conftest import log_entries, wait_for_entry, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = """
@@ -41,16 +41,10 @@ def post(port: int) -> int:
         connection.close()
 
 
-def wait_for_log(log: Path, process: subprocess.Popen, message: str, timeout: float = 30.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        entries = log_entries(log)
-        if any(entry.get("msg") == message for entry in entries):
-            return entries
-        time.sleep(0.05)
-    raise AssertionError(f"no {message!r} in the log within {timeout} s: {log.read_text()[-2000:]}")
+def wait_for_log(log: Path, process: subprocess.Popen, message: str) -> list[dict]:
+    """Every entry of the log, once one says `message`."""
+    wait_for_entry(log, lambda entry: entry.get("msg") == message, process=process)
+    return log_entries(log)
 
 
 # --- the units -------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import http.client
 import signal
 import socket
 import ssl
-import time
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import orjson
 import pytest
 import trustme
 
-from conftest import spawn_server, write_config
+from conftest import log_entries, spawn_server, wait_for_entry, write_config
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
 
@@ -277,24 +276,8 @@ def test_check_prints_tls_errors_with_their_paths(tmp_path, ca):
 
 # --- SIGHUP -----------------------------------------------------------------------------------
 
-def log_messages(log: Path) -> list[dict]:
-    entries = []
-    for line in log.read_text().splitlines():
-        try:
-            entries.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            pass
-    return entries
-
-
-def wait_for_log(log: Path, message: str, after: int, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in log_messages(log)[after:] if e.get("msg") == message]
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no {message!r} log line in {timeout}s: {log.read_text()[-2000:]}")
+def wait_for_log(log: Path, message: str, after: int) -> dict:
+    return wait_for_entry(log, lambda entry: entry.get("msg") == message, after=after, timeout=10.0)
 
 
 @pytest.fixture
@@ -332,7 +315,7 @@ def test_sighup_reloads_the_certificate_and_a_bad_pair_keeps_the_old_one(tmp_pat
     key.write_bytes(new_key.read_bytes())
     second = fingerprint(cert)
     assert second != first
-    seen = len(log_messages(running.log))
+    seen = len(log_entries(running.log))
     running.process.send_signal(signal.SIGHUP)
     wait_for_log(running.log, "SIGHUP reloaded TLS certificates", seen)
     assert peer_fingerprint(running.port, context) == second
@@ -346,7 +329,7 @@ def test_sighup_reloads_the_certificate_and_a_bad_pair_keeps_the_old_one(tmp_pat
     # A certificate whose key is another's: refused, and the second certificate stays in use.
     third_cert, _ = write_pair(ca, tmp_path, "third")
     cert.write_bytes(third_cert.read_bytes())
-    seen = len(log_messages(running.log))
+    seen = len(log_entries(running.log))
     running.process.send_signal(signal.SIGHUP)
     failure = wait_for_log(running.log, "SIGHUP: TLS certificate reload failed, still serving the old certificate", seen)
     assert failure["level"] == "error" and "mismatch" in failure["error"].lower()
@@ -355,7 +338,7 @@ def test_sighup_reloads_the_certificate_and_a_bad_pair_keeps_the_old_one(tmp_pat
 
     # Files that are gone: the same.
     key.unlink()
-    seen = len(log_messages(running.log))
+    seen = len(log_entries(running.log))
     running.process.send_signal(signal.SIGHUP)
     wait_for_log(running.log, "SIGHUP: TLS certificate reload failed, still serving the old certificate", seen)
     assert peer_fingerprint(running.port, context) == second
@@ -374,10 +357,10 @@ url = "sqlite:///{{db}}"
 level = "info"
 {WORKFLOW}""")
     running = child(config)
-    seen = len(log_messages(running.log))
+    seen = len(log_entries(running.log))
     running.process.send_signal(signal.SIGHUP)
     wait_for_log(running.log, "SIGHUP: config reloaded", seen)
-    assert not any("TLS" in entry.get("msg", "") for entry in log_messages(running.log)[seen:])
+    assert not any("TLS" in entry.get("msg", "") for entry in log_entries(running.log)[seen:])
     connection = http.client.HTTPConnection(HOST, running.port, timeout=10)
     connection.request("POST", "/hook", b"{}", {"Content-Type": "application/json"})
     assert connection.getresponse().status == 202
