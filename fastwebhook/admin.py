@@ -15,6 +15,7 @@ from .http.messages import Request, Response, parse_query
 from .ids import new_id
 from .store import Store
 from .store.rows import Delivery, Status
+from .stored_workflows import Refused, StoredWorkflows, summary
 from .workflow.collections import RecordError, filter_terms
 
 MAX_LIMIT = 1000
@@ -118,9 +119,7 @@ async def replay(store: Store, config: Config, id_text: str, submit=None) -> dic
 
 
 def list_workflows(config: Config) -> list[dict]:
-    return [{"key": w.key, "title": w.title, "path": w.path, "methods": list(w.methods),
-             "mode": w.mode, "enabled": w.enabled, "verify": w.verify.scheme, "version": w.version}
-            for w in config.workflows.values()]
+    return [summary(w) for w in config.workflows.values()]
 
 
 class AdminApi:
@@ -128,10 +127,11 @@ class AdminApi:
 
     PREFIX = "/api/admin"
 
-    def __init__(self, config: Config, store: Store, submit=None):
+    def __init__(self, config: Config, store: Store, submit=None, workflows: StoredWorkflows | None = None):
         self.config = config
         self.store = store
         self.submit = submit          # offers a replayed delivery to this server's intake
+        self.workflows = workflows    # changes them (without one, a server's, they are read-only)
         self.expected = f"Bearer {config.admin_token}".encode()
 
     def handle(self, request: Request) -> Response | asyncio.Future:
@@ -145,13 +145,18 @@ class AdminApi:
         parts = request.path[len(self.PREFIX):].strip("/").split("/")
         query = dict(parse_query(request.query_string))
         try:
-            return await self._route(request.method, parts, query)
+            return await self._route(request, parts, query)
         except BadQuery as exc:
             return Response.error(400, str(exc))
+        except Refused as exc:
+            return Response.error(exc.status, exc.message, **({"errors": exc.errors} if exc.errors else {}))
         except StoreError as exc:
             return Response.error(503, f"store unavailable: {exc}", ((b"retry-after", b"1"),))
 
-    async def _route(self, method: str, parts: list[str], query: dict) -> Response:
+    async def _route(self, request: Request, parts: list[str], query: dict) -> Response:
+        method = request.method
+        if parts[0] == "workflows":
+            return await self._workflows(request, parts[1:])
         match parts:
             case ["executions"] if method == "GET":
                 return Response.json(200, await list_executions(
@@ -173,11 +178,42 @@ class AdminApi:
                 return Response.error(405, "method not allowed", ((b"allow", b"GET"),))
             case ["requests"] if method == "GET":
                 return Response.json(200, await list_requests(self.store, query.get("limit"), query.get("cursor")))
-            case ["workflows"] if method == "GET":
-                return Response.json(200, {"items": list_workflows(self.config), "next": None})
-            case ["workflows", key] if method == "GET":
-                found = [w for w in list_workflows(self.config) if w["key"] == key]
-                return Response.json(200, found[0]) if found else Response.error(404, "no such workflow")
-            case ["executions"] | ["executions", _] | ["requests"] | ["workflows"] | ["workflows", _]:
+            case ["executions"] | ["executions", _] | ["requests"]:
                 return Response.error(405, "method not allowed", ((b"allow", b"GET"),))
         return Response.error(404, "not found")
+
+    async def _workflows(self, request: Request, parts: list[str]) -> Response:
+        method, workflows = request.method, self.workflows
+        if method != "GET" and workflows is None:
+            return Response.error(405, "workflows are read-only here", ((b"allow", b"GET"),))
+        match parts:
+            case [] if method == "GET":
+                return Response.json(200, {"items": list_workflows(self.config), "next": None})
+            case [] if method == "POST":
+                return Response.json(201, await workflows.create(_json_body(request)))
+            case [key] if method == "GET":
+                found = await workflows.get(key) if workflows else next(
+                    (w for w in list_workflows(self.config) if w["key"] == key), None)
+                return Response.json(200, found) if found else Response.error(404, f"no workflow {key!r}")
+            case [key] if method == "PUT":
+                saved, created = await workflows.put(key, _json_body(request))
+                return Response.json(201 if created else 200, saved)
+            case [key] if method == "DELETE":
+                await workflows.delete(key)
+                return Response.json(200, {"key": key, "deleted": True})
+            case [key, ("enable" | "disable") as action] if method == "POST":
+                return Response.json(200, await workflows.set_enabled(key, action == "enable"))
+            case []:
+                return Response.error(405, "method not allowed", ((b"allow", b"GET, POST"),))
+            case [_]:
+                return Response.error(405, "method not allowed", ((b"allow", b"GET, PUT, DELETE"),))
+            case [_, "enable" | "disable"]:
+                return Response.error(405, "method not allowed", ((b"allow", b"POST"),))
+        return Response.error(404, "not found")
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise BadQuery(f"the body is not valid JSON: {exc}") from None

@@ -15,6 +15,7 @@ from .door.netaccess import AddressSet, client_ip
 from .http.router import Router
 from .service import Service
 from .store.rows import RequestLine
+from .stored_workflows import StoredWorkflows
 
 log = logging.getLogger("fastwebhook.app")
 access_log = logging.getLogger("fastwebhook.access")
@@ -36,8 +37,9 @@ class _Endpoint:
 
 
 class WebhookApp:
-    def __init__(self, config: Config, service: Service):
+    def __init__(self, config: Config, service: Service, workflows: StoredWorkflows | None = None):
         self.service = service
+        self.workflows = workflows      # the admin API's workflow changes (None: read-only)
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -57,7 +59,7 @@ class WebhookApp:
         if config.metrics_path:
             router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
-            admin = AdminApi(config, self.service.store, self.service.submit)
+            admin = AdminApi(config, self.service.store, self.service.submit, self.workflows)
             router.add_prefix(AdminApi.PREFIX, _Endpoint(
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
         self.config, self.max_body, self.trusted = config, max_body, AddressSet(trusted) if trusted else None

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 
 from . import admin, send
-from .config import Config, display_url, find_config, load_config
+from .config import Config, display_url, find_config, load_config, with_stored
 from .errors import ConfigErrors, FastwebhookError
 from .store import open_store
 
@@ -82,9 +82,6 @@ def _with_config(args) -> int:
                 return 1
             print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
             return 0
-        if args.command == "workflows":
-            return _show(args, {"items": admin.list_workflows(config), "next": None},
-                         ("key", "path", "methods", "mode", "enabled", "verify"))
         return asyncio.run(_read(args, config))
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
@@ -127,6 +124,10 @@ async def _read(args, config: Config) -> int:
     store = open_store(config.storage)
     await store.open()
     try:
+        config, _ = with_stored(config, await store.stored_workflows())   # as a server has them
+        if args.command == "workflows":
+            return _show(args, {"items": admin.list_workflows(config), "next": None},
+                         ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
         if args.command == "executions":
             page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor)
             return _show(args, page, ("id", "workflow", "status", "created_at", "finished_at", "dedup_key"))

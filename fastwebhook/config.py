@@ -7,6 +7,7 @@ can print them all in one go.  The workflow side's sections (`[channels]`, `[col
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -128,6 +129,7 @@ class Workflow:
     response: ResponseConfig = field(default_factory=ResponseConfig)
     nodes: tuple[NodeSpec, ...] = ()
     version: str = ""               # a digest of the workflow's table: executions record it
+    origin: str = "file"            # "file" (the config), or "api": stored through the admin API
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ class Config:
     env: Mapping[str, str]
     channels: Mapping[str, Any]          # name -> workflow.channels.Channel
     collections: Mapping[str, Any]       # name -> workflow.collections.Collection
-    workflows: Mapping[str, Workflow]
+    workflows: Mapping[str, Workflow]    # the file's, then those stored through the admin API
+    shadowed: tuple[str, ...] = ()       # stored workflows the file's of the same key hide
+
 
 
 def find_config(explicit: str | None = None) -> str:
@@ -344,8 +348,6 @@ class _Loader:
         return tuple(networks)
 
     def workflows(self, raw: dict, server: ServerConfig) -> dict[str, Workflow]:
-        from .workflows import load_workflow  # noqa: PLC0415 - keeps the section loaders apart
-
         tables = dict(self.table(raw, "workflows", ""))
         directory = raw.get("workflows_dir")
         if directory:
@@ -365,19 +367,61 @@ class _Loader:
         claimed: dict[tuple[str, str], str] = {}
         for key, table in tables.items():
             path = f"workflows.{key}"
-            if not isinstance(table, dict):
-                self.error(path, "must be a table")
-                continue
-            workflow = load_workflow(self, key, table, path, server)
-            if workflow is None:
-                continue
-            workflows[key] = workflow
-            shape = re.sub(r"\{[^/]*\}", "{}", workflow.path)  # /p/{a} and /p/{b} are one route
-            for method in workflow.methods:
-                other = claimed.setdefault((shape, method), key)
-                if other != key:
-                    self.error(f"{path}.path", f"{method} {workflow.path} is already claimed by workflows.{other}")
+            workflow = load_workflow_table(self, key, table, path, server)
+            if workflow is not None and self.claim_routes(workflow, claimed):
+                workflows[key] = workflow
         return workflows
+
+    def claim_routes(self, workflow: Workflow, claimed: dict[tuple[str, str], str]) -> bool:
+        """Whether none of the workflow's method and path pairs is another's already."""
+        shape = re.sub(r"\{[^/]*\}", "{}", workflow.path)  # /p/{a} and /p/{b} are one route
+        taken = [(method, claimed[shape, method]) for method in workflow.methods
+                 if claimed.get((shape, method), workflow.key) != workflow.key]
+        for method, other in taken:
+            self.error(f"workflows.{workflow.key}.path",
+                       f"{method} {workflow.path} is already claimed by workflows.{other}")
+        if not taken:
+            claimed.update(((shape, method), workflow.key) for method in workflow.methods)
+        return not taken
+
+
+def with_stored(config: Config, stored: Mapping[str, dict],
+                environ: Mapping[str, str] | None = None) -> tuple[Config, dict[str, list[ConfigError]]]:
+    """`config` with the file's workflows and those stored through the admin API (`stored`:
+    key -> the workflow's table, as JSON), and the stored ones refused, with their errors.
+
+    A stored workflow is loaded like a `[workflows.<key>]` table.  One that no longer loads
+    (the file took its path, or dropped a channel it names) is left out alone: it never stops a
+    start or a reload.  The file's workflow of the same key wins (`shadowed` names it)."""
+    loader = _Loader(Path(config.source), os.environ if environ is None else environ)
+    loader.metrics_path = config.metrics_path
+    loader.known = Known(channels=config.channels, collections=config.collections, env=config.env)
+    workflows = {key: w for key, w in config.workflows.items() if w.origin == "file"}
+    claimed: dict[tuple[str, str], str] = {}
+    for workflow in workflows.values():
+        loader.claim_routes(workflow, claimed)
+    refused: dict[str, list[ConfigError]] = {}
+    shadowed = []
+    for key, table in sorted(stored.items()):
+        if key in workflows:
+            shadowed.append(key)
+            continue
+        path, before = f"workflows.{key}", len(loader.errors)
+        workflow = load_workflow_table(loader, key, loader.substitute(table, path), path, config.server)
+        if workflow is not None and loader.claim_routes(workflow, claimed):
+            workflows[key] = dataclasses.replace(workflow, origin="api")
+        else:
+            refused[key] = loader.errors[before:]
+    return dataclasses.replace(config, workflows=MappingProxyType(workflows), shadowed=tuple(shadowed)), refused
+
+
+def load_workflow_table(loader: "_Loader", key: str, table: Any, path: str, server: ServerConfig) -> Workflow | None:
+    from .workflows import load_workflow  # noqa: PLC0415 - keeps the section loaders apart
+
+    if not isinstance(table, dict):
+        loader.error(path, "must be a table")
+        return None
+    return load_workflow(loader, key, table, path, server)
 
 
 def display_url(url: str) -> str:

@@ -30,6 +30,7 @@ from .config import Config, display_url, load_config
 from .errors import ConfigErrors, StoreError
 from .http.protocol import HttpProtocol, Limits
 from .service import Service
+from .stored_workflows import StoredWorkflows
 from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.server")
@@ -53,6 +54,7 @@ class Server:
         # One context for every listener, so a reload reaches them all.
         self.ssl_context: ssl.SSLContext | None = None
         self.limits: Limits | None = None
+        self._changing = asyncio.Lock()   # one config change at a time: SIGHUP, admin API
 
     @property
     def tls_enabled(self) -> bool:
@@ -70,7 +72,9 @@ class Server:
         if server.tls_enabled:  # before the store opens: a bad certificate stops the start cleanly
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
-        self.app = WebhookApp(self.config, self.service)
+        self.config = self.service.config      # with the workflows stored through the admin API
+        self.app = WebhookApp(self.config, self.service, StoredWorkflows(
+            self.service.store, lambda: self.config, self.refresh_workflows))
         self.limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
                              server.keepalive_timeout, _answer_timeout(self.config))
         app = self.app
@@ -129,25 +133,39 @@ class Server:
                       extra={"config": old.source, "errors": [str(error) for error in exc.errors]})
             return
         later = [name for name in ("server", "storage", "queue") if getattr(new, name) != getattr(old, name)]
-        config = dataclasses.replace(new, server=old.server, storage=old.storage, queue=old.queue)
-        try:
-            await self.service.reload(config)
-        except StoreError as exc:
-            log.error("SIGHUP: the config was not reloaded: the store refused its collections; the old one "
-                      "stays in force", extra={"config": old.source, "error": str(exc)})
-            return
-        self.app.reload(config)
-        self.config = config
-        self.limits = dataclasses.replace(self.limits, answer_timeout=_answer_timeout(config))
+        new = dataclasses.replace(new, server=old.server, storage=old.storage, queue=old.queue)
+        if await self._put_in_force(new, "SIGHUP") and later:
+            log.warning("SIGHUP: these sections changed and take effect at the next start",
+                        extra={"sections": later})
+
+    async def refresh_workflows(self) -> None:
+        """The workflows stored through the admin API read again and put in force (one was
+        created, changed or deleted here or in another process)."""
+        await self._put_in_force(self.config, "workflows changed")
+
+    async def _put_in_force(self, new: Config, why: str) -> bool:
+        """`new` (its workflows as the file has them) with the stored ones, in force at once:
+        the next request on every connection is routed by it, executions that start from now
+        on use it, those running finish on theirs."""
+        async with self._changing:
+            old = self.config
+            try:
+                config = await self.service.with_stored(new)
+                await self.service.reload(config)
+            except StoreError as exc:
+                log.error(f"{why}: the config was not reloaded: the store failed; the old one stays in force",
+                          extra={"config": old.source, "error": str(exc)})
+                return False
+            self.app.reload(config)
+            self.config = config
+            self.limits = dataclasses.replace(self.limits, answer_timeout=_answer_timeout(config))
         before = {key: w.version for key, w in old.workflows.items()}
         after = {key: w.version for key, w in config.workflows.items()}
-        log.info("SIGHUP: config reloaded", extra={
+        log.info(f"{why}: config reloaded", extra={
             "config": old.source, "added": sorted(after.keys() - before.keys()),
             "removed": sorted(before.keys() - after.keys()),
             "changed": sorted(k for k in after.keys() & before.keys() if after[k] != before[k])})
-        if later:
-            log.warning("SIGHUP: these sections changed and take effect at the next start",
-                        extra={"sections": later})
+        return True
 
     def _reload_tls(self) -> None:
         """New handshakes get the certificate now in the files; open connections go on.  A pair

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .config import Config, Workflow
+from .config import Config, Workflow, with_stored
 from .door.context import context_of
 from .intake.dedup import DoorCache
 from .errors import StoreError
@@ -80,6 +80,9 @@ class Service:
         leaves the old config in force; then every lookup switches at once: executions that
         start from now on get the new workflows, those running finish on theirs."""
         await self.store.ensure_collections(config.collections.values())
+        self._use(config)
+
+    def _use(self, config: Config) -> None:
         self.config = config
         self.order_keys = _order_keys(config)
         if self.pool.gate is None:   # a gate that has nothing to do costs little: it stays
@@ -91,6 +94,7 @@ class Service:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.store.open()
+        self._use(await self.with_stored(self.config))   # before the first claim: they may have work queued
         self.intake.depth = await self.store.unfinished()
         cache = self.intake.cache
         live = await self.store.live_keys(self.clock(), cache.capacity + 1)
@@ -107,6 +111,18 @@ class Service:
         supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
         supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
         supervise.every("rejections", REJECTIONS_EVERY, self.report_rejections)
+
+    async def with_stored(self, config: Config) -> Config:
+        """`config` (as the file has it) with the workflows stored through the admin API; a
+        stored one that does not load is left out, and the log says why."""
+        config, refused = with_stored(config, await self.store.stored_workflows())
+        for key, errors in refused.items():
+            self.log.error("a workflow stored through the admin API was not loaded", extra={
+                "workflow": key, "errors": [str(error) for error in errors]})
+        if config.shadowed:
+            self.log.warning("workflows stored through the admin API are hidden by the config file's of the "
+                             "same key", extra={"workflows": list(config.shadowed), "config": config.source})
+        return config
 
     async def stop(self, grace: float = 10.0) -> None:
         """Finish running executions up to `grace`; the queued rest stays in the store, its

@@ -246,11 +246,11 @@ def test_workflows_table_and_json(tmp_path):
     table = cli("workflows", "-c", str(config))
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["key", "path", "methods", "mode", "enabled", "verify"]
+    assert header.split() == ["key", "path", "methods", "mode", "enabled", "verify", "origin"]
     assert [row.split() for row in rows] == [
-        ["hook", "/api/webhooks/hook", "POST", "async", "True", "none"],
-        ["gh", "/hooks/github", "POST,PUT", "async", "True", "github"],
-        ["fails", "/api/webhooks/fails", "POST", "sync", "False", "none"],
+        ["hook", "/api/webhooks/hook", "POST", "async", "True", "none", "file"],
+        ["gh", "/hooks/github", "POST,PUT", "async", "True", "github", "file"],
+        ["fails", "/api/webhooks/fails", "POST", "sync", "False", "none", "file"],
     ]
     listed = cli_json("workflows", "-c", str(config))["items"]
     assert [{k: w[k] for k in ("key", "path", "methods", "mode", "enabled", "verify")} for w in listed] == [

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Protocol
 
+import orjson
+
 from ..ids import first_id_at
 from . import batch_codec
 from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
@@ -328,6 +330,24 @@ class Store:
             requests = await db.execute(self.sql["purge_requests"], (before, limit))
             removed += intake + requests + await db.execute(self.sql["purge_dedup"], (*dedup_slice, now))
         return len(ids), removed, limit in (len(ids), intake, requests)
+
+
+    # -- workflows stored through the admin API -------------------------------------------------
+    async def stored_workflows(self) -> dict[str, dict]:
+        """key -> the workflow's table (as the admin API took it)."""
+        return {key: orjson.loads(definition) for key, definition in await self.db.fetch(self.sql["stored_workflows"])}
+
+    async def put_workflow(self, key: str, table: dict, now: float, *, create: bool) -> bool:
+        """Create (when `create`; False if the key is taken) or replace (False if absent)."""
+        definition = orjson.dumps(table)
+        async with self.db.transaction() as db:
+            if create:
+                return await db.execute(self.sql["create_workflow"], (key, definition, now, now)) == 1
+            return await db.execute(self.sql["replace_workflow"], (definition, now, key)) == 1
+
+    async def delete_workflow(self, key: str) -> bool:
+        async with self.db.transaction() as db:
+            return await db.execute(self.sql["delete_workflow"], (key,)) == 1
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:

@@ -71,6 +71,13 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id   TEXT NOT NULL,
     execution    BLOB
 );
+-- Workflows created through the admin API: each the JSON of a [workflows.<key>] table.
+CREATE TABLE IF NOT EXISTS stored_workflows (
+    key          TEXT PRIMARY KEY,
+    definition   BLOB NOT NULL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
 
 -- name: append
 INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?, ?, ?, ?);
@@ -281,3 +288,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: table_columns
 SELECT name FROM pragma_table_info(?);
+
+-- name: stored_workflows
+SELECT key, definition FROM stored_workflows ORDER BY key;
+
+-- name: create_workflow
+INSERT INTO stored_workflows (key, definition, created_at, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: replace_workflow
+UPDATE stored_workflows SET definition = ?, updated_at = ? WHERE key = ?;
+
+-- name: delete_workflow
+DELETE FROM stored_workflows WHERE key = ?;

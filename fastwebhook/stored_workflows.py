@@ -1,0 +1,135 @@
+"""Workflows created, changed, enabled, disabled and deleted through the admin API.
+
+Each is kept in the store as the JSON of a `[workflows.<key>]` table and loaded by the same code
+as the file's (config.with_stored), so it is checked the same way and its errors name the same
+key paths.  The file's workflows are the file's: the API reads them and changes none of them.
+
+A change is saved, then put in force (`put_in_force`: every process of this server reads the
+stored workflows again) before the call answers, so a webhook sent after the answer finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from .config import Config, Workflow, with_stored
+from .store import Store
+
+REDACTED = "***"
+_SECRET_WORDS = ("secret", "password", "token")
+
+
+class Refused(Exception):
+    """A change not made: the HTTP status it answers with, what to say, the config errors."""
+
+    def __init__(self, status: int, message: str, errors: list[dict] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors or []
+
+
+def summary(workflow: Workflow) -> dict:
+    """What lists of workflows show (the API's and `fastwebhook workflows`)."""
+    return {"key": workflow.key, "title": workflow.title, "path": workflow.path, "methods": list(workflow.methods),
+            "mode": workflow.mode, "enabled": workflow.enabled, "verify": workflow.verify.scheme,
+            "version": workflow.version, "origin": workflow.origin}
+
+
+def redacted(table: dict) -> dict:
+    """A stored table as the API shows it: the verify section's secrets left out."""
+    verify = table.get("verify")
+    if not isinstance(verify, dict):
+        return table
+    hidden = {name: ([REDACTED] * len(value) if isinstance(value, list) else REDACTED)
+              if any(word in name for word in _SECRET_WORDS) and name != "secret_file" else value
+              for name, value in verify.items()}
+    return {**table, "verify": hidden}
+
+
+class StoredWorkflows:
+    def __init__(self, store: Store, config_now: Callable[[], Config],
+                 put_in_force: Callable[[], Awaitable[None]], clock=time.time):
+        self.store = store
+        self.config_now = config_now        # the config in force
+        self.put_in_force = put_in_force    # every process reads the stored workflows again
+        self.clock = clock
+        self.lock = asyncio.Lock()          # one change at a time: each checks against the last
+
+    async def get(self, key: str) -> dict | None:
+        workflow = self.config_now().workflows.get(key)
+        stored = await self.store.stored_workflows()
+        if workflow is None and key not in stored:
+            return None
+        found = summary(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
+        if key in stored:
+            found["definition"] = redacted(stored[key])
+            if workflow is None or workflow.origin != "api":   # stored, but not in force: say why
+                found["in_force"] = False
+        return found
+
+    async def create(self, body: Any) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+            raise Refused(400, 'the body must be a JSON object with a "key" and the workflow\'s settings')
+        table = {name: value for name, value in body.items() if name != "key"}
+        saved, _ = await self._save(body["key"], table, create=True)
+        return saved
+
+    async def put(self, key: str, body: Any) -> tuple[dict, bool]:
+        """Create or replace; says which (True: created)."""
+        if not isinstance(body, dict):
+            raise Refused(400, "the body must be a JSON object of the workflow's settings")
+        if body.get("key", key) != key:
+            raise Refused(400, f"the body's key {body['key']!r} is not the path's {key!r}")
+        return await self._save(key, {name: value for name, value in body.items() if name != "key"}, create=None)
+
+    async def set_enabled(self, key: str, enabled: bool) -> dict:
+        async with self.lock:
+            table = await self._stored(key)
+            saved, _ = await self._save_locked(key, {**table, "enabled": enabled}, create=False)
+            return saved
+
+    async def delete(self, key: str) -> None:
+        async with self.lock:
+            await self._stored(key)
+            if not await self.store.delete_workflow(key):
+                raise Refused(404, f"no workflow {key!r}")
+            await self.put_in_force()
+
+    async def _stored(self, key: str) -> dict:
+        """The stored table of `key`, or the refusal a file's or an unknown key gets."""
+        self._not_the_files(key)
+        table = (await self.store.stored_workflows()).get(key)
+        if table is None:
+            raise Refused(404, f"no workflow {key!r}")
+        return table
+
+    def _not_the_files(self, key: str) -> None:
+        config = self.config_now()
+        workflow = config.workflows.get(key)
+        if workflow is not None and workflow.origin == "file":
+            raise Refused(409, f"workflow {key!r} is defined in {config.source}: change it there, "
+                               "then reload (systemctl reload fastwebhook, or SIGHUP)")
+
+    async def _save(self, key: str, table: dict, *, create: bool | None) -> tuple[dict, bool]:
+        async with self.lock:
+            return await self._save_locked(key, table, create=create)
+
+    async def _save_locked(self, key: str, table: dict, *, create: bool | None) -> tuple[dict, bool]:
+        """Checked as the server would load it, saved, put in force.  `create`: True (the key
+        must be new), False (it must exist), None (either)."""
+        self._not_the_files(key)
+        stored = await self.store.stored_workflows()
+        if create and key in stored:
+            raise Refused(409, f"workflow {key!r} exists: PUT /api/admin/workflows/{key} replaces it")
+        if create is False and key not in stored:
+            raise Refused(404, f"no workflow {key!r}")
+        trial, refused = with_stored(self.config_now(), {**stored, key: table})
+        if key in refused:
+            errors = [{"path": error.path, "message": error.message} for error in refused[key]]
+            raise Refused(422, f"workflow {key!r} was not saved: {len(errors)} error(s)", errors)
+        new = key not in stored
+        if not await self.store.put_workflow(key, table, self.clock(), create=new):
+            raise Refused(409, f"workflow {key!r} was changed meanwhile (by another process): try again")
+        await self.put_in_force()
+        return {**summary(trial.workflows[key]), "definition": redacted(table)}, new

@@ -1,0 +1,167 @@
+"""Workflows created, replaced, enabled, disabled and deleted through the admin API (SPEC section
+9), on a real server over real sockets with a real SQLite file: each change answers at once,
+survives a restart, is checked like the file's workflows, and leaves the file's alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_admin import TOKEN, admin, call, send
+
+FILE_WORKFLOWS = """
+[workflows.filed]
+path = "/filed"
+mode = "sync"
+[workflows.filed.response]
+body = "from the file"
+"""
+GREETER = {"key": "greeter", "path": "/greet/{who}", "mode": "sync",
+           "response": {"status": 201, "body": {"hello": "{{$context.params.who}}"}}}
+
+
+def write(server, method: str, path: str, body=None, headers: dict | None = TOKEN):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    return call(server, method, path, raw, {"Content-Type": "application/json", **(headers or {})})
+
+
+@pytest.fixture
+def server(serve):
+    return serve(FILE_WORKFLOWS)
+
+
+def test_a_created_workflow_answers_at_once_and_is_listed(server):
+    status, _, created = write(server, "POST", "/api/admin/workflows", GREETER)
+    assert status == 201, created
+    assert created["key"] == "greeter" and created["origin"] == "api" and created["enabled"] is True
+    assert created["definition"]["path"] == "/greet/{who}" and "key" not in created["definition"]
+    assert send(server, "/greet/ada")[0:3:2] == (201, {"hello": "ada"})
+    items = admin(server, "/api/admin/workflows")[2]["items"]
+    assert [(w["key"], w["origin"]) for w in items] == [("filed", "file"), ("greeter", "api")]
+    status, _, one = admin(server, "/api/admin/workflows/greeter")
+    assert status == 200 and one["definition"] == created["definition"] and one["version"] == created["version"]
+
+
+def test_put_replaces_or_creates(server):
+    assert write(server, "PUT", "/api/admin/workflows/greeter", GREETER)[0] == 201
+    changed = {**GREETER, "response": {"body": {"bye": "{{$context.params.who}}"}}}
+    status, _, saved = write(server, "PUT", "/api/admin/workflows/greeter", changed)
+    assert status == 200 and saved["definition"]["response"] == changed["response"]
+    assert send(server, "/greet/bob")[0:3:2] == (200, {"bye": "bob"})
+    status, _, error = write(server, "PUT", "/api/admin/workflows/greeter", {**GREETER, "key": "other"})
+    assert status == 400 and "'other'" in error["error"]
+
+
+def test_disable_enable_and_delete(server):
+    write(server, "POST", "/api/admin/workflows", GREETER)
+    status, _, disabled = write(server, "POST", "/api/admin/workflows/greeter/disable")
+    assert status == 200 and disabled["enabled"] is False
+    assert send(server, "/greet/ada")[0] == 404
+    assert write(server, "POST", "/api/admin/workflows/greeter/enable")[2]["enabled"] is True
+    assert send(server, "/greet/ada")[0] == 201
+    assert write(server, "DELETE", "/api/admin/workflows/greeter")[0:3:2] == (200, {"key": "greeter", "deleted": True})
+    assert send(server, "/greet/ada")[0] == 404
+    assert admin(server, "/api/admin/workflows/greeter")[0] == 404
+    assert write(server, "DELETE", "/api/admin/workflows/greeter")[0] == 404
+    assert write(server, "POST", "/api/admin/workflows/greeter/enable")[0] == 404
+
+
+def test_the_files_workflows_are_read_only(server):
+    for method, path, body in (("POST", "/api/admin/workflows", {**GREETER, "key": "filed"}),
+                               ("PUT", "/api/admin/workflows/filed", {**GREETER, "key": "filed"}),
+                               ("DELETE", "/api/admin/workflows/filed", None),
+                               ("POST", "/api/admin/workflows/filed/disable", None)):
+        status, _, error = write(server, method, path, body)
+        assert status == 409 and "config.toml: change it there" in error["error"], (method, path)
+    assert admin(server, "/api/admin/workflows/filed")[2]["enabled"] is True
+
+
+def test_a_key_taken_twice_is_409(server):
+    assert write(server, "POST", "/api/admin/workflows", GREETER)[0] == 201
+    status, _, error = write(server, "POST", "/api/admin/workflows", GREETER)
+    assert status == 409 and "PUT /api/admin/workflows/greeter" in error["error"]
+
+
+@pytest.mark.parametrize("body, paths", [
+    ({"key": "bad", "nodes": [{"key": "n", "type": "teleport"}]}, ["workflows.bad.nodes[0].type"]),
+    ({"key": "bad", "path": "/filed"}, ["workflows.bad.path"]),         # the file's route
+    ({"key": "bad", "mode": "later", "verify": {"scheme": "github"}}, ["workflows.bad.mode", "workflows.bad.verify.secret"]),
+    ({"key": "bad slash"}, ["workflows.bad slash", "workflows.bad slash.path"]),
+    ({"key": "bad", "colour": "red"}, ["workflows.bad.colour"]),
+])
+def test_a_workflow_that_does_not_load_is_422_with_its_key_paths(server, body, paths):
+    status, _, error = write(server, "POST", "/api/admin/workflows", body)
+    assert status == 422, error
+    assert [e["path"] for e in error["errors"]] == paths
+    assert admin(server, "/api/admin/workflows/bad")[0] == 404      # nothing was saved
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"), (b"[1, 2]", '"key"'), (b'{"path": "/x"}', '"key"')])
+def test_malformed_bodies_are_400(server, body, message):
+    status, _, error = write(server, "POST", "/api/admin/workflows", body)
+    assert status == 400 and message in error["error"]
+
+
+def test_secrets_are_not_shown(server):
+    signed = {"key": "signed", "verify": {"scheme": "github", "secret": "s3cret", "secrets": ["old-one"]}}
+    status, _, created = write(server, "POST", "/api/admin/workflows", signed)
+    assert status == 201
+    shown = json.dumps([created, admin(server, "/api/admin/workflows/signed")[2]])
+    assert "s3cret" not in shown and "old-one" not in shown
+    assert created["definition"]["verify"] == {"scheme": "github", "secret": "***", "secrets": ["***"]}
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/api/admin/workflows"), ("PUT", "/api/admin/workflows/greeter"),
+    ("DELETE", "/api/admin/workflows/greeter"), ("POST", "/api/admin/workflows/greeter/enable"),
+    ("POST", "/api/admin/workflows/greeter/disable"), ("GET", "/api/admin/workflows/greeter")])
+def test_every_workflow_endpoint_wants_the_token(server, method, path):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        status, response_headers, _ = write(server, method, path, GREETER, headers)
+        assert status == 401 and response_headers["www-authenticate"].startswith("Bearer")
+    assert send(server, "/greet/ada")[0] == 404        # nothing was created
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("DELETE", "/api/admin/workflows", "GET, POST"), ("POST", "/api/admin/workflows/filed", "GET, PUT, DELETE"),
+    ("GET", "/api/admin/workflows/filed/enable", "POST")])
+def test_wrong_methods_are_405(server, method, path, allow):
+    status, headers, _ = write(server, method, path)
+    assert status == 405 and headers["allow"] == allow
+
+
+def test_stored_workflows_survive_a_restart_and_the_cli_lists_them(serve, tmp_path):
+    first = serve(FILE_WORKFLOWS)
+    assert write(first, "POST", "/api/admin/workflows", GREETER)[0] == 201
+    assert write(first, "POST", "/api/admin/workflows", {"key": "off", "enabled": False})[0] == 201
+    accepted = send(first, "/greet/before")
+    first.stop()
+    second = serve(FILE_WORKFLOWS)
+    assert send(second, "/greet/after")[0:3:2] == (201, {"hello": "after"})
+    listed = admin(second, "/api/admin/workflows")[2]
+    assert [(w["key"], w["enabled"]) for w in listed["items"]] == [("filed", True), ("greeter", True), ("off", False)]
+    done = subprocess.run([sys.executable, "-m", "fastwebhook", "workflows", "--json", "-c",
+                           os.path.join(tmp_path, "config.toml")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == listed
+    assert accepted[0] == 201
+
+
+def test_a_stored_workflow_the_file_now_contradicts_is_left_out_alone(serve, tmp_path):
+    first = serve(FILE_WORKFLOWS)
+    assert write(first, "POST", "/api/admin/workflows", {"key": "mine", "path": "/mine"})[0] == 201
+    assert write(first, "POST", "/api/admin/workflows", GREETER)[0] == 201
+    first.stop()
+    # the file now claims /mine for a workflow of its own: the server still starts
+    second = serve(FILE_WORKFLOWS + '[workflows.takes]\npath = "/mine"\nmode = "sync"\n')
+    assert send(second, "/greet/x")[0] == 201
+    keys = [w["key"] for w in admin(second, "/api/admin/workflows")[2]["items"]]
+    assert keys == ["filed", "takes", "greeter"]
+    status, _, shown = admin(second, "/api/admin/workflows/mine")
+    assert status == 200 and shown["in_force"] is False and shown["definition"] == {"path": "/mine"}
+    assert write(second, "DELETE", "/api/admin/workflows/mine")[0] == 200
