@@ -116,8 +116,7 @@ def _serve(config: Config) -> int:
     from .server import run  # noqa: PLC0415
 
     setup_logging(config.log_level, config.log_format)
-    run(config)
-    return 0
+    return run(config)
 
 
 async def _read(args, config: Config) -> int:

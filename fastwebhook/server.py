@@ -31,6 +31,7 @@ from .errors import ConfigErrors, StoreError
 from .http.protocol import HttpProtocol, Limits
 from .service import Service
 from .stored_workflows import StoredWorkflows
+from .processes import Channel, Worker, run_processes, worker_count
 from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.server")
@@ -43,9 +44,11 @@ STATUS_EVERY = 5.0          # seconds between systemd STATUS= updates
 
 
 class Server:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, worker: Worker | None = None):
         self.config = config
-        self.service = Service(config)
+        self.worker = worker            # one of several processes (processes.py), or None
+        self.channel = Channel(worker) if worker is not None else None
+        self.service = Service(config, worker=worker)
         self.app: WebhookApp | None = None
         self.listeners: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []    # the TCP listeners' (host, port)
@@ -64,17 +67,12 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         server = self.config.server
-        if server.processes != 1:
-            # Forking workers (and summing their metrics) comes with the operations work; until
-            # then the port is opened shareable and this one process serves it alone.
-            log.warning("server.processes = %d is not supported yet: serving with one process",
-                        server.processes)
         if server.tls_enabled:  # before the store opens: a bad certificate stops the start cleanly
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
         await self.service.start()
         self.config = self.service.config      # with the workflows stored through the admin API
         self.app = WebhookApp(self.config, self.service, StoredWorkflows(
-            self.service.store, lambda: self.config, self.refresh_workflows))
+            self.service.store, lambda: self.config, self._workflows_changed))
         self.limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
                              server.keepalive_timeout, _answer_timeout(self.config))
         app = self.app
@@ -84,17 +82,20 @@ class Server:
         def make_protocol() -> HttpProtocol:   # self.limits: a reload may lengthen answer_timeout
             return HttpProtocol(app, self.limits, loop, time.time)
 
-        inherited = listen_sockets()
-        if inherited:
+        worker = self.worker
+        inherited = listen_sockets() if worker is None else worker.sockets
+        if inherited and worker is None:
             log.info("listening on the sockets systemd passed (server.listen is not used)",
                      extra={"sockets": len(inherited)})
         for sock in inherited:
             self._listening(await loop.create_server(
                 make_protocol, sock=sock, backlog=4096, ssl=self.ssl_context,
                 ssl_handshake_timeout=handshake_timeout))
-        for host, port in () if inherited else server.listen:
+        # several workers: each its own socket on the port, the kernel spreading connections
+        listen = server.listen if worker is None else worker.listen
+        for host, port in () if inherited else listen:
             self._listening(await loop.create_server(
-                make_protocol, host, port, backlog=4096, reuse_port=server.processes != 1,
+                make_protocol, host, port, backlog=4096, reuse_port=worker is not None,
                 family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
                 ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout))
 
@@ -113,7 +114,7 @@ class Server:
     def status(self) -> str:
         """One line of live figures, for systemd's STATUS=."""
         service = self.service
-        finished = sum(child.value for stats in service.execution_stats.values() for child in stats.by_status.values())
+        finished = int(sum(child.value for stats in service.execution_stats.values() for child in stats.by_status.values()))
         listening = ", ".join(self.where)
         return (f"listening on {listening}; {len(self.config.workflows)} workflows; "
                 f"queue depth {service.intake.depth}; {finished} executions finished")
@@ -142,6 +143,13 @@ class Server:
         """The workflows stored through the admin API read again and put in force (one was
         created, changed or deleted here or in another process)."""
         await self._put_in_force(self.config, "workflows changed")
+
+    async def _workflows_changed(self) -> None:
+        """The admin API changed a stored workflow: in force here, then in every other worker
+        process, before the call answers."""
+        await self.refresh_workflows()
+        if self.channel is not None:
+            await self.channel.refresh_others()
 
     async def _put_in_force(self, new: Config, why: str) -> bool:
         """`new` (its workflows as the file has them) with the stored ones, in force at once:
@@ -201,8 +209,8 @@ def _answer_timeout(config: Config) -> float:
     return max((w.sync_timeout for w in config.workflows.values()), default=0.0) + ANSWER_SLACK
 
 
-async def serve(config: Config) -> None:
-    server = Server(config)
+async def serve(config: Config, worker: Worker | None = None) -> None:
+    server = Server(config, worker)
     await server.start()
     # Everything alive now lives as long as the process: keep the collector from walking it
     # again and again, and let it run less often (each request allocates a few dozen objects
@@ -215,7 +223,10 @@ async def serve(config: Config) -> None:
     # loop keeps it waiting that long, and every acknowledgement waits with it.
     sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
-    notifier = Notifier()
+    notifier = Notifier() if server.channel is None else server.channel.notifier()
+    if server.channel is not None:
+        server.channel.start(server.refresh_workflows, server.service.intake.replies)
+        server.service.forward_reply = server.channel.forward_reply
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -253,9 +264,21 @@ async def serve(config: Config) -> None:
     log.info("stopping")
     notifier.stopping()
     await server.stop()
+    if server.channel is not None:
+        server.channel.close()
     notifier.close()
     log.info("stopped")
 
 
-def run(config: Config) -> None:
+def run(config: Config) -> int:
+    """Serve until SIGTERM; one process, or the supervisor of several (processes.py)."""
+    if worker_count(config) > 1:
+        return run_processes(config)
     uvloop.run(serve(config))
+    return 0
+
+
+def run_worker(config: Config, worker: Worker) -> int:
+    """A worker process's whole life (its supervisor forked it)."""
+    uvloop.run(serve(config, worker))
+    return 0

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -25,7 +25,7 @@ from .intake.dispatch import LEASE_SECONDS, Dispatcher
 from .intake.gate import Gate
 from .intake.intake import Intake, Outcome as IntakeOutcome
 from .intake.workers import WorkerPool
-from .metrics import Metrics
+from .metrics import Metrics, SharedCells
 from .store import Store, open_store
 from .store.rows import FINAL, Claim, Delivery, Final, Status
 from .supervisor import Supervisor
@@ -41,14 +41,16 @@ DEDUP_SLICES = 256          # the expired dedup keys go a slice of the hash spac
 _DEDUP_SLICE = (1 << 64) // DEDUP_SLICES
 REJECTIONS_EVERY = 60.0     # seconds between two summaries of the requests refused
 CHECKPOINT_EVERY = 0.5
+DEPTH_EVERY = 1.0           # seconds between two counts of the shared queue (several processes)
 
 
 class Service:
-    def __init__(self, config: Config, *, store: Store | None = None, clock=time.time):
+    def __init__(self, config: Config, *, store: Store | None = None, clock=time.time, worker=None):
         self.config = config
         self.clock = clock
         self.log = logging.getLogger("fastwebhook")
-        self.metrics = Metrics()
+        self.worker = worker            # one of several processes sharing the store, or None
+        self.metrics = Metrics(SharedCells(worker.metrics_dir) if worker is not None else None)
         self.store = store or open_store(config.storage)
         self.supervisor = Supervisor()
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
@@ -65,6 +67,8 @@ class Service:
         self.metrics.queue_depth = lambda: self.intake.depth
         self.metrics.queue_capacity = config.queue.capacity
         self._rejections_seen: dict[tuple, int] = {}
+        # several processes: the answer for a sync sender another process holds goes to it
+        self.forward_reply: Callable[[bytes, Response], None] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -108,8 +112,11 @@ class Service:
         supervise.start("writer", self.intake.run)
         supervise.start("dispatcher", self.dispatcher.run)
         supervise.every("lease", LEASE_SECONDS / 3, self.dispatcher.renew)
-        supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
-        supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
+        if self.worker is None or self.worker.leader:
+            supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
+            supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
+        if self.worker is not None:
+            supervise.every("depth", DEPTH_EVERY, self.count_depth)
         supervise.every("rejections", REJECTIONS_EVERY, self.report_rejections)
 
     async def with_stored(self, config: Config) -> Config:
@@ -143,6 +150,12 @@ class Service:
         """Until everything offered so far is committed and every record so far is written."""
         await self.intake.drain()
         await self.dispatcher.flush()
+
+    async def count_depth(self) -> None:
+        """With several processes, each acknowledges deliveries that others may run: the depth
+        (the queue's bound) is counted again from the store, which holds them all, plus what
+        this process has not committed yet."""
+        self.intake.depth = await self.store.unfinished() + self.intake.uncommitted
 
     async def purge(self) -> None:
         """Everything older than the retention, in short transactions with pauses between them,
@@ -195,7 +208,7 @@ class Service:
             self._stats(delivery.workflow).finished(Status.RESOLVED, 0.0)
         for delivery, original in claim.duplicates:
             self._stats(delivery.workflow).finished(Status.DUPLICATE, 0.0)
-            reply = self.intake.replies.pop(delivery.id, None)
+            reply = self._reply_for(delivery, self.config.workflows.get(delivery.workflow))
             if reply is not None and not reply.done():
                 text = to_text(original)
                 reply.set_result(Response.json(200, {"execution_id": text, "status": "duplicate"},
@@ -207,7 +220,7 @@ class Service:
         started = self.clock()
         dispatcher = self.dispatcher
         workflow: Workflow | None = self.config.workflows.get(delivery.workflow)
-        reply = self.intake.replies.pop(delivery.id, None)
+        reply = self._reply_for(delivery, workflow)
         run = None
         id_text = to_text(delivery.id)
         try:
@@ -241,6 +254,16 @@ class Service:
                 response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
                                          _id_header(id_text))
             reply.set_result(response)
+
+    def _reply_for(self, delivery: Delivery, workflow: Workflow | None) -> asyncio.Future | None:
+        """Where a sync delivery's answer goes: this process's waiting sender, or, with several
+        processes, the one that acknowledged it (its sender waits there)."""
+        reply = self.intake.replies.pop(delivery.id, None)
+        if reply is None and self.forward_reply is not None and workflow is not None and workflow.mode == "sync":
+            reply = self.loop.create_future()
+            forward = self.forward_reply
+            reply.add_done_callback(lambda done: done.cancelled() or forward(delivery.id, done.result()))
+        return reply
 
     def sync_response(self, id_text: str, workflow: Workflow | None, outcome: Outcome, run: Run | None) -> Response:
         id_header = _id_header(id_text)

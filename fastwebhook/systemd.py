@@ -42,6 +42,14 @@ class Notifier:
         self.watchdog_interval = int(watchdog_usec) / 2e6 if wanted else None   # seconds: half of it
         self._watchdog: asyncio.TimerHandle | None = None
 
+    @classmethod
+    def over(cls, connected: socket.socket, watchdog_interval: float) -> "Notifier":
+        """The same messages over a connected socket (a worker's to its supervisor)."""
+        notifier = cls(environ={})
+        notifier._socket, notifier.address = connected, None
+        notifier.watchdog_interval = watchdog_interval
+        return notifier
+
     @property
     def enabled(self) -> bool:
         return self._socket is not None
@@ -51,7 +59,10 @@ class Notifier:
             return
         message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
         try:
-            self._socket.sendto(message, self.address)
+            if self.address is None:
+                self._socket.send(message)
+            else:
+                self._socket.sendto(message, self.address)
         except OSError as exc:   # systemd gone or the socket full: the service goes on regardless
             log.warning("systemd notify failed: %s", exc, extra={"notify_socket": self.address})
 

@@ -76,6 +76,11 @@ class Intake:
         return self.capacity - self.depth
 
     @property
+    def uncommitted(self) -> int:
+        """Deliveries offered and not yet in the store."""
+        return len(self.open) + self.in_flight
+
+    @property
     def busy(self) -> bool:
         """A batch is being committed or waits to be: the store belongs to the ack path."""
         return bool(self.open) or self.in_flight > 0

@@ -1,0 +1,286 @@
+"""`[server] processes = 2` (issue 9) on a real `fastwebhook serve`: two worker processes share
+the port (SO_REUSEPORT) and one SQLite file under a supervisor that speaks to systemd for them;
+/metrics sums both whichever answers; a worker killed with SIGKILL under load is replaced and
+nothing acknowledged is lost; a duplicate sent to both runs once; a workflow created through
+the admin API answers at once on both."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fastwebhook.records import parse_execution_id
+
+from conftest import free_port, log_entries, wait_for_entry, write_config
+from test_systemd import NotifySocket
+
+CONFIG = """
+[server]
+listen = ["127.0.0.1:{port}"]
+processes = 2
+[storage]
+url = "sqlite:///{db}"
+[log]
+level = "info"
+access = true
+[admin]
+token = "test-token"
+[workflows.hook]
+path = "/hook"
+[workflows.once]
+path = "/once"
+[workflows.once.dedup]
+key = "{{$context.headers.x-delivery}}"
+"""
+TOKEN = {"Authorization": "Bearer test-token"}
+
+
+class Supervised:
+    """`fastwebhook serve` with processes = 2 as a child; `notify`: the socket systemd would own."""
+
+    def __init__(self, tmp_path: Path, notify: NotifySocket | None = None, watchdog_usec: str | None = None):
+        self.port = free_port()
+        self.config = write_config(tmp_path, CONFIG.replace("{port}", str(self.port)))
+        self.db = str(tmp_path / "fastwebhook.db")
+        self.log = tmp_path / "server.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = str(notify.path)
+        if watchdog_usec is not None:
+            env["WATCHDOG_USEC"] = watchdog_usec
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(self.config)],
+                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.ready = self.wait_for(lambda e: e.get("msg") == "ready" and e.get("logger") == "fastwebhook.processes")
+
+    def wait_for(self, holds, after: int = 0, timeout: float = 30.0) -> dict:
+        return wait_for_entry(self.log, holds, after=after, process=self.process, timeout=timeout)
+
+    def workers(self) -> dict[int, int]:
+        """worker index -> pid, of the workers started last."""
+        return {e["worker"]: e["worker_pid"] for e in log_entries(self.log) if e.get("msg") == "worker started"}
+
+    def request(self, method: str, path: str, body: bytes = b"{}", headers: dict | None = None):
+        """On a fresh connection: the kernel picks the worker."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One series of /metrics (a sum of both workers' numbers)."""
+        status, text = self.request("GET", "/metrics", b"")
+        assert status == 200
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        for line in text.decode().splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    started: list[Supervised] = []
+
+    def start(**options) -> Supervised:
+        started.append(Supervised(tmp_path, **options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)
+            for pid in server.workers().values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def executions(db: str, workflow: str) -> dict[str, int]:
+    with sqlite3.connect(db, timeout=10) as connection:
+        return dict(connection.execute("SELECT status, count(*) FROM executions WHERE workflow = ? GROUP BY status",
+                                       (workflow,)).fetchall())
+
+
+def wait_until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_two_workers_share_the_port_and_every_scrape_sums_both(supervised):
+    server = supervised()
+    workers = server.workers()
+    assert sorted(workers) == [0, 1] and server.process.pid not in workers.values()
+    for _ in range(60):
+        assert server.request("POST", "/hook")[0] == 202
+    answered_by = {e["pid"] for e in log_entries(server.log) if e.get("logger") == "fastwebhook.access"}
+    assert answered_by == set(workers.values())       # the kernel spread the connections over both
+    assert wait_until(lambda: executions(server.db, "hook").get("resolved") == 60)
+    for _ in range(6):   # whichever worker answers the scrape, it answers for both
+        assert server.metric("fastwebhook_requests_total", code="202", workflow="hook") == 60
+        assert wait_until(lambda: server.metric("fastwebhook_executions_total", status="resolved", workflow="hook") == 60)
+    assert server.stop() == 0
+
+
+def test_the_supervisor_tells_systemd_for_all_workers(tmp_path, supervised):
+    notify = NotifySocket(tmp_path / "notify")
+    try:
+        server = supervised(notify=notify, watchdog_usec="200000")
+        ready = notify.wait_for("READY", "1")
+        listening = [e for e in log_entries(server.log) if e.get("msg") == "listening"]
+        assert len({e["pid"] for e in listening}) == 2          # both listened before READY=1
+        assert ready["STATUS"].startswith("2 of 2 processes")
+        started = time.monotonic()
+        for _ in range(5):
+            notify.wait_for("WATCHDOG", "1", timeout=2.0)
+        assert time.monotonic() - started < 2.0
+
+        seen = len(log_entries(server.log))
+        server.process.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING", "1")
+        notify.wait_for("READY", "1")
+        reloaded = [e["pid"] for e in log_entries(server.log)[seen:] if e.get("msg") == "SIGHUP: config reloaded"]
+        assert sorted(reloaded) == sorted(server.workers().values())   # READY=1 came after both reloaded
+
+        server.process.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING", "1")
+        assert server.process.wait(60) == 0
+    finally:
+        notify.close()
+
+
+class Load(threading.Thread):
+    """POSTs on keep-alive connections until stopped, noting each acknowledged execution id; a
+    connection cut (its worker killed) is opened again."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port = port
+        self.acknowledged: list[str] = []
+        self.cut = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        connection = None
+        while not self.halt.is_set():
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("POST", "/hook", body=b'{"n": 1}', headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                body = response.read()
+                if response.status == 202:
+                    self.acknowledged.append(json.loads(body)["execution_id"])
+            except (OSError, http.client.HTTPException):
+                self.cut += 1
+                connection.close()
+                connection = None
+                time.sleep(0.01)
+        if connection is not None:
+            connection.close()
+
+
+def test_a_worker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost(supervised):
+    server = supervised()
+    victim = server.workers()[1]
+    loads = [Load(server.port) for _ in range(6)]
+    for load in loads:
+        load.start()
+    time.sleep(1.5)
+    seen = len(log_entries(server.log))
+    os.kill(victim, signal.SIGKILL)
+    replaced = server.wait_for(lambda e: e.get("msg") == "worker started" and e["worker"] == 1, after=seen)
+    assert replaced["worker_pid"] != victim
+    server.wait_for(lambda e: e.get("msg") == "ready" and e["pid"] == replaced["worker_pid"], after=seen)
+    time.sleep(1.0)   # the load goes on across both workers again
+    for load in loads:
+        load.halt.set()
+    for load in loads:
+        load.join(20)
+    acknowledged = [execution for load in loads for execution in load.acknowledged]
+    assert len(acknowledged) > 200 and len(set(acknowledged)) == len(acknowledged)
+
+    # every acknowledged delivery runs, once: the killed worker's own included
+    wanted = {parse_execution_id(execution) for execution in acknowledged}
+
+    def all_resolved():
+        with sqlite3.connect(server.db, timeout=10) as connection:
+            rows = dict(connection.execute("SELECT id, status FROM executions WHERE workflow = 'hook'").fetchall())
+        done = wanted <= rows.keys() and all(status == "resolved" for status in rows.values())
+        return rows if done else None
+
+    rows = wait_until(all_resolved, timeout=60)
+    assert rows, f"{len(wanted)} acknowledged; in the store: {executions(server.db, 'hook')}"
+    # /metrics: the killed worker's counts are still in (its file outlives it); an answer it
+    # counted as it died may not have reached its client, so up to one per connection more
+    counted = server.metric("fastwebhook_requests_total", code="202", workflow="hook")
+    assert len(acknowledged) <= counted <= len(acknowledged) + len(loads)
+    assert wait_until(lambda: server.metric("fastwebhook_executions_total", status="resolved", workflow="hook")
+                      == len(rows))
+    # and from here on, exactly
+    for _ in range(20):
+        assert server.request("POST", "/hook")[0] == 202
+    assert server.metric("fastwebhook_requests_total", code="202", workflow="hook") == counted + 20
+    assert server.stop() == 0
+
+
+def test_a_duplicate_sent_to_both_workers_at_once_runs_once(supervised):
+    server = supervised()
+    answers: list[int] = []
+
+    def send() -> None:
+        answers.append(server.request("POST", "/once", headers={"X-Delivery": "d-1"})[0])
+
+    threads = [threading.Thread(target=send) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert len(answers) == 24 and set(answers) <= {200, 202}
+    answered_by = {e["pid"] for e in log_entries(server.log) if e.get("path") == "/once"}
+    assert len(answered_by) == 2      # both workers took some
+    accepted = answers.count(202)     # each worker's door knew only its own: one 202 or more
+    assert accepted >= 2
+    counts = wait_until(lambda: (lambda c: c if sum(c.values()) == accepted and not c.keys() & {"queued", "started"}
+                                 else None)(executions(server.db, "once")))
+    assert counts == {"resolved": 1, "duplicate": accepted - 1}, executions(server.db, "once")
+    assert server.stop() == 0
+
+
+def test_a_workflow_created_through_the_api_answers_at_once_on_every_worker(supervised):
+    server = supervised()
+    body = json.dumps({"key": "made", "path": "/made", "mode": "sync", "response": {"body": {"ok": True}}}).encode()
+    status, answer = server.request("POST", "/api/admin/workflows", body, TOKEN)
+    assert status == 201, answer
+    statuses = [server.request("POST", "/made")[0] for _ in range(40)]
+    assert statuses == [200] * 40
+    answered_by = {e["pid"] for e in log_entries(server.log) if e.get("path") == "/made"}
+    assert answered_by == set(server.workers().values())
+    assert server.request("DELETE", "/api/admin/workflows/made", b"", TOKEN)[0] == 200
+    assert {server.request("POST", "/made")[0] for _ in range(20)} == {404}
+    assert server.stop() == 0
