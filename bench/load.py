@@ -214,6 +214,8 @@ RECEIVERS = [
              peer("floor.py", "--store", "memory", "--db", "{workdir}/floor.db"), verifies=True),
     Receiver("fastwebhook-commit", 'fastwebhook, durability = "commit" (202 after the row is on disk)',
              fastwebhook("commit"), verifies=True, metrics=True),
+    Receiver("fastwebhook-commit-2proc", 'fastwebhook-commit with processes = 2 (two workers on one '
+             "SO_REUSEPORT port, one SQLite file)", fastwebhook("commit-2proc"), verifies=True, metrics=True),
     Receiver("fastwebhook-memory", 'fastwebhook, durability = "memory" (202 at enqueue)',
              fastwebhook("memory"), verifies=True, metrics=True),
     # The verification families: fastwebhook-commit's workflow, another scheme (report.FAMILIES).

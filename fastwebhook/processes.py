@@ -15,7 +15,8 @@ section 4), and the work of a worker that died is taken over by the one that rep
 (its leases name a dead pid) or, failing that, by any when the leases lapse.  Worker 0 alone
 checkpoints the WAL and purges.
 
-Each worker speaks systemd's notify protocol to the supervisor over a datagram socketpair:
+Each worker speaks systemd's notify protocol to the supervisor over a socketpair (SEQPACKET: a
+worker whose supervisor was killed sees its end close, and stops):
 READY=1, RELOADING=1, STATUS=, WATCHDOG=1 (a worker whose pings stop is killed and replaced),
 and two messages of ours: FASTWEBHOOK_REFRESH=<token> asks every other worker to read the
 stored workflows again, FASTWEBHOOK_REFRESHED=<token> says one did (and, to the asker, that all
@@ -85,6 +86,7 @@ class _Child:
     reloading: bool = False
     last_ping: float = 0.0
     status: str = ""
+    control_open: bool = True
 
 
 @dataclass
@@ -289,7 +291,8 @@ class Supervisor:
 
     def _gone(self, child: _Child, code: int) -> None:
         del self.children[child.index]
-        self.selector.unregister(child.control)
+        if child.control_open:
+            self.selector.unregister(child.control)
         child.control.close()
         open(os.path.join(self.metrics_dir, f"{child.pid}.dead"), "w").close()   # its gauges stop counting
         for token, refresh in list(self.refreshes.items()):
@@ -326,6 +329,10 @@ class Supervisor:
             except BlockingIOError:
                 return
             except OSError:
+                data = b""
+            if not data:   # the worker closed its end: it is ending (reaped on its SIGCHLD)
+                self.selector.unregister(control)
+                child.control_open = False
                 return
             if data.startswith(REPLY):   # a sync answer: for whichever other worker holds its sender
                 for other in self.children.values():
@@ -410,10 +417,11 @@ class Channel:
     def notifier(self) -> Notifier:
         return Notifier.over(self.socket, WORKER_PING)
 
-    def start(self, refresh, replies: dict) -> None:
+    def start(self, refresh, replies: dict, orphaned) -> None:
         """`refresh()`: this worker reads the stored workflows again (another one changed them);
-        `replies`: its sync senders' answers waiting, by delivery id."""
-        self.refresh, self.replies = refresh, replies
+        `replies`: its sync senders' answers waiting, by delivery id; `orphaned()`: the
+        supervisor is gone (killed): the worker stops as on SIGTERM."""
+        self.refresh, self.replies, self.orphaned = refresh, replies, orphaned
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.socket, self._read)
 
@@ -442,8 +450,13 @@ class Channel:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.error("the supervisor's channel failed: %s", exc)
+                data, error = b"", exc
+            else:
+                error = None
+            if not data:
+                log.error("the supervisor is gone: stopping", extra={"error": str(error) if error else None})
                 self.loop.remove_reader(self.socket)
+                self.orphaned()
                 return
             if data.startswith(REPLY):
                 self._answer(data)
@@ -494,8 +507,9 @@ def _encode_response(response: Response) -> bytes:
 
 
 def _channel() -> tuple[socket.socket, socket.socket]:
-    """A datagram socketpair with room for a sync answer passed between workers."""
-    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    """A socketpair of messages (SEQPACKET: each end sees the other close) with room for a
+    sync answer passed between workers."""
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in pair:
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
         end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHANNEL_BUFFER)

@@ -224,10 +224,10 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
     notifier = Notifier() if server.channel is None else server.channel.notifier()
-    if server.channel is not None:
-        server.channel.start(server.refresh_workflows, server.service.intake.replies)
-        server.service.forward_reply = server.channel.forward_reply
     stop = asyncio.Event()
+    if server.channel is not None:   # a worker: its supervisor gone (SIGKILL) is a SIGTERM
+        server.channel.start(server.refresh_workflows, server.service.intake.replies, orphaned=stop.set)
+        server.service.forward_reply = server.channel.forward_reply
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 

@@ -230,22 +230,6 @@ def test_sigterm_exits_0_and_everything_acknowledged_runs(spawn, tmp_path):
     assert all(len(found[d]) == 1 and found[d][0][0] == acked[d] for d in acked)
 
 
-def test_several_processes_are_not_forked_yet_and_the_log_says_so(spawn, tmp_path):
-    config = write_config(tmp_path, CHILD_CONFIG.replace('listen = ["127.0.0.1:0"]',
-                                                         'listen = ["127.0.0.1:0"]\nprocesses = 2')
-                          % {"workers": 2, "ttl": "1h"})
-    child = spawn(config, tmp_path / "child.log")
-    try:
-        conn = http.client.HTTPConnection(child.host, child.port, timeout=5)
-        assert post(conn, "one")[0] == 202
-        conn.close()
-    finally:
-        assert terminate(child) == 0
-    warnings = [entry for entry in map(json.loads, child.log.read_text().splitlines())
-                if entry.get("level") == "warning"]
-    assert [w["msg"] for w in warnings] == ["server.processes = 2 is not supported yet: serving with one process"]
-
-
 def test_lapsed_work_of_a_dead_process_runs_after_restart(spawn, tmp_path):
     """One worker, steady load, kill -9: what was accepted but not finished stays pending in
     the store under the dead process's live lease; the next process claims it at start (it
