@@ -108,6 +108,7 @@ class WrkResult:
     p99_ms: float
     others_cpu_share: float = 0.0  # CPU time neither the receiver nor wrk used, during the run
     duplicates: int | None = None  # answered as duplicates (fastwebhook's /metrics), probes included
+    rows_per_commit: float | None = None  # fastwebhook's mean group commit, warm-up included
     # the receiver's CPU time per answer during the run, each busy thread's (name, us) first
     thread_us: tuple[tuple[str, float], ...] = ()
 
@@ -321,7 +322,7 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
         if process.poll() is not None:
             raise ReceiverError(f"exited with status {process.returncode} during the run")
         if receiver.metrics:
-            result = dataclasses.replace(result, duplicates=read_duplicates(port))
+            result = dataclasses.replace(result, duplicates=read_duplicates(port), rows_per_commit=read_rows_per_commit(port))
         return result
 
 
@@ -441,6 +442,16 @@ def read_duplicates(port: int) -> int:
     """Requests fastwebhook answered as duplicates so far (warm-up and probes included)."""
     match = _DUPLICATES.search(read_metrics(port))
     return int(float(match.group(1))) if match else 0  # no sample: none counted yet
+
+
+_BATCH = re.compile(r"^fastwebhook_store_batch_size_(sum|count) ([0-9.e+]+)$", re.MULTILINE)
+
+
+def read_rows_per_commit(port: int) -> float | None:
+    """Deliveries per group commit so far (every process's, with several)."""
+    found = dict(_BATCH.findall(read_metrics(port)))
+    count = float(found.get("count", 0))
+    return float(found["sum"]) / count if count else None
 
 
 def read_progress(port: int) -> tuple[int, int]:
@@ -687,6 +698,7 @@ def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[rep
                     f"p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx_3xx}  "
                     f"socket errors {result.socket_errors}  "
                     + (f"duplicates {result.duplicates}  " if result.duplicates is not None else "")
+                    + (f"rows per commit {result.rows_per_commit:.1f}  " if result.rows_per_commit else "")
                     + f"other processes {100 * result.others_cpu_share:.0f} % CPU")
                 if result.thread_us:
                     say("  CPU per answer: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))

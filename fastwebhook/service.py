@@ -51,7 +51,7 @@ class Service:
         self.log = logging.getLogger("fastwebhook")
         self.worker = worker            # one of several processes sharing the store, or None
         self.metrics = Metrics(SharedCells(worker.metrics_dir) if worker is not None else None)
-        self.store = store or open_store(config.storage)
+        self.store = store or open_store(config.storage, shared=worker is not None)
         self.supervisor = Supervisor()
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
                              config.storage.durability == "commit", DoorCache(), clock)

@@ -9,8 +9,9 @@ from ..errors import StoreError
 from .base import Store
 
 
-def open_store(storage: StorageConfig) -> Store:
-    """An unopened store for `storage.url`; call `await store.open()`."""
+def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
+    """An unopened store for `storage.url`; call `await store.open()`.  `shared`: several
+    processes of this server write to it."""
     url = storage.url
     if url.startswith("sqlite://"):
         from .sqlite import SqliteConnector  # noqa: PLC0415
@@ -18,5 +19,5 @@ def open_store(storage: StorageConfig) -> Store:
         # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
-        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous))
+        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared))
     raise StoreError(f"storage.url {url!r}: PostgreSQL support arrives with the scale-out work")

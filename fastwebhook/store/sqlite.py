@@ -13,6 +13,8 @@ committing connection the checkpoint is the acknowledgements' latency tail.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -42,9 +44,10 @@ class SqliteConnector:
     dialect = "sqlite"
     max_params = 500     # per IN (...) list
 
-    def __init__(self, path: str, *, synchronous: str = "FULL"):
+    def __init__(self, path: str, *, synchronous: str = "FULL", shared: bool = False):
         self.path = path
         self.synchronous = synchronous
+        self.shared = _FileLock(f"{path}-writer") if shared and path != ":memory:" else None
         self.sql = queries(self.dialect)
         self._db: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
@@ -103,7 +106,7 @@ class SqliteConnector:
         the error (the batch is then written again with a savepoint per effect, two statements
         each that the common batch, where all go in, is spared).  Our other connection's writes are held back meanwhile, so
         the two never wait on SQLite's busy handler (which sleeps in steps of milliseconds)."""
-        async with self.lock:
+        async with self._writing():
             return await self._on_effects_thread(self._apply_effects, effects, insert_job)
 
     def _apply_effects(self, effects: list, insert_job: str) -> list:
@@ -133,7 +136,7 @@ class SqliteConnector:
             return self._effects_db.execute(sql, params).fetchall()
 
     async def run_ddl(self, statements: list[str]) -> None:
-        async with self.lock:
+        async with self._writing():
             await self._on_effects_thread(self._ddl, statements)
 
     def _ddl(self, statements: list[str]) -> None:
@@ -151,7 +154,7 @@ class SqliteConnector:
             return
         with _wrapped("checkpoint"):
             await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            async with self.lock:  # only the frames of the last moments are left: short
+            async with self._writing():  # only the frames of the last moments are left: short
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
@@ -170,6 +173,23 @@ class SqliteConnector:
                 db, self._db = self._db, None
                 with _wrapped("close"):
                     await db.close()
+        if self.shared is not None:
+            self.shared.close()
+
+    @asynccontextmanager
+    async def _writing(self):
+        """Our writes one at a time (`lock`), and, with several processes on the file, theirs
+        too (`shared`, a file lock: the next writer is woken the moment one is done, where
+        SQLite's busy handler would have it sleep and try again, up to 100 ms a time)."""
+        async with self.lock:
+            if self.shared is None:
+                yield
+                return
+            await self.shared.acquire()
+            try:
+                yield
+            finally:
+                self.shared.release()
 
     def _connection(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -217,7 +237,7 @@ class SqliteConnector:
         statuses, jobs, the request log) can be rebuilt from the intake, so it commits with NORMAL
         (safe from a crash; power loss may take the last ones, which then run again) and does not
         keep the appends behind it waiting for an fsync.  The next FULL commit syncs it anyway."""
-        async with self.lock, self._relaxed() as db:
+        async with self._writing(), self._relaxed() as db:
             try:  # BEGIN inside: a cancel while it runs still rolls back what it began
                 with _wrapped("begin"):
                     await db.execute("BEGIN IMMEDIATE")
@@ -241,7 +261,7 @@ class SqliteConnector:
     async def script(self, sql: str) -> None:
         """Several statements (their own BEGIN ... COMMIT) in one thread crossing, with nothing
         of ours in between; rolled back if one fails."""
-        async with self.lock, self._relaxed() as db:
+        async with self._writing(), self._relaxed() as db:
             try:
                 with _wrapped("write"):
                     await db.executescript(sql)
@@ -253,9 +273,37 @@ class SqliteConnector:
     async def insert_alone(self, sql: str, params: tuple) -> int:
         """One autocommit INSERT, outside any transaction: one thread crossing, one commit
         (a group commit's append).  Returns the new row's id."""
-        async with self.lock:
+        async with self._writing():
             with _wrapped("append"):
                 return (await self._connection().execute(sql, params)).lastrowid
+
+
+class _FileLock:
+    """An exclusive flock on a file beside the database, shared by the processes of one server.
+    Free, it is taken with one system call; else it is waited for on a thread of its own."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def acquire(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="fastwebhook-writer-lock")
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            await asyncio.get_running_loop().run_in_executor(self._thread, fcntl.flock, self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._thread.shutdown(wait=False)
+            self._fd = self._thread = None
 
 
 # Primary result codes that mean the database, not one statement, is in trouble.
