@@ -13,7 +13,7 @@ import orjson
 
 from . import admin, send
 from .config import Config, display_url, find_config, load_config, with_stored
-from .errors import ConfigErrors, FastwebhookError
+from .errors import ConfigErrors, FastwebhookError, StoreError
 from .store import open_store
 
 
@@ -82,6 +82,8 @@ def _with_config(args) -> int:
                 return 1
             print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
             return 0
+        if args.command == "workflows":
+            return asyncio.run(_workflows(args, config))
         return asyncio.run(_read(args, config))
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
@@ -124,9 +126,6 @@ async def _read(args, config: Config) -> int:
     await store.open()
     try:
         config, _ = with_stored(config, await store.stored_workflows())   # as a server has them
-        if args.command == "workflows":
-            return _show(args, {"items": admin.list_workflows(config), "next": None},
-                         ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
         if args.command == "executions":
             page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor)
             return _show(args, page, ("id", "workflow", "status", "created_at", "finished_at", "dedup_key"))
@@ -166,6 +165,22 @@ async def _read(args, config: Config) -> int:
         return 2
     finally:
         await store.close()
+
+
+async def _workflows(args, config: Config) -> int:
+    """The config's workflows and those stored through the admin API; the config's alone, and
+    a warning, when the store cannot be read (another user's state directory, say)."""
+    store = open_store(config.storage)
+    try:
+        await store.open()
+        config, _ = with_stored(config, await store.stored_workflows())
+    except StoreError as exc:
+        print(f"fastwebhook: the store could not be read, so these are the config file's workflows only: {exc}",
+              file=sys.stderr)
+    finally:
+        await store.close()
+    return _show(args, {"items": admin.list_workflows(config), "next": None},
+                 ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
 
 
 def _replay_through_server(config: Config, id_text: str):

@@ -48,7 +48,8 @@ from .systemd import Notifier, listen_sockets
 log = logging.getLogger("fastwebhook.processes")
 WORKER_PING = 2.0           # seconds between a worker's WATCHDOG=1 pings to the supervisor
 WORKER_SILENCE = 20.0       # ... and how long without one before it is killed and replaced
-STOP_WAIT = 40.0            # SIGTERM to SIGKILL: the workers' own drain and grace, and some
+STOP_WAIT = 25.0            # SIGTERM to SIGKILL: the workers' drain (5 s) and grace (10 s), and some;
+                            # under the unit's TimeoutStopSec (30 s)
 REFRESH_WAIT = 10.0         # longest an admin API change waits for the other workers
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)   # after deaths in a row, each within STABLE
 STABLE = 10.0
@@ -63,7 +64,6 @@ class Worker:
     listen on, where its metrics go."""
 
     index: int
-    count: int
     control: socket.socket
     sockets: list[socket.socket]            # systemd's, shared by every worker; or none
     listen: tuple[tuple[str, int], ...]     # else these, bound with SO_REUSEPORT
@@ -119,14 +119,14 @@ class Supervisor:
         self.placeholders, self.listen = [], ()
         if not self.shared_sockets:
             self.listen = self._reserve_ports()
-        self.wakeup_read, wakeup_write = socket.socketpair()
-        self.wakeup_write = wakeup_write
-        wakeup_write.setblocking(False)
+        self.wakeup_read, self.wakeup_write = socket.socketpair()
+        for end in (self.wakeup_read, self.wakeup_write):
+            end.setblocking(False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.wakeup_read, selectors.EVENT_READ)
         self.pending_signals: list[int] = []
         previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
-        old_wakeup = signal.set_wakeup_fd(wakeup_write.fileno())
+        old_wakeup = signal.set_wakeup_fd(self.wakeup_write.fileno())
         try:
             log.info("starting worker processes", extra={"processes": self.count, "metrics_dir": self.metrics_dir})
             self._spawn(0)     # the others one by one, each once the one before is ready
@@ -247,7 +247,7 @@ class Supervisor:
                 self._become_worker()
                 from .server import run_worker  # noqa: PLC0415 - the workers' own modules
 
-                code = run_worker(self.config, Worker(index, self.count, theirs, self.shared_sockets,
+                code = run_worker(self.config, Worker(index, theirs, self.shared_sockets,
                                                       self.listen, self.metrics_dir))
             except BaseException:  # noqa: BLE001 - whatever it was, the worker ends here, loudly
                 traceback.print_exc()

@@ -139,15 +139,16 @@ class Server:
             log.warning("SIGHUP: these sections changed and take effect at the next start",
                         extra={"sections": later})
 
-    async def refresh_workflows(self) -> None:
+    async def refresh_workflows(self) -> bool:
         """The workflows stored through the admin API read again and put in force (one was
         created, changed or deleted here or in another process)."""
-        await self._put_in_force(self.config, "workflows changed")
+        return await self._put_in_force(self.config, "workflows changed")
 
     async def _workflows_changed(self) -> None:
         """The admin API changed a stored workflow: in force here, then in every other worker
         process, before the call answers."""
-        await self.refresh_workflows()
+        if not await self.refresh_workflows():
+            raise StoreError("the change is saved but not in force yet: reading it back failed (see the log)")
         if self.channel is not None:
             await self.channel.refresh_others()
 

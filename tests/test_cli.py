@@ -378,3 +378,12 @@ return a;
     assert expression and "script does not compile" in expression[0] and "line" not in expression[0], lines
     broken = [line for line in lines if line.startswith("workflows.w.nodes[1].then[0].code:")]
     assert broken and "(line 2)" in broken[0], lines   # TOML drops the newline after the opening quotes
+
+
+def test_workflows_are_listed_from_the_file_when_the_store_cannot_be_read(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\nurl = "sqlite:////proc/no-such-folder/db.sqlite"\n[workflows.a]\n')
+    done = cli("workflows", "-c", str(config))
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[1].split() == ["a", "/api/webhooks/a", "POST", "async", "True", "none", "file"]
+    assert "the config file's workflows only: cannot make the folder of /proc/no-such-folder" in done.stderr

@@ -59,7 +59,10 @@ class SqliteConnector:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot make the folder of {self.path}: {exc.strerror}") from exc
         with _wrapped(f"open of {self.path}"):
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
             await self._db.execute("PRAGMA journal_mode=WAL")
