@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import selectors
 import shutil
@@ -111,6 +112,7 @@ class Supervisor:
         self.announced = False                      # READY=1 sent for the start
         self.reloading = False
         self.exit_code = 0
+        self.buffer = _buffer()
 
     # -- the supervisor's life -----------------------------------------------------------------
     def run(self) -> int:
@@ -325,7 +327,7 @@ class Supervisor:
         child = self.children.get(index)
         while child is not None:
             try:
-                data = control.recv(65536)
+                data = _receive(control, self.buffer)
             except BlockingIOError:
                 return
             except OSError:
@@ -413,6 +415,7 @@ class Channel:
         self.waiting: dict[str, asyncio.Future] = {}
         self.tasks: set[asyncio.Task] = set()
         self.refresh = None
+        self.buffer = _buffer()
 
     def notifier(self) -> Notifier:
         return Notifier.over(self.socket, WORKER_PING)
@@ -446,7 +449,7 @@ class Channel:
     def _read(self) -> None:
         while True:
             try:
-                data = self.socket.recv(65536)
+                data = _receive(self.socket, self.buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -487,7 +490,12 @@ class Channel:
         except ValueError:
             return
         if reply is not None and not reply.done():
-            status, content_type, headers, body = orjson.loads(payload)
+            try:
+                status, content_type, headers, body = orjson.loads(payload)
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                log.error("a sync answer from another worker could not be read: %s", exc)
+                reply.set_result(Response.error(500, "the answer from another worker process could not be read"))
+                return
             reply.set_result(Response(status, body.encode("latin-1"), content_type.encode("latin-1"),
                                       tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)))
 
@@ -514,6 +522,17 @@ def _channel() -> tuple[socket.socket, socket.socket]:
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
         end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHANNEL_BUFFER)
     return pair
+
+
+def _buffer() -> memoryview:
+    """Room for the largest message, whole (SEQPACKET cuts a longer one short); its pages are
+    only touched as far as messages reach."""
+    return memoryview(mmap.mmap(-1, CHANNEL_BUFFER))
+
+
+def _receive(control: socket.socket, buffer: memoryview) -> bytes:
+    """One message (b"" when the other end closed)."""
+    return bytes(buffer[:control.recv_into(buffer)])
 
 
 def _send(control: socket.socket, message: str) -> None:

@@ -41,6 +41,11 @@ path = "/hook"
 path = "/once"
 [workflows.once.dedup]
 key = "{{$context.headers.x-delivery}}"
+[workflows.echo]
+path = "/echo"
+mode = "sync"
+[workflows.echo.response]
+body = { echo = "{{$context.data.blob}}" }
 """
 TOKEN = {"Authorization": "Bearer test-token"}
 
@@ -310,3 +315,25 @@ def test_workers_stop_when_their_supervisor_is_killed(supervised):
     assert wait_until(all_gone, timeout=30), "the workers outlived their supervisor"
     stopped = [e["pid"] for e in log_entries(server.log) if e.get("msg") == "the supervisor is gone: stopping"]
     assert sorted(stopped) == sorted(workers.values())
+
+
+def test_a_sync_answer_made_in_the_other_worker_reaches_its_sender_whole(supervised):
+    server = supervised()
+    failures: list = []
+
+    def send(thread: int) -> None:   # at once from 6 threads: one worker's claims take the other's
+        for n in range(15):
+            blob = f"{thread}-{n}-" + "x" * 150_000
+            status, body = server.request("POST", "/echo", json.dumps({"blob": blob}).encode())
+            if status != 200 or json.loads(body) != {"echo": blob}:
+                failures.append((status, body[:200]))
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    answered_by = {e["pid"] for e in log_entries(server.log) if e.get("path") == "/echo"}
+    assert len(answered_by) == 2
+    assert server.stop() == 0
