@@ -245,10 +245,12 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost
     # counted as it died may not have reached its client, so up to one per connection more
     counted = server.metric("fastwebhook_requests_total", code="202", workflow="hook")
     assert len(acknowledged) <= counted <= len(acknowledged) + len(loads)
-    # an execution the killed worker finished but had not recorded yet ran again in another:
-    # counted by both (its record, and its effects, once: test_effects_once.py)
+    # Counting is not part of the store's transactions, so around the kill it may be off both
+    # ways: an execution the killed worker finished but had not recorded ran again in another
+    # (counted twice; its record, and its effects, once: test_effects_once.py), and a claim that
+    # resolved deliveries itself (no nodes) may have committed before its counts were added.
     executed = server.metric("fastwebhook_executions_total", status="resolved", workflow="hook")
-    assert len(rows) <= executed <= len(rows) + 256 + 64   # a record batch, a worker pool
+    assert abs(executed - len(rows)) <= 1024 + 256   # a claim, a record batch
     # and from here on, exactly
     for _ in range(20):
         assert server.request("POST", "/hook")[0] == 202
