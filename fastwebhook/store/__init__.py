@@ -20,4 +20,6 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
         return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared))
-    raise StoreError(f"storage.url {url!r}: PostgreSQL support arrives with the scale-out work")
+    from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
+
+    return PostgresStore(PostgresConnector(url))

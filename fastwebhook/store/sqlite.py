@@ -27,6 +27,7 @@ from ..errors import ConstraintError, StoreError
 from .sql import queries
 
 CACHE_KIB = 16384
+WAL_ATTEMPTS = 250           # 20 ms apart: 5 s
 
 
 @contextmanager
@@ -65,7 +66,7 @@ class SqliteConnector:
                 raise StoreError(f"cannot make the folder of {self.path}: {exc.strerror}") from exc
         with _wrapped(f"open of {self.path}"):
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
-            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._wal()
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             await self._db.execute("PRAGMA busy_timeout=10000")
             await self._db.execute("PRAGMA temp_store=MEMORY")   # the claim's staging tables
@@ -84,6 +85,19 @@ class SqliteConnector:
                 self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
         self._effects_thread = ThreadPoolExecutor(1, thread_name_prefix="fastwebhook-effects")
         await self._on_effects_thread(self._open_effects)
+
+    async def _wal(self) -> None:
+        """journal_mode=WAL, tried again for a while: two processes opening a new file at once
+        each try to switch it, and the loser is told "database is locked" at once (that switch
+        does not wait on the busy handler)."""
+        for attempt in range(WAL_ATTEMPTS):
+            try:
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02)
 
     def _open_effects(self) -> None:
         if self.path == ":memory:":

@@ -1,0 +1,258 @@
+"""The PostgreSQL store (asyncpg), for several hosts sharing one database.
+
+The same `Store` as SQLite's, with the parts whose SQL has another shape here:
+- the append is one round trip (the batch's row, and a NOTIFY for idle hosts);
+- a claim takes whole intake batches with FOR UPDATE SKIP LOCKED, so hosts claim side by side
+  rather than in turn; each delivery's dedup key goes into the unique index with INSERT ... ON
+  CONFLICT in the claim's transaction, so a duplicate sent to two hosts at once runs once;
+- leases are timed by the database's clock (clock_timestamp()), never a host's: a host gives
+  only how long;
+- records go in one statement (arrays unnested), one round trip.
+
+The schema is versioned (`migration_N` blocks, applied in order at start under an advisory lock,
+so hosts starting together apply each once).  `?schema=NAME` in the URL keeps the tables in
+that schema (made if missing).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager, contextmanager
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import StoreError
+from . import batch_codec
+from .base import Store
+from .rows import TRANSITIONS, Claim, Delivery, Records
+from .sql import queries
+
+MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
+POOL_SIZE = 8
+
+
+@contextmanager
+def _wrapped(what: str):
+    """asyncpg's errors (and a database that cannot be reached) become StoreError."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise StoreError(f"PostgreSQL {what} failed: cannot reach the server ({exc})") from exc
+
+
+def _rows(records) -> list[tuple]:
+    return [tuple(record) for record in records]
+
+
+class _Session:
+    """One connection's statements (inside a transaction: `PostgresConnector.transaction`)."""
+
+    def __init__(self, connection: asyncpg.Connection):
+        self.connection = connection
+
+    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with _wrapped("read"):
+            return _rows(await self.connection.fetch(sql, *params))
+
+    async def execute(self, sql: str, params: tuple = ()) -> int:
+        with _wrapped("write"):
+            status = await self.connection.execute(sql, *params)
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
+
+
+class PostgresConnector:
+    dialect = "postgres"
+    max_params = 30000
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        options = parse_qs(parts.query)
+        self.schema = options.pop("schema", [None])[0]
+        query = "&".join(f"{k}={v}" for k, values in options.items() for v in values)
+        self.dsn = urlunsplit(parts._replace(scheme="postgresql", query=query))
+        self.display = urlunsplit(parts._replace(netloc=parts.hostname or "", query=""))
+        self.sql = queries(self.dialect)
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        settings = {"search_path": self.schema} if self.schema else {}
+        with _wrapped(f"connection to {self.display}"):
+            if self.schema:   # before the pool: its connections look for their tables there
+                connection = await asyncpg.connect(self.dsn, timeout=10)
+                try:   # under the migrations' lock: two hosts creating one schema at once collide
+                    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+                    await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                finally:
+                    await connection.close()
+            self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE, timeout=10,
+                                                  server_settings=settings)
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Every `migration_N` not applied yet, in order, one transaction each, with the other
+        hosts that start at this moment waiting on the advisory lock."""
+        migrations = sorted((int(name.rpartition("_")[2]), sql) for name, sql in self.sql.items()
+                            if name.startswith("migration_"))
+        with _wrapped("schema migration"):
+            async with self.pool.acquire() as connection:
+                await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+                try:
+                    await connection.execute(self.sql["schema_versions"])
+                    version = await connection.fetchval(self.sql["schema_version"])
+                    for number, sql in migrations:
+                        if number > version:
+                            async with connection.transaction():
+                                await connection.execute(sql)
+                                await connection.execute(self.sql["record_version"], number)
+                    before, after = zip(*[(b.value, a.value) for b, afters in TRANSITIONS.items() for a in afters])
+                    async with connection.transaction():
+                        await connection.execute("DELETE FROM transitions")
+                        await connection.execute("INSERT INTO transitions (before, after) "
+                                                 "SELECT * FROM unnest($1::text[], $2::text[])", list(before), list(after))
+                finally:
+                    await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            with _wrapped("close"):
+                await pool.close()
+
+    def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise StoreError("the store is not open")
+        return self.pool
+
+    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with _wrapped("read"):
+            return _rows(await self._pool().fetch(sql, *params))
+
+    async def execute(self, sql: str, params: tuple = ()) -> int:
+        async with self.transaction() as session:
+            return await session.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self):
+        with _wrapped("transaction"):
+            async with self._pool().acquire() as connection, connection.transaction():
+                yield _Session(connection)
+
+    async def checkpoint(self) -> None:
+        """PostgreSQL keeps its own log: nothing to do."""
+
+    async def run_ddl(self, statements: list[str]) -> None:
+        raise StoreError("collections on PostgreSQL are not built yet: keep them on SQLite for now")
+
+    async def apply_effects(self, effects: list, insert_job: str) -> list:
+        raise StoreError("collections on PostgreSQL are not built yet")
+
+    async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
+        raise StoreError("collections on PostgreSQL are not built yet")
+
+
+class PostgresStore(Store):
+    db: PostgresConnector
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def append(self, deliveries: list[Delivery]) -> int:
+        blob = batch_codec.encode(deliveries)
+        first, last = deliveries[0], deliveries[-1]
+        (seq, _), = await self.db.fetch(self.sql["append"], (first.id, last.id, first.request.received_at,
+                                                             len(deliveries), blob))
+        return seq
+
+    async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
+        return dict(await self.db.fetch(self.sql["find_dedup"], (now, hashes)))
+
+    async def claim(self, owner: str, now: float, lease_until: float, limit: int,
+                    in_memory, runs_nothing) -> Claim:
+        """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, in one
+        transaction: their dedup keys into the unique index, their execution rows, the mark."""
+        claim = Claim()
+        async with self.db.transaction() as session:
+            picked = await session.fetch(self.sql["claim_pick"], (max(1, limit // 64),))
+            taken: list[tuple[int, int, Delivery]] = []
+            for count, (seq, blob) in enumerate(picked, 1):
+                batch = in_memory(seq) or batch_codec.decode(blob)
+                taken.extend((seq, index, d) for index, d in enumerate(batch))
+                if len(taken) >= limit:   # the batches left stay locked until the commit, unclaimed
+                    picked = picked[:count]
+                    break
+            if not taken:
+                return claim
+            first: dict[int, Delivery] = {}
+            for _, _, d in taken:
+                if d.dedup_hash is not None:
+                    first.setdefault(d.dedup_hash, d)
+            holders: dict[int, bytes] = {}
+            if first:
+                keys = sorted(first)   # one order for every host: no two claims wait on each other in a ring
+                holders = dict(await session.fetch(self.sql["claim_keys"], (
+                    keys, [first[h].id for h in keys], [first[h].dedup_expires for h in keys], now)))
+                unseen = [h for h in keys if h not in holders]   # committed by another host while we waited
+                if unseen:
+                    holders.update(await session.fetch(self.sql["find_dedup"], (now, unseen)))
+            columns: list[list] = [[] for _ in range(9)]
+            for seq, index, d in taken:
+                holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None
+                if holder is not None and holder != d.id:
+                    status = "duplicate"
+                    claim.duplicates.append((d, holder))
+                elif runs_nothing(d.workflow):
+                    status = "resolved"
+                    claim.resolved.append(d)
+                else:
+                    status = "queued"
+                    d.attempts = 1
+                    claim.run.append(d)
+                for column, value in zip(columns, (d.id, d.workflow, d.version, status, d.dedup_key,
+                                                   holder if status == "duplicate" else None,
+                                                   d.request.received_at, seq, index)):
+                    column.append(value)
+            await session.execute(self.sql["claim_insert"], (*columns[:8], max(0.0, lease_until - now), owner,
+                                                             columns[8]))
+            await session.execute(self.sql["claim_mark"], ([seq for seq, _ in picked],))
+        claim.finished = [seq for seq, _ in picked]
+        return claim
+
+    async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,
+                      dead_owners: tuple[str, ...] = ()) -> list[Delivery]:
+        owners = list(dead_owners)
+        if not await self.db.fetch(self.sql["reclaimable"], (owners,)):
+            return []
+        async with self.db.transaction() as session:
+            rows = await session.fetch(self.sql["reclaim"], (owner, max(0.0, lease_until - now), owners, limit))
+        return await self._deliveries(rows)
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        await self.db.execute(self.sql["renew"], (max(0.0, lease_until - time.time()), owner))
+
+    async def record(self, records: Records) -> None:
+        finals = list(zip(*[(f.id, f.status.value, f.started_at, f.finished_at, f.error)
+                            for f in records.finals.values()])) or [()] * 5
+        jobs = list(zip(*[(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
+                           j.duration_ms) for j in records.jobs])) or [()] * 9
+        requests = list(zip(*[(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size,
+                               r.duration_ms, r.request_id, r.execution) for r in records.requests])) or [()] * 11
+        await self.db.fetch(self.sql["record_apply"], tuple(list(column) for column in (*finals, *jobs, *requests)))
+
+    async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
+                          now: float) -> tuple[int, int, bool]:
+        from ..ids import first_id_at  # noqa: PLC0415
+
+        async with self.db.transaction() as session:
+            ids = [row[0] for row in await session.fetch(self.sql["purge_pick"], (first_id_at(before), before, limit))]
+            removed = 0
+            if ids:
+                removed += await session.execute(self.sql["purge_jobs"], (ids,))
+                removed += await session.execute(self.sql["purge_executions"], (ids,))
+            intake = await session.execute(self.sql["purge_intake"], (before, limit))
+            requests = await session.execute(self.sql["purge_requests"], (before, limit))
+            removed += intake + requests + await session.execute(self.sql["purge_dedup"], (*dedup_slice, now))
+        return len(ids), removed, limit in (len(ids), intake, requests)

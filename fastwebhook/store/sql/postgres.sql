@@ -1,0 +1,246 @@
+-- name: migration_1
+-- The log-first intake, as on SQLite, for several hosts: an intake batch is claimed whole, under
+-- FOR UPDATE SKIP LOCKED (`claimed` marks it), and leases are timed by the database's clock.
+CREATE TABLE intake (
+    seq          BIGSERIAL PRIMARY KEY,
+    first_id     BYTEA NOT NULL,
+    last_id      BYTEA NOT NULL,
+    first_at     DOUBLE PRECISION NOT NULL,
+    count        INTEGER NOT NULL,
+    deliveries   BYTEA NOT NULL,
+    claimed      BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX intake_unclaimed ON intake (seq) WHERE NOT claimed;
+CREATE TABLE executions (
+    id           BYTEA PRIMARY KEY,
+    workflow     TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    dedup_key    TEXT,
+    duplicate_of BYTEA,
+    created_at   DOUBLE PRECISION NOT NULL,
+    started_at   DOUBLE PRECISION,
+    finished_at  DOUBLE PRECISION,
+    owner        TEXT,
+    lease_until  DOUBLE PRECISION,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    error        TEXT,
+    intake_seq   BIGINT NOT NULL,
+    intake_index INTEGER NOT NULL
+);
+CREATE INDEX executions_pending ON executions (id) WHERE status IN ('queued', 'started');
+CREATE INDEX executions_by_workflow ON executions (workflow, id);
+CREATE TABLE dedup (
+    hash        BIGINT PRIMARY KEY,
+    execution   BYTEA NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE jobs (
+    seq          BIGSERIAL PRIMARY KEY,
+    execution    BYTEA NOT NULL,
+    position     INTEGER NOT NULL,
+    node         TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    result       BYTEA,
+    error        TEXT,
+    logs         BYTEA,
+    duration_ms  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX jobs_by_execution ON jobs (execution, position);
+CREATE TABLE requests (
+    seq          BIGSERIAL PRIMARY KEY,
+    at           DOUBLE PRECISION NOT NULL,
+    ip           TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    workflow     TEXT,
+    status       INTEGER NOT NULL,
+    reason       TEXT,
+    body_size    INTEGER NOT NULL,
+    duration_ms  DOUBLE PRECISION NOT NULL,
+    request_id   TEXT NOT NULL,
+    execution    BYTEA
+);
+CREATE TABLE stored_workflows (
+    key          TEXT PRIMARY KEY,
+    definition   BYTEA NOT NULL,
+    created_at   DOUBLE PRECISION NOT NULL,
+    updated_at   DOUBLE PRECISION NOT NULL
+);
+-- store/rows.py's TRANSITIONS, written at every start (they may change with the code).
+CREATE TABLE transitions (before TEXT NOT NULL, after TEXT NOT NULL, PRIMARY KEY (before, after));
+
+-- name: schema_versions
+CREATE TABLE IF NOT EXISTS schema_versions (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_versions;
+
+-- name: record_version
+INSERT INTO schema_versions (version) VALUES ($1);
+
+-- name: append
+-- One round trip: the batch's row, and a hint to idle hosts (LISTEN/NOTIFY; they poll anyway).
+WITH appended AS (
+    INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES ($1, $2, $3, $4, $5)
+    RETURNING seq)
+SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
+
+-- name: find_dedup
+SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
+
+-- name: claim_pick
+-- The oldest unclaimed batches no other host is claiming right now.
+SELECT seq, deliveries FROM intake WHERE NOT claimed ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED;
+
+-- name: claim_keys
+-- Each key into the unique index unless a live execution holds it; then who holds each.
+WITH taken AS (
+    INSERT INTO dedup (hash, execution, expires_at)
+    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::float8[])
+    ON CONFLICT (hash) DO UPDATE SET execution = excluded.execution, expires_at = excluded.expires_at
+    WHERE dedup.expires_at <= $4     -- the claim's time: keys' expiry times are the hosts' (received + ttl)
+    RETURNING hash, execution)
+SELECT hash, execution FROM taken
+UNION ALL
+SELECT d.hash, d.execution FROM dedup d WHERE d.hash = ANY($1::bigint[]) AND d.hash NOT IN (SELECT hash FROM taken);
+
+-- name: claim_insert
+-- Every delivery's row; a lease (queued) timed by the database's clock, $9 seconds long.
+INSERT INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at,
+                        finished_at, owner, lease_until, intake_seq, intake_index)
+SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at,
+       CASE WHEN status != 'queued' THEN extract(epoch FROM clock_timestamp()) END,
+       CASE WHEN status != 'queued' THEN extract(epoch FROM clock_timestamp()) END,
+       CASE WHEN status = 'queued' THEN $10 END,
+       CASE WHEN status = 'queued' THEN extract(epoch FROM clock_timestamp()) + $9 END,
+       intake_seq, intake_index
+FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::float8[],
+            $8::bigint[], $11::int[])
+     AS t(id, workflow, version, status, dedup_key, duplicate_of, created_at, intake_seq, intake_index)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: claim_mark
+UPDATE intake SET claimed = true WHERE seq = ANY($1::bigint[]);
+
+-- name: intake_batch
+SELECT deliveries FROM intake WHERE seq = $1;
+
+-- name: reclaim
+UPDATE executions SET owner = $1, lease_until = extract(epoch FROM clock_timestamp()) + $2,
+       attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM executions
+    WHERE status IN ('queued', 'started')
+      AND (lease_until < extract(epoch FROM clock_timestamp()) OR owner = ANY($3::text[]))
+    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+RETURNING intake_seq, intake_index, attempts;
+
+-- name: reclaimable
+SELECT 1 FROM executions
+WHERE status IN ('queued', 'started')
+  AND (lease_until < extract(epoch FROM clock_timestamp()) OR owner = ANY($1::text[])) LIMIT 1;
+
+-- name: pending_owners
+SELECT DISTINCT owner FROM executions WHERE status IN ('queued', 'started') AND owner IS NOT NULL;
+
+-- name: renew
+UPDATE executions SET lease_until = extract(epoch FROM clock_timestamp()) + $1
+WHERE owner = $2 AND status IN ('queued', 'started');
+
+-- name: record_apply
+-- One statement, one round trip: the status changes the transition table allows, the jobs,
+-- the request-log lines.
+WITH finals AS (
+    UPDATE executions e SET status = f.status, started_at = coalesce(e.started_at, f.started_at),
+           finished_at = f.finished_at, error = f.error,
+           owner = CASE WHEN f.status = 'started' THEN e.owner END,
+           lease_until = CASE WHEN f.status = 'started' THEN e.lease_until END
+    FROM unnest($1::bytea[], $2::text[], $3::float8[], $4::float8[], $5::text[])
+         AS f(id, status, started_at, finished_at, error)
+    WHERE e.id = f.id AND EXISTS (SELECT 1 FROM transitions t WHERE t.before = e.status AND t.after = f.status)
+    RETURNING 1),
+new_jobs AS (
+    INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
+    SELECT * FROM unnest($6::bytea[], $7::int[], $8::text[], $9::text[], $10::text[], $11::bytea[],
+                         $12::text[], $13::bytea[], $14::float8[])
+    RETURNING 1),
+new_requests AS (
+    INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
+    SELECT * FROM unnest($15::float8[], $16::text[], $17::text[], $18::text[], $19::text[], $20::int[],
+                         $21::text[], $22::int[], $23::float8[], $24::text[], $25::bytea[])
+    RETURNING 1)
+SELECT (SELECT count(*) FROM finals), (SELECT count(*) FROM new_jobs), (SELECT count(*) FROM new_requests);
+
+-- name: unfinished
+SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE NOT claimed)::bigint,
+       (SELECT count(*) FROM executions WHERE status IN ('queued', 'started'));
+
+-- name: live_dedup
+SELECT hash, execution, expires_at FROM dedup WHERE expires_at > $1 ORDER BY expires_at DESC LIMIT $2;
+
+-- name: unclaimed_newest
+SELECT seq, deliveries FROM intake WHERE NOT claimed AND ($1::bytea IS NULL OR first_id < $1)
+ORDER BY seq DESC LIMIT $2;
+
+-- name: intake_holding
+SELECT seq, first_id, deliveries FROM intake WHERE last_id >= $1 AND first_id <= $1 ORDER BY seq DESC LIMIT 8;
+
+-- name: get_execution
+SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at, finished_at,
+       attempts, error, intake_seq, intake_index
+FROM executions WHERE id = $1;
+
+-- name: get_jobs
+SELECT execution, position, node, type, status, result, error, logs, duration_ms
+FROM jobs WHERE execution = $1 ORDER BY position;
+
+-- name: list_executions
+SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at, finished_at,
+       attempts, error, intake_seq, intake_index
+FROM executions
+WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) AND ($3::bytea IS NULL OR id < $3)
+ORDER BY id DESC LIMIT $4;
+
+-- name: list_requests
+SELECT at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution
+FROM requests WHERE ($1::float8 IS NULL OR at <= $1) ORDER BY seq DESC LIMIT $2;
+
+-- name: intake_newest
+SELECT deliveries FROM intake WHERE ($1::float8 IS NULL OR first_at <= $1) ORDER BY seq DESC LIMIT $2;
+
+-- name: purge_pick
+SELECT id FROM executions WHERE id < $1 AND created_at < $2 AND status NOT IN ('queued', 'started')
+ORDER BY id LIMIT $3;
+
+-- name: purge_jobs
+DELETE FROM jobs WHERE execution = ANY($1::bytea[]);
+
+-- name: purge_executions
+DELETE FROM executions WHERE id = ANY($1::bytea[]);
+
+-- name: purge_intake
+DELETE FROM intake WHERE seq IN (
+    SELECT seq FROM intake WHERE claimed AND first_at < $1
+      AND seq NOT IN (SELECT intake_seq FROM executions WHERE status IN ('queued', 'started'))
+    ORDER BY seq LIMIT $2);
+
+-- name: purge_requests
+DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE at < $1 ORDER BY seq LIMIT $2);
+
+-- name: purge_dedup
+DELETE FROM dedup WHERE hash BETWEEN $1 AND $2 AND expires_at < $3;
+
+-- name: stored_workflows
+SELECT key, definition FROM stored_workflows ORDER BY key;
+
+-- name: create_workflow
+INSERT INTO stored_workflows (key, definition, created_at, updated_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: replace_workflow
+UPDATE stored_workflows SET definition = $1, updated_at = $2 WHERE key = $3;
+
+-- name: delete_workflow
+DELETE FROM stored_workflows WHERE key = $1;

@@ -1,0 +1,251 @@
+"""The store's contract, the same tests on real SQLite and on real PostgreSQL (issue 10): the
+append, claims (two stores side by side, as two hosts), dedup within and across claims, leases
+that lapse, records, reads, stored workflows and the purge.
+
+PostgreSQL: $FASTWEBHOOK_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test), each
+test in a schema of its own, dropped after.  Without a server the PostgreSQL cases skip, unless
+$FASTWEBHOOK_REQUIRE_POSTGRES is set (CI sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+
+from fastwebhook.config import StorageConfig
+from fastwebhook.errors import StoreError
+from fastwebhook.store import open_store
+from fastwebhook.store.rows import Delivery, Final, Job, Records, RequestLine, Status, StoredRequest
+
+POSTGRES = os.environ.get("FASTWEBHOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_reachable() -> bool:
+    import asyncpg  # noqa: PLC0415
+
+    async def probe():
+        connection = await asyncpg.connect(POSTGRES, timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+        return True
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if not postgres_reachable():
+        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
+        pytest.skip(f"no PostgreSQL at {POSTGRES}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{POSTGRES}?schema={schema}"
+    import asyncpg  # noqa: PLC0415
+
+    async def drop():
+        connection = await asyncpg.connect(POSTGRES)
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()
+
+    asyncio.run(drop())
+
+
+def run(url: str, scenario, stores: int = 1) -> None:
+    async def main():
+        opened = [open_store(StorageConfig(url=url)) for _ in range(stores)]
+        await asyncio.gather(*(store.open() for store in opened))   # hosts starting at once
+        try:
+            await scenario(*opened)
+        finally:
+            for store in opened:
+                await store.close()
+    asyncio.run(main())
+
+
+def delivery(n: int, *, dedup: int | None = None, dedup_expires: float = 0.0, at: float | None = None,
+             workflow: str = "hook") -> Delivery:
+    received = (at if at is not None else time.time()) + n / 1000
+    request = StoredRequest("POST", "/hook", "", [("content-type", "application/json")], {}, "127.0.0.1",
+                            received, f"req-{n}")
+    return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, b'{"n": %d}' % n, dedup,
+                    None if dedup is None else f"key-{dedup}", dedup_expires)
+
+
+def none_in_memory(seq: int):
+    return None
+
+
+def runs_something(workflow: str) -> bool:
+    return False
+
+
+def ids(deliveries) -> list[int]:
+    return [int.from_bytes(d.id, "big") for d in deliveries]
+
+
+def test_an_append_is_listed_queued_and_a_claim_takes_it_once(url):
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(n) for n in (1, 2, 3)])
+        assert await store.unfinished() == 3
+        listed = await store.list_executions(None, None, 10, None)
+        assert ids(listed) == [3, 2, 1] and {r.status for r in listed} == {Status.QUEUED}
+        found = await store.get_execution((2).to_bytes(16, "big"))
+        assert found.status == Status.QUEUED and found.request.request_id == "req-2" and found.body == b'{"n": 2}'
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert ids(claim.run) == [1, 2, 3] and len(claim.finished) == 1
+        again = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert (again.run, again.resolved, again.duplicates) == ([], [], [])
+        assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1]
+        assert await store.unfinished() == 3
+        assert await store.pending_owners() == ["me"]
+
+    run(url, scenario)
+
+
+def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_keys(url):
+    async def scenario(store):
+        now = 5000.0   # the dedup expiry times are the hosts' (received + ttl): the claim's clock
+        await store.append([delivery(1, dedup=7, dedup_expires=now + 100), delivery(2, dedup=7, dedup_expires=now + 100),
+                            delivery(3, dedup=8, dedup_expires=now + 10)])
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert ids(claim.run) == [1, 3]
+        assert [(int.from_bytes(d.id, "big"), original) for d, original in claim.duplicates] == \
+            [(2, (1).to_bytes(16, "big"))]
+        duplicate = await store.get_execution((2).to_bytes(16, "big"))
+        assert duplicate.status == Status.DUPLICATE and duplicate.duplicate_of == (1).to_bytes(16, "big")
+        await store.append([delivery(4, dedup=7, dedup_expires=now + 150), delivery(5, dedup=8, dedup_expires=now + 150)])
+        later = await store.claim("me", now + 50, now + 80, 10, none_in_memory, runs_something)
+        assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
+        assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
+
+    run(url, scenario)
+
+
+def test_two_hosts_claiming_side_by_side_take_each_delivery_once_and_each_key_once(url):
+    async def scenario(one, two):
+        now = time.time()
+        expected = []
+        for batch in range(40):
+            batch_deliveries = [delivery(batch * 10 + i, dedup=(batch * 10 + i) % 37, dedup_expires=now + 600)
+                                for i in range(10)]
+            expected += batch_deliveries
+            await (one if batch % 2 else two).append(batch_deliveries)
+        taken: dict[str, list] = {"one": [], "two": []}
+
+        async def claim_all(name, store):
+            deadline = time.monotonic() + 20
+            while sum(map(len, taken.values())) < len(expected) and time.monotonic() < deadline:
+                # (a SQLite claim that lost the race to the other store's comes back empty)
+                claim = await store.claim(name, now, now + 30, 32, none_in_memory, runs_something)
+                taken[name] += [(d, "run") for d in claim.run] + [(d, "duplicate") for d, _ in claim.duplicates]
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(claim_all("one", one), claim_all("two", two))
+        every = taken["one"] + taken["two"]
+        assert sorted(ids(d for d, _ in every)) == sorted(ids(expected))       # each once
+        runs = [d for d, how in every if how == "run"]
+        assert sorted(d.dedup_hash for d in runs) == list(range(37))          # one run per key
+        assert taken["one"] and taken["two"]                                    # side by side
+
+    run(url, scenario, stores=2)
+
+
+def test_records_change_statuses_as_allowed_and_add_jobs_and_request_lines(url):
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(1), delivery(2)])
+        await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        one, two = (1).to_bytes(16, "big"), (2).to_bytes(16, "big")
+        records = Records()
+        records.finals[one] = Final(one, Status.RESOLVED, now, now + 0.01, None)
+        records.finals[two] = Final(two, Status.FAILED, now, now + 0.02, "node x failed")
+        records.jobs.append(Job(one, 0, "answer", "response", "resolved", b'{"ok": true}', None, b"[]", 1.5))
+        records.requests.append(RequestLine(now + 1, "10.0.0.1", "GET", "/nope", None, 404, "not found", 0, 0.2, "r-x", None))
+        await store.record(records)
+        late = Records()
+        late.finals[one] = Final(one, Status.FAILED, now, now + 1, "too late")   # resolved is final
+        await store.record(late)
+        found = await store.get_execution(one)
+        assert found.status == Status.RESOLVED and found.error is None
+        assert [(j.node, j.status, j.result) for j in found.jobs] == [("answer", "resolved", b'{"ok": true}')]
+        assert (await store.get_execution(two)).error == "node x failed"
+        assert await store.unfinished() == 0 and await store.pending_owners() == []
+        lines = await store.list_requests(10, None)
+        assert [(line.path, line.status) for line in lines][:1] == [("/nope", 404)]
+        assert {line.request_id for line in lines} >= {"r-x", "req-1", "req-2"}   # accepted ones from the intake
+        assert (await store.committed_jobs(one)).keys() == {"answer"}
+        failed = await store.list_executions(None, Status.FAILED, 10, None)
+        assert ids(failed) == [2]
+
+    run(url, scenario)
+
+
+def test_work_whose_lease_lapsed_is_taken_over_by_another_owner(url):
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(1), delivery(2)])
+        await store.claim("dead-host", now, now + 0.3, 10, none_in_memory, runs_something)
+        assert await store.reclaim("me", time.time(), time.time() + 30, 10) == []   # still leased
+        await asyncio.sleep(0.6)
+        taken = await store.reclaim("me", time.time(), time.time() + 30, 10)
+        assert ids(taken) == [1, 2] and {d.attempts for d in taken} == {2}
+        assert await store.pending_owners() == ["me"]
+        await store.renew("me", time.time() + 30)
+        assert await store.reclaim("other", time.time(), time.time() + 30, 10) == []
+        known_dead = await store.reclaim("other", time.time(), time.time() + 30, 10, ("me",))
+        assert ids(known_dead) == [1, 2]
+
+    run(url, scenario)
+
+
+def test_stored_workflows(url):
+    async def scenario(store):
+        assert await store.stored_workflows() == {}
+        assert await store.put_workflow("a", {"path": "/a"}, 1.0, create=True)
+        assert not await store.put_workflow("a", {"path": "/b"}, 2.0, create=True)
+        assert await store.put_workflow("a", {"path": "/c"}, 3.0, create=False)
+        assert not await store.put_workflow("b", {}, 3.0, create=False)
+        assert await store.stored_workflows() == {"a": {"path": "/c"}}
+        assert await store.delete_workflow("a") and not await store.delete_workflow("a")
+
+    run(url, scenario)
+
+
+def test_the_purge_takes_what_finished_before_the_cut(url):
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(n) for n in (1, 2)])
+        await store.append([delivery(3)])
+        await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        records = Records()
+        for n in (1, 2):
+            raw = n.to_bytes(16, "big")
+            records.finals[raw] = Final(raw, Status.RESOLVED, now, now, None)
+            records.jobs.append(Job(raw, 0, "x", "response", "resolved", None, None, b"[]", 0.1))
+        await store.record(records)
+        # ids made from these small numbers sort before any real id: all are older than the cut
+        executions, removed, more = await store.purge_batch(time.time() + 1, 500, (-(1 << 63), (1 << 63) - 1), time.time())
+        assert executions == 2 and removed == 5 and not more     # 2 executions, 2 jobs, their batch
+        assert await store.get_execution((1).to_bytes(16, "big")) is None
+        assert (await store.get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
+
+    run(url, scenario)
+
+
+def test_a_postgres_server_that_cannot_be_reached_is_a_store_error():
+    async def main():
+        store = open_store(StorageConfig(url="postgresql://postgres@127.0.0.1:1/test"))
+        with pytest.raises(StoreError, match="cannot reach the server"):
+            await store.open()
+    asyncio.run(main())
