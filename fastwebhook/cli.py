@@ -14,7 +14,7 @@ import orjson
 from . import admin, send
 from .config import Config, display_url, find_config, load_config, with_stored
 from .errors import ConfigErrors, FastwebhookError, StoreError
-from .store import open_store
+from .store import open_store, reach_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +74,7 @@ def _with_config(args) -> int:
         if args.command == "serve":
             return _serve(config)
         if args.command == "check":
+            asyncio.run(reach_store(config.storage))   # a database server that cannot be reached is an error
             broken = asyncio.run(_script_errors(config))
             for where, message in broken.items():
                 print(f"{path}: {where}: {message}", file=sys.stderr)

@@ -41,6 +41,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ANSWER_SLACK = 60.0
 SWITCH_INTERVAL = 0.001
 STATUS_EVERY = 5.0          # seconds between systemd STATUS= updates
+HOSTS_POLL = 0.5            # seconds between two looks at what other hosts changed (PostgreSQL)
 
 
 class Server:
@@ -73,6 +74,8 @@ class Server:
         self.config = self.service.config      # with the workflows stored through the admin API
         self.app = WebhookApp(self.config, self.service, StoredWorkflows(
             self.service.store, lambda: self.config, self._workflows_changed))
+        if self.service.store.shared_by_hosts:
+            await self._follow_other_hosts()
         self.limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
                              server.keepalive_timeout, _answer_timeout(self.config))
         app = self.app
@@ -98,6 +101,22 @@ class Server:
                 make_protocol, host, port, backlog=4096, reuse_port=worker is not None,
                 family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
                 ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout))
+
+    async def _follow_other_hosts(self) -> None:
+        """Hosts on one PostgreSQL database: a NOTIFY wakes this one's claim when another
+        appended (the dispatcher's sweep is the safety net), and a look every HOSTS_POLL
+        seconds at the stored workflows' signature reads them again when another changed them."""
+        store = self.service.store
+        await store.listen("fastwebhook_intake", self.service.dispatcher.poke_claim)
+        self._signature = await store.workflows_signature()
+        self.service.supervisor.every("other-hosts", HOSTS_POLL, self._follow)
+
+    async def _follow(self) -> None:
+        store = self.service.store
+        await store.keep_listening()
+        signature = await store.workflows_signature()
+        if signature != self._signature and await self.refresh_workflows():
+            self._signature = signature
 
     def _listening(self, listener: asyncio.Server) -> None:
         self.listeners.append(listener)
@@ -149,6 +168,8 @@ class Server:
         process, before the call answers."""
         if not await self.refresh_workflows():
             raise StoreError("the change is saved but not in force yet: reading it back failed (see the log)")
+        if self.service.store.shared_by_hosts:   # the other hosts see it within HOSTS_POLL
+            self._signature = await self.service.store.workflows_signature()
         if self.channel is not None:
             await self.channel.refresh_others()
 

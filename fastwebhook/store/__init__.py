@@ -23,3 +23,12 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
     from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
 
     return PostgresStore(PostgresConnector(url))
+
+
+async def reach_store(storage: StorageConfig) -> None:
+    """Raise StoreError when the database server `storage.url` names cannot be reached (a
+    SQLite file needs no server: nothing to do, and nothing is created)."""
+    if storage.url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresConnector  # noqa: PLC0415
+
+        await PostgresConnector(storage.url).reach()

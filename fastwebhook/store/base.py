@@ -46,6 +46,8 @@ def _placeholders(count: int) -> str:
 
 
 class Store:
+    shared_by_hosts = False     # several hosts on one database (PostgreSQL): they follow each other
+
     def __init__(self, connector: Connector):
         self.db = connector
         self.sql = connector.sql
@@ -348,6 +350,10 @@ class Store:
     async def delete_workflow(self, key: str) -> bool:
         async with self.db.transaction() as db:
             return await db.execute(self.sql["delete_workflow"], (key,)) == 1
+
+    async def workflows_signature(self) -> tuple:
+        """Changes whenever a stored workflow is created, replaced or deleted (hosts poll it)."""
+        return tuple((await self.db.fetch(self.sql["workflows_signature"]))[0])
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:

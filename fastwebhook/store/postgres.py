@@ -74,9 +74,12 @@ class PostgresConnector:
         self.schema = options.pop("schema", [None])[0]
         query = "&".join(f"{k}={v}" for k, values in options.items() for v in values)
         self.dsn = urlunsplit(parts._replace(scheme="postgresql", query=query))
-        self.display = urlunsplit(parts._replace(netloc=parts.hostname or "", query=""))
+        where = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        self.display = urlunsplit(parts._replace(netloc=where, query=""))   # no user, no password
         self.sql = queries(self.dialect)
         self.pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._callbacks: dict[str, object] = {}
 
     async def open(self) -> None:
         settings = {"search_path": self.schema} if self.schema else {}
@@ -91,6 +94,30 @@ class PostgresConnector:
             self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE, timeout=10,
                                                   server_settings=settings)
         await self._migrate()
+
+    async def reach(self) -> None:
+        """Connect and go (`fastwebhook check`): nothing is created or changed."""
+        with _wrapped(f"connection to {self.display}"):
+            connection = await asyncpg.connect(self.dsn, timeout=10)
+            await connection.close()
+
+    async def listen(self, channel: str, callback) -> None:
+        """`callback()` on each NOTIFY on `channel`, over a connection of its own (kept until
+        close; one that drops is opened again by `listening`)."""
+        with _wrapped(f"LISTEN {channel}"):
+            if self._listener is None or self._listener.is_closed():
+                self._listener = await asyncpg.connect(self.dsn, timeout=10)
+                self._callbacks.clear()
+            self._callbacks[channel] = callback
+            await self._listener.add_listener(channel, lambda *_: callback())
+
+    async def listening(self) -> None:
+        """The LISTEN connection again, if it dropped (PostgreSQL restarted): called every few
+        seconds; meanwhile the polling covers for it."""
+        if self._listener is not None and self._listener.is_closed():
+            callbacks = dict(self._callbacks)
+            for channel, callback in callbacks.items():
+                await self.listen(channel, callback)
 
     async def _migrate(self) -> None:
         """Every `migration_N` not applied yet, in order, one transaction each, with the other
@@ -117,6 +144,11 @@ class PostgresConnector:
                     await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            if not listener.is_closed():
+                with _wrapped("close"):
+                    await listener.close()
         if self.pool is not None:
             pool, self.pool = self.pool, None
             with _wrapped("close"):
@@ -156,9 +188,16 @@ class PostgresConnector:
 
 class PostgresStore(Store):
     db: PostgresConnector
+    shared_by_hosts = True
 
     async def open(self) -> None:
         await self.db.open()
+
+    async def listen(self, channel: str, callback) -> None:
+        await self.db.listen(channel, callback)
+
+    async def keep_listening(self) -> None:
+        await self.db.listening()
 
     async def append(self, deliveries: list[Delivery]) -> int:
         blob = batch_codec.encode(deliveries)

@@ -244,3 +244,6 @@ UPDATE stored_workflows SET definition = $1, updated_at = $2 WHERE key = $3;
 
 -- name: delete_workflow
 DELETE FROM stored_workflows WHERE key = $1;
+
+-- name: workflows_signature
+SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(length(key) * updated_at), 0) FROM stored_workflows;

@@ -301,3 +301,6 @@ UPDATE stored_workflows SET definition = ?, updated_at = ? WHERE key = ?;
 
 -- name: delete_workflow
 DELETE FROM stored_workflows WHERE key = ?;
+
+-- name: workflows_signature
+SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(length(key) * updated_at), 0) FROM stored_workflows;
