@@ -59,6 +59,7 @@ class StorageConfig:
 class QueueConfig:
     capacity: int = 10000
     workers: int = 64
+    lease: float = 30.0     # seconds a claim holds its executions (renewed while they run)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,10 @@ class _Loader:
             self.error(f"{p}.capacity", "must be at least 1")
         if workers < 1:
             self.error(f"{p}.workers", "must be at least 1")
-        return QueueConfig(capacity=capacity, workers=workers)
+        lease = self.convert(parse_duration, t.get("lease", "30s"), f"{p}.lease", QueueConfig.lease)
+        if lease < 1:
+            self.error(f"{p}.lease", "must be at least 1s (it is renewed every third of it)")
+        return QueueConfig(capacity=capacity, workers=workers, lease=lease)
 
     def networks(self, entries: Any, path: str) -> tuple:
         if not isinstance(entries, list):

@@ -21,7 +21,7 @@ from .intake.dedup import DoorCache
 from .errors import StoreError
 from .http import Response
 from .ids import to_text
-from .intake.dispatch import LEASE_SECONDS, Dispatcher
+from .intake.dispatch import Dispatcher
 from .intake.gate import Gate
 from .intake.intake import Intake, Outcome as IntakeOutcome
 from .intake.workers import WorkerPool
@@ -59,7 +59,8 @@ class Service:
         self.pool = WorkerPool(config.queue.workers, self.execute, self._gate(config))
         self.resources = Resources(self.store, config.channels, config.collections)
         self.dispatcher = Dispatcher(self.store, self.intake, self.pool, runs_nothing=_runs_nothing(config),
-                                     settled=self._settled, clock=clock, lease=LEASE_SECONDS)
+                                     settled=self._settled, clock=clock, lease=config.queue.lease)
+        self.intake.owner = self.dispatcher.owner
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         # metric children per workflow, prepared here rather than looked up per execution
@@ -111,7 +112,7 @@ class Service:
         supervise = self.supervisor
         supervise.start("writer", self.intake.run)
         supervise.start("dispatcher", self.dispatcher.run)
-        supervise.every("lease", LEASE_SECONDS / 3, self.dispatcher.renew)
+        supervise.every("lease", self.config.queue.lease / 3, self.dispatcher.renew)
         if self.worker is None or self.worker.leader:
             supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
             supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)

@@ -56,6 +56,7 @@ class Intake:
         self.cache = cache or DoorCache()
         self.clock = clock
         self.depth = 0                    # acknowledged (or being committed) and not final
+        self.owner: str | None = None     # the claims' owner name of this process (Service sets it)
         self.healthy = True
         # the open batch: deliveries, and how each offer is settled (None: answered already)
         self.open: list[Delivery] = []
@@ -162,7 +163,9 @@ class Intake:
             if not batch:
                 return
         started = time.perf_counter()
-        seq = await self.store.append(batch)
+        replies = self.replies   # a sync sender waits here: this host claims that batch (held_by)
+        waiting = bool(replies) and any(d.id in replies for d in batch)
+        seq = await self.store.append(batch, held_by=self.owner if waiting else None)
         self.healthy = True
         self.metrics.store_commit.observe(time.perf_counter() - started)
         self.metrics.store_batch.observe(len(batch))

@@ -67,8 +67,10 @@ class Store:
         await self.db.checkpoint()
 
     # -- the acknowledging write ----------------------------------------------------------------
-    async def append(self, deliveries: list[Delivery]) -> int:
-        """The batch as one row, one autocommit statement; returns its sequence number."""
+    async def append(self, deliveries: list[Delivery], held_by: str | None = None) -> int:
+        """The batch as one row, one autocommit statement; returns its sequence number.
+        `held_by`: the owner whose sync senders wait for some of these (only that one should
+        claim them; one process's workers pass answers among themselves: unused here)."""
         blob = batch_codec.encode(deliveries)
         first, last = deliveries[0], deliveries[-1]
         return await self.db.insert_alone(self.sql["append"], (first.id, last.id, first.request.received_at,

@@ -3,7 +3,7 @@
 The same `Store` as SQLite's, with the parts whose SQL has another shape here:
 - the append is one round trip (the batch's row, and a NOTIFY for idle hosts);
 - a claim takes whole intake batches with FOR UPDATE SKIP LOCKED, so hosts claim side by side
-  rather than in turn; each delivery's dedup key goes into the unique index with INSERT ... ON
+  rather than in turn; a batch with a sync sender waiting is left to the host holding it; each delivery's dedup key goes into the unique index with INSERT ... ON
   CONFLICT in the claim's transaction, so a duplicate sent to two hosts at once runs once;
 - leases are timed by the database's clock (clock_timestamp()), never a host's: a host gives
   only how long;
@@ -30,6 +30,7 @@ from .sql import queries
 
 MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
 POOL_SIZE = 8
+HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
 
 
 @contextmanager
@@ -199,11 +200,13 @@ class PostgresStore(Store):
     async def keep_listening(self) -> None:
         await self.db.listening()
 
-    async def append(self, deliveries: list[Delivery]) -> int:
+    async def append(self, deliveries: list[Delivery], held_by: str | None = None) -> int:
+        """`held_by`: a sync sender waits on that host for some of these; other hosts leave the
+        batch to it for HELD_FOR seconds (then it is taken to have died)."""
         blob = batch_codec.encode(deliveries)
         first, last = deliveries[0], deliveries[-1]
         (seq, _), = await self.db.fetch(self.sql["append"], (first.id, last.id, first.request.received_at,
-                                                             len(deliveries), blob))
+                                                             len(deliveries), blob, held_by))
         return seq
 
     async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
@@ -215,7 +218,7 @@ class PostgresStore(Store):
         transaction: their dedup keys into the unique index, their execution rows, the mark."""
         claim = Claim()
         async with self.db.transaction() as session:
-            picked = await session.fetch(self.sql["claim_pick"], (max(1, limit // 64),))
+            picked = await session.fetch(self.sql["claim_pick"], (max(1, limit // 64), owner, now - HELD_FOR))
             taken: list[tuple[int, int, Delivery]] = []
             for count, (seq, blob) in enumerate(picked, 1):
                 batch = in_memory(seq) or batch_codec.decode(blob)

@@ -8,7 +8,8 @@ CREATE TABLE intake (
     first_at     DOUBLE PRECISION NOT NULL,
     count        INTEGER NOT NULL,
     deliveries   BYTEA NOT NULL,
-    claimed      BOOLEAN NOT NULL DEFAULT false
+    claimed      BOOLEAN NOT NULL DEFAULT false,
+    held_by      TEXT              -- the owner whose sync senders wait for some of these
 );
 CREATE INDEX intake_unclaimed ON intake (seq) WHERE NOT claimed;
 CREATE TABLE executions (
@@ -83,7 +84,7 @@ INSERT INTO schema_versions (version) VALUES ($1);
 -- name: append
 -- One round trip: the batch's row, and a hint to idle hosts (LISTEN/NOTIFY; they poll anyway).
 WITH appended AS (
-    INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO intake (first_id, last_id, first_at, count, deliveries, held_by) VALUES ($1, $2, $3, $4, $5, $6)
     RETURNING seq)
 SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
 
@@ -91,8 +92,11 @@ SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
 SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
 
 -- name: claim_pick
--- The oldest unclaimed batches no other host is claiming right now.
-SELECT seq, deliveries FROM intake WHERE NOT claimed ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED;
+-- The oldest unclaimed batches no other host is claiming right now; one that a sync sender
+-- waits for is its host's ($2), unless it has waited past the cut ($3: that host is gone).
+SELECT seq, deliveries FROM intake
+WHERE NOT claimed AND (held_by IS NULL OR held_by = $2 OR first_at < $3)
+ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED;
 
 -- name: claim_keys
 -- Each key into the unique index unless a live execution holds it; then who holds each.

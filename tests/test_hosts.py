@@ -1,0 +1,223 @@
+"""Several hosts on one PostgreSQL database (issue 10): real `fastwebhook serve` processes on
+distinct ports sharing a schema of their own.  Load spread over them loses nothing acknowledged;
+a delivery sent to two hosts at once runs once; a host killed with kill -9 in the middle of long
+executions has them finished by another once their lease lapses; a workflow created through one
+host's admin API answers on the others.  PostgreSQL as in test_store_dialects.py."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conftest import free_port, log_entries, wait_for_entry
+from test_store_dialects import POSTGRES, postgres_reachable
+
+CONFIG = """
+[server]
+listen = ["127.0.0.1:{port}"]
+[storage]
+url = "{url}"
+[queue]
+lease = "2s"
+[log]
+level = "info"
+[admin]
+token = "test-token"
+[workflows.hook]
+path = "/hook"
+[workflows.once]
+path = "/once"
+[workflows.once.dedup]
+key = "{{$context.headers.x-delivery}}"
+[workflows.slow]
+path = "/slow"
+[[workflows.slow.nodes]]
+key = "spin"
+type = "script"
+code = "const t = Date.now(); while (Date.now() - t < 1500) {} return 'done';"
+timeout = "5s"
+"""
+TOKEN = {"Authorization": "Bearer test-token"}
+
+
+class Host:
+    def __init__(self, folder: Path, url: str):
+        folder.mkdir()
+        self.port = free_port()
+        self.log = folder / "server.log"
+        config = folder / "config.toml"
+        config.write_text(CONFIG.replace("{port}", str(self.port)).replace("{url}", url))
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)],
+                                            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        wait_for_entry(self.log, lambda e: e.get("msg") == "ready", process=self.process)
+
+    def request(self, method: str, path: str, body: bytes = b"{}", headers: dict | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """start(n) -> n hosts on a fresh schema; query(sql) reads it."""
+    if not postgres_reachable():
+        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
+        pytest.skip(f"no PostgreSQL at {POSTGRES}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    hosts: list[Host] = []
+
+    class Cluster:
+        def start(self, count: int) -> list[Host]:
+            for _ in range(count):
+                hosts.append(Host(tmp_path / f"host{len(hosts)}", f"{POSTGRES}?schema={schema}"))
+            return hosts[-count:]
+
+        def query(self, sql: str, *args) -> list:
+            async def read():
+                connection = await asyncpg.connect(POSTGRES, server_settings={"search_path": schema})
+                try:
+                    return [tuple(row) for row in await connection.fetch(sql, *args)]
+                finally:
+                    await connection.close()
+            return asyncio.run(read())
+
+    yield Cluster()
+    for host in hosts:
+        if host.process.poll() is None:
+            host.process.kill()
+            host.process.wait(10)
+
+    async def drop():
+        connection = await asyncpg.connect(POSTGRES)
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()
+    asyncio.run(drop())
+
+
+def wait_until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_load_spread_over_three_hosts_loses_nothing_acknowledged(cluster):
+    hosts = cluster.start(3)
+    acknowledged: list[str] = []
+
+    def send(host: Host) -> None:
+        for _ in range(40):
+            status, body = host.request("POST", "/hook")
+            assert status == 202
+            acknowledged.append(json.loads(body)["execution_id"])
+
+    threads = [threading.Thread(target=send, args=(host,)) for host in hosts for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(acknowledged) == 240
+
+    def all_resolved():
+        rows = dict(cluster.query("SELECT encode(id, 'hex'), status FROM executions WHERE workflow = 'hook'"))
+        return rows if len(rows) == 240 and set(rows.values()) == {"resolved"} else None
+
+    rows = wait_until(all_resolved)
+    assert rows, cluster.query("SELECT status, count(*) FROM executions GROUP BY status")
+    assert {execution.replace("-", "") for execution in acknowledged} == rows.keys()
+    claimers = cluster.query("SELECT count(DISTINCT owner) FROM executions")   # resolved in the claim: no owner
+    assert claimers == [(0,)]
+    assert all(host.stop() == 0 for host in hosts)
+
+
+def test_a_delivery_sent_to_two_hosts_at_once_runs_once(cluster):
+    hosts = cluster.start(2)
+    answers: list[int] = []
+
+    def send(host: Host) -> None:
+        answers.append(host.request("POST", "/once", headers={"X-Delivery": "same"})[0])
+
+    threads = [threading.Thread(target=send, args=(hosts[i % 2],)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    accepted = answers.count(202)
+    assert len(answers) == 16 and set(answers) <= {200, 202} and accepted >= 2
+
+    def settled():
+        counts = dict(cluster.query("SELECT status, count(*) FROM executions WHERE workflow = 'once' GROUP BY status"))
+        return counts if sum(counts.values()) == accepted and not counts.keys() & {"queued", "started"} else None
+
+    assert wait_until(settled) == {"resolved": 1, "duplicate": accepted - 1}
+    assert all(host.stop() == 0 for host in hosts)
+
+
+def test_a_host_killed_mid_execution_has_its_work_finished_by_another_after_the_lease(cluster):
+    doomed, = cluster.start(1)    # alone: it claims them itself
+    for _ in range(3):
+        assert doomed.request("POST", "/slow")[0] == 202
+
+    def started_on_doomed():
+        rows = cluster.query("SELECT owner FROM executions WHERE workflow = 'slow' AND status = 'started'")
+        return rows if rows and all(f":{doomed.process.pid}:" in owner for owner, in rows) else None
+
+    assert wait_until(started_on_doomed, timeout=20)
+    survivor, = cluster.start(1)
+    doomed.process.kill()
+    doomed.process.wait(10)
+    killed_at = time.monotonic()
+
+    def all_resolved():
+        rows = cluster.query("SELECT status, attempts FROM executions WHERE workflow = 'slow'")
+        return rows if len(rows) == 3 and {status for status, _ in rows} == {"resolved"} else None
+
+    rows = wait_until(all_resolved, timeout=30)
+    assert rows, cluster.query("SELECT status, error, attempts FROM executions")
+    assert any(attempts == 2 for _, attempts in rows)      # taken over, not run by the dead host
+    owners = cluster.query("SELECT count(*) FROM executions WHERE workflow = 'slow' AND owner IS NOT NULL")
+    assert owners == [(0,)]
+    assert time.monotonic() - killed_at < 20
+    assert survivor.stop() == 0
+
+
+def test_a_workflow_created_on_one_host_answers_on_the_others_within_a_second(cluster):
+    first, second, third = cluster.start(3)
+    body = json.dumps({"key": "made", "path": "/made", "mode": "sync", "response": {"body": {"ok": True}}}).encode()
+    assert first.request("POST", "/api/admin/workflows", body, TOKEN)[0] == 201
+    created = time.monotonic()
+    for host in (second, third):
+        assert wait_until(lambda: host.request("POST", "/made")[0] == 200, timeout=5)
+    assert time.monotonic() - created < 1.5
+    assert first.request("DELETE", "/api/admin/workflows/made", b"", TOKEN)[0] == 200
+    for host in (second, third):
+        assert wait_until(lambda: host.request("POST", "/made")[0] == 404, timeout=5)
+    changed = [e["pid"] for h in (second, third) for e in log_entries(h.log) if e.get("msg") == "workflows changed: config reloaded"]
+    assert len(changed) == 4     # each of the other two: once for the create, once for the delete
+    assert all(host.stop() == 0 for host in (first, second, third))
