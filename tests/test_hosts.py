@@ -221,3 +221,53 @@ def test_a_workflow_created_on_one_host_answers_on_the_others_within_a_second(cl
     changed = [e["pid"] for h in (second, third) for e in log_entries(h.log) if e.get("msg") == "workflows changed: config reloaded"]
     assert len(changed) == 4     # each of the other two: once for the create, once for the delete
     assert all(host.stop() == 0 for host in (first, second, third))
+
+
+class Load(threading.Thread):
+    """POSTs on one host until stopped, noting each acknowledged execution id and each status."""
+
+    def __init__(self, host: Host):
+        super().__init__(daemon=True)
+        self.host = host
+        self.acknowledged: list[str] = []
+        self.statuses: list[int] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            status, body = self.host.request("POST", "/hook")
+            self.statuses.append(status)
+            if status == 202:
+                self.acknowledged.append(json.loads(body)["execution_id"])
+
+
+def test_connections_cut_under_load_lose_nothing_acknowledged_and_the_hosts_reconnect(cluster):
+    hosts = cluster.start(2)
+    loads = [Load(host) for host in hosts for _ in range(2)]
+    for load in loads:
+        load.start()
+    time.sleep(1.0)
+    cut = cluster.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'fastwebhook' AND pid <> pg_backend_pid()")
+    assert len(cut) >= 4         # each host's pool and its LISTEN connection
+    time.sleep(2.0)
+    for load in loads:
+        load.halt.set()
+    for load in loads:
+        load.join(30)
+    statuses = [status for load in loads for status in load.statuses]
+    assert set(statuses) <= {202, 503}, sorted(set(statuses))
+    acknowledged = {execution.replace("-", "") for load in loads for execution in load.acknowledged}
+    after = [host.request("POST", "/hook")[0] for host in hosts for _ in range(5)]
+    assert after == [202] * 10                                # reconnected by themselves
+
+    def all_resolved():
+        rows = dict(cluster.query("SELECT encode(id, 'hex'), status FROM executions WHERE workflow = 'hook'"))
+        return rows if acknowledged <= rows.keys() and set(rows.values()) == {"resolved"} else None
+
+    assert wait_until(all_resolved), cluster.query("SELECT status, count(*) FROM executions GROUP BY status")
+    listening = cluster.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fastwebhook' "
+                              "AND query LIKE 'LISTEN%'")
+    assert wait_until(lambda: cluster.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                            "'fastwebhook' AND query LIKE 'LISTEN%'")[0][0] == 2, timeout=10), listening
+    assert all(host.stop() == 0 for host in hosts)

@@ -30,6 +30,7 @@ from .sql import queries
 
 MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
 POOL_SIZE = 8
+APPLICATION = "fastwebhook"     # pg_stat_activity's application_name of every connection
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
 
 
@@ -83,7 +84,7 @@ class PostgresConnector:
         self._callbacks: dict[str, object] = {}
 
     async def open(self) -> None:
-        settings = {"search_path": self.schema} if self.schema else {}
+        settings = {"application_name": APPLICATION, **({"search_path": self.schema} if self.schema else {})}
         with _wrapped(f"connection to {self.display}"):
             if self.schema:   # before the pool: its connections look for their tables there
                 connection = await asyncpg.connect(self.dsn, timeout=10)
@@ -107,7 +108,8 @@ class PostgresConnector:
         close; one that drops is opened again by `listening`)."""
         with _wrapped(f"LISTEN {channel}"):
             if self._listener is None or self._listener.is_closed():
-                self._listener = await asyncpg.connect(self.dsn, timeout=10)
+                self._listener = await asyncpg.connect(self.dsn, timeout=10,
+                                                       server_settings={"application_name": APPLICATION})
                 self._callbacks.clear()
             self._callbacks[channel] = callback
             await self._listener.add_listener(channel, lambda *_: callback())
