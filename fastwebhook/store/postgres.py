@@ -216,18 +216,25 @@ class PostgresStore(Store):
 
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory, runs_nothing) -> Claim:
-        """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, in one
-        transaction: their dedup keys into the unique index, their execution rows, the mark."""
+        """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, as many
+        as make `limit` deliveries (at least one), in one transaction: their dedup keys into
+        the unique index, their execution rows, the mark."""
         claim = Claim()
+        wanted, total = [], 0
+        for seq, count in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR)):
+            if wanted and total + count > limit:
+                break
+            wanted.append(seq)
+            total += count
+        if not wanted:
+            return claim
+        held = {seq: batch for seq in wanted if (batch := in_memory(seq)) is not None}
         async with self.db.transaction() as session:
-            picked = await session.fetch(self.sql["claim_pick"], (max(1, limit // 64), owner, now - HELD_FOR))
+            picked = await session.fetch(self.sql["claim_pick"], (wanted, list(held)))
             taken: list[tuple[int, int, Delivery]] = []
-            for count, (seq, blob) in enumerate(picked, 1):
-                batch = in_memory(seq) or batch_codec.decode(blob)
+            for seq, blob in picked:
+                batch = held.get(seq) or batch_codec.decode(blob)
                 taken.extend((seq, index, d) for index, d in enumerate(batch))
-                if len(taken) >= limit:   # the batches left stay locked until the commit, unclaimed
-                    picked = picked[:count]
-                    break
             if not taken:
                 return claim
             first: dict[int, Delivery] = {}

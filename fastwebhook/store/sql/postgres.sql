@@ -91,12 +91,20 @@ SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
 
--- name: claim_pick
--- The oldest unclaimed batches no other host is claiming right now; one that a sync sender
--- waits for is its host's ($2), unless it has waited past the cut ($3: that host is gone).
-SELECT seq, deliveries FROM intake
+-- name: claim_sizes
+-- The oldest unclaimed batches and their sizes, unlocked (the claim then locks as many as it
+-- takes); one that a sync sender waits for is its host's ($2), unless it has waited past the
+-- cut ($3: that host is gone).
+SELECT seq, count FROM intake
 WHERE NOT claimed AND (held_by IS NULL OR held_by = $2 OR first_at < $3)
-ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED;
+ORDER BY seq LIMIT $1;
+
+-- name: claim_pick
+-- Those of them no other host is claiming right now (the blobs of those this host still holds,
+-- $2, are not sent again).
+SELECT seq, CASE WHEN seq = ANY($2::bigint[]) THEN NULL ELSE deliveries END FROM intake
+WHERE seq = ANY($1::bigint[]) AND NOT claimed
+ORDER BY seq FOR UPDATE SKIP LOCKED;
 
 -- name: claim_keys
 -- Each key into the unique index unless a live execution holds it; then who holds each.
