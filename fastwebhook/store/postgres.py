@@ -246,9 +246,6 @@ class PostgresStore(Store):
                 keys = sorted(first)   # one order for every host: no two claims wait on each other in a ring
                 holders = dict(await session.fetch(self.sql["claim_keys"], (
                     keys, [first[h].id for h in keys], [first[h].dedup_expires for h in keys], now)))
-                unseen = [h for h in keys if h not in holders]   # committed by another host while we waited
-                if unseen:
-                    holders.update(await session.fetch(self.sql["find_dedup"], (now, unseen)))
             columns: list[list] = [[] for _ in range(9)]
             for seq, index, d in taken:
                 holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None

@@ -107,16 +107,16 @@ WHERE seq = ANY($1::bigint[]) AND NOT claimed
 ORDER BY seq FOR UPDATE SKIP LOCKED;
 
 -- name: claim_keys
--- Each key into the unique index unless a live execution holds it; then who holds each.
-WITH taken AS (
-    INSERT INTO dedup (hash, execution, expires_at)
-    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::float8[])
-    ON CONFLICT (hash) DO UPDATE SET execution = excluded.execution, expires_at = excluded.expires_at
-    WHERE dedup.expires_at <= $4     -- the claim's time: keys' expiry times are the hosts' (received + ttl)
-    RETURNING hash, execution)
-SELECT hash, execution FROM taken
-UNION ALL
-SELECT d.hash, d.execution FROM dedup d WHERE d.hash = ANY($1::bigint[]) AND d.hash NOT IN (SELECT hash FROM taken);
+-- Each key into the unique index, or, held by a live execution, left to it; either way the
+-- holder comes back, in one pass over the index (a key another host is taking this moment is
+-- waited for, then its holder returned).  Keys expire by the claim's time ($4): their expiry
+-- times are the hosts' (received + ttl).
+INSERT INTO dedup (hash, execution, expires_at)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::float8[])
+ON CONFLICT (hash) DO UPDATE SET
+    execution = CASE WHEN dedup.expires_at <= $4 THEN excluded.execution ELSE dedup.execution END,
+    expires_at = CASE WHEN dedup.expires_at <= $4 THEN excluded.expires_at ELSE dedup.expires_at END
+RETURNING hash, execution;
 
 -- name: claim_insert
 -- Every delivery's row; a lease (queued) timed by the database's clock, $9 seconds long.
