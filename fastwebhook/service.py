@@ -105,7 +105,10 @@ class Service:
         live = await self.store.live_keys(self.clock(), cache.capacity + 1)
         for key_hash, execution, expires_at in reversed(live[:cache.capacity]):
             cache.put(key_hash, execution, expires_at)
-        cache.complete = len(live) <= cache.capacity
+        # Complete: it holds every live key, so a miss is new.  Never so with other hosts (or
+        # other worker processes) taking keys too: a miss is then checked against the shared
+        # index, once per group commit.
+        cache.complete = len(live) <= cache.capacity and not self.store.shared_by_hosts and self.worker is None
         await self.dispatcher.find_dead_owners()
         await self.resources.start(self.supervisor)
         self.pool.start()

@@ -275,8 +275,8 @@ def test_a_duplicate_sent_to_both_workers_at_once_runs_once(supervised):
     assert len(answers) == 24 and set(answers) <= {200, 202}
     answered_by = {e["pid"] for e in log_entries(server.log) if e.get("path") == "/once"}
     assert len(answered_by) == 2      # both workers took some
-    accepted = answers.count(202)     # each worker's door knew only its own: one 202 or more
-    assert accepted >= 2
+    accepted = answers.count(202)     # a door that missed the key: one 202 or more (the rest 200)
+    assert accepted >= 1
     counts = wait_until(lambda: (lambda c: c if sum(c.values()) == accepted and not c.keys() & {"queued", "started"}
                                  else None)(executions(server.db, "once")))
     assert counts == {"resolved": 1, "duplicate": accepted - 1}, executions(server.db, "once")

@@ -17,9 +17,10 @@ import uuid
 import pytest
 
 from fastwebhook.config import StorageConfig
-from fastwebhook.errors import StoreError
+from fastwebhook.errors import ConstraintError, StoreError
 from fastwebhook.store import open_store
-from fastwebhook.store.rows import Delivery, Final, Job, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
+from fastwebhook.workflow.collections import Collection
 
 POSTGRES = os.environ.get("FASTWEBHOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -249,3 +250,60 @@ def test_a_postgres_server_that_cannot_be_reached_is_a_store_error():
         with pytest.raises(StoreError, match="cannot reach the server"):
             await store.open()
     asyncio.run(main())
+
+
+# --- collections: a node's writes and its job row in one transaction ------------------------------
+
+PEOPLE = Collection("people", {"email": "string", "score": "integer", "vip": "boolean", "tags": "json"}, (("email",),))
+
+
+def effect(execution: int, position: int, write, shape: str = "row"):
+    job = Job(execution.to_bytes(16, "big"), position, f"node{position}", "create", "resolved", None, None, b"[]", 0.5)
+    return Effect([write], shape, job, PEOPLE.decode if shape == "row" else (lambda given: given))
+
+
+def test_collection_writes_go_in_with_their_job_rows_and_a_refused_one_fails_alone(url):
+    async def scenario(store):
+        await store.ensure_collections([PEOPLE])
+        await store.ensure_collections([PEOPLE])     # again: nothing to do
+        outcomes = await store.write_effects([
+            effect(1, 0, PEOPLE.insert({"email": "a@x", "score": 3, "vip": True, "tags": ["x"]})),
+            effect(1, 1, PEOPLE.insert({"email": "b@x", "score": 5})),
+        ])
+        assert [o["email"] for o in outcomes] == ["a@x", "b@x"]
+        assert outcomes[0]["vip"] is True and outcomes[0]["tags"] == ["x"] and outcomes[1]["vip"] is None
+        # one taken email in a batch of three: it alone fails, with its job row left out
+        outcomes = await store.write_effects([
+            effect(2, 0, PEOPLE.insert({"email": "c@x", "score": 1})),
+            effect(2, 1, PEOPLE.insert({"email": "a@x", "score": 9})),
+            effect(2, 2, PEOPLE.insert({"email": "a@x", "score": 7}, upsert_on=("email",))),
+        ])
+        assert outcomes[0]["email"] == "c@x" and isinstance(outcomes[1], ConstraintError)
+        assert outcomes[2]["email"] == "a@x" and outcomes[2]["score"] == 7          # the upsert
+        jobs = await store.db.fetch(store.sql["get_jobs"], ((2).to_bytes(16, "big"),))
+        assert [row[1] for row in jobs] == [0, 2]
+        changed = await store.write_effects([
+            effect(3, 0, PEOPLE.update([("score", "gte", 5)], {"vip": False}), "count"),
+            effect(3, 1, PEOPLE.destroy([("email", "ne", "a@x"), ("score", "lt", 2)]), "count"),
+            effect(3, 2, PEOPLE.destroy([("email", "in", [])]), "count"),        # matches nothing
+        ])
+        assert changed == [2, 1, 0]
+        sql, params = PEOPLE.select([("score", "gte", 0)], ("-score",), 10)
+        rows = [PEOPLE.decode(row) for row in await store.read_records(sql, params)]
+        assert [(r["email"], r["score"], r["vip"]) for r in rows] == [("a@x", 7, False), ("b@x", 5, False)]
+        sql, params = PEOPLE.select([("email", "like", "b%")])
+        assert [PEOPLE.decode(row)["email"] for row in await store.read_records(sql, params)] == ["b@x"]
+
+    run(url, scenario)
+
+
+def test_a_field_added_to_a_collection_becomes_a_column(url):
+    async def scenario(store):
+        await store.ensure_collections([PEOPLE])
+        grown = Collection("people", {**PEOPLE.fields, "city": "string"}, PEOPLE.unique)
+        await store.ensure_collections([grown])
+        [saved] = await store.write_effects([Effect([grown.insert({"email": "z@x", "city": "Oslo"})], "row",
+                                                    effect(9, 0, None).job, grown.decode)])
+        assert saved["city"] == "Oslo"
+
+    run(url, scenario)

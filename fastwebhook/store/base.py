@@ -205,10 +205,10 @@ class Store:
         """Every collection's table and unique indexes; a field added to the config since is
         added as a column (nothing is ever dropped)."""
         for collection in collections:
-            await self.db.run_ddl(collection.ddl())   # (an in-memory store refuses: StoreError)
+            await self.db.run_ddl(collection.ddl(self.db.dialect))   # (an in-memory store refuses: StoreError)
             have = {row[0] for row in await self.db.read_alone(self.sql["table_columns"],
                                                                 (f"records_{collection.name}",))}
-            missing = [collection.add_column(f) for f in collection.fields if f not in have]
+            missing = [collection.add_column(f, self.db.dialect) for f in collection.fields if f not in have]
             if missing:
                 await self.db.run_ddl(missing)
 

@@ -16,13 +16,15 @@ that schema (made if missing).
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import StoreError
+from ..errors import ConstraintError, StoreError
 from . import batch_codec
 from .base import Store
 from .rows import TRANSITIONS, Claim, Delivery, Records
@@ -180,13 +182,80 @@ class PostgresConnector:
         """PostgreSQL keeps its own log: nothing to do."""
 
     async def run_ddl(self, statements: list[str]) -> None:
-        raise StoreError("collections on PostgreSQL are not built yet: keep them on SQLite for now")
-
-    async def apply_effects(self, effects: list, insert_job: str) -> list:
-        raise StoreError("collections on PostgreSQL are not built yet")
+        async with self.transaction() as session:
+            for statement in statements:
+                await session.execute(statement)
 
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
-        raise StoreError("collections on PostgreSQL are not built yet")
+        return await self.fetch(_numbered(sql), params)
+
+    async def apply_effects(self, effects: list, insert_job: str) -> list:
+        """Each effect's writes and its job row, in one transaction for the batch; when one is
+        refused (a unique field taken) the batch is written again with a savepoint per effect,
+        and that one's slot holds the error (as on SQLite)."""
+        with _wrapped("collection write"):
+            async with self._pool().acquire() as connection:
+                try:
+                    async with connection.transaction():
+                        return [await _write_one(connection, effect, insert_job) for effect in effects]
+                except _Refused:
+                    pass
+                outcomes = []
+                async with connection.transaction():
+                    for effect in effects:
+                        try:
+                            async with connection.transaction():   # a savepoint
+                                outcomes.append(await _write_one(connection, effect, insert_job))
+                        except _Refused as refused:
+                            outcomes.append(_refusal(refused.__cause__))
+                return outcomes
+
+
+class _Refused(Exception):
+    """One effect failed by itself (a constraint, a value the column refuses, its finish)."""
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _numbered(sql: str) -> str:
+    """A collection statement's `?` placeholders as $1, $2, ... (collections.py writes `?`
+    for both dialects; its names are checked identifiers, its values all parameters)."""
+    count = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
+
+
+async def _write_one(connection: asyncpg.Connection, effect, insert_job: str):
+    raw, changed = None, 0
+    try:
+        for write in effect.writes:
+            sql = _numbered(write.sql)
+            if effect.shape == "row":
+                found = await connection.fetchrow(sql, *write.params)
+                raw = tuple(found) if found is not None else None
+            elif effect.shape == "rows":
+                raw = _rows(await connection.fetch(sql, *write.params))
+            else:
+                count = (await connection.execute(sql, *write.params)).rpartition(" ")[2]
+                changed += int(count) if count.isdigit() else 0
+        given = raw if effect.shape in ("row", "rows") else changed if effect.shape == "count" else None
+        result = effect.finish(given) if effect.finish is not None else None
+        job = effect.job
+        await connection.execute(insert_job, job.execution, job.position, job.node, job.type, job.status,
+                                 effect.encode(result), job.error, job.logs, job.duration_ms)
+    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+        raise   # the connection itself: the batch fails, and says so
+    except Exception as exc:  # noqa: BLE001 - a constraint, a refused value, or the node's finish
+        raise _Refused() from exc
+    return result
+
+
+def _refusal(exc: BaseException | None):
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return ConstraintError(str(exc))
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(f"PostgreSQL refused the write: {exc}")
+    return exc
 
 
 class PostgresStore(Store):

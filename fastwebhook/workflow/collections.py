@@ -3,8 +3,9 @@
 Each collection is a real table (`records_<name>`) with its declared fields as columns and a
 unique index per `unique` entry.  Statements are built here from a node's rendered settings;
 values are checked against the declared types, filters use SPEC's operators
-(eq ne gt gte lt lte in like).  The SQL is SQLite's; a PostgreSQL connector rewrites the
-placeholders.
+(eq ne gt gte lt lte in like).  The statements are written to run on SQLite and PostgreSQL
+alike (`?` placeholders, which the PostgreSQL connector numbers); only the tables' types differ
+(`ddl(dialect)`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from .templates import compile_value
 
 TYPES = {"string": "TEXT", "text": "TEXT", "integer": "INTEGER", "number": "REAL",
          "boolean": "INTEGER", "json": "TEXT", "datetime": "TEXT"}
+DIALECT_TYPES = {"sqlite": TYPES,
+                 "postgres": {**TYPES, "integer": "BIGINT", "number": "DOUBLE PRECISION", "boolean": "BIGINT"}}
+ID_COLUMN = {"sqlite": "id INTEGER PRIMARY KEY", "postgres": "id BIGSERIAL PRIMARY KEY"}
 BUILT_IN = ("id", "created_at", "updated_at")
 FILTER_OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "IN", "like": "LIKE"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -52,9 +56,10 @@ class Collection:
         return ", ".join(f'"{c}"' for c in self.columns)
 
     # -- schema -----------------------------------------------------------------------------
-    def ddl(self) -> list[str]:
-        columns = ", ".join(f'"{f}" {TYPES[t]}' for f, t in self.fields.items())
-        statements = [f"CREATE TABLE IF NOT EXISTS {self.table} (id INTEGER PRIMARY KEY, {columns}, "
+    def ddl(self, dialect: str = "sqlite") -> list[str]:
+        types = DIALECT_TYPES[dialect]
+        columns = ", ".join(f'"{f}" {types[t]}' for f, t in self.fields.items())
+        statements = [f"CREATE TABLE IF NOT EXISTS {self.table} ({ID_COLUMN[dialect]}, {columns}, "
                       "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"]
         for number, fields in enumerate(self.unique):
             index = f'"records_{self.name}_unique_{number}"'
@@ -62,8 +67,8 @@ class Collection:
             statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {self.table} ({listed})")
         return statements
 
-    def add_column(self, field: str) -> str:
-        return f'ALTER TABLE {self.table} ADD COLUMN "{field}" {TYPES[self.fields[field]]}'
+    def add_column(self, field: str, dialect: str = "sqlite") -> str:
+        return f'ALTER TABLE {self.table} ADD COLUMN "{field}" {DIALECT_TYPES[dialect][self.fields[field]]}'
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, values: Mapping[str, Any], upsert_on: tuple[str, ...] = ()) -> Write:
@@ -111,13 +116,13 @@ class Collection:
                 raise RecordError(f"filter on {field!r}: unknown operator {op!r} (known: {' '.join(FILTER_OPS)})")
             column = f'"{field}"'
             if value is None:
-                clauses.append(f"{column} IS {'NOT ' if op == 'ne' else ''}NULL" if nulls and op in ("eq", "ne") else "0")
+                clauses.append(f"{column} IS {'NOT ' if op == 'ne' else ''}NULL" if nulls and op in ("eq", "ne") else "1 = 0")
             elif op == "in":
                 items = [item for item in (value if isinstance(value, list) else [value]) if item is not None]
-                clauses.append(f"{column} IN ({', '.join('?' * len(items))})" if items else "0")
+                clauses.append(f"{column} IN ({', '.join('?' * len(items))})" if items else "1 = 0")
                 params.extend(_encode(field, kind, item) for item in items)
             elif op == "ne":   # NULL-safe: a record without the field is not equal to the value
-                clauses.append(f"{column} IS NOT ?")
+                clauses.append(f"{column} IS DISTINCT FROM ?")
                 params.append(_encode(field, kind, value))
             elif op == "like":
                 clauses.append(f"{column} LIKE ?")

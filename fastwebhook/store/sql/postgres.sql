@@ -259,3 +259,10 @@ DELETE FROM stored_workflows WHERE key = $1;
 
 -- name: workflows_signature
 SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(length(key) * updated_at), 0) FROM stored_workflows;
+
+-- name: insert_job
+INSERT INTO jobs (execution, position, node, type, status, result, error, logs, duration_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: table_columns
+SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1;
