@@ -401,3 +401,12 @@ def test_workflows_are_listed_from_the_file_when_the_store_cannot_be_read(tmp_pa
     assert done.returncode == 0
     assert done.stdout.splitlines()[1].split() == ["a", "/api/webhooks/a", "POST", "async", "True", "none", "file"]
     assert "the config file's workflows only: cannot make the folder of /proc/no-such-folder" in done.stderr
+
+
+def test_serve_says_so_when_the_database_server_cannot_be_reached(tmp_path):
+    config = tmp_path / "pg.toml"
+    config.write_text('[server]\nlisten = ["127.0.0.1:0"]\n[storage]\nurl = "postgresql://app:hunter2@127.0.0.1:1/hooks"\n')
+    done = cli("serve", "-c", str(config))
+    assert done.returncode == 1
+    assert "PostgreSQL connection to postgresql://127.0.0.1:1/hooks failed: cannot reach the server" in done.stderr
+    assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stdout + done.stderr
