@@ -72,7 +72,7 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def wait_until(predicate, timeout: float, step: float = 0.1):
+def wait_until(predicate, timeout: float = 30.0, step: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -396,28 +396,6 @@ def test_a_claim_takes_as_many_deliveries_as_asked_even_from_the_middle_of_a_bat
     with_store(tmp_path, scenario)
 
 
-def test_the_claim_takes_each_dedup_key_once_within_a_claim_and_against_live_and_expired_keys(tmp_path):
-    now = 5000.0
-
-    async def scenario(store):
-        await store.append([delivery(1, dedup=7, dedup_expires=now + 100),
-                            delivery(2, dedup=7, dedup_expires=now + 100),
-                            delivery(3, dedup=8, dedup_expires=now + 10)])
-        claim = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
-        assert ids(claim.run) == [1, 3]
-        assert [(int.from_bytes(d.id, "big"), original) for d, original in claim.duplicates] == \
-            [(2, (1).to_bytes(16, "big"))]
-        duplicate = await store.get_execution((2).to_bytes(16, "big"))
-        assert duplicate.status == Status.DUPLICATE and duplicate.duplicate_of == (1).to_bytes(16, "big")
-        # A live key makes a later delivery a duplicate; an expired one does not.
-        await store.append([delivery(4, dedup=7, dedup_expires=now + 150), delivery(5, dedup=8, dedup_expires=now + 150)])
-        later = await store.claim("me", now + 50, now + 80, 10, nothing_in_memory, runs_something)
-        assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
-        assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
-
-    with_store(tmp_path, scenario)
-
-
 def test_a_workflow_with_nothing_to_run_is_resolved_in_the_claim(tmp_path):
     async def scenario(store):
         await store.append([delivery(1), delivery(2, workflow="busy")])

@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from burst_support import wait_until
 from conftest import free_port, log_entries, wait_for_entry
 from test_store_dialects import POSTGRES, postgres_reachable
 
@@ -126,16 +127,6 @@ def cluster(tmp_path):
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await connection.close()
     asyncio.run(drop())
-
-
-def wait_until(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_load_spread_over_three_hosts_loses_nothing_acknowledged(cluster):

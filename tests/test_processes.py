@@ -21,6 +21,7 @@ import pytest
 
 from fastwebhook.records import parse_execution_id
 
+from burst_support import wait_until
 from conftest import free_port, log_entries, wait_for_entry, write_config
 from test_systemd import NotifySocket
 
@@ -125,16 +126,6 @@ def executions(db: str, workflow: str) -> dict[str, int]:
     with sqlite3.connect(db, timeout=10) as connection:
         return dict(connection.execute("SELECT status, count(*) FROM executions WHERE workflow = ? GROUP BY status",
                                        (workflow,)).fetchall())
-
-
-def wait_until(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_two_workers_share_the_port_and_every_scrape_sums_both(supervised):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from ..config import StorageConfig
-from ..errors import StoreError
 from .base import Store
 
 
