@@ -3,8 +3,10 @@
 The same `Store` as SQLite's, with the parts whose SQL has another shape here:
 - the append is one round trip (the batch's row, and a NOTIFY for idle hosts);
 - a claim takes whole intake batches with FOR UPDATE SKIP LOCKED, so hosts claim side by side
-  rather than in turn; a batch with a sync sender waiting is left to the host holding it; each delivery's dedup key goes into the unique index with INSERT ... ON
-  CONFLICT in the claim's transaction, so a duplicate sent to two hosts at once runs once;
+  rather than in turn, and a batch with a sync sender waiting is left to the host holding it;
+- each delivery's dedup key goes into the unique index with INSERT ... ON CONFLICT in the
+  claim's transaction, so a duplicate sent to two hosts at once runs once;
+- collections' statements (collections.py writes `?`) get numbered placeholders;
 - leases are timed by the database's clock (clock_timestamp()), never a host's: a host gives
   only how long;
 - records go in one statement (arrays unnested), one round trip.
