@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from typing import Any
 
 import orjson
@@ -122,14 +123,30 @@ def list_workflows(config: Config) -> list[dict]:
     return [summary(w) for w in config.workflows.values()]
 
 
+def stats(config: Config, metrics, now: float) -> dict:
+    """Per workflow: executions finished by status and requests answered, counted since this
+    server started (the admin page samples them for its requests-per-second chart)."""
+    counts = metrics.counts()
+    workflows = {key: {"executions": {}, "requests": 0} for key in config.workflows}
+    for (workflow, status), count in counts["executions_total"].items():
+        if workflow in workflows and count:
+            workflows[workflow]["executions"][status] = int(count)
+    for (workflow, _code), count in counts["requests_total"].items():
+        if workflow in workflows:
+            workflows[workflow]["requests"] += int(count)
+    return {"at": now, "workflows": workflows}
+
+
 class AdminApi:
     """Bearer-token guarded; each call runs as its own task (admin calls are not the hot path)."""
 
     PREFIX = "/api/admin"
 
-    def __init__(self, config: Config, store: Store, submit=None, workflows: StoredWorkflows | None = None):
+    def __init__(self, config: Config, store: Store, submit=None, workflows: StoredWorkflows | None = None,
+                 metrics=None):
         self.config = config
         self.store = store
+        self.metrics = metrics        # for GET /api/admin/stats
         self.submit = submit          # offers a replayed delivery to this server's intake
         self.workflows = workflows    # changes them (without one, a server's, they are read-only)
         self.expected = f"Bearer {config.admin_token}".encode()
@@ -176,6 +193,8 @@ class AdminApi:
                 return Response.error(405, "method not allowed", ((b"allow", b"POST"),))
             case ["collections", _, "records"]:
                 return Response.error(405, "method not allowed", ((b"allow", b"GET"),))
+            case ["stats"] if method == "GET" and self.metrics is not None:
+                return Response.json(200, stats(self.config, self.metrics, time.time()))
             case ["requests"] if method == "GET":
                 return Response.json(200, await list_requests(self.store, query.get("limit"), query.get("cursor")))
             case ["executions"] | ["executions", _] | ["requests"]:

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 
+from . import admin_page
 from .admin import AdminApi
-from .config import Config
+from .config import ADMIN_PAGE, Config
 from .http.messages import Request, Response, answered_status
 from .door.trigger import Trigger
 from .metrics import CONTENT_TYPE
@@ -59,9 +60,12 @@ class WebhookApp:
         if config.metrics_path:
             router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
-            admin = AdminApi(config, self.service.store, self.service.submit, self.workflows)
+            admin = AdminApi(config, self.service.store, self.service.submit, self.workflows, self.service.metrics)
             router.add_prefix(AdminApi.PREFIX, _Endpoint(
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
+            page = _Endpoint(("GET",), self._logged(admin_page.answer), small, None)
+            router.add(ADMIN_PAGE, page)
+            router.add_prefix(ADMIN_PAGE, page)
         self.config, self.max_body, self.trusted = config, max_body, AddressSet(trusted) if trusted else None
         self.router = router
         # what the protocol calls per request: without access lines, not one call more

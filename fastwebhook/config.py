@@ -24,6 +24,7 @@ from .units import parse_duration, parse_size
 DEFAULT_LOCATIONS = ("./config.toml", "/etc/fastwebhook/config.toml")
 RESERVED_PATHS = ("/metrics", "/healthz", "/readyz")
 ADMIN_PREFIX = "/api/admin"
+ADMIN_PAGE = "/admin"                 # the executions page (web/), served with the admin API
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODES = ("async", "sync")
 DURABILITIES = ("commit", "memory")

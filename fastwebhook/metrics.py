@@ -218,6 +218,11 @@ class Metrics:
         return {labels: (numbers if family.buckets else numbers[0])
                 for (name, labels), numbers in gathered.items() if name == family.name}
 
+    def counts(self) -> dict[str, dict[tuple, float]]:
+        """The counters by label values (every process's, with several): the admin page's figures."""
+        gathered = SharedCells.gather(self.shared.directory) if self.shared is not None else None
+        return {family.name: self._series(family, gathered) for family in self._counters}
+
     def collect(self) -> Iterable:
         gathered = SharedCells.gather(self.shared.directory) if self.shared is not None else None
         for family in self._counters:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .config import (ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
+from .config import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
                      ResponseConfig, ServerConfig, VerifyConfig, Workflow, _PATH_SEGMENT)
 from .errors import ConfigError
 from .workflow.nodes import NODE_TYPES
@@ -111,7 +111,8 @@ def _check_path(loader, url_path: str, where: str) -> None:
     if not url_path.startswith("/"):
         loader.error(where, f"must start with '/': {url_path!r}")
         return
-    if url_path in RESERVED_PATHS or url_path == loader.metrics_path or url_path == ADMIN_PREFIX or url_path.startswith(ADMIN_PREFIX + "/"):
+    admin = any(url_path == prefix or url_path.startswith(prefix + "/") for prefix in (ADMIN_PREFIX, ADMIN_PAGE))
+    if url_path in RESERVED_PATHS or url_path == loader.metrics_path or admin:
         loader.error(where, f"{url_path} is reserved")
     for segment in url_path.split("/")[1:]:
         if not _PATH_SEGMENT.match(segment):

@@ -1,0 +1,266 @@
+"""The executions page at /admin/ (issue 11), in Debian's headless Chromium driven by Selenium,
+against a real server with real executions: sign-in with a good and a wrong token, the views and
+their filters, an execution's jobs and logs, replay, the request log, a 375 px screen, and a
+hostile payload that must run nothing.  Screenshots of each view go to $FASTWEBHOOK_SCREENSHOTS
+(default: the test's temporary folder); they are not part of the repository."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from test_admin import TOKEN, admin, call, send
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+WORKFLOWS = """
+[workflows.scripted]
+path = "/scripted"
+mode = "sync"
+[[workflows.scripted.nodes]]
+key = "shout"
+type = "script"
+code = "console.log('got', $context.data.name); return {shouted: String($context.data.name).toUpperCase()};"
+[[workflows.scripted.nodes]]
+key = "answer"
+type = "response"
+body = "{{$jobsMapByNodeKey.shout}}"
+
+[workflows.fails]
+path = "/fails"
+[[workflows.fails.nodes]]
+key = "broken"
+type = "script"
+code = "console.log('about to fail'); throw new Error('no such customer');"
+
+[workflows.gh]
+path = "/gh"
+[workflows.gh.verify]
+scheme = "github"
+secret = "gh-secret"
+"""
+HOSTILE = {"name": '<img src=x onerror="window.pwned = 1">', "note": "<script>window.pwned = 2</script>"}
+
+
+@pytest.fixture
+def server(serve):
+    running = serve(WORKFLOWS)
+    assert send(running, "/scripted", {"name": "ada"})[0] == 200
+    assert send(running, "/scripted", HOSTILE)[0] == 200
+    for _ in range(2):
+        assert send(running, "/fails", {"n": 1})[0] == 202
+    assert send(running, "/gh", {"zen": "x"}, {"X-Hub-Signature-256": "sha256=" + "0" * 64})[0] == 401
+    signed = json.dumps({"zen": "ok"}).encode()
+    signature = "sha256=" + hmac.new(b"gh-secret", signed, hashlib.sha256).hexdigest()
+    assert call(running, "POST", "/gh", signed, {"Content-Type": "application/json", "X-Hub-Signature-256": signature})[0] == 202
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        items = admin(running, "/api/admin/executions")[2]["items"]
+        if len(items) == 5 and all(x["status"] not in ("queued", "started") for x in items):
+            break
+        time.sleep(0.05)
+    return running
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("FASTWEBHOOK_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium and chromium-driver are not installed")
+    os.environ["SE_OFFLINE"] = "true"   # Selenium Manager must not look for drivers on the network
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def shoot(driver, name: str) -> None:
+    folder = Path(os.environ.get("FASTWEBHOOK_SCREENSHOTS", "/tmp/fastwebhook-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(folder / f"{name}.png"))
+
+
+def until(driver, condition, timeout: float = 10.0):
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+
+
+def text(driver, selector: str = "#view") -> str:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def sign_in(driver, server, token: str = "test-token") -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver.get(f"{server.url}/admin/")
+    field = until(driver, lambda d: d.find_element(By.ID, "token") if d.find_element(By.ID, "token").is_displayed() else None)
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+
+
+def test_the_page_is_served_with_strict_headers_and_only_with_an_admin_token(server, serve, tmp_path):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    conn.request("GET", "/admin/")
+    response = conn.getresponse()
+    page = response.read()
+    assert response.status == 200 and b"<script src=\"app.js\" defer></script>" in page
+    policy = response.getheader("content-security-policy")
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert response.getheader("x-content-type-options") == "nosniff"
+    conn.request("GET", "/admin")
+    moved = conn.getresponse()
+    moved.read()
+    assert moved.status == 301 and moved.getheader("location") == "/admin/"
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        conn.request("GET", f"/admin/{name}")
+        asset = conn.getresponse()
+        assert asset.status == 200 and asset.getheader("content-type").startswith(kind) and asset.read()
+    conn.request("GET", "/admin/../config.toml")
+    assert conn.getresponse().status == 404
+    conn.close()
+    javascript = (Path(__file__).parent.parent / "fastwebhook" / "web" / "app.js").read_text()
+    assert "innerHTML" not in javascript and "insertAdjacentHTML" not in javascript and "eval(" not in javascript
+
+
+def test_without_an_admin_token_there_is_no_page(serve, tmp_path):
+    running = serve('[server]\nlisten = ["127.0.0.1:0"]\n[storage]\nurl = "sqlite:///{db}"\n[workflows.w]\n', "other.db")
+    assert call(running, "GET", "/admin/")[0] == 404
+
+
+def test_sign_in_refuses_a_wrong_token_and_takes_the_right_one(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    sign_in(browser, server, "not-the-token")
+    until(browser, lambda d: "Wrong token" in text(d, "#sign-in-error"))
+    shoot(browser, "sign-in-refused")
+    assert browser.execute_script("return sessionStorage.length") == 0
+    field = browser.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys("test-token")
+    browser.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+    until(browser, lambda d: "scripted" in text(d))
+    assert browser.find_element(By.ID, "nav").is_displayed() and not browser.find_element(By.ID, "sign-in").is_displayed()
+    assert "test-token" not in browser.current_url and browser.get_cookies() == []
+    listed = text(browser)
+    assert all(key in listed for key in ("scripted", "fails", "gh")) and "resolved 2" in listed and "failed 2" in listed
+    shoot(browser, "workflows")
+    browser.find_element(By.ID, "sign-out").click()
+    until(browser, lambda d: d.find_element(By.ID, "sign-in").is_displayed())
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
+def test_executions_list_filters_and_pages(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support.ui import Select  # noqa: PLC0415
+
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/executions")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 5)
+    shoot(browser, "executions")
+    Select(browser.find_element(By.NAME, "workflow")).select_by_value("fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 2)
+    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#view tbody tr")]
+    assert all("fails" in row and "failed" in row and "no such customer" in row for row in rows)
+    Select(browser.find_element(By.NAME, "status")).select_by_value("resolved")
+    until(browser, lambda d: "No executions." in text(d))
+    browser.get(f"{server.url}/admin/#/executions?before=2000-01-01T00:00")   # the time filter: nothing that old
+    until(browser, lambda d: "No executions." in text(d))
+    for _ in range(55):   # more than a page (50)
+        assert send(server, "/fails", {"n": 2})[0] == 202
+    browser.get(f"{server.url}/admin/#/executions?workflow=fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 50)
+    browser.find_element(By.LINK_TEXT, "Older").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 7)
+    pause = browser.find_elements(By.ID, "pause")
+    assert pause and pause[0].text == "Pause refresh"
+
+
+def test_an_execution_shows_its_request_jobs_and_logs_and_replays(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    failing = admin(server, "/api/admin/executions?workflow=fails&limit=1")[2]["items"][0]["id"]
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/execution/{failing}")
+    until(browser, lambda d: "Jobs (1)" in text(d))
+    shown = text(browser)
+    assert "broken (script) failed" in shown and "no such customer" in shown and "about to fail" in shown
+    assert "POST /fails" in shown and "content-type" in shown and '"n": 1' in shown
+    shoot(browser, "execution")
+    browser.find_element(By.ID, "replay").click()
+    link = until(browser, lambda d: d.find_element(By.ID, "replayed") if d.find_elements(By.ID, "replayed") else None)
+    replayed = link.text
+    assert replayed != failing
+    link.click()
+    until(browser, lambda d: replayed in text(d) and "Jobs (1)" in text(d))
+    assert admin(server, f"/api/admin/executions/{replayed}")[2]["workflow"] == "fails"
+
+
+def test_the_request_log_shows_rejections_with_their_reasons(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/requests")
+    until(browser, lambda d: any("401" in row.text and "signature" in row.text
+                                 for row in d.find_elements(By.CSS_SELECTOR, "#view tbody tr")))
+    rejected = [row for row in browser.find_elements(By.CSS_SELECTOR, "#view tbody tr") if "signature" in row.text][0]
+    assert "/gh" in rejected.text and "gh" in rejected.text
+    shoot(browser, "requests")
+
+
+def test_a_hostile_payload_is_shown_as_text_and_runs_nothing(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    hostile = [x for x in admin(server, "/api/admin/executions?workflow=scripted")[2]["items"]
+               if "img" in json.dumps(admin(server, f"/api/admin/executions/{x['id']}")[2]["request"]["data"])][0]["id"]
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/execution/{hostile}")
+    until(browser, lambda d: "Jobs (2)" in text(d))
+    for details in browser.find_elements(By.CSS_SELECTOR, "#view details"):
+        if details.get_attribute("open") is None:
+            details.find_element(By.TAG_NAME, "summary").click()
+    shown = text(browser)
+    assert '<img src=x onerror=\\"window.pwned = 1\\">' in shown and "<script>window.pwned = 2</script>" in shown
+    assert "<IMG SRC=X ONERROR" in shown          # the script's result, as text too
+    assert browser.find_elements(By.CSS_SELECTOR, "#view img, #view script") == []
+    time.sleep(0.3)
+    assert browser.execute_script("return window.pwned === undefined")
+    shoot(browser, "hostile")
+
+
+def test_the_page_works_on_a_375_px_screen(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    browser.set_window_size(375, 812)
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/executions")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 5)
+    width = browser.execute_script("return window.innerWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width   # tables scroll in their box
+    shoot(browser, "executions-375px")
