@@ -22,6 +22,8 @@ listen = ["127.0.0.1:0"]
 url = "sqlite:///./installed.db"
 [log]
 level = "info"
+[admin]
+token = "installed"
 [workflows.hook]
 path = "/hook"
 [[workflows.hook.nodes]]
@@ -65,6 +67,10 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves_without_the_checkout(tmp_
         answer = connection.getresponse()
         assert answer.status == 202
         execution = orjson.loads(answer.read())["execution_id"]
+        for asset in ("/admin/", "/admin/app.js", "/admin/app.css"):   # the page's files are in the wheel
+            connection.request("GET", asset)
+            served = connection.getresponse()
+            assert served.status == 200 and served.read(), asset
         connection.close()
         # its record, read back with the installed CLI
         deadline = time.monotonic() + 30

@@ -11,13 +11,14 @@ import hmac
 import http.client
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from test_admin import TOKEN, admin, call, send
+from test_admin import admin, call, send
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WORKFLOWS = """
@@ -194,8 +195,38 @@ def test_executions_list_filters_and_pages(server, browser):
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 50)
     browser.find_element(By.LINK_TEXT, "Older").click()
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 7)
-    pause = browser.find_elements(By.ID, "pause")
-    assert pause and pause[0].text == "Pause refresh"
+
+
+
+def test_the_executions_list_refreshes_itself_until_paused(server, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    browser.get(f"{server.url}/admin/#/executions?workflow=fails")
+    rows = lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr"))  # noqa: E731
+    until(browser, lambda d: rows(d) == 2)
+    assert send(server, "/fails", {"n": 3})[0] == 202
+    until(browser, lambda d: rows(d) == 3, timeout=12)           # the next refresh shows it
+    browser.find_element(By.ID, "pause").click()
+    assert browser.find_element(By.ID, "pause").text == "Resume refresh"
+    assert send(server, "/fails", {"n": 4})[0] == 202
+    time.sleep(6.5)                                               # more than a refresh period
+    assert rows(browser) == 3
+    browser.find_element(By.ID, "pause").click()
+    until(browser, lambda d: rows(d) == 4, timeout=12)
+
+
+def test_the_workflows_chart_shows_requests_per_second(server, browser):
+    sign_in(browser, server)
+    until(browser, lambda d: "scripted" in text(d))
+    for _ in range(10):
+        assert send(server, "/fails", {"n": 5})[0] == 202
+    until(browser, lambda d: re.search(r"\d+\.\d/s", text(d)), timeout=12)   # two samples: a rate
+    assert "so far" not in text(browser)
+    fails = [line for line in text(browser).splitlines() if line.startswith("fails")][0]
+    assert float(re.search(r"(\d+\.\d)/s", fails)[1]) > 0
+    shoot(browser, "workflows-chart")
 
 
 def test_an_execution_shows_its_request_jobs_and_logs_and_replays(server, browser):

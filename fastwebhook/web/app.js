@@ -121,9 +121,16 @@ function chart(points) {
     rates.push(Math.max(0, points[i].requests - points[i - 1].requests) / Math.max(0.001, points[i].at - points[i - 1].at));
   }
   const top = Math.max(1, ...rates);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", rates.map((r, i) => `${(i * 120) / Math.max(1, rates.length - 1)},${27 - (r / top) * 26}`).join(" "));
-  svg.append(line);
+  const width = 120 / 59;   // a bar per 5 s sample, five minutes across
+  rates.slice(-59).forEach((rate, i, shown) => {
+    const bar = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    const height = Math.max(1, (rate / top) * 27);
+    bar.setAttribute("x", String(120 - (shown.length - i) * width));
+    bar.setAttribute("y", String(28 - height));
+    bar.setAttribute("width", String(width * 0.8));
+    bar.setAttribute("height", String(height));
+    svg.append(bar);
+  });
   const total = points.length ? points[points.length - 1].requests : 0;
   const label = rates.length ? `${rates[rates.length - 1].toFixed(1)}/s` : `${total} so far`;
   return el("span", { title: "requests per second, sampled every 5 s while this page is open" }, svg, " ", label);
