@@ -119,7 +119,7 @@ class Service:
         if self.worker is None or self.worker.leader:
             supervise.every("purge", PURGE_EVERY, self.purge, first=PURGE_FIRST)
             supervise.every("checkpoint", CHECKPOINT_EVERY, self.store.checkpoint)
-        if self.worker is not None:
+        if self.worker is not None or self.store.shared_by_hosts:
             supervise.every("depth", DEPTH_EVERY, self.count_depth)
         supervise.every("rejections", REJECTIONS_EVERY, self.report_rejections)
 
@@ -156,9 +156,9 @@ class Service:
         await self.dispatcher.flush()
 
     async def count_depth(self) -> None:
-        """With several processes, each acknowledges deliveries that others may run: the depth
-        (the queue's bound) is counted again from the store, which holds them all, plus what
-        this process has not committed yet."""
+        """With several processes or hosts, each acknowledges deliveries that others may run:
+        the depth (the queue's bound) is counted again from the store, which holds them all,
+        plus what this process has not committed yet."""
         self.intake.depth = await self.store.unfinished() + self.intake.uncommitted
 
     async def purge(self) -> None:

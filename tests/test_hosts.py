@@ -155,7 +155,16 @@ def test_load_spread_over_three_hosts_loses_nothing_acknowledged(cluster):
     assert {execution.replace("-", "") for execution in acknowledged} == rows.keys()
     claimers = cluster.query("SELECT count(DISTINCT owner) FROM executions")   # resolved in the claim: no owner
     assert claimers == [(0,)]
+    # each host's queue depth (its bound: 503 past it) is the shared queue's, now empty, whoever ran what
+    assert wait_until(lambda: [queue_depth(host) for host in hosts] == [0, 0, 0], timeout=10), \
+        [queue_depth(host) for host in hosts]
     assert all(host.stop() == 0 for host in hosts)
+
+
+def queue_depth(host: Host) -> float:
+    status, text = host.request("GET", "/metrics", b"")
+    assert status == 200
+    return float(next(line.split()[1] for line in text.decode().splitlines() if line.startswith("fastwebhook_queue_depth ")))
 
 
 def test_a_delivery_sent_to_two_hosts_at_once_runs_once(cluster):

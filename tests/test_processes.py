@@ -140,6 +140,8 @@ def test_two_workers_share_the_port_and_every_scrape_sums_both(supervised):
     for _ in range(6):   # whichever worker answers the scrape, it answers for both
         assert server.metric("fastwebhook_requests_total", code="202", workflow="hook") == 60
         assert wait_until(lambda: server.metric("fastwebhook_executions_total", status="resolved", workflow="hook") == 60)
+        # the queue's depth is the shared queue's, whichever worker acknowledged or ran what
+        assert wait_until(lambda: server.metric("fastwebhook_queue_depth") == 0, timeout=5)
     assert server.stop() == 0
 
 
