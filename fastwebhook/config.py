@@ -412,7 +412,8 @@ def with_stored(config: Config, stored: Mapping[str, dict],
             shadowed.append(key)
             continue
         path, before = f"workflows.{key}", len(loader.errors)
-        workflow = load_workflow_table(loader, key, loader.substitute(table, path), path, config.server)
+        # no ${VAR} here: an admin token must not read the process's environment through a workflow
+        workflow = load_workflow_table(loader, key, table, path, config.server)
         if workflow is not None and loader.claim_routes(workflow, claimed):
             workflows[key] = dataclasses.replace(workflow, origin="api")
         else:

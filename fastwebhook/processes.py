@@ -27,9 +27,11 @@ once every worker listens.  Metrics: metrics.SharedCells, a file per worker in o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import mmap
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -41,7 +43,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .config import Config
+from .config import Config, load_config
+from .errors import ConfigErrors
 from .http.messages import Response
 from .ids import reseed
 from .systemd import Notifier, listen_sockets
@@ -52,6 +55,7 @@ WORKER_SILENCE = 20.0       # ... and how long without one before it is killed a
 STOP_WAIT = 25.0            # SIGTERM to SIGKILL: the workers' drain (5 s) and grace (10 s), and some;
                             # under the unit's TimeoutStopSec (30 s)
 REFRESH_WAIT = 10.0         # longest an admin API change waits for the other workers
+SEND_WAIT = 1.0             # longest the supervisor waits for room in a worker's channel
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)   # after deaths in a row, each within STABLE
 STABLE = 10.0
 CHANNEL_BUFFER = 4 << 20   # bytes: a sync answer made in one worker for a sender in another
@@ -209,8 +213,9 @@ class Supervisor:
         self.reloading = True
         self.notifier.reloading()
         for child in self.children.values():
-            child.reloading = True
-            _kill(child.pid, signal.SIGHUP)
+            if child.ready:   # one still starting reads the config file as it starts anyway
+                child.reloading = True
+                _kill(child.pid, signal.SIGHUP)
 
     def _tend(self, now: float) -> None:
         """Restarts due, workers gone silent, shutdown overdue, refreshes overdue."""
@@ -241,26 +246,43 @@ class Supervisor:
     # -- the workers ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
         mine, theirs = _channel()
+        # Blocked across the fork: a signal in between would reach the supervisor's handler in
+        # the child; the worker takes them (default action until serve() installs its own).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         pid = os.fork()
         if pid == 0:   # the worker: it never returns into the supervisor's code
             code = 1
             try:
                 mine.close()
                 self._become_worker()
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 from .server import run_worker  # noqa: PLC0415 - the workers' own modules
 
-                code = run_worker(self.config, Worker(index, theirs, self.shared_sockets,
-                                                      self.listen, self.metrics_dir))
+                code = run_worker(self._current_config(), Worker(index, theirs, self.shared_sockets,
+                                                                 self.listen, self.metrics_dir))
             except BaseException:  # noqa: BLE001 - whatever it was, the worker ends here, loudly
                 traceback.print_exc()
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         mine.setblocking(False)
         child = _Child(index, pid, mine, time.monotonic())
         self.children[index] = child
         self.selector.register(mine, selectors.EVENT_READ, index)
         log.info("worker started", extra={"worker": index, "worker_pid": pid})
+
+    def _current_config(self) -> Config:
+        """The config file as it is now (a worker started after a SIGHUP serves what the others
+        reloaded), with the sections a reload does not change; the supervisor's own if the file
+        no longer loads (the log says why)."""
+        try:
+            new = load_config(self.config.source)
+        except ConfigErrors as exc:
+            log.error("a worker starts on the config the server started with: the file does not load now",
+                      extra={"errors": [str(error) for error in exc.errors]})
+            return self.config
+        return dataclasses.replace(new, server=self.config.server, storage=self.config.storage, queue=self.config.queue)
 
     def _become_worker(self) -> None:
         """What the supervisor holds that a worker must not: signal handling, the other
@@ -339,7 +361,7 @@ class Supervisor:
             if data.startswith(REPLY):   # a sync answer: for whichever other worker holds its sender
                 for other in self.children.values():
                     if other.index != index:
-                        _send_bytes(other.control, data)
+                        _send_bytes(other.control, data, SEND_WAIT)
                 continue
             fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
             if "WATCHDOG" in fields:
@@ -366,10 +388,13 @@ class Supervisor:
 
     def _after_change(self) -> None:
         """READY=1 to systemd once every worker is ready: at the start, and after a reload."""
-        if not self.announced and len(self.children) < self.count and all(c.ready for c in self.children.values()):
+        if self.stopping:
+            return
+        unborn = [i for i in range(self.count) if i not in self.children and i not in self.restart_at]
+        if not self.announced and unborn and all(c.ready for c in self.children.values()):
             # One at a time: a fresh database is switched to WAL and given its tables by the
             # first, which two at once could not both do (SQLite answers one "database is locked").
-            self._spawn(len(self.children))
+            self._spawn(unborn[0])
             return
         all_ready = len(self.children) == self.count and all(c.ready and not c.reloading for c in self.children.values())
         if not all_ready:
@@ -389,20 +414,22 @@ class Supervisor:
         return f"{len(self.children)} of {self.count} processes" + (f"; worker 0: {first.status}" if first and first.status else "")
 
     def _refresh(self, asker: int, token: str) -> None:
-        others = {i for i, c in self.children.items() if i != asker and c.was_ready}
-        refresh = _Refresh(asker, others, time.monotonic() + REFRESH_WAIT)
-        if not others:
+        """Every other worker reads the stored workflows again; the asker hears once the ready
+        ones have (one still starting reads the message once it listens to its channel)."""
+        others = [i for i in self.children if i != asker]
+        for index in others:
+            _send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}", SEND_WAIT)
+        refresh = _Refresh(asker, {i for i in others if self.children[i].was_ready}, time.monotonic() + REFRESH_WAIT)
+        if not refresh.waiting:
             self._refreshed(token, refresh)
             return
         self.refreshes[token] = refresh
-        for index in others:
-            _send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}")
 
     def _refreshed(self, token: str, refresh: _Refresh) -> None:
         self.refreshes.pop(token, None)
         asker = self.children.get(refresh.asker)
         if asker is not None:
-            _send(asker.control, f"FASTWEBHOOK_REFRESHED={token}")
+            _send(asker.control, f"FASTWEBHOOK_REFRESHED={token}", SEND_WAIT)
 
 
 class Channel:
@@ -535,14 +562,22 @@ def _receive(control: socket.socket, buffer: memoryview) -> bytes:
     return bytes(buffer[:control.recv_into(buffer)])
 
 
-def _send(control: socket.socket, message: str) -> None:
-    _send_bytes(control, message.encode())
+def _send(control: socket.socket, message: str, wait: float = 0.0) -> None:
+    _send_bytes(control, message.encode(), wait)
 
 
-def _send_bytes(control: socket.socket, message: bytes) -> None:
+def _send_bytes(control: socket.socket, message: bytes, wait: float = 0.0) -> None:
+    """One message; with `wait` (the supervisor's sends), up to that long for room in a busy
+    worker's buffer, rather than dropping it at once (a worker's own sends never wait: its
+    event loop must not stop, and the supervisor reads at once)."""
     try:
-        control.send(message)
-    except OSError as exc:   # the worker is going: its death is handled when it is reaped
+        try:
+            control.send(message)
+        except BlockingIOError:
+            if not wait or not select.select([], [control], [], wait)[1]:
+                raise
+            control.send(message)
+    except OSError as exc:   # full, or the worker is going (its death is handled when it is reaped)
         log.warning("could not reach a worker: %s", exc)
 
 

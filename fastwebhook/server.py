@@ -108,7 +108,7 @@ class Server:
         seconds at the stored workflows' signature reads them again when another changed them."""
         store = self.service.store
         await store.listen("fastwebhook_intake", self.service.dispatcher.poke_claim)
-        self._signature = await store.workflows_signature()
+        self._signature = self.service.stored_signature   # read before the start read the workflows
         self.service.supervisor.every("other-hosts", HOSTS_POLL, self._follow)
 
     async def _follow(self) -> None:
@@ -161,24 +161,29 @@ class Server:
     async def refresh_workflows(self) -> bool:
         """The workflows stored through the admin API read again and put in force (one was
         created, changed or deleted here or in another process)."""
-        return await self._put_in_force(self.config, "workflows changed")
+        return await self._put_in_force(None, "workflows changed")
 
     async def _workflows_changed(self) -> None:
         """The admin API changed a stored workflow: in force here, then in every other worker
         process, before the call answers."""
+        shared = self.service.store.shared_by_hosts
+        # read before the workflows: a change another host makes meanwhile shows in the next look
+        signature = await self.service.store.workflows_signature() if shared else None
         if not await self.refresh_workflows():
             raise StoreError("the change is saved but not in force yet: reading it back failed (see the log)")
-        if self.service.store.shared_by_hosts:   # the other hosts see it within HOSTS_POLL
-            self._signature = await self.service.store.workflows_signature()
+        if shared:
+            self._signature = signature
         if self.channel is not None:
             await self.channel.refresh_others()
 
-    async def _put_in_force(self, new: Config, why: str) -> bool:
-        """`new` (its workflows as the file has them) with the stored ones, in force at once:
-        the next request on every connection is routed by it, executions that start from now
-        on use it, those running finish on theirs."""
+    async def _put_in_force(self, new: Config | None, why: str) -> bool:
+        """`new` (its workflows as the file has them; None: the config in force when our turn
+        comes, so a refresh never undoes a reload before it) with the stored ones, in force at
+        once: the next request on every connection is routed by it, executions that start from
+        now on use it, those running finish on theirs."""
         async with self._changing:
             old = self.config
+            new = old if new is None else new
             try:
                 config = await self.service.with_stored(new)
                 await self.service.reload(config)

@@ -41,7 +41,7 @@ DEDUP_SLICES = 256          # the expired dedup keys go a slice of the hash spac
 _DEDUP_SLICE = (1 << 64) // DEDUP_SLICES
 REJECTIONS_EVERY = 60.0     # seconds between two summaries of the requests refused
 CHECKPOINT_EVERY = 0.5
-DEPTH_EVERY = 1.0           # seconds between two counts of the shared queue (several processes)
+DEPTH_EVERY = 1.0           # seconds between two counts of the shared queue (several processes or hosts)
 
 
 class Service:
@@ -68,6 +68,7 @@ class Service:
         self.metrics.queue_depth = lambda: self.intake.depth
         self.metrics.queue_capacity = config.queue.capacity
         self._rejections_seen: dict[tuple, int] = {}
+        self.stored_signature: tuple | None = None   # the stored workflows' as start read them
         # several processes: the answer for a sync sender another process holds goes to it
         self.forward_reply: Callable[[bytes, Response], None] | None = None
 
@@ -99,6 +100,7 @@ class Service:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.store.open()
+        self.stored_signature = await self.store.workflows_signature()   # before them: see Server
         self._use(await self.with_stored(self.config))   # before the first claim: they may have work queued
         self.intake.depth = await self.store.unfinished()
         cache = self.intake.cache
@@ -159,7 +161,10 @@ class Service:
         """With several processes or hosts, each acknowledges deliveries that others may run:
         the depth (the queue's bound) is counted again from the store, which holds them all,
         plus what this process has not committed yet."""
-        self.intake.depth = await self.store.unfinished() + self.intake.uncommitted
+        intake = self.intake
+        before, uncommitted = intake.depth, intake.uncommitted
+        counted = await self.store.unfinished()
+        intake.depth = counted + uncommitted + (intake.depth - before)   # what changed meanwhile kept
 
     async def purge(self) -> None:
         """Everything older than the retention, in short transactions with pauses between them,

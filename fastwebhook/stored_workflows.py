@@ -91,7 +91,9 @@ class StoredWorkflows:
 
     async def delete(self, key: str) -> None:
         async with self.lock:
-            await self._stored(key)
+            if key not in await self.store.stored_workflows():   # (one the file's hides can go)
+                self._not_the_files(key)
+                raise Refused(404, f"no workflow {key!r}")
             if not await self.store.delete_workflow(key):
                 raise Refused(404, f"no workflow {key!r}")
             await self.put_in_force()

@@ -165,3 +165,18 @@ def test_a_stored_workflow_the_file_now_contradicts_is_left_out_alone(serve, tmp
     status, _, shown = admin(second, "/api/admin/workflows/mine")
     assert status == 200 and shown["in_force"] is False and shown["definition"] == {"path": "/mine"}
     assert write(second, "DELETE", "/api/admin/workflows/mine")[0] == 200
+
+
+def test_a_stored_workflow_the_file_hides_can_still_be_deleted(serve, tmp_path):
+    first = serve(FILE_WORKFLOWS)
+    assert write(first, "POST", "/api/admin/workflows", {"key": "later", "path": "/later"})[0] == 201
+    first.stop()
+    second = serve(FILE_WORKFLOWS + '[workflows.later]\npath = "/later-in-the-file"\n')
+    assert write(second, "DELETE", "/api/admin/workflows/later")[0] == 200
+    assert write(second, "DELETE", "/api/admin/workflows/later")[2]["error"].startswith("workflow 'later' is defined in")
+
+
+def test_a_stored_workflow_takes_no_environment_variables(server, monkeypatch):
+    body = {"key": "leaky", "path": "/leaky", "mode": "sync", "response": {"body": {"home": "${HOME}"}}}
+    assert write(server, "POST", "/api/admin/workflows", body)[0] == 201
+    assert send(server, "/leaky")[0:3:2] == (200, {"home": "${HOME}"})

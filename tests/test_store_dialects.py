@@ -307,3 +307,15 @@ def test_a_field_added_to_a_collection_becomes_a_column(url):
         assert saved["city"] == "Oslo"
 
     run(url, scenario)
+
+
+def test_hosts_starting_together_create_the_same_collection_once(url):
+    async def scenario(*stores):
+        await asyncio.gather(*(store.ensure_collections([PEOPLE]) for store in stores))
+        grown = Collection("people", {**PEOPLE.fields, "city": "string"}, PEOPLE.unique)
+        await asyncio.gather(*(store.ensure_collections([grown]) for store in stores))
+        [saved] = await stores[0].write_effects([Effect([grown.insert({"email": "q@x", "city": "Rome"})], "row",
+                                                        effect(8, 0, None).job, grown.decode)])
+        assert saved["city"] == "Rome"
+
+    run(url, scenario, stores=3)

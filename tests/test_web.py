@@ -295,3 +295,17 @@ def test_the_page_works_on_a_375_px_screen(server, browser):
     width = browser.execute_script("return window.innerWidth")
     assert browser.execute_script("return document.documentElement.scrollWidth") <= width   # tables scroll in their box
     shoot(browser, "executions-375px")
+
+
+def test_a_workflow_on_a_parameter_path_does_not_take_the_admin_paths(serve):
+    running = serve('[server]\nlisten = ["127.0.0.1:0"]\n[storage]\nurl = "sqlite:///{db}"\n[admin]\ntoken = "t"\n'
+                    '[workflows.two]\npath = "/{a}/{b}"\n[workflows.three]\npath = "/{a}/{b}/{c}"\n', "params.db")
+    conn = http.client.HTTPConnection(running.host, running.port, timeout=5)
+    conn.request("GET", "/admin/app.js")
+    script = conn.getresponse()
+    assert script.status == 200 and script.getheader("content-type").startswith("text/javascript") and script.read()
+    conn.request("GET", "/api/admin/executions", headers={"Authorization": "Bearer t"})
+    listed = conn.getresponse()
+    assert listed.status == 200 and json.loads(listed.read())["items"] == []
+    conn.close()
+    assert call(running, "POST", "/x/y", b"{}", {"Content-Type": "application/json"})[0] == 202   # still theirs

@@ -31,6 +31,9 @@ class Router:
         target = self.static.get(path)
         if target is not None:
             return target, {}
+        for prefix, target in self.prefixes:   # the reserved prefixes (admin) before any /{param} route
+            if path.startswith(prefix) or path == prefix[:-1]:
+                return target, {}
         if self.dynamic:
             parts = path.strip("/").split("/")
             for segments, names, target in self.dynamic:
@@ -46,7 +49,4 @@ class Router:
                         break
                 else:
                     return target, dict(zip(names, values))
-        for prefix, target in self.prefixes:
-            if path.startswith(prefix) or path == prefix[:-1]:
-                return target, {}
         return None

@@ -22,7 +22,7 @@ import itertools
 import re
 import time
 from contextlib import asynccontextmanager, contextmanager
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -33,8 +33,10 @@ from .rows import TRANSITIONS, Claim, Delivery, Records
 from .sql import queries
 
 MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 POOL_SIZE = 8
 APPLICATION = "fastwebhook"     # pg_stat_activity's application_name of every connection
+CLAIM_TRIES = 4     # looks past batches another host is claiming, before calling the intake empty
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
 
 
@@ -76,9 +78,11 @@ class PostgresConnector:
 
     def __init__(self, url: str):
         parts = urlsplit(url)
-        options = parse_qs(parts.query)
+        options = parse_qs(parts.query, keep_blank_values=True)
         self.schema = options.pop("schema", [None])[0]
-        query = "&".join(f"{k}={v}" for k, values in options.items() for v in values)
+        if self.schema is not None and not _SCHEMA.match(self.schema):
+            raise StoreError(f"storage.url: schema must be lower-case letters, digits and '_', not {self.schema!r}")
+        query = urlencode(options, doseq=True)
         self.dsn = urlunsplit(parts._replace(scheme="postgresql", query=query))
         where = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         self.display = urlunsplit(parts._replace(netloc=where, query=""))   # no user, no password
@@ -184,9 +188,13 @@ class PostgresConnector:
         """PostgreSQL keeps its own log: nothing to do."""
 
     async def run_ddl(self, statements: list[str]) -> None:
+        """Under the migrations' lock (for this transaction): hosts and workers starting
+        together all create the same collection tables, which PostgreSQL does not let two
+        sessions do at once."""
         async with self.transaction() as session:
+            await session.execute("SELECT pg_advisory_xact_lock($1)", (MIGRATION_LOCK,))
             for statement in statements:
-                await session.execute(statement)
+                await session.execute(statement.replace(" ADD COLUMN ", " ADD COLUMN IF NOT EXISTS ", 1))
 
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
         return await self.fetch(_numbered(sql), params)
@@ -211,6 +219,12 @@ class PostgresConnector:
                         except _Refused as refused:
                             outcomes.append(_refusal(refused.__cause__))
                 return outcomes
+
+
+# Errors of the moment, not of one effect: a deadlock between two hosts' writes, a lock or
+# statement timeout, the server shutting down.  The batch fails (and is retried), as on SQLite.
+_PASSING = (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError,
+            asyncpg.OperatorInterventionError)
 
 
 class _Refused(Exception):
@@ -245,8 +259,8 @@ async def _write_one(connection: asyncpg.Connection, effect, insert_job: str):
         job = effect.job
         await connection.execute(insert_job, job.execution, job.position, job.node, job.type, job.status,
                                  effect.encode(result), job.error, job.logs, job.duration_ms)
-    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
-        raise   # the connection itself: the batch fails, and says so
+    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError, *_PASSING):
+        raise   # the connection, or a conflict that passes: the batch fails, and is tried again
     except Exception as exc:  # noqa: BLE001 - a constraint, a refused value, or the node's finish
         raise _Refused() from exc
     return result
@@ -290,15 +304,26 @@ class PostgresStore(Store):
         """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, as many
         as make `limit` deliveries (at least one), in one transaction: their dedup keys into
         the unique index, their execution rows, the mark."""
+        after: int | None = 0
+        for _ in range(CLAIM_TRIES):   # another host taking the same candidates: look past them
+            claim, after = await self._claim_from(after, owner, now, lease_until, limit, in_memory, runs_nothing)
+            if claim.finished or after is None:
+                break
+        return claim
+
+    async def _claim_from(self, after: int, owner: str, now: float, lease_until: float, limit: int,
+                          in_memory, runs_nothing) -> tuple[Claim, int | None]:
+        """One try from intake seq `after` on; also says where a next try would start (None:
+        nothing was there to take)."""
         claim = Claim()
         wanted, total = [], 0
-        for seq, count in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR)):
+        for seq, count in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR, after)):
             if wanted and total + count > limit:
                 break
             wanted.append(seq)
             total += count
         if not wanted:
-            return claim
+            return claim, None
         held = {seq: batch for seq in wanted if (batch := in_memory(seq)) is not None}
         async with self.db.transaction() as session:
             picked = await session.fetch(self.sql["claim_pick"], (wanted, list(held)))
@@ -306,8 +331,8 @@ class PostgresStore(Store):
             for seq, blob in picked:
                 batch = held.get(seq) or batch_codec.decode(blob)
                 taken.extend((seq, index, d) for index, d in enumerate(batch))
-            if not taken:
-                return claim
+            if not taken:   # another host is claiming every one of them
+                return claim, wanted[-1]
             first: dict[int, Delivery] = {}
             for _, _, d in taken:
                 if d.dedup_hash is not None:
@@ -338,7 +363,7 @@ class PostgresStore(Store):
                                                              columns[8]))
             await session.execute(self.sql["claim_mark"], ([seq for seq, _ in picked],))
         claim.finished = [seq for seq, _ in picked]
-        return claim
+        return claim, wanted[-1]
 
     async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,
                       dead_owners: tuple[str, ...] = ()) -> list[Delivery]:

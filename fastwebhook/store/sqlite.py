@@ -159,7 +159,12 @@ class SqliteConnector:
     def _ddl(self, statements: list[str]) -> None:
         with _wrapped("schema change"):
             for statement in statements:
-                self._effects_db.execute(statement)
+                try:
+                    self._effects_db.execute(statement)
+                except sqlite3.OperationalError as exc:
+                    # another process added that field's column between our look and this
+                    if "duplicate column name" not in str(exc):
+                        raise
 
     async def checkpoint(self) -> None:
         """Copy committed WAL pages into the database without blocking writers (PASSIVE), then

@@ -160,7 +160,7 @@ async function workflowsView(view) {
   });
   view.replaceChildren(el("h1", {}, "Workflows"),
     table(["key", "title", "path", "mode", "enabled", "executions by status", "requests"], rows));
-  refreshLater(() => render(workflowsView));
+  return () => render(workflowsView);   // refreshed
 }
 
 async function executionsView(view) {
@@ -187,7 +187,7 @@ async function executionsView(view) {
     page.next ? el("a", { href: `#/executions?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next })}` }, "Older") : null);
   view.replaceChildren(el("h1", {}, "Executions"), filters,
     page.items.length ? table(["id", "workflow", "status", "created", "duration", "error"], rows) : el("p", {}, "No executions."), pager);
-  if (!params.get("cursor") && !params.get("before")) refreshLater(() => render(executionsView));
+  if (!params.get("cursor") && !params.get("before")) return () => render(executionsView);
 }
 
 function apiParams(params) {
@@ -247,23 +247,37 @@ async function requestsView(view) {
     shown.length ? table(["at", "ip", "method", "path", "workflow", "status", "reason", ""], rows) : el("p", {}, "No requests."),
     el("div", { class: "pager" }, params.get("cursor") ? el("a", { href: "#/requests" }, "Newest") : null,
       page.next ? el("a", { href: `#/requests?${new URLSearchParams({ cursor: page.next, all: hideOwn ? "" : "1" })}` }, "Older") : null));
-  if (!params.get("cursor")) refreshLater(() => render(requestsView));
+  if (!params.get("cursor")) return () => render(requestsView);
 }
 
+let rendering = 0;   // the current view's number: a slower, older one never lands over it
+
 async function render(view, ...args) {
+  const mine = ++rendering;
   const target = document.getElementById("view");
+  const staging = el("section", {});
   try {
-    await view(target, ...args);
+    const again = await view(staging, ...args);   // a view that refreshes itself says how
+    if (mine !== rendering || !token()) return;
+    target.replaceChildren(...staging.childNodes);
+    if (again) refreshLater(again);
   } catch (error) {
-    if (!(error instanceof Refused)) target.replaceChildren(el("p", { class: "error", role: "alert" }, `Could not load: ${error.message}`));
+    if (mine === rendering && !(error instanceof Refused)) {
+      target.replaceChildren(el("p", { class: "error", role: "alert" }, `Could not load: ${error.message}`));
+    }
   }
 }
 
 function route() {
   clearTimeout(timer);
+  paused = false;
   if (!token()) return signOut();
   const [path] = location.hash.slice(1).split("?");
-  if (path.startsWith("/execution/")) return render(executionView, decodeURIComponent(path.slice("/execution/".length)));
+  if (path.startsWith("/execution/")) {
+    let id;
+    try { id = decodeURIComponent(path.slice("/execution/".length)); } catch { id = ""; }
+    return render(executionView, id);
+  }
   if (path === "/executions") return render(executionsView);
   if (path === "/requests") return render(requestsView);
   return render(workflowsView);

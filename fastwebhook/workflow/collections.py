@@ -125,7 +125,8 @@ class Collection:
                 clauses.append(f"{column} IS DISTINCT FROM ?")
                 params.append(_encode(field, kind, value))
             elif op == "like":
-                clauses.append(f"{column} LIKE ?")
+                # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not
+                clauses.append(f"lower(CAST({column} AS TEXT)) LIKE lower(?)")
                 params.append(str(value))
             else:
                 clauses.append(f"{column} {FILTER_OPS[op]} ?")

@@ -96,7 +96,7 @@ SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigin
 -- takes); one that a sync sender waits for is its host's ($2), unless it has waited past the
 -- cut ($3: that host is gone).
 SELECT seq, count FROM intake
-WHERE NOT claimed AND (held_by IS NULL OR held_by = $2 OR first_at < $3)
+WHERE NOT claimed AND seq > $4 AND (held_by IS NULL OR held_by = $2 OR first_at < $3)
 ORDER BY seq LIMIT $1;
 
 -- name: claim_pick
