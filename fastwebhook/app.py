@@ -63,9 +63,7 @@ class WebhookApp:
             admin = AdminApi(config, self.service.store, self.service.submit, self.workflows, self.service.metrics)
             router.add_prefix(AdminApi.PREFIX, _Endpoint(
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
-            page = _Endpoint(("GET",), self._logged(admin_page.answer), small, None)
-            router.add(ADMIN_PAGE, page)
-            router.add_prefix(ADMIN_PAGE, page)
+            router.add_prefix(ADMIN_PAGE, _Endpoint(("GET",), self._logged(admin_page.answer), small, None))
         self.config, self.max_body, self.trusted = config, max_body, AddressSet(trusted) if trusted else None
         self.router = router
         # what the protocol calls per request: without access lines, not one call more

@@ -145,9 +145,10 @@ GAUGES = frozenset({"connections_open"})    # summed over the live processes
 class Labeled:
     """Counters or histograms by label values; slots made on first use and then reused."""
 
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...], make: Callable):
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], make: Callable,
+                 buckets: tuple[float, ...] | None = None):
         self.name, self.doc, self.labels, self.make = name, doc, labels, make
-        self.buckets: tuple[float, ...] | None = None     # a histogram's
+        self.buckets = buckets     # a histogram's
         self.slots: dict[tuple, object] = {}
 
     def slot(self, *values: str):
@@ -194,9 +195,7 @@ class Metrics:
                 return Histogram(buckets, cells)
             return Count() if cells is None else SharedCount(cells)
 
-        family = Labeled(name, doc, labels, make)
-        family.buckets = buckets
-        return family
+        return Labeled(name, doc, labels, make, buckets)
 
     @property
     def connections_open(self) -> int:

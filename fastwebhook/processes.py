@@ -86,8 +86,7 @@ class _Child:
     pid: int
     control: socket.socket                  # the supervisor's end
     started: float
-    ready: bool = False
-    was_ready: bool = False
+    ready: bool = False       # sent READY=1 once (a reload does not unset it)
     reloading: bool = False
     last_ping: float = 0.0
     status: str = ""
@@ -331,7 +330,7 @@ class Supervisor:
             if code != 0:
                 self.exit_code = 1
             return
-        if not child.was_ready and not self.announced:
+        if not child.ready and not self.announced:
             log.error("a worker ended before it was ready: stopping", extra={
                 "worker": child.index, "worker_pid": child.pid, "how": how})
             self.exit_code = 1
@@ -371,7 +370,7 @@ class Supervisor:
             if fields.get("RELOADING") == "1":
                 child.reloading = True
             if fields.get("READY") == "1":
-                child.ready = child.was_ready = True
+                child.ready = True
                 child.reloading = False
                 child.last_ping = child.last_ping or time.monotonic()
                 self._after_change()
@@ -419,7 +418,7 @@ class Supervisor:
         others = [i for i in self.children if i != asker]
         for index in others:
             _send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}", SEND_WAIT)
-        refresh = _Refresh(asker, {i for i in others if self.children[i].was_ready}, time.monotonic() + REFRESH_WAIT)
+        refresh = _Refresh(asker, {i for i in others if self.children[i].ready}, time.monotonic() + REFRESH_WAIT)
         if not refresh.waiting:
             self._refreshed(token, refresh)
             return

@@ -39,6 +39,23 @@ def request(running, method: str, target: str, body: bytes | None = None,
         conn.close()
 
 
+def exchange(running, method: str, target: str, body: bytes = b"{}", headers: dict | None = None) -> tuple[int, bytes]:
+    """`request` with a JSON content type, as (status, body)."""
+    answer = request(running, method, target, body, {"Content-Type": "application/json", **(headers or {})})
+    return answer.status, answer.body
+
+
+def metric(running, name: str, **labels: str) -> float:
+    """One series of /metrics (0 when absent)."""
+    answer = request(running, "GET", "/metrics")
+    assert answer.status == 200
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in answer.body.decode().splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def post_json(running, path: str, value, headers: dict | None = None, source: str | None = None) -> Answer:
     return request(running, "POST", path, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})},
                    source)

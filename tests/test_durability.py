@@ -25,6 +25,7 @@ from fastwebhook.errors import StoreError
 from fastwebhook.store import Store, batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.sqlite import SqliteConnector
+from test_store_dialects import ids, none_in_memory, runs_something
 
 FINAL = ("resolved", "failed", "error", "aborted")
 HOOK = "/api/webhooks/hook"
@@ -341,18 +342,6 @@ def with_store_path(db: Path, scenario) -> None:
     asyncio.run(main())
 
 
-def nothing_in_memory(seq: int):
-    return None
-
-
-def runs_something(workflow: str) -> bool:
-    return False
-
-
-def ids(deliveries) -> list[int]:
-    return [int.from_bytes(d.id, "big") for d in deliveries]
-
-
 def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
     now = 5000.0
 
@@ -366,10 +355,10 @@ def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
         assert ids(listed) == [3, 2, 1] and {r.status for r in listed} == {Status.QUEUED}
         found = await store.get_execution((2).to_bytes(16, "big"))
         assert found.status == Status.QUEUED and found.request.request_id == "req-2"
-        claim = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert ids(claim.run) == [1, 2, 3]
         assert await store.db.fetch("PRAGMA synchronous") == [(2,)], "the next append commits with FULL"
-        assert await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something) == type(claim)()
+        assert await store.claim("me", now, now + 30, 10, none_in_memory, runs_something) == type(claim)()
         assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
         assert await store.unfinished() == 3
 
@@ -382,13 +371,13 @@ def test_a_claim_takes_as_many_deliveries_as_asked_even_from_the_middle_of_a_bat
     async def scenario(store):
         await store.append([delivery(n) for n in range(1, 6)])
         await store.append([delivery(n) for n in range(6, 9)])
-        first = await store.claim("me", now, now + 30, 2, nothing_in_memory, runs_something)
+        first = await store.claim("me", now, now + 30, 2, none_in_memory, runs_something)
         assert ids(first.run) == [1, 2] and first.finished == [] and first.partial[0] == 1
         assert await store.unfinished() == 8
         kept = dict([first.partial])  # what the intake keeps in memory of a batch taken in part
         second = await store.claim("me", now, now + 30, 4, kept.get, runs_something)
         assert ids(second.run) == [3, 4, 5, 6] and second.finished == [1]
-        rest = await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        rest = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert ids(rest.run) == [7, 8] and rest.finished == [2] and rest.partial is None
         queued = await store.list_executions(None, Status.QUEUED, 10, None)
         assert ids(queued) == [8, 7, 6, 5, 4, 3, 2, 1], "each listed once, however it was claimed"
@@ -399,7 +388,7 @@ def test_a_claim_takes_as_many_deliveries_as_asked_even_from_the_middle_of_a_bat
 def test_a_workflow_with_nothing_to_run_is_resolved_in_the_claim(tmp_path):
     async def scenario(store):
         await store.append([delivery(1), delivery(2, workflow="busy")])
-        claim = await store.claim("me", 5000.0, 5030.0, 10, nothing_in_memory, lambda w: w == "hook")
+        claim = await store.claim("me", 5000.0, 5030.0, 10, none_in_memory, lambda w: w == "hook")
         assert ids(claim.resolved) == [1] and ids(claim.run) == [2]
         assert (await store.get_execution((1).to_bytes(16, "big"))).status == Status.RESOLVED
         assert await store.unfinished() == 1
@@ -412,7 +401,7 @@ def test_reclaim_takes_only_lapsed_leases_or_dead_owners_and_counts_attempts(tmp
 
     async def scenario(store):
         await store.append([delivery(n) for n in (1, 2, 3)])
-        await store.claim("otherhost:1:x", now, now + 30, 10, nothing_in_memory, runs_something)
+        await store.claim("otherhost:1:x", now, now + 30, 10, none_in_memory, runs_something)
         assert await store.reclaim("me", now, now + 30, 10) == [], "leases still live"
         await store.renew("otherhost:1:x", now + 100)
         assert await store.reclaim("me", now + 31, now + 60, 10) == [], "renewed to now+100"
@@ -431,7 +420,7 @@ def test_records_move_statuses_by_the_transition_table_and_final_work_is_never_r
 
     async def scenario(store):
         await store.append([delivery(1), delivery(2)])
-        await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         records = Records()
         records.change(Final(one, Status.STARTED, now + 1))
         records.change(Final(one, Status.RESOLVED, None, now + 2))
@@ -455,7 +444,7 @@ def test_a_record_batch_that_fails_midway_is_rolled_back_and_the_store_goes_on(t
 
     async def scenario(store):
         await store.append([delivery(1)])
-        await store.claim("me", now, now + 30, 10, nothing_in_memory, runs_something)
+        await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         broken = Records(requests=[RequestLine(now, "127.0.0.1", "POST", HOOK, "hook", 401, None, 2,
                                                0.1, Unstorable(), None)])
         broken.change(Final(one, Status.RESOLVED, now, now + 1))
@@ -480,7 +469,7 @@ def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
     async def leave_work(store):
         now = time.time()
         await store.append([delivery(n, at=now) for n in (1, 2)])
-        await store.claim("gone-host:1:x", now - 60, now - 1, 2, nothing_in_memory, runs_something)
+        await store.claim("gone-host:1:x", now - 60, now - 1, 2, none_in_memory, runs_something)
         await store.append([delivery(3, at=now)])
 
     # The schema comes from a first start; the rows from a "crashed" owner on another host.

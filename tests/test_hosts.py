@@ -7,7 +7,6 @@ host's admin API answers on the others.  PostgreSQL as in test_store_dialects.py
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ import asyncpg
 import pytest
 
 from burst_support import wait_until
+from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry
 from test_store_dialects import POSTGRES, postgres_reachable
 
@@ -67,7 +67,7 @@ TOKEN = {"Authorization": "Bearer test-token"}
 class Host:
     def __init__(self, folder: Path, url: str):
         folder.mkdir()
-        self.port = free_port()
+        self.host, self.port = "127.0.0.1", free_port()
         self.log = folder / "server.log"
         config = folder / "config.toml"
         config.write_text(CONFIG.replace("{port}", str(self.port)).replace("{url}", url))
@@ -77,13 +77,7 @@ class Host:
         wait_for_entry(self.log, lambda e: e.get("msg") == "ready", process=self.process)
 
     def request(self, method: str, path: str, body: bytes = b"{}", headers: dict | None = None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return exchange(self, method, path, body, headers)
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -156,15 +150,10 @@ def test_load_spread_over_three_hosts_loses_nothing_acknowledged(cluster):
     claimers = cluster.query("SELECT count(DISTINCT owner) FROM executions")   # resolved in the claim: no owner
     assert claimers == [(0,)]
     # each host's queue depth (its bound: 503 past it) is the shared queue's, now empty, whoever ran what
-    assert wait_until(lambda: [queue_depth(host) for host in hosts] == [0, 0, 0], timeout=10), \
-        [queue_depth(host) for host in hosts]
+    depths = lambda: [metric(host, "fastwebhook_queue_depth") for host in hosts]  # noqa: E731
+    assert wait_until(lambda: depths() == [0, 0, 0], timeout=10), depths()
     assert all(host.stop() == 0 for host in hosts)
 
-
-def queue_depth(host: Host) -> float:
-    status, text = host.request("GET", "/metrics", b"")
-    assert status == 200
-    return float(next(line.split()[1] for line in text.decode().splitlines() if line.startswith("fastwebhook_queue_depth ")))
 
 
 def test_a_delivery_sent_to_two_hosts_at_once_runs_once(cluster):

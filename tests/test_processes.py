@@ -22,6 +22,7 @@ import pytest
 from fastwebhook.records import parse_execution_id
 
 from burst_support import wait_until
+from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry, write_config
 from test_systemd import NotifySocket
 
@@ -55,7 +56,7 @@ class Supervised:
     """`fastwebhook serve` with processes = 2 as a child; `notify`: the socket systemd would own."""
 
     def __init__(self, tmp_path: Path, notify: NotifySocket | None = None, watchdog_usec: str | None = None):
-        self.port = free_port()
+        self.host, self.port = "127.0.0.1", free_port()
         self.config = write_config(tmp_path, CONFIG.replace("{port}", str(self.port)))
         self.db = str(tmp_path / "fastwebhook.db")
         self.log = tmp_path / "server.log"
@@ -78,23 +79,11 @@ class Supervised:
 
     def request(self, method: str, path: str, body: bytes = b"{}", headers: dict | None = None):
         """On a fresh connection: the kernel picks the worker."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return exchange(self, method, path, body, headers)
 
     def metric(self, name: str, **labels: str) -> float:
         """One series of /metrics (a sum of both workers' numbers)."""
-        status, text = self.request("GET", "/metrics", b"")
-        assert status == 200
-        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-        for line in text.decode().splitlines():
-            if line.startswith(wanted + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric(self, name, **labels)
 
     def stop(self) -> int:
         if self.process.poll() is None:
