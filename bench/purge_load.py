@@ -4,7 +4,7 @@ measures: the server pinned to CPU 0, wrk (`-t1 -c64`, signed GitHub pushes) on 
 The store is prefilled with --expired finished executions ten days old, straight into
 fastwebhook's schema: each with a job, its dedup key expired, its intake batch claimed.  Then
 bench/fastwebhook-purge.toml (7-day retention) serves it: ingest is measured once before the
-purge, which starts a minute after the server (fastwebhook.service.PURGE_FIRST), and once over
+purge, which starts a minute after the server (fastwebhook.maintenance.PURGE_FIRST), and once over
 a run that the purge falls in; the server's log says when it ran and what it removed.
 
     .venv/bin/python bench/purge_load.py [--expired 300000] [--seconds 10]
@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 import payload
-from fastwebhook.service import PURGE_FIRST
+from fastwebhook.maintenance import PURGE_FIRST
 from fastwebhook.store import Store
 from fastwebhook.store.sqlite import SqliteConnector
 from load import BENCH_DIR, Receiver, fastwebhook, run_wrk, running, say

@@ -52,7 +52,7 @@ class WebhookApp:
         router = Router()
         for workflow in config.workflows.values():
             if workflow.enabled:
-                router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, self.service),
+                router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, self.service.door),
                                                     workflow.max_body_size, workflow.key))
         small = min(max_body, 64 << 10)
         router.add("/healthz", _Endpoint(("GET", "HEAD"), self._logged(lambda r: OK), small, None))

@@ -61,6 +61,7 @@ class QueueConfig:
     capacity: int = 10000
     workers: int = 64
     lease: float = 30.0     # seconds a claim holds its executions (renewed while they run)
+    hold: float = 2.0       # seconds a request that finds its queue full waits for room, then 503
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Workflow:
     schema_validator: Callable | None = field(default=None, compare=False, repr=False)
     order_key: str = ""
     concurrency: int = 0
+    max_queued: int = 0             # most of its executions in the queue; 0: a fair share (Config.share)
     public_url: str = ""
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -151,6 +153,14 @@ class Config:
     workflows: Mapping[str, Workflow]    # the file's, then those stored through the admin API
     shadowed: tuple[str, ...] = ()       # stored workflows the file's of the same key hide
 
+    def share(self, workflow: Workflow) -> int:
+        """The most of `workflow`'s executions the queue holds at once: its `max_queued`, else a
+        fair share of the capacity, 1 / min(4, enabled workflows) of it, so that one workflow's
+        flood holds or refuses that workflow only."""
+        if workflow.max_queued:
+            return min(workflow.max_queued, self.queue.capacity)
+        enabled = sum(1 for w in self.workflows.values() if w.enabled)
+        return max(1, self.queue.capacity // min(4, max(1, enabled)))
 
 
 def find_config(explicit: str | None = None) -> str:
@@ -338,7 +348,10 @@ class _Loader:
         lease = self.convert(parse_duration, t.get("lease", "30s"), f"{p}.lease", QueueConfig.lease)
         if lease < 1:
             self.error(f"{p}.lease", "must be at least 1s (it is renewed every third of it)")
-        return QueueConfig(capacity=capacity, workers=workers, lease=lease)
+        hold = self.convert(parse_duration, t.get("hold", "2s"), f"{p}.hold", QueueConfig.hold)
+        if hold < 0:
+            self.error(f"{p}.hold", "must be 0s (refuse at once) or more")
+        return QueueConfig(capacity=capacity, workers=workers, lease=lease, hold=hold)
 
     def networks(self, entries: Any, path: str) -> tuple:
         if not isinstance(entries, list):

@@ -24,7 +24,7 @@ from .verify import SCHEMES, build_verifier, public_url_base
 WORKFLOW_FIELDS = {
     "title", "path", "methods", "mode", "enabled", "sync_timeout", "on_sync_timeout", "ip_allow",
     "max_body_size", "content_types", "rate_limit", "schema", "order_key", "concurrency",
-    "public_url", "verify", "dedup", "response", "nodes",
+    "max_queued", "public_url", "verify", "dedup", "response", "nodes",
 }
 NODE_COMMON_FIELDS = {"key", "type", "title", "ignore_fail", "then", "else"}
 _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -60,6 +60,9 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
     concurrency = loader.take(t, "concurrency", path, int, 0)
     if concurrency < 0:
         loader.error(f"{path}.concurrency", "must be 0 (no limit) or more")
+    max_queued = loader.take(t, "max_queued", path, int, 0)
+    if max_queued < 0:
+        loader.error(f"{path}.max_queued", "must be 0 (a fair share of [queue] capacity) or more")
     verify = _verify(loader, loader.table(t, "verify", path), f"{path}.verify")
     order_key = loader.take(t, "order_key", path, str, "")
     # the order key is worked out before any node runs: the request, [env] and the workflow only
@@ -78,6 +81,7 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         schema_validator=_schema(loader, t, path),
         order_key=order_key,
         concurrency=concurrency,
+        max_queued=max_queued,
         public_url=_public_url(loader, t, path),
         verify=verify,
         dedup=_dedup(loader, loader.table(t, "dedup", path), f"{path}.dedup", verify),

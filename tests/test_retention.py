@@ -11,7 +11,7 @@ import sqlite3
 import time
 
 from conftest import write_config
-from fastwebhook import service as service_module
+from fastwebhook import maintenance
 from fastwebhook.config import load_config
 from fastwebhook.service import Service
 from fastwebhook.store.rows import Delivery, RequestLine, StoredRequest
@@ -48,7 +48,7 @@ def count(db_path, sql: str) -> int:
 
 
 def test_the_purge_removes_what_is_older_than_the_retention_in_batches_and_keeps_the_rest(tmp_path, monkeypatch):
-    monkeypatch.setattr(service_module, "PURGE_BATCH", 100)   # so that it takes many transactions
+    monkeypatch.setattr(maintenance, "PURGE_BATCH", 100)   # so that it takes many transactions
     config = load_config(str(write_config(tmp_path, CONFIG)))
     db_path = tmp_path / "fastwebhook.db"
     real_now = time.time()

@@ -1,6 +1,6 @@
 """One workflow's door: the hot path from a parsed `Request` to what the intake makes of it.
 
-ip allowlist -> rate limit -> media type -> provider handshake -> verify (raw bytes) -> decode and
+ip allowlist -> room in the queue (else held, unread, until there is: admission.py) -> rate limit -> media type -> provider handshake -> verify (raw bytes) -> decode and
 parse once -> schema -> dedup key -> the stored request -> `Intake.offer` -> the answer.  What a
 request needs that does not depend on the request is prepared here once per workflow.  The
 trigger owns no state of the queue: the intake says accepted, duplicate or refused, and the
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING
 
 from ..config import Workflow
 from ..errors import RequestError
@@ -22,36 +21,34 @@ from ..intake.intake import Outcome
 from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base
 from ..workflow.templates import Template
+from ..intake.dedup import KeyHasher
+from .admission import QUEUE_FULL, RETRY_AFTER
 from .body import accepts, decode_content, parse_body
 from .context import REDACTED_HEADERS, context_of, stored_headers, stored_query
-from ..intake.dedup import KeyHasher
+from .door import Door
 from .netaccess import AddressSet
 from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError
 
-if TYPE_CHECKING:
-    from ..service import Service
-
-RETRY_AFTER = ((b"retry-after", b"1"),)
-QUEUE_FULL = Response.error(503, "queue full", RETRY_AFTER)
 STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
 
 
 class Trigger:
     """One workflow's door: everything it checks, prepared at load."""
 
-    def __init__(self, workflow: Workflow, service: "Service"):
+    def __init__(self, workflow: Workflow, door: Door):
         self.workflow = workflow
         self.key = workflow.key
         self.version = workflow.version
-        self.service = service
-        self.intake = service.intake
+        self.door = door
+        self.intake = door.intake
+        self.admission = door.admission
         verifier = workflow.verify.verifier if workflow.verify.scheme != "none" else None
         self.verify = verifier.verify if verifier is not None else None
         self.handshake = verifier.handshake if verifier is not None else None
         self.needs_view = verifier is not None and verifier.needs_request
         self.url_base = public_url_base(workflow.public_url)
-        self.tls = service.config.server.tls_enabled
+        self.tls = door.tls
         self.secret_query = verifier.secret_query if verifier is not None else frozenset()
         self.allowed = AddressSet(workflow.ip_allow) if workflow.ip_allow else None
         rate = parse_rate(workflow.rate_limit, "rate_limit") if workflow.rate_limit else None
@@ -70,7 +67,7 @@ class Trigger:
         header = workflow.verify.options.get("header")
         self.redacted = REDACTED_HEADERS | (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) \
             | (verifier.secret_headers if verifier is not None else frozenset())
-        metrics = service.metrics
+        metrics = door.metrics
         self.duration = metrics.request_duration.slot(self.key)
         self.answered = {code: metrics.requests.slot(self.key, str(code)) for code in _CODES}
         self.duplicates = metrics.duplicates.slot(self.key)
@@ -78,10 +75,17 @@ class Trigger:
     # -- the hot path ---------------------------------------------------------------------------
     def __call__(self, request: Request) -> Response | asyncio.Future:
         started = time.perf_counter()
+        if self.allowed is not None and request.ip not in self.allowed:
+            return self.reject(request, RequestError("forbidden", status=403, reason="ip",
+                                                     detail=f"source {request.ip} not in ip_allow"), started)
+        if not self.admission.has_room(self.key):   # nothing more is done for it until there is
+            return self.admission.wait(request, self.key, self.enter, started)
+        return self.enter(request, started)
+
+    def enter(self, request: Request, started: float) -> Response | asyncio.Future:
+        """A request with room in the queue: checked, parsed and offered."""
         headers = request.headers
         try:
-            if self.allowed is not None and request.ip not in self.allowed:
-                raise RequestError("forbidden", status=403, reason="ip", detail=f"source {request.ip} not in ip_allow")
             if self.bucket is not None:
                 wait = self.bucket.take()
                 if wait:
@@ -118,7 +122,7 @@ class Trigger:
                             self.dedup_hash(dedup_key) if dedup_key else None, dedup_key,
                             request.received_at + self.dedup_ttl, (time.perf_counter() - started) * 1000,
                             logged=self.sync)
-        answer = self.service.loop.create_future() if self.sync else None
+        answer = self.door.loop.create_future() if self.sync else None
 
         def settle(outcome: Outcome) -> None:  # the commit decided (answer exists by then)
             response = self.respond(request, outcome, started)
@@ -129,10 +133,10 @@ class Trigger:
         if outcome is not None:  # decided at once: no future needed
             return self.respond(request, outcome, started)
         if self.sync:
-            self.service.await_sync(to_text(delivery.id), self.workflow, answer)
+            self.door.await_sync(to_text(delivery.id), self.workflow, answer)
             answer.add_done_callback(lambda done: self._log(request, answered_status(done), None, started, delivery.id))
         else:
-            answer = self.service.loop.create_future()
+            answer = self.door.loop.create_future()
         return answer
 
     def respond(self, request: Request, outcome: Outcome, started: float) -> Response | None:
@@ -173,7 +177,7 @@ class Trigger:
                         headers=((b"x-execution-id", id_bytes),))
 
     def reject(self, request: Request, exc: RequestError, started: float) -> Response:
-        metrics = self.service.metrics
+        metrics = self.door.metrics
         metrics.count(metrics.rejected, self.key, exc.reason)
         reason = exc.message if exc.detail == exc.message else f"{exc.message}: {exc.detail}"
         self._log(request, exc.status, reason, started, None)
@@ -181,14 +185,14 @@ class Trigger:
         return Response.error(exc.status, exc.message, exc.headers, **extra)
 
     def refuse(self, request: Request, response: Response, reason: str, started: float) -> Response:
-        metrics = self.service.metrics
+        metrics = self.door.metrics
         metrics.count(metrics.rejected, self.key, reason)
         self._log(request, response.status, reason, started, None)
         return response
 
     def _count(self, status: int, started: float) -> float:
         elapsed = time.perf_counter() - started
-        (self.answered.get(status) or self.service.metrics.requests.slot(self.key, str(status))).value += 1
+        (self.answered.get(status) or self.door.metrics.requests.slot(self.key, str(status))).value += 1
         self.duration.observe(elapsed)
         return elapsed
 
@@ -196,7 +200,7 @@ class Trigger:
              execution: bytes | None) -> None:
         """A request-log line of its own (an async acceptance is a line of the intake)."""
         elapsed = self._count(status, started)
-        self.service.dispatcher.log_request(RequestLine(
+        self.door.log_request(RequestLine(
             request.received_at, request.ip, request.method, request.path, self.key, status,
             reason, len(request.body), elapsed * 1000, request.request_id, execution))
 

@@ -19,7 +19,8 @@ class Request:
     """One parsed HTTP request.  `body` is the bytes that arrived (one chunk: that very object)."""
 
     __slots__ = ("method", "target", "path", "query_string", "headers", "header_list", "body", "http_version",
-                 "keep_alive", "peer", "ip", "received_at", "request_id", "route", "params", "body_limit")
+                 "keep_alive", "peer", "ip", "received_at", "request_id", "route", "params", "body_limit",
+                 "held")
 
     def __init__(self, method: str, target: bytes, peer: str, received_at: float, request_id: str):
         self.method = method
@@ -41,6 +42,7 @@ class Request:
         self.route = None
         self.params: dict[str, str] = {}
         self.body_limit = 0
+        self.held = False         # waiting at the door for room in the queue: its connection is not read
 
 
 def origin_form(target: bytes) -> bytes:

@@ -73,13 +73,14 @@ class _Reject(Exception):
 class _Pending:
     """One request's place in the pipeline."""
 
-    __slots__ = ("request_id", "keep_alive", "response", "head_only")
+    __slots__ = ("request_id", "keep_alive", "response", "head_only", "held")
 
-    def __init__(self, request_id: bytes, keep_alive: bool, response, head_only: bool = False):
+    def __init__(self, request_id: bytes, keep_alive: bool, response, head_only: bool = False, held: bool = False):
         self.request_id = request_id
         self.keep_alive = keep_alive
         self.response = response
         self.head_only = head_only   # a HEAD request: headers as for GET, no content
+        self.held = held             # the application holds it (no room yet): nothing more is read
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -97,6 +98,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.reading_paused = False
         self.writing_paused = False
+        self.held = 0                # requests in the pipeline the application holds
         # per request
         self.request: Request | None = None
         self.url = b""
@@ -138,6 +140,8 @@ class HttpProtocol(asyncio.Protocol):
         for pending in self.pipeline:
             if isinstance(pending.response, asyncio.Future):
                 pending.response.remove_done_callback(self._flush)
+                if pending.held:   # nobody waits for it any more: it is never admitted
+                    pending.response.cancel()
         self.pipeline.clear()
         self.app.connection_closed()
 
@@ -174,7 +178,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if len(self.pipeline) < MAX_PIPELINE:
+        if len(self.pipeline) < MAX_PIPELINE and not self.held:
             self._resume_reading()
 
     # -- parser callbacks ---------------------------------------------------------------------
@@ -258,11 +262,14 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline_kind = None
         response = self.app.handle(request)
         pending = _Pending(request.request_id.encode(), request.keep_alive, response,
-                           request.method == "HEAD")
+                           request.method == "HEAD", request.held)
         if not self.pipeline and not isinstance(response, asyncio.Future):
             self._write(pending, response)
             return
         self.pipeline.append(pending)
+        if pending.held:   # not read on until the application lets it in (or refuses it)
+            self.held += 1
+            self._pause_reading()
         if isinstance(response, asyncio.Future):
             response.add_done_callback(self._flush)
             self._set_deadline("answer", self.limits.answer_timeout)
@@ -289,9 +296,12 @@ class HttpProtocol(asyncio.Protocol):
                 if not head.done():
                     break
                 head = self._answer_of(head)
-            self._write(pipeline.popleft(), head)
-        # below the high-water mark again, unless a refusal waits at the end: then nothing more is read
-        if len(pipeline) < MAX_PIPELINE and not self.writing_paused and not (
+            pending = pipeline.popleft()
+            self.held -= pending.held
+            self._write(pending, head)
+        # below the high-water mark again, unless a refusal waits at the end or a request is
+        # held: then nothing more is read
+        if len(pipeline) < MAX_PIPELINE and not self.writing_paused and not self.held and not (
                 pipeline and isinstance(pipeline[-1].response, _Raw)):
             self._resume_reading()
 
@@ -314,6 +324,7 @@ class HttpProtocol(asyncio.Protocol):
         pipeline = self.pipeline
         while pipeline and not self.closing:
             pending = pipeline.popleft()
+            self.held -= pending.held
             head = pending.response
             if isinstance(head, asyncio.Future):
                 head.remove_done_callback(self._flush)

@@ -20,19 +20,13 @@ from typing import Callable
 
 from ..store import Store
 from ..store.rows import Claim, Final, Records, RequestLine
+from .balance import CLAIM_BATCH, Balance
 from .intake import Intake
 from .workers import WorkerPool
 
 log = logging.getLogger("fastwebhook.dispatch")
 LEASE_SECONDS = 30.0
-# The ack path comes first: while the intake is committing, the claim (whose index inserts
-# hold the store for ~20 us a delivery) runs only every BUSY_EVERY seconds, in small batches, so
-# a burst is absorbed by the durable queue and the workers catch up when it eases.
-CLAIM_BATCH = 1024          # deliveries per claim while the intake is idle
-BUSY_CLAIM_BATCH = 128      # ... and while it is committing
-BUSY_EVERY = 0.05
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
-PARKED_MAX = 16384          # deliveries waiting for their order-key lane or a concurrency slot
 # Records are written in batches: a few rows, waiting for more, for at most RECORD_LINGER.  When
 # executions end one by one (each waiting on a script, say), a transaction per execution would
 # cost the event loop and the store's thread more than the executions themselves.
@@ -63,12 +57,13 @@ def owner_is_dead(owner: str, me: str) -> bool:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, intake: Intake, pool: WorkerPool, *,
+    def __init__(self, store: Store, intake: Intake, pool: WorkerPool, balance: Balance, *,
                  runs_nothing: Callable[[str], bool], settled: Callable[[Claim], None],
                  clock: Callable[[], float] = time.time, lease: float = LEASE_SECONDS):
         self.store = store
         self.intake = intake
         self.pool = pool
+        self.balance = balance          # how big a claim is and how soon it may follow the last
         self.runs_nothing = runs_nothing
         self.settled = settled          # told what a claim resolved or found duplicate
         self.clock = clock
@@ -118,8 +113,9 @@ class Dispatcher:
                     pass
             self._wake.clear()
             while not self.stopping:
-                wait = self._last_round + BUSY_EVERY - loop.time()
-                if self.intake.busy and wait > 0:
+                size, pause = self.balance.claim()
+                wait = self._last_round + pause - loop.time()
+                if wait > 0:
                     await asyncio.sleep(wait)
                     continue
                 self._last_round = loop.time()
@@ -135,7 +131,7 @@ class Dispatcher:
                         # claim would take (order_key lanes go by age), so they come first.
                         self._last_sweep = 0.0
                         continue
-                if not (self.unclaimed and self._room() > 0 and await self.claim()):
+                if not (self.unclaimed and self._room() > 0 and await self.claim(size)):
                     break
             if self.stopping:
                 await self.flush()
@@ -143,17 +139,17 @@ class Dispatcher:
     def _room(self) -> int:
         """How many to claim now.  The workers' ready queue stays short (the rest of the backlog
         waits in the store), and is topped up only once it is down to one batch: while workers
-        finish a few at a time, a claim of those few would cost a transaction each."""
-        gate = self.pool.gate
+        finish a few at a time, a claim of those few would cost a transaction each.  Deliveries
+        parked behind an order-key lane or a concurrency cap do not count: they never stall the
+        claims of other keys or workflows (each workflow's share of the queue bounds them)."""
         ready = len(self.pool.ready)
-        if (gate is not None and gate.waiting >= PARKED_MAX) or ready >= CLAIM_BATCH:
+        if ready >= CLAIM_BATCH:
             return 0
         return 2 * CLAIM_BATCH - ready
 
-    async def claim(self) -> bool:
-        """One claim; False when the intake had nothing left to claim."""
+    async def claim(self, size: int = CLAIM_BATCH) -> bool:
+        """One claim of at most `size`; False when the intake had nothing left to claim."""
         now = self.clock()
-        size = BUSY_CLAIM_BATCH if self.intake.busy else CLAIM_BATCH
         claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), size),
                                        self.intake.in_window, self.runs_nothing)
         self.intake.claimed(claim.finished, claim.partial)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections import Counter
+from typing import Callable, Iterable
 
 from .dedup import DoorCache
 from ..metrics import Metrics
@@ -56,6 +57,7 @@ class Intake:
         self.cache = cache or DoorCache()
         self.clock = clock
         self.depth = 0                    # acknowledged (or being committed) and not final
+        self.queued: Counter[str] = Counter()   # the same, by workflow (each one's share)
         self.owner: str | None = None     # the claims' owner name of this process (Service sets it)
         self.healthy = True
         # the open batch: deliveries, and how each offer is settled (None: answered already)
@@ -63,11 +65,13 @@ class Intake:
         self.settles: list[Settle | None] = []
         self.unchecked: set[int] = set()  # dedup hashes the cache could not vouch for
         self.in_flight = 0                # deliveries in the append under way
+        self.committing: list[Delivery] = []   # ... and which
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
         self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
         self.window_size = 0
         self.replies: dict[bytes, asyncio.Future] = {}  # sync mode: where the answer goes
         self.on_committed: Callable[[], None] = lambda: None
+        self.on_room: Callable[[], None] = lambda: None   # slots were released (the door admits)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,6 +84,9 @@ class Intake:
     def uncommitted(self) -> int:
         """Deliveries offered and not yet in the store."""
         return len(self.open) + self.in_flight
+
+    def uncommitted_deliveries(self) -> list[Delivery]:
+        return self.open + self.committing
 
     @property
     def busy(self) -> bool:
@@ -103,6 +110,7 @@ class Intake:
         if self.depth >= self.capacity:
             return QUEUE_FULL
         self.depth += 1
+        self.queued[delivery.workflow] += 1
         if key_hash is not None:
             self.cache.put(key_hash, delivery.id, delivery.dedup_expires)
         if reply is not None:
@@ -118,9 +126,20 @@ class Intake:
             self._idle.clear()
         return Outcome(Outcome.ACCEPTED, delivery.id) if answer_now else None
 
-    def release(self, count: int = 1) -> None:
-        """Executions that became final (or never will run): their slots are free again."""
-        self.depth -= count
+    def release(self, delivery: Delivery) -> None:
+        """An execution became final (or never will run): its slot is free again."""
+        self.depth -= 1
+        self.queued[delivery.workflow] -= 1
+        self.on_room()
+
+    def release_all(self, deliveries: Iterable[Delivery]) -> None:
+        queued, released = self.queued, 0
+        for delivery in deliveries:
+            queued[delivery.workflow] -= 1
+            released += 1
+        if released:
+            self.depth -= released
+            self.on_room()
 
     def in_window(self, seq: int) -> list[Delivery] | None:
         return self.window.get(seq)
@@ -148,14 +167,14 @@ class Intake:
                 continue
             batch, settles = self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
             del self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
-            self.in_flight = len(batch)
+            self.in_flight, self.committing = len(batch), batch
             try:
                 await self._commit(batch, settles)
             except BaseException as exc:
                 self._failed(batch, settles, exc)
                 raise
             finally:
-                self.in_flight = 0
+                self.in_flight, self.committing = 0, []
 
     async def _commit(self, batch: list[Delivery], settles: list[Settle | None]) -> None:
         if self.unchecked:
@@ -197,7 +216,7 @@ class Intake:
                 kept.append(delivery)
                 kept_settles.append(settle)
                 continue
-            self.depth -= 1
+            self.release(delivery)
             self.replies.pop(delivery.id, None)
             self.cache.put(delivery.dedup_hash, original, delivery.dedup_expires)
             duplicate = Outcome(Outcome.DUPLICATE, original)
@@ -216,7 +235,7 @@ class Intake:
                 retry.append(delivery)
                 retry_settles.append(None)
                 continue
-            self.depth -= 1
+            self.release(delivery)
             reply = self.replies.pop(delivery.id, None)
             if reply is not None and not reply.done():
                 reply.cancel()

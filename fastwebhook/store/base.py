@@ -231,6 +231,17 @@ class Store:
         (unclaimed, pending), = await self.db.fetch(self.sql["unfinished"])
         return unclaimed + pending
 
+    async def pending_by_workflow(self) -> dict[str, int]:
+        """Executions claimed and not final, by workflow (each one's share of the queue)."""
+        return dict(await self.db.fetch(self.sql["pending_by_workflow"]))
+
+    async def unfinished_by_workflow(self) -> dict[str, int]:
+        """`unfinished()` by workflow (at start: the unclaimed deliveries are read through)."""
+        counts = dict(await self.pending_by_workflow())
+        async for d in self._unclaimed_newest(None):
+            counts[d.workflow] = counts.get(d.workflow, 0) + 1
+        return counts
+
     async def live_keys(self, now: float, limit: int) -> list[tuple[int, bytes, float]]:
         """(hash, execution id, expires_at) of live dedup keys: those of unclaimed deliveries,
         newest first, then those of the unique index, newest first."""

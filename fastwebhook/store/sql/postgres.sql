@@ -185,6 +185,9 @@ new_requests AS (
     RETURNING 1)
 SELECT (SELECT count(*) FROM finals), (SELECT count(*) FROM new_jobs), (SELECT count(*) FROM new_requests);
 
+-- name: pending_by_workflow
+SELECT workflow, count(*) FROM executions WHERE status IN ('queued', 'started') GROUP BY workflow;
+
 -- name: unfinished
 SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE NOT claimed)::bigint,
        (SELECT count(*) FROM executions WHERE status IN ('queued', 'started'));

@@ -216,6 +216,10 @@ INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size,
     SELECT * FROM temp.new_requests;
 COMMIT;
 
+-- name: pending_by_workflow
+SELECT workflow, count(*) FROM executions INDEXED BY executions_pending
+WHERE status IN ('queued', 'started') GROUP BY workflow;
+
 -- name: unfinished
 SELECT (SELECT coalesce(sum(count), 0) FROM intake WHERE seq > (SELECT claimed_seq FROM claims WHERE id = 1))
          - (SELECT partial FROM claims WHERE id = 1),

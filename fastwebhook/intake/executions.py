@@ -1,0 +1,195 @@
+"""The work side's executions: what a claimed delivery becomes, and who is told.
+
+`Executions.execute(delivery)` runs one delivery's workflow and leaves its final status, its jobs
+and its sync answer behind; `settled(claim)` accounts for what a claim resolved or found a
+duplicate by itself.  It is given only what it uses: the config in force (a getter, since a
+reload swaps it), the intake (its replies and slots), the dispatcher (records), the store (an
+earlier attempt's jobs), the resources and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any, Callable
+
+import orjson
+
+from ..config import Config, Workflow
+from ..door.context import context_of
+from ..http import Response
+from ..ids import to_text
+from ..metrics import Metrics
+from ..store import Store
+from ..store.rows import FINAL, Claim, Delivery, Final, Status
+from ..workflow.resources import Resources
+from ..workflow.runner import Outcome, Run, job_rows, run_workflow
+from ..workflow.templates import render_value
+from .dispatch import Dispatcher
+from .intake import Intake
+
+log = logging.getLogger("fastwebhook")
+
+
+class Executions:
+    def __init__(self, config: Callable[[], Config], intake: Intake, dispatcher: Dispatcher, store: Store,
+                 resources: Resources, metrics: Metrics, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.intake = intake
+        self.dispatcher = dispatcher
+        self.store = store
+        self.resources = resources
+        self.metrics = metrics
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # metric children per workflow, prepared here rather than looked up per execution
+        self.stats: dict[str, ExecutionStats] = {}
+        # several processes: the answer for a sync sender another process holds goes to it
+        self.forward_reply: Callable[[bytes, Response], None] | None = None
+
+    def settled(self, claim: Claim) -> None:
+        """A claim resolved some deliveries itself and found others duplicates."""
+        workflows = self.config().workflows
+        for delivery in claim.resolved:
+            self.stats_of(delivery.workflow).finished(Status.RESOLVED, 0.0)
+        for delivery, original in claim.duplicates:
+            self.stats_of(delivery.workflow).finished(Status.DUPLICATE, 0.0)
+            reply = self._reply_for(delivery, workflows.get(delivery.workflow))
+            if reply is not None and not reply.done():
+                text = to_text(original)
+                reply.set_result(Response.json(200, {"execution_id": text, "status": "duplicate"},
+                                               id_header(text)))
+        self.intake.release_all(claim.resolved)
+        self.intake.release_all(delivery for delivery, _ in claim.duplicates)
+
+    async def execute(self, delivery: Delivery) -> None:
+        config = self.config()
+        started = self.clock()
+        dispatcher = self.dispatcher
+        workflow: Workflow | None = config.workflows.get(delivery.workflow)
+        reply = self._reply_for(delivery, workflow)
+        run = None
+        id_text = to_text(delivery.id)
+        try:
+            if workflow is None:
+                outcome = Outcome("error", "its workflow no longer exists", [], None)
+            else:
+                dispatcher.change(Final(delivery.id, Status.STARTED, started))
+                context = context_of(delivery.request, delivery.body, workflow.max_body_size)
+                # a second attempt (the first one's process died) resumes after its committed jobs
+                committed = await self.store.committed_jobs(delivery.id) if delivery.attempts > 1 else None
+                run = Run(delivery.id, workflow, context, config.env, self.resources,
+                          committed=committed, on_response=_answerer(reply, id_text) if reply else None)
+                outcome = await run_workflow(run, self.metrics.node_duration)
+        except Exception as exc:  # noqa: BLE001 - recorded as the execution's error
+            log.exception("execution %s failed inside the runner", id_text)
+            outcome, run = Outcome("error", f"internal error: {exc}", [], None), None
+        finished = self.clock()
+        try:
+            jobs = job_rows(delivery.id, outcome.jobs)
+        except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
+            outcome, jobs = Outcome("error", f"a node's result could not be recorded: {exc}", [], None), []
+        dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
+        if jobs:
+            dispatcher.add_jobs(jobs)
+        self.stats_of(delivery.workflow).finished(outcome.status, finished - started)
+        self.intake.release(delivery)
+        if reply is not None and not reply.done():
+            try:
+                response = sync_response(id_text, workflow, outcome, run)
+            except ValueError as exc:   # what the [response] table rendered is not a valid answer
+                response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
+                                         id_header(id_text))
+            reply.set_result(response)
+
+    def _reply_for(self, delivery: Delivery, workflow: Workflow | None) -> asyncio.Future | None:
+        """Where a sync delivery's answer goes: this process's waiting sender, or, with several
+        processes, the one that acknowledged it (its sender waits there)."""
+        reply = self.intake.replies.pop(delivery.id, None)
+        if reply is None and self.forward_reply is not None and workflow is not None and workflow.mode == "sync":
+            reply = self.loop.create_future()
+            forward = self.forward_reply
+            reply.add_done_callback(lambda done: done.cancelled() or forward(delivery.id, done.result()))
+        return reply
+
+    def stats_of(self, key: str) -> "ExecutionStats":
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = ExecutionStats(self.metrics, key)
+        return stats
+
+
+def sync_response(id_text: str, workflow: Workflow | None, outcome: Outcome, run: Run | None) -> Response:
+    header = id_header(id_text)
+    if outcome.status != "resolved" or workflow is None:
+        return Response.json(500, {"execution_id": id_text, "status": outcome.status,
+                                   "error": outcome.error}, header)
+    answer: dict[str, Any] = outcome.response or {}
+    configured = workflow.response
+    if not answer:
+        scope = run.scope if run else {}
+        answer = {"status": configured.status, "headers": render_value(dict(configured.headers), scope),
+                  "body": render_value(configured.body, scope)}
+    return response_from(answer, header)
+
+
+class ExecutionStats:
+    """One workflow's executions_total children (by status) and its duration histogram."""
+
+    __slots__ = ("by_status", "duration")
+
+    def __init__(self, metrics: Metrics, key: str):
+        self.by_status = {status.value: metrics.executions.slot(key, status.value) for status in FINAL}
+        self.duration = metrics.execution_duration.slot(key)
+
+    def finished(self, status: str, seconds: float) -> None:
+        self.by_status[status].value += 1
+        self.duration.observe(seconds)
+
+
+def id_header(id_text: str) -> tuple:
+    return ((b"x-execution-id", id_text.encode()),)
+
+
+def _answerer(reply: asyncio.Future, id_text: str):
+    """Sync mode: the response node's answer goes out at once; the workflow goes on.  An answer
+    that is not valid HTTP fails the node (ValueError), and the caller gets the 500."""
+    def answer(response: dict) -> None:
+        if not reply.done():
+            reply.set_result(response_from(response, id_header(id_text)))
+    return answer
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _header(name: str, value: str) -> tuple[bytes, bytes]:
+    """One rendered header, or ValueError: a value from webhook data must not add headers of its
+    own (CR / LF) or carry what HTTP/1.1 cannot."""
+    if not _TOKEN.match(name):
+        raise ValueError(f"response header name {name!r} is not a valid HTTP token")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"response header {name!r}: a value may not hold line breaks")
+    try:
+        return name.encode("ascii"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"response header {name!r}: {value[:40]!r} has characters HTTP headers cannot carry "
+                         "(Latin-1 only)") from None
+
+
+def response_from(answer: dict, extra_headers: tuple) -> Response:
+    body = answer.get("body", "")
+    headers = {str(k).lower(): str(v) for k, v in (answer.get("headers") or {}).items()}
+    content_type = headers.pop("content-type", None)
+    if isinstance(body, (dict, list)):
+        payload, content_type = orjson.dumps(body), content_type or "application/json"
+    else:
+        payload = ("" if body is None else str(body)).encode()
+        content_type = content_type or "text/plain; charset=utf-8"
+    headers.pop("content-length", None)
+    encoded = tuple(_header(k, v) for k, v in headers.items())
+    status = answer.get("status", 200)
+    return Response(status if isinstance(status, int) else 200, payload, _header("content-type", content_type)[1],
+                    encoded + extra_headers)
