@@ -181,6 +181,7 @@ class Metrics:
         self.connections = self.connections_family.slot()
         self.queue_depth: Callable[[], int] = lambda: 0
         self.queue_capacity = 0
+        self.queue_held: Callable[[], int] = lambda: 0
         self._counters = (self.requests, self.rejected, self.duplicates, self.executions)
         self._histograms = (self.request_duration, self.execution_duration, self.node_duration,
                             self.store_commit_family, self.store_batch_family)
@@ -241,6 +242,8 @@ class Metrics:
                                 value=self.queue_depth())
         yield GaugeMetricFamily(PREFIX + "queue_capacity", "Most executions held at once",
                                 value=self.queue_capacity)
+        yield GaugeMetricFamily(PREFIX + "queue_held", "Requests waiting at the door for room in the queue",
+                                value=self.queue_held())
         connections = self._series(self.connections_family, gathered).get((), 0)
         yield GaugeMetricFamily(PREFIX + "connections_open", "Open HTTP connections", value=connections)
 

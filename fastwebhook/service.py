@@ -77,6 +77,7 @@ class Service:
             self.executions.stats_of(key)
         self.metrics.queue_depth = lambda: self.intake.depth
         self.metrics.queue_capacity = config.queue.capacity
+        self.metrics.queue_held = lambda: self.admission.held
         self.stored_signature: tuple | None = None   # the stored workflows' as start read them
 
     @property
