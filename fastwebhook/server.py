@@ -231,9 +231,9 @@ class Server:
 
 
 def _answer_timeout(config: Config) -> float:
-    """A response not ready by then is a bug (commits and sync runs answer before it): 503.
-    (A connection keeps the limit it was opened with.)"""
-    return max((w.sync_timeout for w in config.workflows.values()), default=0.0) + ANSWER_SLACK
+    """A response not ready by then is a bug (a hold, then a commit and a sync run answer before
+    it): 503.  (A connection keeps the limit it was opened with.)"""
+    return config.queue.hold + max((w.sync_timeout for w in config.workflows.values()), default=0.0) + ANSWER_SLACK
 
 
 async def serve(config: Config, worker: Worker | None = None) -> None:
