@@ -33,15 +33,50 @@ Its rate is the executions finished over load + drain seconds; it also reports t
 p99 during the load, the server's RSS (VmRSS) at the end of the load, its peak (VmHWM), the drain
 seconds, CPU per execution by thread, and the rate as a share of bare's in the same session.
 
+Then, once per session, the steady run: load that never lets up on the queue as shipped. In this
+order: bare (the ceiling; reused from the rows when measured in this session); the burst,
+fastwebhook-commit.toml (commit, a queue of 1,000,000) under 64 connections for 8 s: its acked
+req/s and p99; the sustained figure of fastwebhook-commit.toml with --steady-seconds of load (the
+sustained run above, reused when its seconds are the same); the same for fastwebhook-workflow.toml
+(condition -> script in V8 -> create); floor-workflow (bench/peers/floor_workflow.py, as
+bench/workflow_load.py runs it); then the steady rows, each on a fresh server with a config that
+has NO [queue] section (the default capacity, workers and hold): no nodes (fastwebhook-steady.toml)
+at 64 and at 256 connections, condition -> script -> create (fastwebhook-steady-workflow.toml) at
+64 and 256, and no nodes on PostgreSQL, one host (fastwebhook-steady-postgres.toml on a fresh
+schema of --postgres, dropped after the row; default $FASTWEBHOOK_BENCH_POSTGRES, else
+postgresql://postgres@127.0.0.1:5432/test) at 64 and 256.
+A steady row is a 1 s warm-up, then --steady-seconds of load (wrk --timeout 10s, so that an
+answer held for seconds is timed, not dropped) and no drain. It reports, over the load:
+- executions resolved per second of load: fastwebhook_executions_total of workflow "bench" (all
+  statuses) read from /metrics just before and just after the load, over the seconds between;
+- 2xx/s and 503/s as wrk saw them (signed.lua counts the answers by status);
+- the p99 of admitted requests: wrk's p99 when every answer was a 2xx (then it is theirs alone);
+  otherwise wrk's latencies mix admitted and refused answers and the server's histogram
+  fastwebhook_request_duration_seconds has no status label, so the row reports that histogram's
+  p99 over the load, all answers, as the upper bound of its bucket, marked "server": time from
+  the parsed request to its answer, without the wait in the kernel's queues;
+- the server's VmRSS at the end of the load and its VmHWM, CPU per execution by thread (and on
+  PostgreSQL, every `postgres` process's CPU per execution, counted apart from "others");
+- its resolved/s as a share of bare's and of the sustained figure of the same run.
+The targets (missing one is reported, not an error): no nodes at 64 and 256 connections >= 10 %
+of bare, the same on PostgreSQL; condition -> script -> create at 64 connections >= 3 %; on
+SQLite, each of these >= 0.9 x its sustained figure; and the burst >= 11 % of bare with p99 <=
+30 ms. CPU per execution by thread is listed for the workflow (sustained and steady) beside
+floor-workflow. With --baseline, the sustained workflow and each steady row are measured again
+with that checkout's code right after ours (before/after from the same run). The tables go to
+stdout and bench/results/steady.md.
+
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
     .venv/bin/python bench/load.py --families   # fastwebhook-commit and the family rows only
     .venv/bin/python bench/load.py --only bare --sustained   # bare, then the sustained run
     .venv/bin/python bench/load.py --sustained [--sustained-seconds 30]   # the sustained run alone
+    .venv/bin/python bench/load.py --steady [--steady-seconds 30] [--baseline /tmp/before]   # the steady run alone
     .venv/bin/python bench/load.py --baseline /tmp/before --only fastwebhook-commit --only baseline-commit \
         --only fastwebhook-memory --only baseline-memory --runs 3   # before/after
 
 `--sustained` (or `--only sustained`) adds the sustained run to what --only and --families pick,
-or alone runs only it; with none of these every row runs and then the sustained run.
+or alone runs only it; `--steady` (or `--only steady`) likewise the steady run; with none of these
+every row runs, then the sustained run, then the steady run. Both run once whatever --runs.
 
 Exits 1 when a receiver could not be measured (its row says why), else 0; missing the speed
 targets is reported, not an error.
@@ -50,6 +85,7 @@ targets is reported, not an error.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import http.client
@@ -68,6 +104,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
 import payload
 import report
 from cpu_account import CpuAccount, thread_cpu_seconds
@@ -80,7 +118,11 @@ WARMUP_SECONDS = 1
 STARTUP_TIMEOUT = 20.0  # seconds until the receiver must accept connections and answer 2xx
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 SUSTAINED = "sustained"  # the name of the sustained run, for --only
+STEADY = "steady"  # the name of the steady run, for --only
 DRAIN_POLL_SECONDS = 0.1  # between two reads of /metrics while waiting for the drain
+BURST_SECONDS = 8  # the steady run's burst row
+STEADY_WRK_TIMEOUT = 10  # s: wrk's --timeout in a steady row (its default 2 s drops held answers' times)
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"  # --postgres without $FASTWEBHOOK_BENCH_POSTGRES
 
 
 class ReceiverError(Exception):
@@ -111,6 +153,11 @@ class WrkResult:
     rows_per_commit: float | None = None  # fastwebhook's mean group commit, warm-up included
     # the receiver's CPU time per answer during the run, each busy thread's (name, us) first
     thread_us: tuple[tuple[str, float], ...] = ()
+    statuses: tuple[tuple[int, int], ...] = ()  # (status, answers), when signed.lua counted them
+
+    def answered(self, low: int, high: int | None = None) -> int:
+        """Answers with a status from low to high (default: low alone), as signed.lua counted them."""
+        return sum(count for status, count in self.statuses if low <= status <= (high or low))
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -139,6 +186,45 @@ class SustainedResult:
         return self.executed / self.seconds
 
 
+@dataclass(frozen=True)
+class SteadyResult:
+    load: WrkResult  # with statuses counted
+    seconds: float  # from just before the first read of /metrics around the load to just after the second
+    executed: int  # executions that reached a final status between the two reads
+    server_p99_ms: float | None  # the server's request-duration histogram over the load: its p99's bucket bound
+    rss_kib: int  # the server's VmRSS at the end of the load
+    peak_rss_kib: int | None  # its VmHWM then
+    # the server's CPU time over the load per execution, each busy thread's (name, us)
+    thread_us: tuple[tuple[str, float], ...] = ()
+    helper_us: float | None = None  # on PostgreSQL: every `postgres` process's CPU time per execution
+
+    @property
+    def per_second(self) -> float:
+        """Executions resolved per second of load."""
+        return self.executed / self.seconds
+
+    @property
+    def accepted_per_second(self) -> float:
+        return self.load.answered(200, 299) / self.load.seconds
+
+    @property
+    def refused_per_second(self) -> float:
+        return self.load.answered(503) / self.load.seconds
+
+    @property
+    def other_answers(self) -> int:
+        """Answers neither 2xx nor 503: none expected."""
+        return self.load.requests - self.load.answered(200, 299) - self.load.answered(503)
+
+    @property
+    def admitted_p99(self) -> tuple[float | None, str]:
+        """The p99 of admitted requests and whose it is: wrk's when every answer was a 2xx, else
+        the server's histogram's (all answers, the bound of the bucket holding it)."""
+        if self.load.answered(200, 299) == self.load.requests:
+            return self.load.p99_ms, "wrk"
+        return self.server_p99_ms, "server"
+
+
 def peer(script: str, *extra: str) -> Callable[[Path, int], list[str]]:
     def argv(workdir: Path, port: int) -> list[str]:
         path = BENCH_DIR / "peers" / script
@@ -148,27 +234,28 @@ def peer(script: str, *extra: str) -> Callable[[Path, int], list[str]]:
     return argv
 
 
-def fastwebhook(variant: str, family: str = "github") -> Callable[[Path, int], list[str]]:
-    """bench/fastwebhook-<variant>.toml, its secret the one ``family``'s receiver verifies with."""
+def fastwebhook(variant: str, family: str = "github", storage: str | None = None) -> Callable[[Path, int], list[str]]:
+    """bench/fastwebhook-<variant>.toml, its secret the one ``family``'s receiver verifies with
+    (and its ${BENCH_STORAGE} ``storage``)."""
     def argv(workdir: Path, port: int) -> list[str]:
         executable = Path(sys.executable).parent / "fastwebhook"
         if not executable.exists():
             raise ReceiverError(f"{executable} does not exist (is fastwebhook installed in this venv?)")
         config = render_config(BENCH_DIR / f"fastwebhook-{variant}.toml", workdir, port,
-                               payload.RECEIVER_SECRETS[family])
+                               payload.RECEIVER_SECRETS[family], storage)
         return [str(executable), "serve", "-c", str(config)]
 
     return argv
 
 
-def baseline(checkout: Path, variant: str) -> Callable[[Path, int], list[str]]:
+def baseline(checkout: Path, variant: str, storage: str | None = None) -> Callable[[Path, int], list[str]]:
     """The fastwebhook of an older checkout (PYTHONPATH=checkout) on this checkout's
     bench/fastwebhook-<variant>.toml; each start first checks that the checkout's package is the
     one imported."""
     def argv(workdir: Path, port: int) -> list[str]:
         check_imports_from(checkout, workdir)
         config = render_config(BENCH_DIR / f"fastwebhook-{variant}.toml", workdir, port,
-                               payload.RECEIVER_SECRETS["github"])
+                               payload.RECEIVER_SECRETS["github"], storage)
         return [sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)]
 
     return argv
@@ -237,6 +324,59 @@ SUSTAINED_RECEIVER = Receiver(SUSTAINED, 'fastwebhook, durability = "commit", qu
                               fastwebhook("commit"), verifies=True, metrics=True)
 BASELINE_RECEIVERS = {"baseline-commit": "commit", "baseline-memory": "memory"}  # name: config variant
 
+# The steady run's ceilings and floor, measured before its rows in the same session.
+BURST = Receiver("burst", 'fastwebhook-commit.toml: durability "commit", queue capacity 1,000,000, no nodes: '
+                 f"the ack rate of a burst the queue absorbs, {CONNECTIONS} connections for {BURST_SECONDS} s",
+                 fastwebhook("commit"), verifies=True, metrics=True)
+SUSTAINED_WORKFLOW = Receiver("sustained-workflow", 'fastwebhook-workflow.toml: durability "commit", queue capacity '
+                              "1,000,000, condition -> script (V8) -> create: load, then the drain",
+                              fastwebhook("workflow"), verifies=True, metrics=True)
+# The least any receiver could do for the same work (bench/peers/floor_workflow.py): an upper
+# bound for the workflow on this machine.
+FLOOR_WORKFLOW = Receiver("floor-workflow", "bench/peers/floor_workflow.py: floor-log's ingest, then per batch the "
+                          "condition in Python, ONE V8 call for the scripts, ONE transaction for the records, jobs "
+                          "and executions", peer("floor_workflow.py", "--db", "{workdir}/floor.db"),
+                          verifies=True, metrics=True)
+
+
+@dataclass(frozen=True)
+class SteadyCase:
+    """A steady row: a fresh server on bench/fastwebhook-<variant>.toml (no [queue] section)."""
+    name: str
+    variant: str
+    connections: int
+    description: str
+    postgres: bool = False  # one host on a fresh schema of --postgres
+
+    def receiver(self, storage: str | None, checkout: Path | None = None) -> Receiver:
+        """This checkout's fastwebhook on the case's config; with ``checkout``, that older one's."""
+        if checkout is None:
+            return Receiver(self.name, self.description, fastwebhook(self.variant, storage=storage),
+                            verifies=True, metrics=True)
+        return older(checkout, self.name, self.description, self.variant, storage)
+
+
+_STEADY = 'durability "commit", the default queue (no [queue] section)'
+STEADY_CASES = [
+    SteadyCase("steady", "steady", 64, f"fastwebhook-steady.toml: {_STEADY}, no nodes"),
+    SteadyCase("steady-256", "steady", 256, f"fastwebhook-steady.toml: {_STEADY}, no nodes"),
+    SteadyCase("steady-workflow", "steady-workflow", 64,
+               f"fastwebhook-steady-workflow.toml: {_STEADY}, condition -> script (V8) -> create"),
+    SteadyCase("steady-workflow-256", "steady-workflow", 256,
+               f"fastwebhook-steady-workflow.toml: {_STEADY}, condition -> script (V8) -> create"),
+    SteadyCase("steady-postgres", "steady-postgres", 64,
+               f"fastwebhook-steady-postgres.toml: {_STEADY}, no nodes, PostgreSQL, one host", postgres=True),
+    SteadyCase("steady-postgres-256", "steady-postgres", 256,
+               f"fastwebhook-steady-postgres.toml: {_STEADY}, no nodes, PostgreSQL, one host", postgres=True),
+]
+
+
+def older(checkout: Path, name: str, description: str, variant: str, storage: str | None = None) -> Receiver:
+    """Row ``name``'s --baseline row: the checkout's code on this checkout's fastwebhook-<variant>.toml."""
+    return Receiver(f"baseline-{name}", f"{description}; {checkout_revision(checkout)}'s code ({checkout})",
+                    baseline(checkout, variant, storage), verifies=True, metrics=True,
+                    env=(("PYTHONPATH", str(checkout)),))
+
 
 def baseline_receivers(checkout: Path) -> dict[str, Receiver]:
     """The --baseline rows, keyed by the fastwebhook row each is measured after (report.BASELINES)."""
@@ -266,9 +406,11 @@ def checkout_revision(checkout: Path) -> str:
     return revision
 
 
-def render_config(template: Path, workdir: Path, port: int, secret: str = payload.SECRET) -> Path:
+def render_config(template: Path, workdir: Path, port: int, secret: str = payload.SECRET,
+                  storage: str | None = None) -> Path:
     """Fill the template's ${BENCH_*} placeholders so the server sees plain values."""
-    values = {"BENCH_PORT": str(port), "BENCH_DIR": str(workdir), "BENCH_SECRET": secret}
+    values = {"BENCH_PORT": str(port), "BENCH_DIR": str(workdir), "BENCH_SECRET": secret,
+              **({"BENCH_STORAGE": storage} if storage is not None else {})}
 
     def fill(match: re.Match) -> str:
         if match.group(1) not in values:
@@ -349,6 +491,55 @@ def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int
         return SustainedResult(load=load, executed=executed, drain_seconds=max(0.0, drained - load_ended),
                                seconds=drained - started, rss_kib=rss_kib, peak_rss_kib=memory_kib(pid, "VmHWM"),
                                thread_us=cpu_per_request(pid, threads_before, thread_cpu_seconds(pid), executed))
+
+
+def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, connections: int,
+                   body_file: Path, helper: str | None = None) -> SteadyResult:
+    """Load that never lets up, on a fresh server: executions resolved per second of it, no drain.
+    ``helper`` names processes working for the server (`postgres`), whose CPU is counted apart."""
+    with running(receiver, workdir, port, body_file) as (process, request):
+        pid = process.pid
+        if read_proc_status(pid).get("Name") == "taskset":  # it execs the server, keeping the pid
+            raise ReceiverError(f"process {pid} is still taskset, not the server")
+        threads_before = thread_cpu_seconds(pid)
+        with CpuAccount(receiver_group=pid, helper=helper) as account:
+            started = time.monotonic()
+            executed_before, durations_before = read_steady_figures(port)
+            load = run_wrk(port, seconds, body_file, request, connections, timeout=STEADY_WRK_TIMEOUT,
+                           count_statuses=True)
+            rss_kib, peak_rss_kib = memory_kib(pid, "VmRSS"), memory_kib(pid, "VmHWM")
+            threads_after = thread_cpu_seconds(pid)
+            if rss_kib is None:
+                raise ReceiverError(f"exited with status {process.poll()} during the load")
+            executed_after, durations_after = read_steady_figures(port)
+            elapsed = time.monotonic() - started
+        executed = executed_after - executed_before
+        load = dataclasses.replace(load, others_cpu_share=account.others_share, duplicates=read_duplicates(port))
+        return SteadyResult(load=load, seconds=elapsed, executed=executed,
+                            server_p99_ms=bucket_p99_ms(durations_before, durations_after),
+                            rss_kib=rss_kib, peak_rss_kib=peak_rss_kib,
+                            thread_us=cpu_per_request(pid, threads_before, threads_after, executed),
+                            helper_us=1e6 * account.helper_seconds / executed if helper and executed else None)
+
+
+@contextlib.contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """``url`` on a schema of its own (the server creates it: an empty store), dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}schema={schema}"
+    finally:
+        async def drop() -> None:
+            connection = await asyncpg.connect(url)
+            try:
+                await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await connection.close()
+
+        try:
+            asyncio.run(drop())
+        except (OSError, asyncpg.PostgresError) as error:  # reported, not raised over the row's own error
+            say(f"  warning: could not drop schema {schema} of {url}: {error}")
 
 
 def wait_for_drain(process: subprocess.Popen, port: int, deadline: float, after: str) -> tuple[int, float]:
@@ -463,6 +654,31 @@ def read_progress(port: int) -> tuple[int, int]:
     return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), int(float(depth.group(1)))
 
 
+_DURATION_BUCKET = re.compile(r'^fastwebhook_request_duration_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
+_LE = re.compile(r'le="([^"]+)"')
+
+
+def read_steady_figures(port: int) -> tuple[int, dict[float, float]]:
+    """Executions of workflow "bench" finished so far (any final status), and its request-duration
+    histogram: cumulative answers by bucket bound (seconds, +Inf last)."""
+    text = read_metrics(port)
+    buckets = {float(_LE.search(labels).group(1)): float(count) for labels, count in _DURATION_BUCKET.findall(text)
+               if 'workflow="bench"' in labels}
+    return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), buckets
+
+
+def bucket_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The bound (ms) of the histogram bucket that holds the p99 of what was observed between two
+    reads (inf: beyond the last bound); None if nothing was."""
+    bounds = sorted(after)
+    if not bounds:
+        return None
+    total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
+    if total <= 0:
+        return None
+    return next(1e3 * bound for bound in bounds if after[bound] - before.get(bound, 0.0) >= 0.99 * total)
+
+
 def read_metrics(port: int) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -493,8 +709,12 @@ def memory_kib(pid: int, field: str) -> int | None:
     return int(value.split()[0]) if value else None
 
 
-def run_wrk(port: int, duration: int, body_file: Path, request: payload.SignedRequest) -> WrkResult:
-    argv = ["taskset", "-c", str(LOADER_CPU), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
+def run_wrk(port: int, duration: int, body_file: Path, request: payload.SignedRequest,
+            connections: int = CONNECTIONS, timeout: int | None = None, count_statuses: bool = False) -> WrkResult:
+    """wrk on the loader's CPU; ``timeout``: its --timeout in seconds (default 2: an answer slower
+    than that is a timeout, its latency not recorded); ``count_statuses``: answers by status."""
+    argv = ["taskset", "-c", str(LOADER_CPU), "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+            *(["--timeout", f"{timeout}s"] if timeout else []),
             "--latency", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}/hook"]
     env = {
         **os.environ,
@@ -502,6 +722,7 @@ def run_wrk(port: int, duration: int, body_file: Path, request: payload.SignedRe
         "WRK_HEADERS": "\n".join(f"{name}: {value}" for name, value in request.headers.items()),
         "WRK_UNIQUE_HEADER": request.unique_header,
         "WRK_DELIVERY_PREFIX": str(uuid.uuid4())[:23],  # a fresh one per run: no id ever repeats
+        "WRK_COUNT_STATUSES": "1" if count_statuses else "",
     }
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 30)
@@ -528,6 +749,7 @@ def parse_wrk_output(text: str) -> WrkResult:
             socket_errors=sum(numbers[key] for key in SOCKET_ERROR_KEYS),
             p50_ms=numbers["latency_p50_us"] / 1e3,
             p99_ms=numbers["latency_p99_us"] / 1e3,
+            statuses=tuple(sorted((int(status), count) for status, count in numbers.get("statuses", {}).items())),
         )
     return parse_wrk_text(text)
 
@@ -603,9 +825,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
     parser.add_argument("--runs", type=int, default=1,
                         help="runs per receiver; medians are reported (default 1)")
-    parser.add_argument("--only", action="append", choices=[*names, SUSTAINED], metavar="NAME",
+    parser.add_argument("--only", action="append", choices=[*names, SUSTAINED, STEADY], metavar="NAME",
                         help=f"measure only this receiver (repeatable): {', '.join(names)}; "
-                             f"or {SUSTAINED}: the sustained run")
+                             f"or {SUSTAINED}: the sustained run; or {STEADY}: the steady run")
     parser.add_argument("--families", action="store_true",
                         help=f"measure only the verification families ({', '.join(FAMILY_RECEIVERS)}); "
                              "with --only, those as well")
@@ -615,7 +837,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sustained-seconds", type=int, default=30,
                         help="seconds of load in the sustained run (default 30)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
-                        help="seconds the sustained run's queue may take to drain (default 300)")
+                        help="seconds a sustained run's queue may take to drain (default 300)")
+    parser.add_argument("--steady", action="store_true",
+                        help="run the steady run (bare, the burst, the sustained figures, floor-workflow, then "
+                             "the default queue under load that never lets up); alone, only it; with --only, "
+                             "--families or --sustained, after those (the same as --only steady)")
+    parser.add_argument("--steady-seconds", type=int, default=30,
+                        help="seconds of load in each steady row and in the steady run's sustained figures "
+                             "(default 30)")
+    parser.add_argument("--postgres", default=os.environ.get("FASTWEBHOOK_BENCH_POSTGRES", POSTGRES),
+                        help="the PostgreSQL of the steady run's PostgreSQL rows, a fresh schema per row "
+                             f"(default $FASTWEBHOOK_BENCH_POSTGRES, else {POSTGRES})")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="a checkout of an older fastwebhook commit (git worktree add PATH <commit>): "
                              f"adds rows {', '.join(BASELINE_RECEIVERS)}, its code on this checkout's "
@@ -623,13 +855,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=18080,
                         help="port every receiver listens on (default 18080)")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.runs < 1 or args.sustained_seconds < 1:
-        parser.error("--duration, --runs and --sustained-seconds must be at least 1")
+    if min(args.duration, args.runs, args.sustained_seconds, args.steady_seconds) < 1:
+        parser.error("--duration, --runs, --sustained-seconds and --steady-seconds must be at least 1")
     if args.drain_timeout <= 0:
         parser.error("--drain-timeout must be positive")
     if SUSTAINED in (args.only or ()):
         args.only.remove(SUSTAINED)
         args.sustained = True
+    if STEADY in (args.only or ()):
+        args.only.remove(STEADY)
+        args.steady = True
     wanted_baselines = [name for name in BASELINE_RECEIVERS if name in (args.only or ())]
     if args.baseline is None:
         if wanted_baselines:
@@ -640,9 +875,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not (args.baseline / "fastwebhook" / "__init__.py").is_file():
             parser.error(f"--baseline {args.baseline}: no fastwebhook/__init__.py there (not a checkout "
                          "of fastwebhook?)")
-        if (args.only or args.families or args.sustained) and not wanted_baselines:
+        if (args.only or args.families or args.sustained) and not wanted_baselines and not args.steady:
             parser.error(f"--baseline with --only, --families or --sustained measures only the rows named: add "
-                         f"--only {' --only '.join(BASELINE_RECEIVERS)} (or those wanted)")
+                         f"--only {' --only '.join(BASELINE_RECEIVERS)} (or those wanted), or --steady")
     # A receiver start signs once; the standard schemes' timestamp must outlast start-up,
     # warm-up and the run.
     longest = payload.TIMESTAMP_TOLERANCE - STARTUP_TIMEOUT - WARMUP_SECONDS - 30
@@ -655,19 +890,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def selected(args: argparse.Namespace) -> list[Receiver]:
     """The receivers to measure, in RECEIVERS' order with each --baseline row right after its
-    fastwebhook row: all of them unless --only, --families or --sustained picked some (or only
-    the sustained run)."""
+    fastwebhook row: all of them unless --only, --families, --sustained or --steady picked some
+    (or only the sustained or steady run)."""
     baselines = baseline_receivers(args.baseline) if args.baseline is not None else {}
     receivers = [each for receiver in RECEIVERS
                  for each in (receiver, *([baselines[receiver.name]] if receiver.name in baselines else []))]
     if not args.only and not args.families:
-        return [] if args.sustained else receivers
+        return [] if args.sustained or args.steady else receivers
     names = set(args.only or ()) | (set(FAMILY_RECEIVERS) if args.families else set())
     return [receiver for receiver in receivers if receiver.name in names]
 
 
 def sustained_selected(args: argparse.Namespace) -> bool:
-    return args.sustained or (not args.only and not args.families)
+    return args.sustained or not (args.only or args.families or args.steady)
+
+
+def steady_selected(args: argparse.Namespace) -> bool:
+    return args.steady or not (args.only or args.families or args.sustained)
 
 
 def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[report.Row]:
@@ -694,35 +933,37 @@ def measure_all(receivers: list[Receiver], args: argparse.Namespace) -> list[rep
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
                 results[receiver.name].append(result)
-                say(f"  {result.ok_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
-                    f"p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx_3xx}  "
-                    f"socket errors {result.socket_errors}  "
-                    + (f"duplicates {result.duplicates}  " if result.duplicates is not None else "")
-                    + (f"rows per commit {result.rows_per_commit:.1f}  " if result.rows_per_commit else "")
-                    + f"other processes {100 * result.others_cpu_share:.0f} % CPU")
-                if result.thread_us:
-                    say("  CPU per answer: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
-                if result.others_cpu_share > report.BUSY_WARNING:
-                    say("  warning: other processes were busy during this run; its figures are skewed")
+                say_measured(result)
     rows = [report.Row(receiver.name, receiver.description, results[receiver.name], errors.get(receiver.name))
             for receiver in receivers]
     return rows
 
 
-def run_sustained(args: argparse.Namespace) -> report.Sustained:
-    """The sustained run, once: its result or why it failed."""
-    receiver = SUSTAINED_RECEIVER
-    say(f"[{SUSTAINED}] fastwebhook-commit: {WARMUP_SECONDS} s warm-up, {args.sustained_seconds} s of load, "
+def say_measured(result: WrkResult) -> None:
+    say(f"  {result.ok_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
+        f"p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx_3xx}  "
+        f"socket errors {result.socket_errors}  "
+        + (f"duplicates {result.duplicates}  " if result.duplicates is not None else "")
+        + (f"rows per commit {result.rows_per_commit:.1f}  " if result.rows_per_commit else "")
+        + f"other processes {100 * result.others_cpu_share:.0f} % CPU")
+    if result.thread_us:
+        say("  CPU per answer: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
+    if result.others_cpu_share > report.BUSY_WARNING:
+        say("  warning: other processes were busy during this run; its figures are skewed")
+
+
+def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace) -> report.Sustained:
+    """A sustained run (load, then the drain), once: its result or why it failed."""
+    say(f"[{receiver.name}] {receiver.description}: {WARMUP_SECONDS} s warm-up, {seconds} s of load, "
         f"then the drain (at most {args.drain_timeout:.0f} s) ...")
     with tempfile.TemporaryDirectory(prefix="fastwebhook-bench-") as session:
         body_file = Path(session) / "body.json"
         body_file.write_bytes(payload.BODY)
         try:
-            result = measure_sustained(receiver, Path(session), args.port, args.sustained_seconds,
-                                       args.drain_timeout, body_file)
+            result = measure_sustained(receiver, Path(session), args.port, seconds, args.drain_timeout, body_file)
         except ReceiverError as error:
             say(f"  FAILED: {error}")
-            return report.Sustained(receiver.description, args.sustained_seconds, None, str(error))
+            return report.Sustained(receiver.description, seconds, None, str(error))
     load = result.load
     say(f"  load: {load.ok_per_second:,.0f} req/s acked  p99 {load.p99_ms:.2f} ms  non-2xx {load.non_2xx_3xx}  "
         f"socket errors {load.socket_errors}  duplicates {load.duplicates}  RSS {result.rss_kib / 1024:,.0f} MiB")
@@ -732,7 +973,80 @@ def run_sustained(args: argparse.Namespace) -> report.Sustained:
         + f"  other processes {100 * load.others_cpu_share:.0f} % CPU")
     if result.thread_us:
         say("  CPU per execution: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
-    return report.Sustained(receiver.description, args.sustained_seconds, result, None)
+    return report.Sustained(receiver.description, seconds, result, None)
+
+
+def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: report.Sustained | None) -> report.Steady:
+    """The steady run, once: bare, the burst, the sustained figures and floor-workflow, then each
+    steady row, its --baseline row right after it. bare and the sustained run are reused when this
+    session measured them already (the latter with the same seconds of load)."""
+    checkout, seconds = args.baseline, args.steady_seconds
+    ceilings: dict[str, report.Sustained] = {}
+    if sustained is not None and sustained.seconds == seconds:
+        ceilings[SUSTAINED] = sustained
+    with tempfile.TemporaryDirectory(prefix="fastwebhook-bench-") as session:
+        body_file = Path(session) / "body.json"
+        body_file.write_bytes(payload.BODY)
+        bare = next((row for row in rows if row.name == RECEIVERS[0].name and row.measured), None)
+        if bare is None:
+            bare = measure_row(RECEIVERS[0], args.duration, args.port, body_file, Path(session))
+        burst = measure_row(BURST, BURST_SECONDS, args.port, body_file, Path(session))
+        workflow_baseline = [older(checkout, SUSTAINED_WORKFLOW.name, SUSTAINED_WORKFLOW.description, "workflow")
+                             ] if checkout else []
+        for receiver in (SUSTAINED_RECEIVER, SUSTAINED_WORKFLOW, *workflow_baseline, FLOOR_WORKFLOW):
+            if receiver.name not in ceilings:
+                ceilings[receiver.name] = run_sustained(receiver, seconds, args)
+        steady_rows = [measure_steady_row(case, code, args, body_file, Path(session))
+                       for case in STEADY_CASES for code in (None, *([checkout] if checkout else []))]
+    return report.Steady(seconds, bare, burst, ceilings, steady_rows)
+
+
+def measure_row(receiver: Receiver, duration: int, port: int, body_file: Path, session: Path) -> report.Row:
+    """One run of a receiver, as a table row."""
+    say(f"[{STEADY}] {receiver.name}: {WARMUP_SECONDS} s warm-up, {duration} s measured ...")
+    workdir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=session))
+    try:
+        result = measure(receiver, workdir, port, duration, body_file)
+    except ReceiverError as error:
+        say(f"  FAILED: {error}")
+        return report.Row(receiver.name, receiver.description, [], str(error))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    say_measured(result)
+    return report.Row(receiver.name, receiver.description, [result], None)
+
+
+def measure_steady_row(case: SteadyCase, checkout: Path | None, args: argparse.Namespace, body_file: Path,
+                       session: Path) -> report.SteadyRow:
+    """A steady row on this checkout's code, or with ``checkout`` that older one's."""
+    name = case.name if checkout is None else f"baseline-{case.name}"
+    say(f"[{name}] {case.connections} connections: {WARMUP_SECONDS} s warm-up, {args.steady_seconds} s of load ...")
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=session))
+    storage = postgres_schema(args.postgres) if case.postgres else contextlib.nullcontext()
+    try:
+        with storage as url:
+            receiver = case.receiver(url, checkout)
+            result = measure_steady(receiver, workdir, args.port, args.steady_seconds, case.connections, body_file,
+                                    helper="postgres" if case.postgres else None)
+    except ReceiverError as error:
+        say(f"  FAILED: {error}")
+        return report.SteadyRow(name, case.description, case.connections, None, str(error))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    p99, whose = result.admitted_p99
+    if p99 is None:
+        admitted = "—"
+    elif whose == "wrk":
+        admitted = f"{p99:.2f} ms"
+    else:
+        admitted = f"≤ {p99:g} ms (the server's histogram, all answers)"
+    say(f"  {result.per_second:,.0f} executions/s resolved  {result.accepted_per_second:,.0f} 2xx/s  "
+        f"{result.refused_per_second:,.0f} 503/s  p99 admitted {admitted}"
+        f"  RSS {result.rss_kib / 1024:,.0f} MiB  other processes {100 * result.load.others_cpu_share:.0f} % CPU")
+    if result.thread_us:
+        say("  CPU per execution: " + ", ".join(f"{thread} {us:.1f} us" for thread, us in result.thread_us)
+            + (f"; postgres {result.helper_us:.1f} us" if result.helper_us is not None else ""))
+    return report.SteadyRow(name, receiver.description, case.connections, result, None)
 
 
 def say(message: str) -> None:
@@ -744,12 +1058,19 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
     receivers = selected(args)
     rows = measure_all(receivers, args) if receivers else []
-    sustained = run_sustained(args) if sustained_selected(args) else None
+    sustained = run_sustained(SUSTAINED_RECEIVER, args.sustained_seconds, args) if sustained_selected(args) else None
+    steady = run_steady(args, rows, sustained) if steady_selected(args) else None
     settings = report.Settings(args.duration, args.runs, CONNECTIONS, SERVER_CPU, LOADER_CPU)
-    print(report.terminal(rows, settings, sustained))
-    path = report.write_markdown(rows, settings, BENCH_DIR / "results" / "latest.md", sustained)
-    say(f"\nwritten to {path}")
-    return 1 if any(row.error for row in rows) or (sustained and sustained.error) else 0
+    if rows or sustained:
+        print(report.terminal(rows, settings, sustained))
+        path = report.write_markdown(rows, settings, BENCH_DIR / "results" / "latest.md", sustained)
+        say(f"\nwritten to {path}")
+    if steady:
+        print(report.steady_terminal(steady))
+        path = report.write_steady_markdown(steady, settings, BENCH_DIR / "results" / "steady.md")
+        say(f"\nwritten to {path}")
+    failed = any(row.error for row in rows) or (sustained and sustained.error) or (steady and steady.failed)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Tables for bench/load.py: medians per receiver, fastwebhook's ratio to each, the targets
 (issue 7's), before/after (each fastwebhook row against its --baseline row of the same run), the
-verification families against the github row of the same run, and the sustained run (load, then
-the drain) against bare."""
+verification families against the github row of the same run, the sustained run (load, then
+the drain) against bare, and the steady run (the default queue under load that never lets up)
+against bare and the sustained figures of the same run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from load import SustainedResult, WrkResult
+    from load import SteadyResult, SustainedResult, WrkResult
 
 BARE, COMMIT, MEMORY, SUSTAINED = "bare", "fastwebhook-commit", "fastwebhook-memory", "sustained"
 BUSY_WARNING = 0.10  # share of CPU time other processes may use before the figures are flagged
@@ -36,6 +37,20 @@ BASELINES = [  # (row, the same config served by the --baseline checkout's code)
     (COMMIT, "baseline-commit"),
     (MEMORY, "baseline-memory"),
 ]
+BURST, BURST_TARGET, BURST_P99_MS = "burst", 0.11, 30.0  # its acked req/s as a share of bare's, p99 at most
+STEADY_TARGETS = [  # (steady row, its executions/s as a share of bare's req/s at least, of its sustained's)
+    ("steady", 0.10, 0.9),
+    ("steady-256", 0.10, 0.9),
+    ("steady-postgres", 0.10, None),  # its sustained figure would be PostgreSQL's: not measured here
+    ("steady-postgres-256", 0.10, None),
+    ("steady-workflow", 0.03, 0.9),
+]
+STEADY_SUSTAINED = {  # steady row: the sustained run of the same work (load, then the drain)
+    "steady": SUSTAINED, "steady-256": SUSTAINED,
+    "steady-workflow": "sustained-workflow", "steady-workflow-256": "sustained-workflow",
+}
+WORKFLOW_CPU = ("sustained-workflow", "baseline-sustained-workflow", "floor-workflow",
+                "steady-workflow", "baseline-steady-workflow")  # CPU by thread listed for these
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,29 @@ class Sustained:
     @property
     def measured(self) -> bool:
         return self.result is not None
+
+
+@dataclass(frozen=True)
+class SteadyRow:
+    name: str
+    description: str
+    connections: int
+    result: SteadyResult | None
+    error: str | None  # why it could not be measured
+
+
+@dataclass(frozen=True)
+class Steady:
+    seconds: int  # of load per steady row and per sustained figure
+    bare: Row
+    burst: Row
+    ceilings: dict[str, Sustained]  # by name: sustained, sustained-workflow (and its baseline), floor-workflow
+    rows: list[SteadyRow]  # each --baseline row right after its own
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.bare.error or self.burst.error or any(c.error for c in self.ceilings.values())
+                    or any(row.error for row in self.rows))
 
 
 @dataclass(frozen=True)
@@ -376,16 +414,29 @@ def _first_line_of(*argv: str, any_status: bool = False) -> str:
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
 
 
-def write_markdown(rows: list[Row], settings: Settings, path: Path, sustained: Sustained | None = None) -> Path:
+def _when_and_where(path: Path) -> list[str]:
+    """The date, the revision of the checkout holding ``path``, the machine and wrk's version."""
     revision = _first_line_of("git", "-C", str(path.parent), "rev-parse", "--short", "HEAD") or "no commit"
     if _first_line_of("git", "-C", str(path.parent), "status", "--porcelain"):
         revision += " + uncommitted changes"
     wrk = _first_line_of("wrk", "-v", any_status=True).split(" Copyright")[0] or "wrk"  # -v exits 1
+    return [f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, revision {revision}.  ",
+            f"{_machine()}; {wrk}.  "]
+
+
+def _write(path: Path, parts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text("\n".join(parts) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def write_markdown(rows: list[Row], settings: Settings, path: Path, sustained: Sustained | None = None) -> Path:
     parts = [
         "# Load benchmark: latest results",
         "",
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, revision {revision}.  ",
-        f"{_machine()}; {wrk}.  ",
+        *_when_and_where(path),
         f"Each receiver alone, pinned to CPU {settings.server_cpu}; loader `taskset -c {settings.loader_cpu} "
         f"wrk -t1 -c{settings.connections} -d{settings.duration}s --latency -s bench/signed.lua` on CPU "
         f"{settings.loader_cpu}; 1 s warm-up first. Signed 1160-byte GitHub push, a new "
@@ -432,8 +483,255 @@ def write_markdown(rows: list[Row], settings: Settings, path: Path, sustained: S
         parts += ["", "Errors:"]
         for name, error in failures:
             parts += ["", f"{name}:", "```", error, "```"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".md.tmp")
-    temporary.write_text("\n".join(parts) + "\n")
-    temporary.replace(path)
-    return path
+    return _write(path, parts)
+
+
+# --- the steady run ----------------------------------------------------------------------------------
+
+def _share(part: float, whole: float | None) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "—"
+
+
+def _bare_rate(steady: Steady) -> float | None:
+    bare = steady.bare
+    return bare.per_second if bare.measured and bare.per_second > 0 else None
+
+
+def _sustained_of(name: str, steady: Steady) -> Sustained | None:
+    """The sustained run of a steady row's work in the same session (a baseline row's: the
+    baseline's), if measured."""
+    own = name.removeprefix("baseline-")
+    counterpart = STEADY_SUSTAINED.get(own)
+    if counterpart is None:
+        return None
+    found = steady.ceilings.get(counterpart if own == name else f"baseline-{counterpart}")
+    return found if found is not None and found.result is not None and found.result.per_second > 0 else None
+
+
+def _p99_cell(result: SteadyResult) -> str:
+    p99, whose = result.admitted_p99
+    if p99 is None:
+        return "—"
+    if whose == "wrk":
+        return f"{p99:.2f}"
+    return "> 10,000 (server)" if p99 == float("inf") else f"≤ {p99:g} (server)"
+
+
+def steady_ceilings(steady: Steady) -> str:
+    """bare, the burst, the sustained figures and floor-workflow of the steady run's session."""
+    bare = _bare_rate(steady)
+    lines = [
+        f"Steady run: the ceilings of the same session ({steady.seconds} s of load for the sustained figures):",
+        "",
+        "| row | figure | % of bare | p99 ms | CPU us/unit | note |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for row in (steady.bare, steady.burst):
+        if row.measured:
+            cpu = f"{row.cpu_us:.1f}" if row.cpu_us is not None else "—"
+            figures = f"{row.per_second:,.0f} req/s (2xx) | {_share(row.per_second, bare)} | {row.p99_ms:.2f} | {cpu}"
+        else:
+            figures = "— | — | — | —"
+        notes = [f"{row.non_2xx_3xx:,} non-2xx"] if row.non_2xx_3xx else []
+        notes += [f"skewed: other processes took {100 * max(r.others_cpu_share for r in row.skewed_runs):.0f} % "
+                  "of the CPUs"] if row.skewed_runs else []
+        notes += [f"FAILED: {_error_summary(row.error)}"] if row.error else []
+        lines.append(f"| {row.name} | {figures} | {_cell('; '.join(notes))} |")
+    for name, sustained in steady.ceilings.items():
+        result = sustained.result
+        if result is None:
+            failure = "FAILED: " + _error_summary(sustained.error or "no result")
+            lines.append(f"| {name} | — | — | — | — | {_cell(failure)} |")
+            continue
+        load = result.load
+        notes = [f"acked {load.ok_per_second:,.0f} req/s during the load, drain {result.drain_seconds:.1f} s"]
+        notes += [f"{load.non_2xx_3xx:,} non-2xx"] if load.non_2xx_3xx else []
+        notes += [f"skewed: other processes took {100 * load.others_cpu_share:.0f} % of the CPUs"] \
+            if load.others_cpu_share > BUSY_WARNING else []
+        cpu = f"{sum(us for _, us in result.thread_us):.1f}" if result.thread_us else "—"
+        lines.append(f"| {name} | {result.per_second:,.0f} exec/s | {_share(result.per_second, bare)} "
+                     f"| {load.p99_ms:.2f} (load) | {cpu} | {_cell('; '.join(notes))} |")
+    lines += ["", "burst: acked req/s and p99 of fastwebhook-commit.toml (a queue of 1,000,000) under 64 connections; "
+              "sustained figures: executions finished over load + drain; CPU per answer (bare, burst) or per "
+              "execution (over load and drain), all the receiver's threads."]
+    return "\n".join(lines)
+
+
+def steady_table(steady: Steady) -> str:
+    bare = _bare_rate(steady)
+    lines = [
+        f"Steady rows: a fresh server, the default queue (no [queue] section), 1 s warm-up, {steady.seconds} s of "
+        "load, no drain:",
+        "",
+        "| row | connections | executions/s | % of bare | of sustained | 2xx/s | 503/s | p99 admitted ms "
+        "| RSS end MiB | peak RSS MiB | CPU us/execution | note |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in steady.rows:
+        result = row.result
+        if result is None:
+            lines.append(f"| {row.name} | {row.connections} | — | — | — | — | — | — | — | — | — | "
+                         f"{_cell('FAILED: ' + _error_summary(row.error or 'no result'))} |")
+            continue
+        load = result.load
+        sustained = _sustained_of(row.name, steady)
+        of_sustained = f"{result.per_second / sustained.result.per_second:.2f}x" if sustained else "—"
+        notes = []
+        if result.other_answers:
+            notes.append(f"{result.other_answers:,} answers neither 2xx nor 503")
+        if load.socket_errors:
+            notes.append(f"{load.socket_errors:,} socket errors")
+        if load.duplicates:
+            notes.append(f"{load.duplicates:,} answered as duplicates: dedup keys repeated")
+        if result.helper_us is not None:
+            notes.append(f"PostgreSQL {result.helper_us:.1f} us CPU/execution")
+        if load.others_cpu_share > BUSY_WARNING:
+            notes.append(f"skewed: other processes took {100 * load.others_cpu_share:.0f} % of the CPUs")
+        cpu = f"{sum(us for _, us in result.thread_us):.1f}" if result.thread_us else "—"
+        lines.append(
+            f"| {row.name} | {row.connections} | {result.per_second:,.0f} | {_share(result.per_second, bare)} "
+            f"| {of_sustained} | {result.accepted_per_second:,.0f} | {result.refused_per_second:,.0f} "
+            f"| {_p99_cell(result)} | {_mib(result.rss_kib)} | {_mib(result.peak_rss_kib)} | {cpu} "
+            f"| {_cell('; '.join(notes))} |")
+    lines += [
+        "",
+        "executions/s: fastwebhook_executions_total of workflow \"bench\" (all statuses) read just before and just "
+        "after the load, over the seconds between; % of bare: of bare's req/s; of sustained: over the sustained "
+        "figure of the same work in this session (SQLite). 2xx/s, 503/s: as wrk counted them. p99 admitted: wrk's "
+        "p99 when every answer was a 2xx; otherwise \"server\": the bucket bound of the p99 of the server's "
+        "fastwebhook_request_duration_seconds over the load, which holds every answer (it has no status label) "
+        "and starts at the parsed request (the wait in the kernel's queues is not in it). RSS: the server's VmRSS "
+        "at the end of the load; peak: its VmHWM then. CPU: the server's, over the load, per execution resolved "
+        "(PostgreSQL's apart: every `postgres` process of the machine).",
+    ]
+    return "\n".join(lines)
+
+
+def steady_targets(steady: Steady) -> str:
+    bare = _bare_rate(steady)
+    lines = ["Targets of the steady run (same run):"]
+    burst = steady.burst
+    goal = f"- {BURST} ≥ {100 * BURST_TARGET:.0f} % of bare with p99 ≤ {BURST_P99_MS:g} ms"
+    if not burst.measured or bare is None:
+        lines.append(f"{goal}: not measured (needs bare and the burst)")
+    else:
+        share = burst.per_second / bare
+        met = share >= BURST_TARGET and burst.p99_ms <= BURST_P99_MS
+        lines.append(f"{goal}: {100 * share:.1f} % of bare, p99 {burst.p99_ms:.2f} ms"
+                     + (f", {burst.non_2xx_3xx:,} non-2xx" if burst.non_2xx_3xx else "")
+                     + f" — {'met' if met else 'MISSED'}")
+    rows = {row.name: row for row in steady.rows}
+    for name, of_bare, of_sustained in STEADY_TARGETS:
+        goal = f"- {name} ≥ {100 * of_bare:.0f} % of bare" + (f" and ≥ {of_sustained:g}x its sustained figure"
+                                                             if of_sustained else "")
+        row = rows.get(name)
+        if row is None or row.result is None or bare is None:
+            lines.append(f"{goal}: not measured (needs bare and row {name})")
+            continue
+        rate = row.result.per_second
+        met = rate / bare >= of_bare
+        line = f"{goal}: {rate:,.0f} executions/s, {100 * rate / bare:.1f} % of bare"
+        if of_sustained:
+            sustained = _sustained_of(name, steady)
+            if sustained is None:
+                line += ", its sustained figure not measured"
+                met = False
+            else:
+                ratio = rate / sustained.result.per_second
+                line += f", {ratio:.2f}x {STEADY_SUSTAINED[name]} ({sustained.result.per_second:,.0f}/s)"
+                met = met and ratio >= of_sustained
+        lines.append(f"{line} — {'met' if met else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def steady_before_after(steady: Steady) -> str:
+    """Each steady row and the sustained workflow against its --baseline row; "" without them."""
+    rows = {row.name: row for row in steady.rows}
+    lines = []
+    for name, row in rows.items():
+        base = rows.get(f"baseline-{name}")
+        if base is None:
+            continue
+        if row.result is None or base.result is None or base.result.per_second == 0:
+            lines.append(f"- {name} vs {base.name}: not measured")
+            continue
+        ours, theirs = row.result, base.result
+        cpu = lambda result: sum(us for _, us in result.thread_us)  # noqa: E731
+        lines.append(f"- {name} is {ours.per_second / theirs.per_second:.2f}x {base.name}: "
+                     f"{ours.per_second:,.0f} vs {theirs.per_second:,.0f} executions/s, "
+                     f"{ours.refused_per_second:,.0f} vs {theirs.refused_per_second:,.0f} 503/s, "
+                     f"CPU {cpu(ours):.1f} vs {cpu(theirs):.1f} us/execution")
+    ours, theirs = steady.ceilings.get("sustained-workflow"), steady.ceilings.get("baseline-sustained-workflow")
+    if theirs is not None:
+        if ours is None or ours.result is None or theirs.result is None or theirs.result.per_second == 0:
+            lines.append("- sustained-workflow vs baseline-sustained-workflow: not measured")
+        else:
+            lines.append(f"- sustained-workflow is {ours.result.per_second / theirs.result.per_second:.2f}x "
+                         f"baseline-sustained-workflow: {ours.result.per_second:,.0f} vs "
+                         f"{theirs.result.per_second:,.0f} executions/s")
+    return "\n".join(["Before/after (same run; baseline-*: the --baseline checkout's code on the same configs):",
+                      *lines]) if lines else ""
+
+
+def steady_cpu(steady: Steady) -> str:
+    """CPU per execution by thread: the workflow (sustained and steady, before and after) beside
+    floor-workflow."""
+    lines = []
+    for name in WORKFLOW_CPU:
+        ceiling = steady.ceilings.get(name)
+        row = next((row for row in steady.rows if row.name == name), None)
+        result = ceiling.result if ceiling is not None else (row.result if row is not None else None)
+        if result is not None and result.thread_us:
+            over = "load + drain" if ceiling is not None else "the load"
+            threads = ", ".join(f"{thread} {us:.1f}" for thread, us in result.thread_us)
+            lines.append(f"- {name} (over {over}): {threads} = {sum(us for _, us in result.thread_us):.1f}")
+    return "\n".join(["CPU per execution by thread (us; threads under 1 % of the total left out):", *lines]) \
+        if lines else ""
+
+
+def steady_terminal(steady: Steady) -> str:
+    sections = [steady_ceilings(steady), steady_table(steady), steady_targets(steady), steady_before_after(steady),
+                steady_cpu(steady)]
+    return "\n" + "\n\n".join(section for section in sections if section)
+
+
+def write_steady_markdown(steady: Steady, settings: Settings, path: Path) -> Path:
+    parts = [
+        "# Load benchmark: the steady run",
+        "",
+        *_when_and_where(path),
+        f"Each receiver alone, pinned to CPU {settings.server_cpu}; loader `taskset -c {settings.loader_cpu} wrk -t1 "
+        f"-c<connections> --latency -s bench/signed.lua` on CPU {settings.loader_cpu} (the steady rows with "
+        "`--timeout 10s`, signed.lua counting the answers by status); 1 s warm-up first. Signed 1160-byte GitHub "
+        f"push, a new X-GitHub-Delivery per request. bare {settings.duration} s, the burst 8 s, the sustained "
+        f"figures and each steady row {steady.seconds} s of load. PostgreSQL (the steady-postgres rows) is not "
+        "pinned.",
+        "",
+        "Written by `bench/load.py --steady`.",
+        "",
+        steady_ceilings(steady),
+        "",
+        steady_table(steady),
+        "",
+        steady_targets(steady),
+        "",
+        *([steady_before_after(steady), ""] if steady_before_after(steady) else []),
+        *([steady_cpu(steady), ""] if steady_cpu(steady) else []),
+        "Rows:",
+        f"- **{steady.bare.name}**: {steady.bare.description}",
+        f"- **{steady.burst.name}**: {steady.burst.description}",
+        *(f"- **{name}**: {sustained.description}" for name, sustained in steady.ceilings.items()),
+        *(f"- **{row.name}**: {row.description}, {row.connections} connections" for row in steady.rows),
+        "",
+        "CPU per execution by thread, every steady row (us, over the load):",
+        *(f"- {row.name}: " + (", ".join(f"{thread} {us:.1f}" for thread, us in row.result.thread_us) or "—")
+          for row in steady.rows if row.result is not None),
+    ]
+    failures = [(row.name, row.error) for row in (steady.bare, steady.burst) if row.error]
+    failures += [(name, sustained.error) for name, sustained in steady.ceilings.items() if sustained.error]
+    failures += [(row.name, row.error) for row in steady.rows if row.error]
+    if failures:
+        parts += ["", "Errors:"]
+        for name, error in failures:
+            parts += ["", f"{name}:", "```", error, "```"]
+    return _write(path, parts)

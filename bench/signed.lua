@@ -7,6 +7,8 @@
 --   WRK_DELIVERY_PREFIX 23 characters ("xxxxxxxx-xxxx-xxxx-xxxx") unique to this wrk run
 --   WRK_UNIQUE_HEADER   the header that carries the per-request id (default X-GitHub-Delivery);
 --                       the receiver's dedup key, so it must be one no signature covers
+--   WRK_COUNT_STATUSES  "1": count the answers by status (done() reports them as "statuses");
+--                       off by default, as wrk then reads every response's headers and body
 -- The id is the prefix, the thread number and a per-thread counter, shaped like the UUIDs
 -- GitHub sends, so no two requests of any run repeat one.
 -- done() prints one line "WRK_RESULT {json}" that bench/load.py parses.
@@ -20,10 +22,12 @@ local function required_env(name)
 end
 
 local thread_count = 0
+local threads = {} -- for done(), which runs in the main state: each thread's counts
 
 function setup(thread)
   thread:set("thread_number", thread_count)
   thread_count = thread_count + 1
+  table.insert(threads, thread)
 end
 
 local head, tail -- the request's bytes before and after the delivery id
@@ -60,6 +64,28 @@ function request()
   return head .. prefix .. string.format("%010x", counter) .. tail
 end
 
+if os.getenv("WRK_COUNT_STATUSES") == "1" then
+  statuses = {} -- a global, so that done() can fetch it with thread:get
+
+  function response(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
+
+local function status_counts()
+  local totals = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses") or {}) do
+      totals[status] = (totals[status] or 0) + count
+    end
+  end
+  local fields = {}
+  for status, count in pairs(totals) do
+    table.insert(fields, string.format('"%d":%d', status, count))
+  end
+  return "{" .. table.concat(fields, ",") .. "}"
+end
+
 function done(summary, latency, requests)
   local errors = summary.errors
   local fields = {
@@ -76,6 +102,9 @@ function done(summary, latency, requests)
   }
   for _, p in ipairs({50, 75, 90, 99, 99.9}) do
     table.insert(fields, string.format('"latency_p%s_us":%d', tostring(p), latency:percentile(p)))
+  end
+  if response ~= nil then
+    table.insert(fields, '"statuses":' .. status_counts())
   end
   io.write("WRK_RESULT {" .. table.concat(fields, ",") .. "}\n")
 end

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nodered
 import payload
-from load import (BENCH_DIR, SERVER_CPU, Receiver, ReceiverError, fastwebhook, measure_sustained, peer,
+from load import (BENCH_DIR, FLOOR_WORKFLOW, SERVER_CPU, Receiver, ReceiverError, fastwebhook, measure_sustained,
                   read_metrics, run_wrk, running, say, wait_for_drain)
 
 WORKFLOW = Receiver("workflow", "fastwebhook-commit: verify, dedup, commit; condition -> script (V8) -> create",
@@ -42,11 +42,7 @@ FLOORS = [  # measured beside it, same load: what the workflow costs over the lo
              fastwebhook("commit"), verifies=True, metrics=True),
     Receiver("floor-noscript", "fastwebhook-commit: condition -> create (no script)",
              fastwebhook("workflow-noscript"), verifies=True, metrics=True),
-    # The least any receiver could do here for the same work (bench/peers/floor_workflow.py): an
-    # upper bound for the workflow row on this machine, measured in the same run.
-    Receiver("floor-workflow", "bench/peers/floor_workflow.py: floor-log's ingest, then per batch the condition "
-             "in Python, ONE V8 call for the scripts, ONE transaction for the records, jobs and executions",
-             peer("floor_workflow.py", "--db", "{workdir}/floor.db"), verifies=True, metrics=True),
+    FLOOR_WORKFLOW,  # the same work done the cheapest way: an upper bound for the workflow row, same run
 ]
 ISOLATION = Receiver("isolation", "fastwebhook-commit: ingest of workflow bench beside spinning scripts",
                      fastwebhook("isolation"), verifies=True, metrics=True)
