@@ -70,7 +70,7 @@ class Admission:
     def wait(self, request: Request, workflow: str, enter: Enter, started: float) -> Response | asyncio.Future:
         """No room: held for `hold`, or refused at once when there is no hold."""
         if self.hold_for <= 0:
-            return self._refuse(request, workflow, started)
+            return self._refuse(request, workflow)
         loop = asyncio.get_running_loop()
         held = _Held(request, enter, started, loop.time() + self.hold_for, loop.create_future())
         line = self.lines.get(workflow)
@@ -132,17 +132,16 @@ class Admission:
                 self.held -= 1
                 held.request.held = False
                 if not held.answer.done():
-                    held.answer.set_result(self._refuse(held.request, workflow, held.started))
+                    held.answer.set_result(self._refuse(held.request, workflow))
             if line and (soonest is None or line[0].deadline < soonest):
                 soonest = line[0].deadline
         if soonest is not None:
             self._expiry = loop.call_at(soonest, self._expire)
 
-    def _refuse(self, request: Request, workflow: str, started: float) -> Response:
+    def _refuse(self, request: Request, workflow: str) -> Response:
         metrics = self.metrics
         metrics.count(metrics.rejected, workflow, "queue_full")
-        metrics.count(metrics.requests, workflow, "503")
-        metrics.request_duration.slot(workflow).observe(time.perf_counter() - started)
+        metrics.count(metrics.requests, workflow, "503")   # not timed: request_duration times those let in
         counted = self.refused.get(workflow)
         if counted is None:
             self.refused[workflow] = [1, request.path]
