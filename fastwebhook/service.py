@@ -62,7 +62,7 @@ class Service:
                                      settled=None, clock=clock, lease=config.queue.lease)
         self.executions = Executions(current, self.intake, self.dispatcher, self.store, self.resources,
                                      self.metrics, clock)
-        self.pool.execute, self.dispatcher.settled = self.executions.execute, self.executions.settled
+        self.pool.execute_cohort, self.dispatcher.settled = self.executions.execute_cohort, self.executions.settled
         self.intake.owner = self.dispatcher.owner
         # the door's admission and what the triggers share
         self.admission = Admission(self.intake, self.metrics, self.dispatcher.log_request, config.queue.hold,

@@ -1,8 +1,9 @@
 """The work side's executions: what a claimed delivery becomes, and who is told.
 
-`Executions.execute(delivery)` runs one delivery's workflow and leaves its final status, its jobs
-and its sync answer behind; `settled(claim)` accounts for what a claim resolved or found a
-duplicate by itself.  It is given only what it uses: the config in force (a getter, since a
+`Executions.execute_cohort(deliveries)` runs deliveries of one workflow together (the runner
+walks them through the nodes as a cohort) and leaves each one's final status, its jobs and its
+sync answer behind; `execute(delivery)` is a cohort of one.  `settled(claim)` accounts for what
+a claim resolved or found a duplicate by itself.  It is given only what it uses: the config in force (a getter, since a
 reload swaps it), the intake (its replies and slots), the dispatcher (records), the store (an
 earlier attempt's jobs), the resources and the metrics.
 """
@@ -25,7 +26,7 @@ from ..metrics import Metrics
 from ..store import Store
 from ..store.rows import FINAL, Claim, Delivery, Final, Status
 from ..workflow.resources import Resources
-from ..workflow.runner import Outcome, Run, job_rows, run_workflow
+from ..workflow.runner import Outcome, Run, job_rows, run_cohort
 from ..workflow.templates import render_value
 from .dispatch import Dispatcher
 from .intake import Intake
@@ -65,44 +66,85 @@ class Executions:
         self.intake.release_all(delivery for delivery, _ in claim.duplicates)
 
     async def execute(self, delivery: Delivery) -> None:
+        await self.execute_cohort([delivery])
+
+    async def execute_cohort(self, deliveries: list[Delivery]) -> None:
+        """Every delivery ends with its final status, whatever fails on the way: a failure of
+        one execution's preparation or records is that execution's error alone."""
         config = self.config()
         started = self.clock()
-        dispatcher = self.dispatcher
-        workflow: Workflow | None = config.workflows.get(delivery.workflow)
-        reply = self._reply_for(delivery, workflow)
-        run = None
-        id_text = to_text(delivery.id)
-        try:
-            if workflow is None:
-                outcome = Outcome("error", "its workflow no longer exists", [], None)
+        executions = [_Execution(d, config.workflows.get(d.workflow)) for d in deliveries]
+        for execution in executions:
+            execution.reply = self._reply_for(execution.delivery, execution.workflow)
+            if execution.workflow is None:
+                execution.outcome = Outcome("error", "its workflow no longer exists", [], None)
             else:
-                dispatcher.change(Final(delivery.id, Status.STARTED, started))
-                context = context_of(delivery.request, delivery.body, workflow.max_body_size)
-                # a second attempt (the first one's process died) resumes after its committed jobs
-                committed = await self.store.committed_jobs(delivery.id) if delivery.attempts > 1 else None
-                run = Run(delivery.id, workflow, context, config.env, self.resources,
-                          committed=committed, on_response=_answerer(reply, id_text) if reply else None)
-                outcome = await run_workflow(run, self.metrics.node_duration)
-        except Exception as exc:  # noqa: BLE001 - recorded as the execution's error
-            log.exception("execution %s failed inside the runner", id_text)
-            outcome, run = Outcome("error", f"internal error: {exc}", [], None), None
-        finished = self.clock()
+                self.dispatcher.change(Final(execution.delivery.id, Status.STARTED, started))
         try:
-            jobs = job_rows(delivery.id, outcome.jobs)
-        except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
-            outcome, jobs = Outcome("error", f"a node's result could not be recorded: {exc}", [], None), []
-        dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
+            await self._prepare(executions, config)
+            runs = [execution.run for execution in executions if execution.outcome is None]
+            if runs:
+                ran = iter(await run_cohort(runs, self.metrics.node_duration))
+                for execution in executions:
+                    if execution.outcome is None:
+                        execution.outcome = next(ran)
+        except Exception as exc:  # noqa: BLE001 - recorded as the error of each execution it left
+            log.exception("a cohort of %d executions failed inside the runner", len(executions))
+            for execution in executions:
+                if execution.outcome is None:
+                    execution.outcome = Outcome("error", f"internal error: {exc}", [], None)
+        self._finish(executions, started, self.clock())
+
+    async def _prepare(self, executions: list[_Execution], config: Config) -> None:
+        """Each execution's Run; a second attempt (the first one's process died) resumes after
+        its committed jobs, read for all such executions of the cohort at once."""
+        again = [e for e in executions if e.outcome is None and e.delivery.attempts > 1]
+        if again:
+            found = await asyncio.gather(*(self.store.committed_jobs(e.delivery.id) for e in again),
+                                         return_exceptions=True)
+            for execution, committed in zip(again, found):
+                execution.committed = committed
+        for execution in executions:
+            if execution.outcome is not None:
+                continue
+            delivery, workflow, reply = execution.delivery, execution.workflow, execution.reply
+            try:
+                if isinstance(execution.committed, BaseException):
+                    raise execution.committed
+                context = context_of(delivery.request, delivery.body, workflow.max_body_size)
+                execution.run = Run(delivery.id, workflow, context, config.env, self.resources,
+                                    committed=execution.committed,
+                                    on_response=_answerer(reply, execution.id_text) if reply else None)
+            except Exception as exc:  # noqa: BLE001 - recorded as the execution's error
+                log.exception("execution %s failed inside the runner", execution.id_text)
+                execution.outcome = Outcome("error", f"internal error: {exc}", [], None)
+
+    def _finish(self, executions: list[_Execution], started: float, finished: float) -> None:
+        dispatcher = self.dispatcher
+        jobs: list = []
+        for execution in executions:
+            delivery, outcome = execution.delivery, execution.outcome
+            try:
+                jobs.extend(job_rows(delivery.id, outcome.jobs))
+            except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
+                outcome = execution.outcome = Outcome("error", f"a node's result could not be recorded: {exc}",
+                                                      [], None)
+                execution.run = None
+            dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
         if jobs:
             dispatcher.add_jobs(jobs)
-        self.stats_of(delivery.workflow).finished(outcome.status, finished - started)
-        self.intake.release(delivery)
-        if reply is not None and not reply.done():
-            try:
-                response = sync_response(id_text, workflow, outcome, run)
-            except ValueError as exc:   # what the [response] table rendered is not a valid answer
-                response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
-                                         id_header(id_text))
-            reply.set_result(response)
+        self.intake.release_all(execution.delivery for execution in executions)
+        for execution in executions:
+            outcome, reply = execution.outcome, execution.reply
+            self.stats_of(execution.delivery.workflow).finished(outcome.status, finished - started)
+            if reply is not None and not reply.done():
+                id_text = execution.id_text
+                try:
+                    response = sync_response(id_text, execution.workflow, outcome, execution.run)
+                except ValueError as exc:   # what the [response] table rendered is not a valid answer
+                    response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
+                                             id_header(id_text))
+                reply.set_result(response)
 
     def _reply_for(self, delivery: Delivery, workflow: Workflow | None) -> asyncio.Future | None:
         """Where a sync delivery's answer goes: this process's waiting sender, or, with several
@@ -133,6 +175,22 @@ def sync_response(id_text: str, workflow: Workflow | None, outcome: Outcome, run
         answer = {"status": configured.status, "headers": render_value(dict(configured.headers), scope),
                   "body": render_value(configured.body, scope)}
     return response_from(answer, header)
+
+
+class _Execution:
+    """One delivery of a cohort on its way: its workflow, whom its sync answer goes to, its
+    Run, and its outcome once it has one."""
+
+    __slots__ = ("delivery", "workflow", "id_text", "reply", "committed", "run", "outcome")
+
+    def __init__(self, delivery: Delivery, workflow: Workflow | None):
+        self.delivery = delivery
+        self.workflow = workflow
+        self.id_text = to_text(delivery.id)
+        self.reply: asyncio.Future | None = None
+        self.committed = None
+        self.run: Run | None = None
+        self.outcome: Outcome | None = None
 
 
 class ExecutionStats:

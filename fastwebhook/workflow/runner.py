@@ -1,9 +1,16 @@
 """The workflow runner: walks a workflow's nodes, records one job per node run.
 
-It knows no node type: each node's `run` comes from the registry, and what the runner does
-with a result depends only on the type's declared traits (`branches`: True/False picks `then`
-or `else`; `at_once`: its job is committed the moment it succeeds).  Failures are caught per
-node and per execution; nothing raised by a node escapes into the worker.
+It runs executions in cohorts (`run_cohort`): runs of one workflow walk the nodes together, and
+a node whose type has a cohort entry (`run_cohort`) runs once for all the runs at it (one V8
+call, one collection write); a type without one runs per run, the runs at it concurrently.
+Each run keeps its own results, jobs and end: a node that fails fails that run alone, and a
+branching node splits the cohort into the runs that take `then` and those that take `else`.
+`run_workflow` is a cohort of one.
+
+It knows no node type: each node's entry points come from the registry, and what the runner
+does with a result depends only on the type's declared traits (`branches`: True/False picks
+`then` or `else`; `at_once`: its job is committed the moment it succeeds).  Failures are caught
+per node and per execution; nothing raised by a node escapes into the worker.
 
 Resuming after a crash: a job committed by an earlier attempt (a collection write commits with
 its job row, an outbound call commits its job right after it succeeds) is not run again; its
@@ -12,6 +19,7 @@ recorded result stands in, so nothing is created, updated or destroyed twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -19,11 +27,10 @@ from typing import Any, Mapping
 import orjson
 
 from ..config import NodeSpec, Workflow
-from ..errors import StoreError
 from ..ids import to_text
 from ..store.rows import Effect, Job, Status, Write, encode_result
 from ..units import timestamp
-from .nodes import NODE_TYPES
+from .nodes import NODE_TYPES, NodeType
 from .nodes.end import EndExecution
 from .templates import render_value
 
@@ -80,10 +87,11 @@ class Run:
         self.jobs: list[JobRecord] = []
         self.results: dict[str, Any] = {}
         self.response: dict | None = None
+        self.ended: tuple[str, str | None] | None = None   # (status, error) once it stopped early
         self.logs: list = []
         self._node: NodeSpec | None = None
         self._started = 0.0
-        self._wrote = False
+        self._job_with_writes = False   # the running node's job row goes in with its collection writes
         self.scope = {
             "$context": context, "$jobsMapByNodeKey": self.results, "$nodes": self.results,
             "$execution": {"id": self.id_text}, "$workflow": {"key": workflow.key},
@@ -115,82 +123,176 @@ class Run:
         if self.on_response is not None:
             self.on_response(answer)
 
-    async def write(self, writes: list[Write], shape: str, finish) -> Any:
-        """Collection writes, committed in one transaction with this node's job row (resolved,
-        holding the result): after a crash the write is either there with its job, and is not
-        done again, or neither is."""
+    def effect(self, writes: list[Write], shape: str, finish) -> Effect:
+        """Collection writes, to be committed in one transaction with this node's job row
+        (resolved, holding the result): after a crash the write is either there with its job,
+        and is not done again, or neither is."""
         spec = self._node
         job = Job(self.execution_id, len(self.jobs), spec.key, spec.type, Status.RESOLVED, None, None,
                   _encode_logs(self.logs), (time.perf_counter() - self._started) * 1000)
-        result = await self.resources.effects.commit(Effect(writes, shape, job, finish))
-        self._wrote = True
-        return result
+        self._job_with_writes = True
+        return Effect(writes, shape, job, finish)
+
+    async def write(self, writes: list[Write], shape: str, finish) -> Any:
+        """`effect`, committed."""
+        return await self.resources.effects.commit(self.effect(writes, shape, finish))
+
+    def outcome(self) -> Outcome:
+        status, error = self.ended or (Status.RESOLVED, None)
+        return Outcome(status, error, self.jobs, self.response)
 
 
 async def run_workflow(run: Run, node_metrics=None) -> Outcome:
-    try:
-        await _run_nodes(run, run.workflow.nodes, node_metrics)
-        status, error = Status.RESOLVED, None
-    except _NodeFailed as failed:
-        status, error = Status.FAILED, failed.message
-    except EndExecution as end:
-        status = end.status
-        error = None if status == Status.RESOLVED else "ended by an end node"
-    except _Stop:
-        status, error = Status.RESOLVED, None
-    return Outcome(status, error, run.jobs, run.response)
+    """A cohort of one."""
+    await _walk([run], run.workflow.nodes, node_metrics)
+    return run.outcome()
 
 
-class _NodeFailed(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+async def run_cohort(runs: list[Run], node_metrics=None) -> list[Outcome]:
+    """Each run's outcome, the runs walked through their workflow's nodes together."""
+    by_workflow: dict[int, list[Run]] = {}
+    for run in runs:
+        by_workflow.setdefault(id(run.workflow), []).append(run)
+    for cohort in by_workflow.values():
+        await _walk(cohort, cohort[0].workflow.nodes, node_metrics)
+    return [run.outcome() for run in runs]
 
 
-class _Stop(Exception):
-    """A false condition with no branches: the execution ends, resolved."""
-
-
-async def _run_nodes(run: Run, nodes: tuple[NodeSpec, ...], node_metrics) -> None:
+async def _walk(runs: list[Run], nodes: tuple[NodeSpec, ...], node_metrics) -> None:
+    """The runs through `nodes`; a run that ends (fails, an end node, a false condition without
+    branches) drops out where it ends, `ended` saying how."""
     for spec in nodes:
         node_type = NODE_TYPES[spec.type]
-        done = run.committed.get(spec.key)
-        if done is not None and done.type == spec.type:   # an earlier attempt committed it: its result stands
-            result = orjson.loads(done.result) if done.result is not None else None
-            run.jobs.append(JobRecord(spec.key, spec.type, done.status, result, done.error, [],
-                                      done.duration_ms, len(run.jobs), committed=True))
+        if len(runs) == 1:   # the shortest way: the node's own entry
+            run = runs[0]
+            went_on = runs if _resumed(run, spec) or await _run_one(node_type, spec, run, node_metrics) else []
         else:
-            run._node, run._started, run._wrote, run.logs = spec, time.perf_counter(), False, []
-            try:
-                result = await node_type.run(spec.prepared, run)
-            except EndExecution:
-                _record(run, spec, Status.RESOLVED, None, None, node_metrics)
-                raise
-            except Exception as exc:  # noqa: BLE001 - a node's failure is data, not a crash
-                message = f"node {spec.key!r} ({spec.path}): {exc}"
-                _record(run, spec, Status.FAILED, None, message, node_metrics)
-                if spec.ignore_fail:
-                    continue
-                raise _NodeFailed(message) from None
-            job = _record(run, spec, Status.RESOLVED, result, None, node_metrics)
-            if node_type.at_once and not run._wrote:
-                try:
-                    await run.resources.effects.commit(Effect([], "none", _job_row(run.execution_id, job)))
-                    job.committed = True
-                except StoreError as exc:   # the call was made; only its record is not in
-                    job.status, job.error = Status.FAILED, f"node {spec.key!r} ({spec.path}): its result " \
-                                                           f"could not be recorded: {exc}"
-                    if not spec.ignore_fail:
-                        raise _NodeFailed(job.error) from None
-                    continue
-            job.committed = job.committed or run._wrote
-        run.results[spec.key] = result
-        if node_type.branches:
-            branch = spec.then if result is True else spec.otherwise
-            if branch:
-                await _run_nodes(run, branch, node_metrics)
-            elif result is not True and not spec.then and not spec.otherwise:
-                raise _Stop()
+            went_on, fresh = [], []     # the runs with a result at this node, those still to run it
+            for run in runs:
+                (went_on if _resumed(run, spec) else fresh).append(run)
+            if fresh:
+                went_on += await _run_node(node_type, spec, fresh, node_metrics)
+        if node_type.branches and went_on:
+            then, otherwise = _split(spec, went_on)
+            if then and otherwise:   # neither waits for the other's slow node
+                await asyncio.gather(_walk(then, spec.then, node_metrics),
+                                     _walk(otherwise, spec.otherwise, node_metrics))
+            elif then:
+                await _walk(then, spec.then, node_metrics)
+            elif otherwise:
+                await _walk(otherwise, spec.otherwise, node_metrics)
+        runs = [run for run in runs if run.ended is None]
+        if not runs:
+            return
+
+
+def _resumed(run: Run, spec: NodeSpec) -> bool:
+    """Whether an earlier attempt committed this node's job: then its result stands."""
+    done = run.committed.get(spec.key)
+    if done is None or done.type != spec.type:
+        return False
+    result = orjson.loads(done.result) if done.result is not None else None
+    run.jobs.append(JobRecord(spec.key, spec.type, done.status, result, done.error, [],
+                              done.duration_ms, len(run.jobs), committed=True))
+    run.results[spec.key] = result
+    return True
+
+
+def _split(spec: NodeSpec, runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """The runs that take `then` (a True result) and those that take `else`; with neither
+    branch, a false result ends the run, resolved."""
+    then: list[Run] = []
+    otherwise: list[Run] = []
+    for run in runs:
+        if run.results[spec.key] is True:
+            if spec.then:
+                then.append(run)
+        elif spec.otherwise:
+            otherwise.append(run)
+        elif not spec.then:
+            run.ended = (Status.RESOLVED, None)
+    return then, otherwise
+
+
+async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], node_metrics) -> list[Run]:
+    """The node for each run at it: the runs that go on with its result (the others failed,
+    ended, or skipped it with ignore_fail)."""
+    if node_type.run_cohort is None:
+        went_on = await asyncio.gather(*(_run_one(node_type, spec, run, node_metrics) for run in runs))
+        return [run for run, ok in zip(runs, went_on) if ok]
+    started = time.perf_counter()
+    for run in runs:
+        run._node, run._started, run._job_with_writes, run.logs = spec, started, False, []
+    try:
+        results = await node_type.run_cohort(spec.prepared, runs)
+    except Exception as exc:  # noqa: BLE001 - the cohort entry failed as a whole: each run's failure
+        results = [exc] * len(runs)
+    settled = [(run, result, _settle(run, spec, result, node_metrics)) for run, result in zip(runs, results)]
+    settled = [item for item in settled if item[2] is not None]
+    if node_type.at_once:
+        await _commit_at_once(spec, [(run, job) for run, _, job in settled if not run._job_with_writes])
+    went_on = []
+    for run, result, job in settled:
+        if job.status == Status.RESOLVED:
+            _go_on(run, spec, job, result)
+            went_on.append(run)
+    return went_on
+
+
+async def _run_one(node_type: NodeType, spec: NodeSpec, run: Run, node_metrics) -> bool:
+    """The node for one run by itself: whether the run goes on with its result."""
+    run._node, run._started, run._job_with_writes, run.logs = spec, time.perf_counter(), False, []
+    try:
+        result = await node_type.run(spec.prepared, run)
+    except Exception as exc:  # noqa: BLE001 - a node's failure is data, not a crash
+        result = exc
+    job = _settle(run, spec, result, node_metrics)
+    if job is None:
+        return False
+    if node_type.at_once and not run._job_with_writes:
+        await _commit_at_once(spec, [(run, job)])
+        if job.status != Status.RESOLVED:
+            return False
+    _go_on(run, spec, job, result)
+    return True
+
+
+def _settle(run: Run, spec: NodeSpec, result: Any, node_metrics) -> JobRecord | None:
+    """A node's result (or the exception it raised) in the run's jobs: its job when the run
+    goes on with the result; None when the run ended here or skips the failed node."""
+    if isinstance(result, EndExecution):
+        _record(run, spec, Status.RESOLVED, None, None, node_metrics)
+        run.ended = (result.status, None if result.status == Status.RESOLVED else "ended by an end node")
+        return None
+    if isinstance(result, Exception):
+        message = f"node {spec.key!r} ({spec.path}): {result}"
+        _record(run, spec, Status.FAILED, None, message, node_metrics)
+        if not spec.ignore_fail:
+            run.ended = (Status.FAILED, message)
+        return None
+    return _record(run, spec, Status.RESOLVED, result, None, node_metrics)
+
+
+async def _commit_at_once(spec: NodeSpec, done: list[tuple[Run, JobRecord]]) -> None:
+    """An outbound effect's jobs, committed now (one batch); a job whose commit failed is
+    failed: the call was made, only its record is not in."""
+    if not done:
+        return
+    effects = done[0][0].resources.effects
+    outcomes = await effects.commit_many([Effect([], "none", _job_row(run.execution_id, job)) for run, job in done])
+    for (run, job), outcome in zip(done, outcomes):
+        if not isinstance(outcome, BaseException):
+            job.committed = True
+            continue
+        job.status = Status.FAILED
+        job.error = f"node {spec.key!r} ({spec.path}): its result could not be recorded: {outcome}"
+        if not spec.ignore_fail:
+            run.ended = (Status.FAILED, job.error)
+
+
+def _go_on(run: Run, spec: NodeSpec, job: JobRecord, result: Any) -> None:
+    job.committed = job.committed or run._job_with_writes
+    run.results[spec.key] = result
 
 
 def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | None, node_metrics) -> JobRecord:

@@ -1,11 +1,13 @@
 """JavaScript in V8 (mini-racer): each script compiled once per context, run in a pool of reused
 contexts.
 
-`ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`.  V8 runs on mini-racer's own
+`ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`, and for a cohort of runs of one
+script `ScriptPool.run_many(script, scopes, timeout, memory)`.  V8 runs on mini-racer's own
 native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
 script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
 contexts are kept and reused, one call at a time each, and short runs that wait together go in
-one call (BATCH_MAX); more contexts open only while the open ones are stuck (STUCK_AFTER).  A
+one call (BATCH_MAX), as do a cohort's; more contexts open only while the open ones are stuck
+(STUCK_AFTER).  A
 context that ran out of memory is closed and replaced rather than trusted again (one stopped
 at its timeout goes on: V8 resumes after terminating).  Their threads run at the lowest CPU
 priority, so a runaway script costs the webhooks little.
@@ -180,9 +182,91 @@ class ScriptPool:
         """The script's returned value (None for undefined) and its console lines; `scope` as
         data, or already as JSON text."""
         deadline = asyncio.get_running_loop().time() + timeout
-        scope_text = scope if isinstance(scope, str) else \
-            orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        got = await self._acquire(script, scope_text, memory, deadline, timeout)
+        return await self._run(script, _scope_text(scope), deadline, timeout, memory)
+
+    async def run_many(self, script: Script, scopes: list, timeout: float, memory: int) -> list:
+        """A cohort: the script run for each scope (data, or JSON text), each run's (value, logs)
+        or its ScriptError, in order.  A script known to be short runs for the whole cohort on
+        one context, BATCH_MAX runs a call into V8, every run held to the same deadline (they
+        started together, as runs that wait for a context count their wait).  A call that the
+        deadline stops serves the runs that finished and fails the rest; one that fails
+        otherwise (memory, V8 itself) names no culprit: its runs and the rest run alone.  A
+        script not run yet, or a slow one, runs per scope, as `run` runs it."""
+        if not scopes:
+            return []
+        deadline = asyncio.get_running_loop().time() + timeout
+        texts = [_scope_text(scope) for scope in scopes]
+        if len(texts) == 1 or not self._short(script):
+            return await self._each(script, texts, deadline, timeout, memory)
+        try:
+            context, _ = await self._acquire(script, texts[0], memory, deadline, timeout, alone=True)
+        except ScriptError as error:
+            return [error] * len(texts)
+        results: list = []
+        try:
+            while len(results) < len(texts) and self._short(script):
+                if asyncio.get_running_loop().time() >= deadline:
+                    break
+                if self._waiters:   # others wait: the next context, idle or opened
+                    self._offer()
+                chunk = texts[len(results):len(results) + BATCH_MAX]
+                try:
+                    outcomes, running = await self._batch_call(
+                        context, [(script, text, deadline, timeout) for text in chunk], timeout, memory)
+                except _RunAgain:   # nothing is known of the chunk: its runs and the rest run alone
+                    break
+                results.extend(await self._settle_all(context, script, outcomes))
+                if running is not None:   # stopped at the deadline: that run's time is up, and the rest's
+                    if running < len(chunk):
+                        results.append(ScriptError("timeout", f"script timed out after {_duration_text(timeout)}"))
+                    break
+        except BaseException:   # cancelled mid-run, or a failure of ours: not trusted again
+            self._discard(context)
+            raise
+        if context.harmed:
+            self._discard(context)
+        else:
+            self._release(context)
+        if len(results) < len(texts):
+            if asyncio.get_running_loop().time() >= deadline:
+                results.extend([_waited_too_long(timeout)] * (len(texts) - len(results)))
+            else:
+                results.extend(await self._each(script, texts[len(results):], deadline, timeout, memory, alone=True))
+        return results
+
+    async def _each(self, script: Script, texts: list[str], deadline: float, timeout: float, memory: int,
+                    alone: bool = False) -> list:
+        """Each run by itself (batched with whatever else waits, unless `alone`)."""
+        async def one(text: str):
+            try:
+                return await self._run(script, text, deadline, timeout, memory, alone)
+            except ScriptError as error:
+                return error
+        if len(texts) == 1:
+            return [await one(texts[0])]
+        return list(await asyncio.gather(*(one(text) for text in texts)))
+
+    async def _settle_all(self, context: Context, script: Script, outcomes: list[dict]) -> list:
+        """`_settle` for a cohort's outcomes, without a coroutine for each run that gave a value."""
+        settled: list = []
+        slowest = None
+        for outcome in outcomes:
+            if "error" in outcome:
+                try:
+                    settled.append(await self._settle(context, script, outcome))
+                except ScriptError as error:
+                    settled.append(error)
+            else:
+                settled.append((outcome.get("value"), outcome.get("logs", [])))
+                slowest = max(slowest or 0, outcome.get("ms", 0))
+        if slowest is not None:
+            self._took[script.name] = slowest / 1000   # whether it may go in a batch: the chunk's slowest
+            context.compiled.add(script.name)
+        return settled
+
+    async def _run(self, script: Script, scope_text: str, deadline: float, timeout: float, memory: int,
+                   alone: bool = False) -> tuple:
+        got = await self._acquire(script, scope_text, memory, deadline, timeout, alone)
         if isinstance(got, _Served):
             return got.value, got.logs
         context, alone = got
@@ -250,35 +334,15 @@ class ScriptPool:
         loop = asyncio.get_running_loop()
         runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
                                                              for w in batch]
-        items = ",".join(f"[{js_string(s.name)},{js_string(text)},"
-                         f"{'null' if s.name in context.compiled else js_string(s.body)}]"
-                         for s, text, _, _ in runs)
         settled: set[int] = set()     # indexes into `batch` that were served or failed
         again: list[_Waiter] = []     # to wait again
         try:
-            started = loop.time()
             try:
-                outcomes = _outcomes(await self._call(context, f"__fastwebhook.runBatch([{items}])",
-                                                      min(r[2] for r in runs), timeout, memory))
-                running = None
-            except ScriptError as failure:
-                if failure.reason == "engine":   # an answer that does not read: not this context again
-                    context.harmed = True
-                if failure.reason != "timeout" or context.harmed:
-                    for waiter in batch:
-                        waiter.alone = True
-                    raise _RunAgain() from None
-                try:
-                    outcomes = _outcomes(await self._call(context, "__fastwebhook.finished()", loop.time() + 1.0,
-                                                          1.0, memory))
-                except ScriptError:   # not even that: nothing is known of the batch
-                    context.harmed = True
-                    for waiter in batch:
-                        waiter.alone = True
-                    raise _RunAgain() from None
-                running = len(outcomes)   # the run in progress when the time ran out
-                if running < len(runs):
-                    self._took[runs[running][0].name] = loop.time() - started   # not in a batch again soon
+                outcomes, running = await self._batch_call(context, runs, timeout, memory)
+            except _RunAgain:
+                for waiter in batch:
+                    waiter.alone = True
+                raise
             for index, waiter in enumerate(batch, start=1):
                 if index < len(outcomes):
                     await self._serve(context, waiter, outcomes[index])
@@ -297,6 +361,38 @@ class ScriptPool:
         finally:
             again.extend(w for i, w in enumerate(batch, start=1) if i not in settled)
             self._wait_again(again)
+
+    async def _batch_call(self, context: Context, runs: list[tuple], timeout: float,
+                          memory: int) -> tuple[list[dict], int | None]:
+        """Runs, each (script, scope text, deadline, timeout), in one call into V8, held to the
+        earliest deadline: the outcomes of those that finished, and the index of the one that
+        was running when the deadline stopped the call (None: all finished).  _RunAgain when
+        nothing is known of the runs (memory, V8 itself, or not even the finished ones read back
+        after a timeout); the context is marked harmed when it should not be trusted again."""
+        loop = asyncio.get_running_loop()
+        compiled = context.compiled
+        items = ",".join(f"[{js_string(s.name)},{js_string(text)},"
+                         f"{'null' if s.name in compiled else js_string(s.body)}]"
+                         for s, text, _, _ in runs)
+        started = loop.time()
+        try:
+            return _outcomes(await self._call(context, f"__fastwebhook.runBatch([{items}])",
+                                              min(r[2] for r in runs), timeout, memory)), None
+        except ScriptError as failure:
+            if failure.reason == "engine":   # an answer that does not read: not this context again
+                context.harmed = True
+            if failure.reason != "timeout" or context.harmed:
+                raise _RunAgain() from None
+        try:
+            outcomes = _outcomes(await self._call(context, "__fastwebhook.finished()", loop.time() + 1.0,
+                                                  1.0, memory))
+        except ScriptError:   # not even that: nothing is known of the batch
+            context.harmed = True
+            raise _RunAgain() from None
+        running = len(outcomes)   # the run in progress when the time ran out
+        if running < len(runs):
+            self._took[runs[running][0].name] = loop.time() - started   # not in a batch again soon
+        return outcomes, running
 
     async def _serve(self, context: Context, waiter: _Waiter, outcome: dict) -> None:
         if waiter.future.done():   # its caller gave up meanwhile
@@ -380,11 +476,14 @@ class ScriptPool:
         line = line_in(error.get("stack", ""), name) if lines_are_the_users else None
         raise ScriptError(error["reason"], f"{message}{_at(line)}", logs, line)
 
-    async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float):
-        """(a context, whether to run alone), or the outcome when a batch took this run along."""
+    async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float,
+                       alone: bool = False):
+        """(a context, whether to run alone), or the outcome when a batch took this run along
+        (never one that waits `alone`: no batch takes it)."""
         if self._closed:
             raise ScriptError("closed", "the script pool is closed")
         waiter = _Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
+        waiter.alone = alone
         self._waiters.append(waiter)
         self._offer()
         future = waiter.future
@@ -493,6 +592,10 @@ class ScriptPool:
                         break
             return
         self._release(context)
+
+
+def _scope_text(scope: dict | str) -> str:
+    return scope if isinstance(scope, str) else orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _at(line: int | None) -> str:

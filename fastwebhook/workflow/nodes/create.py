@@ -34,3 +34,10 @@ async def run(prepared: dict, run) -> dict:
     collection = prepared["collection"]
     write = collection.insert(run.render(prepared["values"]), prepared["upsert_on"])
     return await run.write([write], "row", collection.decode)
+
+
+async def run_cohort(prepared: dict, runs: list) -> list:
+    """The cohort's records in one batch; a refused one fails its run alone."""
+    collection, values, upsert_on = prepared["collection"], prepared["values"], prepared["upsert_on"]
+    return await runs[0].resources.effects.commit_each(
+        runs, lambda run: run.effect([collection.insert(run.render(values), upsert_on)], "row", collection.decode))

@@ -20,6 +20,21 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
 
 
 async def run(prepared: dict, run) -> dict:
+    return _answer(prepared, run)
+
+
+async def run_cohort(prepared: dict, runs: list) -> list:
+    """Each run's answer, told at once (sync mode); one that is not valid HTTP fails its run."""
+    answers: list = []
+    for each in runs:
+        try:
+            answers.append(_answer(prepared, each))
+        except Exception as exc:  # noqa: BLE001 - fails that run's node alone
+            answers.append(exc)
+    return answers
+
+
+def _answer(prepared: dict, run) -> dict:
     answer = run.render(prepared)
     run.respond(answer)
     return answer

@@ -58,6 +58,10 @@ async def run(prepared: dict, run) -> Any:
     return await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run)
 
 
+async def run_cohort(prepared: dict, runs: list) -> list:
+    return await evaluate_cohort(prepared["script"], prepared["timeout"], prepared["memory"], runs)
+
+
 async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
     """The script's value, its console lines in the running node's job (those it printed before
     failing too: they help to see why)."""
@@ -68,3 +72,28 @@ async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
         raise
     run.logs.extend(logs)
     return value
+
+
+async def evaluate_cohort(script: Script, timeout: float, memory: int, runs: list) -> list:
+    """`evaluate` for a cohort's runs, one call into V8 for them: each run's value, or the
+    exception that fails its node."""
+    results: list = [None] * len(runs)
+    scoped: list[int] = []
+    scopes: list[dict] = []
+    for i, run in enumerate(runs):
+        try:
+            scopes.append(run.script_scope())
+            scoped.append(i)
+        except Exception as exc:  # noqa: BLE001 - fails that run's node alone
+            results[i] = exc
+    outcomes = await runs[0].resources.scripts.run_many(script, scopes, timeout, memory) if scopes else []
+    for i, outcome in zip(scoped, outcomes):
+        run = runs[i]
+        if isinstance(outcome, ScriptError):
+            run.logs.extend(outcome.logs)
+            results[i] = outcome
+        else:
+            value, logs = outcome
+            run.logs.extend(logs)
+            results[i] = value
+    return results

@@ -26,6 +26,14 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
 
 
 async def run(prepared: dict, run) -> int:
-    collection = prepared["collection"]
-    write = collection.update(render_filter(prepared["filter"], run), run.render(prepared["values"]))
-    return await run.write([write], "count", int)
+    return await run.write([_write(prepared, run)], "count", int)
+
+
+async def run_cohort(prepared: dict, runs: list) -> list:
+    """The cohort's updates in one batch, each with its own job row."""
+    return await runs[0].resources.effects.commit_each(
+        runs, lambda run: run.effect([_write(prepared, run)], "count", int))
+
+
+def _write(prepared: dict, run):
+    return prepared["collection"].update(render_filter(prepared["filter"], run), run.render(prepared["values"]))
