@@ -27,6 +27,7 @@ from .workers import WorkerPool
 log = logging.getLogger("fastwebhook.dispatch")
 LEASE_SECONDS = 30.0
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
+IN_MEMORY = 2 * CLAIM_BATCH  # claimed deliveries ready or running, at most
 # Records are written in batches: a few rows, waiting for more, for at most RECORD_LINGER.  When
 # executions end one by one (each waiting on a script, say), a transaction per execution would
 # cost the event loop and the store's thread more than the executions themselves.
@@ -137,15 +138,19 @@ class Dispatcher:
                 await self.flush()
 
     def _room(self) -> int:
-        """How many to claim now.  The workers' ready queue stays short (the rest of the backlog
-        waits in the store), and is topped up only once it is down to one batch: while workers
-        finish a few at a time, a claim of those few would cost a transaction each.  Deliveries
-        parked behind an order-key lane or a concurrency cap do not count: they never stall the
-        claims of other keys or workflows (each workflow's share of the queue bounds them)."""
-        ready = len(self.pool.ready)
+        """How many to claim now.  What RAM holds of the backlog stays bounded (the rest waits in
+        the store): at most IN_MEMORY deliveries ready or running, since a worker runs a cohort
+        of up to 256 at once and 64 workers could otherwise hold 16,384 executions with their
+        parsed bodies.  The ready queue is topped up only once it is down to one batch: while
+        workers finish a few at a time, a claim of those few would cost a transaction each.
+        Deliveries parked behind an order-key lane or a concurrency cap do not count: they never
+        stall the claims of other keys or workflows (each workflow's share of the queue bounds
+        them)."""
+        pool = self.pool
+        ready = len(pool.ready)
         if ready >= CLAIM_BATCH:
             return 0
-        return 2 * CLAIM_BATCH - ready
+        return max(0, IN_MEMORY - ready - pool.running)
 
     async def claim(self, size: int = CLAIM_BATCH) -> bool:
         """One claim of at most `size`; False when the intake had nothing left to claim."""

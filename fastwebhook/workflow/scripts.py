@@ -3,7 +3,7 @@ contexts.
 
 `ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`, and for a cohort of runs of one
 script `ScriptPool.run_many(script, scopes, timeout, memory)`.  V8 runs on mini-racer's own
-native thread; awaiting `eval_cancelable` leaves our event loop free to take webhooks while a
+native thread; awaiting a call into it leaves our event loop free to take webhooks while a
 script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
 contexts are kept and reused, one call at a time each, and short runs that wait together go in
 one call (BATCH_MAX), as do a cohort's; more contexts open only while the open ones are stuck
@@ -371,12 +371,11 @@ class ScriptPool:
         after a timeout); the context is marked harmed when it should not be trusted again."""
         loop = asyncio.get_running_loop()
         compiled = context.compiled
-        items = ",".join(f"[{js_string(s.name)},{js_string(text)},"
-                         f"{'null' if s.name in compiled else js_string(s.body)}]"
-                         for s, text, _, _ in runs)
+        items = "[" + ",".join(f"[{js_string(s.name)},{text},{'null' if s.name in compiled else js_string(s.body)}]"
+                               for s, text, _, _ in runs) + "]"   # each scope's JSON as it is
         started = loop.time()
         try:
-            return _outcomes(await self._call(context, f"__fastwebhook.runBatch([{items}])",
+            return _outcomes(await self._call(context, "runBatch", (items,),
                                               min(r[2] for r in runs), timeout, memory)), None
         except ScriptError as failure:
             if failure.reason == "engine":   # an answer that does not read: not this context again
@@ -384,8 +383,7 @@ class ScriptPool:
             if failure.reason != "timeout" or context.harmed:
                 raise _RunAgain() from None
         try:
-            outcomes = _outcomes(await self._call(context, "__fastwebhook.finished()", loop.time() + 1.0,
-                                                  1.0, memory))
+            outcomes = _outcomes(await self._call(context, "finished", (), loop.time() + 1.0, 1.0, memory))
         except ScriptError:   # not even that: nothing is known of the batch
             context.harmed = True
             raise _RunAgain() from None
@@ -418,19 +416,19 @@ class ScriptPool:
     async def _run_in(self, context: Context, script: Script, scope_text: str, deadline: float, timeout: float,
                       memory: int):
         name = script.name
-        arguments = [js_string(name), js_string(scope_text)]
-        if name not in context.compiled:
-            arguments.append(js_string(script.body))
+        body = "null" if name in context.compiled else js_string(script.body)
         try:
-            answer = await self._call(context, f"__fastwebhook.run({','.join(arguments)})", deadline, timeout, memory)
+            answer = await self._call(context, "runBatch", (f"[[{js_string(name)},{scope_text},{body}]]",),
+                                      deadline, timeout, memory)
         except ScriptError as error:
             if error.reason == "timeout":
                 self._took[name] = timeout   # a slow one: alone from now on
             raise
-        return await self._settle(context, script, _outcomes(f"[{answer}]")[0])
+        return await self._settle(context, script, _outcomes(answer)[0])
 
-    async def _call(self, context: Context, code: str, deadline: float, timeout: float, memory: int) -> str:
-        """One call into V8, held to the deadline and the memory limit."""
+    async def _call(self, context: Context, function: str, args: tuple, deadline: float, timeout: float,
+                    memory: int) -> str:
+        """One call of a driver function, held to the deadline and the memory limit."""
         racer = context.racer
         if context.memory_limit != memory:   # a call into V8 each: only when it changes
             racer.set_hard_memory_limit(memory)
@@ -439,10 +437,10 @@ class ScriptPool:
         context.harmed = False
         self._calling[context] = asyncio.get_running_loop().time()
         try:
-            # Cheaper than wait_for (no extra task); cancelling the eval makes mini-racer
+            # Cheaper than wait_for (no extra task); cancelling the call makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
             async with asyncio.timeout_at(deadline):
-                answer = await racer.eval_cancelable(code)
+                answer = await context.call(function, *args)
         except TimeoutError:
             raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}") from None
         except JSEvalException as error:

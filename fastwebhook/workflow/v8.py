@@ -72,7 +72,7 @@ DRIVER = """
     return null;
   }
 
-  function run(name, scopeText, body) {
+  function run(name, scope, body) {
     const logs = [];
     const [console, dropped] = makeConsole(logs);
     let outcome, started = 0;
@@ -84,7 +84,6 @@ DRIVER = """
           return stringify({error: {reason: "compile", message: show(error)}, logs});
         }
       }
-      const scope = parse(scopeText);
       const jobs = scope.$jobsMapByNodeKey;
       started = apply(now, Date, []);
       const value = compiled.get(name)(scope.$context, jobs, jobs, scope.$env, scope.$system,
@@ -109,7 +108,7 @@ DRIVER = """
   }
 
   let finishedRuns = [];   // the outcomes of the batch under way, so far: read back after a timeout
-  function runBatch(items) {   // several runs for one crossing; each outcome as run() gives it
+  function runBatch(items) {   // [name, scope, body or null] each, one crossing; each outcome as run() gives it
     finishedRuns = [];
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
@@ -129,8 +128,8 @@ DRIVER = """
     Object.freeze(shared);
   }
   Object.defineProperty(globalThis, "JSON", {writable: false, configurable: false});
-  Object.defineProperty(globalThis, "__fastwebhook", {value: Object.freeze({run, runBatch, finished}), writable: false,
-                                                      configurable: false, enumerable: false});
+  // No global: the pool holds these functions by handle, and no script can reach them.
+  return Object.freeze({runBatch: (text) => runBatch(parse(text)), finished});
 })();
 """ % {"max_lines": MAX_LOG_LINES, "max_line": MAX_LOG_LINE}
 
@@ -149,11 +148,18 @@ LOW_PRIORITY = 19
 
 
 class Context:
-    """One V8 isolate, its own thread, and the scripts already compiled in it."""
+    """One V8 isolate, its own thread, the driver's functions, and the scripts already compiled
+    in it.
+
+    Runs go in as the argument of a driver function (`call`), never as source text to evaluate:
+    V8 keeps every evaluated source in its compilation cache, and a source holding a cohort's
+    data is new each time (64 MiB of them stopped a context at its memory limit).  One JSON text
+    holds a call's runs, parsed once by the driver."""
 
     def __init__(self, racer: MiniRacer, threads: set[int]):
         self.racer = racer
         self.threads = threads
+        self.functions: dict = {}   # the driver's, by name: runBatch(text), finished()
         self.compiled: set[str] = set()
         self.used = False        # has run a script (and may hold its garbage)
         self.memory_limit = 0    # the hard limit last set on the isolate
@@ -165,8 +171,13 @@ class Context:
         racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
         context = cls(racer, _threads() - before)
         _set_priority(context.threads, LOW_PRIORITY)
-        await racer.eval_cancelable(DRIVER)
+        driver = await racer.eval_cancelable(DRIVER)
+        context.functions = {name: driver[name].cancelable() for name in ("runBatch", "finished")}
         return context
+
+    async def call(self, function: str, *args: str) -> str:
+        """One call into V8: a driver function with text arguments (cancel it to stop it)."""
+        return await self.functions[function](*args)
 
     def close(self) -> asyncio.Future:
         """Closed on a thread: freeing an isolate joins its threads, which at their low priority
