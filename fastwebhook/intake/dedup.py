@@ -10,9 +10,13 @@ the claim's unique index is the truth: a repeat that slips past the door ends `d
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
 
 DEFAULT_CAPACITY = 250_000
+# An entry is one bytes object, its expiry and the execution id packed: ~60 bytes a key instead of
+# a tuple, a bytes and a float (~130).
+_EXPIRY = struct.Struct("<d")
 
 
 def dedup_hash(workflow: str, key: str) -> int:
@@ -39,7 +43,7 @@ class DoorCache:
         self.capacity = capacity
         self.clock = clock
         self.complete = True
-        self._entries: dict[int, tuple[bytes, float]] = {}   # insertion order: oldest first
+        self._entries: dict[int, bytes] = {}   # hash -> expiry + execution id; insertion order: oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,24 +52,24 @@ class DoorCache:
         entry = self._entries.get(key_hash)
         if entry is None:
             return None
-        if entry[1] <= self.clock():
+        if _EXPIRY.unpack_from(entry)[0] <= self.clock():
             del self._entries[key_hash]
             return None
-        return entry[0]
+        return entry[8:]
 
     def put(self, key_hash: int, execution: bytes, expires_at: float) -> None:
         entries = self._entries
         entries.pop(key_hash, None)
-        entries[key_hash] = (execution, expires_at)
+        entries[key_hash] = _EXPIRY.pack(expires_at) + execution
         if len(entries) > self.capacity:
             oldest = next(iter(entries))
-            if entries.pop(oldest)[1] > self.clock():
+            if _EXPIRY.unpack_from(entries.pop(oldest))[0] > self.clock():
                 self.complete = False
 
     def forget(self, key_hash: int, execution: bytes) -> None:
         """Drop an entry, but only if it still names `execution` (a commit that failed)."""
         entry = self._entries.get(key_hash)
-        if entry is not None and entry[0] == execution:
+        if entry is not None and entry[8:] == execution:
             del self._entries[key_hash]
 
     def clear(self) -> None:

@@ -24,7 +24,7 @@ from ..store.rows import Delivery
 log = logging.getLogger("fastwebhook.intake")
 
 MAX_BATCH = 1000          # deliveries per append: bounds the latency of one commit
-WINDOW = 8192             # committed deliveries kept in memory for the claim; the rest are read back
+WINDOW = 4096             # committed deliveries kept in memory for the claim; the rest are read back
 # durability = "memory" answers before the commit only while less than one batch waits: past
 # that it answers after the commit, as "commit" does.  That bounds what a crash can lose and
 # what the process holds, and turns a store that falls behind into slower answers.

@@ -8,7 +8,7 @@ import os
 import re
 
 import orjson
-from py_mini_racer import JSEvalException, JSParseException, MiniRacer
+from py_mini_racer import JSEvalException, JSParseException, MiniRacer, init_mini_racer
 
 MAX_LOG_LINES = 200        # a console.log in a loop must not fill the job record
 MAX_LOG_LINE = 4000        # characters of one console line
@@ -145,6 +145,7 @@ _PARSE_LINE = re.compile(r"^<anonymous>:(\d+):")
 # the GIL from that low-priority thread, which can keep the loop waiting; batching the calls
 # (BATCH_MAX) keeps those hand-overs few.
 LOW_PRIORITY = 19
+V8_FLAGS = ("--single-threaded", "--max-semi-space-size=1")
 
 
 class Context:
@@ -167,6 +168,7 @@ class Context:
 
     @classmethod
     async def open(cls) -> "Context":
+        init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
         before = _threads()
         racer = MiniRacer()   # bound to the running loop; its setTimeout install is a ~2 ms blocking eval
         context = cls(racer, _threads() - before)
