@@ -977,7 +977,7 @@ def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace) ->
 
 
 def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: report.Sustained | None) -> report.Steady:
-    """The steady run, once: bare, the burst, the sustained figures and floor-workflow, then each
+    """The steady run, once: bare, the burst, floor-log, the sustained figures and floor-workflow, then each
     steady row, its --baseline row right after it. bare and the sustained run are reused when this
     session measured them already (the latter with the same seconds of load)."""
     checkout, seconds = args.baseline, args.steady_seconds
@@ -991,6 +991,10 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
         if bare is None:
             bare = measure_row(RECEIVERS[0], args.duration, args.port, body_file, Path(session))
         burst = measure_row(BURST, BURST_SECONDS, args.port, body_file, Path(session))
+        # the ack path's floor (HMAC, JSON, one append per group commit, nothing else): what holds
+        # the no-node rows, shown beside them
+        floor = measure_row(next(r for r in RECEIVERS if r.name == "floor-log"), args.duration, args.port,
+                            body_file, Path(session))
         workflow_baseline = [older(checkout, SUSTAINED_WORKFLOW.name, SUSTAINED_WORKFLOW.description, "workflow")
                              ] if checkout else []
         for receiver in (SUSTAINED_RECEIVER, SUSTAINED_WORKFLOW, *workflow_baseline, FLOOR_WORKFLOW):
@@ -998,7 +1002,7 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                 ceilings[receiver.name] = run_sustained(receiver, seconds, args)
         steady_rows = [measure_steady_row(case, code, args, body_file, Path(session))
                        for case in STEADY_CASES for code in (None, *([checkout] if checkout else []))]
-    return report.Steady(seconds, bare, burst, ceilings, steady_rows)
+    return report.Steady(seconds, bare, burst, ceilings, steady_rows, floor)
 
 
 def measure_row(receiver: Receiver, duration: int, port: int, body_file: Path, session: Path) -> report.Row:

@@ -90,6 +90,7 @@ class Steady:
     burst: Row
     ceilings: dict[str, Sustained]  # by name: sustained, sustained-workflow (and its baseline), floor-workflow
     rows: list[SteadyRow]  # each --baseline row right after its own
+    floor: Row | None = None  # floor-log: the ack path's floor (HMAC, JSON, one append per group commit)
 
     @property
     def failed(self) -> bool:
@@ -526,7 +527,7 @@ def steady_ceilings(steady: Steady) -> str:
         "| row | figure | % of bare | p99 ms | CPU us/unit | note |",
         "|---|--:|--:|--:|--:|---|",
     ]
-    for row in (steady.bare, steady.burst):
+    for row in (steady.bare, steady.burst, *([steady.floor] if steady.floor else [])):
         if row.measured:
             cpu = f"{row.cpu_us:.1f}" if row.cpu_us is not None else "—"
             figures = f"{row.per_second:,.0f} req/s (2xx) | {_share(row.per_second, bare)} | {row.p99_ms:.2f} | {cpu}"
@@ -720,9 +721,13 @@ def write_steady_markdown(steady: Steady, settings: Settings, path: Path) -> Pat
         "Rows:",
         f"- **{steady.bare.name}**: {steady.bare.description}",
         f"- **{steady.burst.name}**: {steady.burst.description}",
+        *([f"- **{steady.floor.name}**: {steady.floor.description}"] if steady.floor else []),
         *(f"- **{name}**: {sustained.description}" for name, sustained in steady.ceilings.items()),
         *(f"- **{row.name}**: {row.description}, {row.connections} connections" for row in steady.rows),
         "",
+        *(["floor-log, CPU per answer by thread (us): "
+           + (", ".join(f"{thread} {us:.1f}" for thread, us in steady.floor.results[-1].thread_us) or "—"), ""]
+          if steady.floor and steady.floor.measured else []),
         "CPU per execution by thread, every steady row (us, over the load):",
         *(f"- {row.name}: " + (", ".join(f"{thread} {us:.1f}" for thread, us in row.result.thread_us) or "—")
           for row in steady.rows if row.result is not None),

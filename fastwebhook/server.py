@@ -254,7 +254,7 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
     stop = asyncio.Event()
     if server.channel is not None:   # a worker: its supervisor gone (SIGKILL) is a SIGTERM
         server.channel.start(server.refresh_workflows, server.service.intake.replies, orphaned=stop.set)
-        server.service.forward_reply = server.channel.forward_reply
+        server.service.executions.forward_reply = server.channel.forward_reply
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 

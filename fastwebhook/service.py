@@ -56,6 +56,8 @@ class Service:
         # the work side
         self.order_keys = _order_keys(config)
         self.resources = Resources(self.store, config.channels, config.collections)
+        # (the pool's and the dispatcher's callbacks are wired below: Executions records through
+        # the dispatcher)
         self.pool = WorkerPool(config.queue.workers, None, self._gate(config))
         balance = Balance(self.intake, lambda: self.admission.holding)
         self.dispatcher = Dispatcher(self.store, self.intake, self.pool, balance, runs_nothing=_runs_nothing(config),
@@ -83,15 +85,6 @@ class Service:
     @property
     def healthy(self) -> bool:
         return self.supervisor.healthy and self.intake.healthy
-
-    @property
-    def forward_reply(self):
-        return self.executions.forward_reply
-
-    @forward_reply.setter
-    def forward_reply(self, forward) -> None:
-        """Several processes: the answer for a sync sender another process holds goes to it."""
-        self.executions.forward_reply = forward
 
     def _gate(self, config: Config) -> Gate | None:
         gated = any(w.order_key or w.concurrency for w in config.workflows.values())
