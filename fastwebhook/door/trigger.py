@@ -1,7 +1,8 @@
 """One workflow's door: the hot path from a parsed `Request` to what the intake makes of it.
 
-ip allowlist -> room in the queue (else held, unread, until there is: admission.py) -> rate limit -> media type -> provider handshake -> verify (raw bytes) -> decode and
-parse once -> schema -> dedup key -> the stored request -> `Intake.offer` -> the answer.  What a
+ip allowlist -> room in the queue (else held, unread, until there is: admission.py) -> rate
+limit -> media type -> provider handshake -> verify (raw bytes) -> decode and parse once ->
+schema -> dedup key -> the stored request -> `Intake.offer` -> the answer.  What a
 request needs that does not depend on the request is prepared here once per workflow.  The
 trigger owns no state of the queue: the intake says accepted, duplicate or refused, and the
 trigger turns that into the response and the request-log line.
@@ -20,8 +21,8 @@ from ..ids import new_id, to_text
 from ..intake.intake import Outcome
 from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base
-from ..workflow.templates import Template
 from ..intake.dedup import KeyHasher
+from ..workflow.templates import Template
 from .admission import QUEUE_FULL, RETRY_AFTER
 from .body import accepts, decode_content, parse_body
 from .context import REDACTED_HEADERS, context_of, stored_headers, stored_query
