@@ -460,3 +460,26 @@ def test_version_follows_the_workflow_table(tmp_path):
 def test_unknown_settings_in_small_sections_are_reported(tmp_path):
     found = errors(tmp_path, '[admin]\ntokn = "x"\n[log]\nlevle = "debug"\n[metrics]\npth = "/m"\n')
     assert set(found) == {"admin.tokn", "log.levle", "metrics.pth"}
+
+
+# --- the queue's hold and each workflow's share ---------------------------------------------
+
+def test_hold_and_max_queued_are_checked_with_their_paths(tmp_path):
+    found = errors(tmp_path, '[queue]\nhold = "-1s"\n[workflows.k]\npath = "/k"\nmax_queued = -3\n')
+    assert set(found) == {"queue.hold", "workflows.k.max_queued"}
+
+
+def test_a_workflows_share_is_its_max_queued_or_a_fair_part_of_the_capacity(tmp_path):
+    def shares(count: int, **max_queued: int) -> dict[str, int]:
+        text = '[queue]\ncapacity = 1000\nhold = "0s"\n' + "".join(
+            f'[workflows.w{n}]\npath = "/w{n}"\n' + (f"max_queued = {max_queued[f'w{n}']}\n" if f"w{n}" in max_queued
+                                                      else "") for n in range(count))
+        config = load(tmp_path, text)
+        assert config.queue.hold == 0.0
+        return {key: config.share(w) for key, w in config.workflows.items()}
+    assert shares(1) == {"w0": 1000}                       # alone: the whole queue
+    assert shares(2) == {"w0": 500, "w1": 500}
+    assert set(shares(6).values()) == {250}                # four or more: a quarter each
+    assert shares(2, w1=10) == {"w0": 500, "w1": 10}       # its own, when it says
+    assert shares(1, w0=5000) == {"w0": 1000}              # never more than the queue
+    assert load(tmp_path, '[workflows.k]\npath = "/k"\n').queue.hold == 2.0
