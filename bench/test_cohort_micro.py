@@ -120,7 +120,7 @@ def measure_executions(benchmark, service, execute):
 
 
 async def each_in_a_task(executions, deliveries):
-    await asyncio.gather(*(executions.execute(delivery) for delivery in deliveries))
+    await asyncio.gather(*(executions.execute_cohort([delivery]) for delivery in deliveries))
 
 
 async def as_a_cohort(executions, deliveries):

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..config import Workflow
 from ..http import Response
+from ..intake.executions import id_header
 from ..intake.intake import Intake
 from ..metrics import Metrics
 from ..store.rows import RequestLine
@@ -35,7 +36,7 @@ class Door:
                 return
             status = 504 if workflow.on_sync_timeout == "error" else 202
             answer.set_result(Response.json(status, {"execution_id": id_text, "status": "started"},
-                                            ((b"x-execution-id", id_text.encode()),)))
+                                            id_header(id_text)))
 
         handle = self.loop.call_later(workflow.sync_timeout, timed_out)
         answer.add_done_callback(lambda _: handle.cancel())

@@ -2,10 +2,10 @@
 
 `Executions.execute_cohort(deliveries)` runs deliveries of one workflow together (the runner
 walks them through the nodes as a cohort) and leaves each one's final status, its jobs and its
-sync answer behind; `execute(delivery)` is a cohort of one.  `settled(claim)` accounts for what
-a claim resolved or found a duplicate by itself.  It is given only what it uses: the config in force (a getter, since a
-reload swaps it), the intake (its replies and slots), the dispatcher (records), the store (an
-earlier attempt's jobs), the resources and the metrics.
+sync answer behind.  `settled(claim)` accounts for what a claim resolved or found a duplicate by
+itself.  It is given only what it uses: the config in force (a getter, since a reload swaps it),
+the intake (its replies and slots), the dispatcher (records), the store (an earlier attempt's
+jobs), the resources and the metrics.
 """
 
 from __future__ import annotations
@@ -62,11 +62,7 @@ class Executions:
                 text = to_text(original)
                 reply.set_result(Response.json(200, {"execution_id": text, "status": "duplicate"},
                                                id_header(text)))
-        self.intake.release_all(claim.resolved)
-        self.intake.release_all(delivery for delivery, _ in claim.duplicates)
-
-    async def execute(self, delivery: Delivery) -> None:
-        await self.execute_cohort([delivery])
+        self.intake.release_all([*claim.resolved, *(delivery for delivery, _ in claim.duplicates)])
 
     async def execute_cohort(self, deliveries: list[Delivery]) -> None:
         """Every delivery ends with its final status, whatever fails on the way: a failure of
