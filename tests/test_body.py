@@ -1,15 +1,21 @@
 import base64
 import gzip
 import hashlib
+import http.client
+import os
+import socket
 import time
 import tracemalloc
 import zlib
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastwebhook.door.body import accepts, decode_content, media_type, parse_body, raw_text
+from client_support import request
+from fastwebhook.door.body import (MAX_GZIP_MEMBERS, accepts, decode_content, media_type, parse_body,
+                                   raw_text)
 from fastwebhook.errors import RequestError
 
 MiB = 1024 * 1024
@@ -179,7 +185,32 @@ def test_round_trip(coding, encode):
 
 
 def test_multi_member_gzip():
+    # RFC 1952 2.2: a gzip file is a series of members; an empty one decodes to nothing.
     assert decode_content(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip", MiB) == b"abcd"
+    three = gzip.compress(b"ab") + gzip.compress(b"") + gzip.compress(b"cd")
+    assert decode_content(three, "gzip", MiB) == b"abcd"
+
+
+def test_members_larger_than_one_read_of_the_input():
+    big = os.urandom(300 * 1024)  # incompressible: the member is as large as its content
+    body = gzip.compress(b"head") + gzip.compress(big) + gzip.compress(b"tail")
+    assert decode_content(body, "gzip", MiB) == b"head" + big + b"tail"
+    err = refused(decode_content, body[:-30], "gzip", MiB)  # cut in the large member's trailer
+    assert err.status == 400
+    assert err.message == "invalid gzip body: truncated, the stream ends early"
+
+
+EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes: ~52,000 of them fit in 1 MiB
+
+
+def test_gzip_member_count_is_bounded():
+    assert MAX_GZIP_MEMBERS == 64
+    most = gzip.compress(b"x") * MAX_GZIP_MEMBERS
+    assert decode_content(most, "gzip", MiB) == b"x" * MAX_GZIP_MEMBERS
+    for count in (MAX_GZIP_MEMBERS + 1, MiB // len(EMPTY_MEMBER)):
+        err = refused(decode_content, EMPTY_MEMBER * count, "gzip", MiB)
+        assert err.status == 400 and err.reason == "malformed"
+        assert err.message == "invalid gzip body: more than 64 members"
 
 
 def test_limit_is_inclusive():
@@ -265,3 +296,23 @@ def test_multipart_nameless_part_is_counted_in_order():
                            ("Content-Disposition: form-data", b"3")])
     err = refused(parse_body, body, "multipart/form-data; boundary=X")
     assert err.message == "invalid multipart body: part 3 has no name"
+
+
+# --- through the real server ---
+
+def test_many_gzip_members_are_refused_without_holding_up_the_loop(serve):
+    server = serve('[workflows.plain]\npath = "/plain"\n')
+    body = EMPTY_MEMBER * (MiB // len(EMPTY_MEMBER))
+    head = (b"POST /plain HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        # The loop has the whole body or is about to: a /healthz now must not queue behind it.
+        started = time.perf_counter()
+        assert request(server, "GET", "/healthz").status == 200
+        healthz_took = time.perf_counter() - started
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 400
+        assert orjson.loads(answer.read()) == {"error": "invalid gzip body: more than 64 members"}
+    assert healthz_took < 0.3, f"/healthz waited {healthz_took:.2f} s"

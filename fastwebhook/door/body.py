@@ -22,6 +22,10 @@ from fastwebhook.errors import RequestError
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+# Senders write one gzip member, or a few when they concatenate streams (bgzip: one per 64 KiB);
+# each member costs a decompressor, so thousands of empty ones in a body are only work for us.
+MAX_GZIP_MEMBERS = 64
+_FIRST_FEED = 256  # input handed to zlib in a member's first call; doubled on each further call
 
 # A quoted parameter value may itself hold ";" (RFC 9110 quoted-string), so split with a regex
 # rather than str.split.
@@ -37,7 +41,8 @@ def decode_content(raw: bytes, content_encoding: str | None, limit: int) -> byte
     """Undo ``Content-Encoding`` (identity, gzip, x-gzip, deflate) up to ``limit`` decoded bytes.
 
     Decompression is asked for at most ``limit + 1`` bytes, so a zip bomb costs at most that
-    much memory before it is refused with 413. Stacked codings ("gzip, deflate") are refused with
+    much memory before it is refused with 413; a gzip body of more than ``MAX_GZIP_MEMBERS``
+    members is refused with 400. Stacked codings ("gzip, deflate") are refused with
     415: no webhook sender uses them, and each extra layer would multiply the decompression work
     an attacker can ask for.
     """
@@ -58,23 +63,36 @@ def decode_content(raw: bytes, content_encoding: str | None, limit: int) -> byte
 
 
 def _inflate(data: bytes, wbits: int, limit: int, coding: str) -> bytes:
+    # zlib copies what follows a stream's end into `unused_data`: handed the whole rest of the
+    # body for every gzip member, it would copy that rest once per member (quadratic in the
+    # member count). So each member gets slices of a memoryview that start small and double:
+    # what is copied at its end is then at most about what the member itself took.
+    view = memoryview(data)
     chunks = []
-    size = 0
+    size = offset = members = 0
     while True:  # gzip allows several members one after another (RFC 1952 2.2)
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise RequestError(f"invalid {coding} body: more than {MAX_GZIP_MEMBERS} members")
         stream = zlib.decompressobj(wbits)
-        try:
-            chunk = stream.decompress(data, limit - size + 1)
-        except zlib.error as e:
-            raise RequestError(f"invalid {coding} body: {e}") from None
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"decoded body exceeds {limit} bytes", status=413, reason="size")
+        feed = _FIRST_FEED
+        while not stream.eof and offset < len(data):
+            piece = view[offset:offset + feed]
+            try:
+                chunk = stream.decompress(piece, limit - size + 1)
+            except zlib.error as e:
+                raise RequestError(f"invalid {coding} body: {e}") from None
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"decoded body exceeds {limit} bytes", status=413, reason="size")
+            # Below the output cap zlib takes the whole piece, or stops at the stream's end.
+            chunks.append(chunk)
+            offset += len(piece) - len(stream.unused_data)
+            feed *= 2
         if not stream.eof:
             raise RequestError(f"invalid {coding} body: truncated, the stream ends early")
-        chunks.append(chunk)
-        data = stream.unused_data
         # Bytes after a deflate stream have no meaning; tolerate them as zlib itself does.
-        if not data or wbits != _GZIP_WBITS:
+        if offset == len(data) or wbits != _GZIP_WBITS:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
