@@ -152,6 +152,8 @@ class Config:
     collections: Mapping[str, Any]       # name -> workflow.collections.Collection
     workflows: Mapping[str, Workflow]    # the file's, then those stored through the admin API
     shadowed: tuple[str, ...] = ()       # stored workflows the file's of the same key hide
+    secrets_dir: str = ""                # [admin] secrets_dir: besides $CREDENTIALS_DIRECTORY, the
+                                         # one folder stored workflows may name files in
 
     def share(self, workflow: Workflow) -> int:
         """The most of `workflow`'s executions the queue holds at once: its `max_queued`, else a
@@ -201,6 +203,9 @@ class _Loader:
         self.errors: list[ConfigError] = []
         self.metrics_path = "/metrics"
         self.known = Known()
+        # None: any file may be named (the operator's own config); else the only folders a
+        # workflow's files may lie in (one stored through the admin API: stored_file_roots)
+        self.file_roots: tuple[Path, ...] | None = None
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(ConfigError(path, message))
@@ -265,7 +270,12 @@ class _Loader:
         metrics_path = self.take(metrics, "path", "metrics", str, "/metrics")
         self.metrics_path = metrics_path
         admin = self.table(raw, "admin", "")
-        self.unknown_keys(admin, {"token"}, "admin")
+        self.unknown_keys(admin, {"token", "secrets_dir"}, "admin")
+        secrets_dir = self.take(admin, "secrets_dir", "admin", str, "")
+        if secrets_dir:   # relative to the config file, made absolute for a reload from anywhere
+            secrets_dir = os.path.abspath(self.path.parent / secrets_dir)
+            if not os.path.isdir(secrets_dir):
+                self.error("admin.secrets_dir", f"not a directory: {secrets_dir}")
         log = self.table(raw, "log", "")
         self.unknown_keys(log, {"level", "format", "access"}, "log")
         log_level = self.take(log, "level", "log", str, "info").lower()
@@ -288,7 +298,7 @@ class _Loader:
             metrics_path=metrics_path, admin_token=self.take(admin, "token", "admin", str, ""),
             log_level=log_level, log_format=log_format, log_access=log_access, env=MappingProxyType(env),
             channels=MappingProxyType(channels), collections=MappingProxyType(collections),
-            workflows=MappingProxyType(workflows))
+            workflows=MappingProxyType(workflows), secrets_dir=secrets_dir)
 
     def server(self, t: dict) -> ServerConfig:
         p = "server"
@@ -414,6 +424,7 @@ def with_stored(config: Config, stored: Mapping[str, dict],
     loader = _Loader(Path(config.source), os.environ if environ is None else environ)
     loader.metrics_path = config.metrics_path
     loader.known = Known(channels=config.channels, collections=config.collections, env=config.env)
+    loader.file_roots = stored_file_roots(config, loader.environ)
     workflows = {key: w for key, w in config.workflows.items() if w.origin == "file"}
     claimed: dict[tuple[str, str], str] = {}
     for workflow in workflows.values():
@@ -432,6 +443,13 @@ def with_stored(config: Config, stored: Mapping[str, dict],
         else:
             refused[key] = loader.errors[before:]
     return dataclasses.replace(config, workflows=MappingProxyType(workflows), shadowed=tuple(shadowed)), refused
+
+
+def stored_file_roots(config: Config, environ: Mapping[str, str]) -> tuple[Path, ...]:
+    """The folders a stored workflow may name files in: an admin token must not read the
+    server's other files (its config, /proc/self/environ) through a `secret_file`."""
+    folders = (environ.get("CREDENTIALS_DIRECTORY", ""), config.secrets_dir)
+    return tuple(Path(folder).resolve() for folder in folders if folder)
 
 
 def load_workflow_table(loader: "_Loader", key: str, table: Any, path: str, server: ServerConfig) -> Workflow | None:

@@ -108,6 +108,11 @@ def _schema(loader, t: dict, path: str):
     file = loader.take(t, "schema", path, str, "")
     if not file:
         return None
+    if loader.file_roots is not None:
+        found = stored_file(loader, file, f"{path}.schema")
+        if found is None:
+            return None
+        file = str(found)
     return loader.convert(lambda f, where: compile_schema(f, loader.path.parent, where), file, f"{path}.schema", None)
 
 
@@ -155,6 +160,13 @@ def _secrets(loader, t: dict, path: str) -> tuple[bytes, ...]:
 
 def read_secret_file(loader, name: str, where: str) -> str:
     """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
+    if loader.file_roots is not None:
+        found = stored_file(loader, name, where)
+        try:
+            return found.read_text().strip() if found is not None else ""
+        except OSError:
+            loader.error(where, STORED_FILE_REFUSED)
+            return ""
     candidates = [Path(name)]
     credentials = loader.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and not os.path.isabs(name):
@@ -168,6 +180,25 @@ def read_secret_file(loader, name: str, where: str) -> str:
                 return ""
     loader.error(where, f"no such file: {name}")
     return ""
+
+
+STORED_FILE_REFUSED = ("not a file this workflow may read: a stored workflow names files "
+                       "under $CREDENTIALS_DIRECTORY or [admin] secrets_dir only")
+
+
+def stored_file(loader, name: str, where: str) -> Path | None:
+    """The file `name` of a stored workflow, if it lies in one of `loader.file_roots` once
+    symlinks and `..` are resolved.  One refusal for "not there" and "not allowed", so the admin
+    API cannot probe which paths exist."""
+    for root in loader.file_roots:
+        try:
+            found = (root / name).resolve(strict=True)
+        except (OSError, RuntimeError):   # missing, unreadable, a symlink loop
+            continue
+        if found.is_relative_to(root) and found.is_file():
+            return found
+    loader.error(where, STORED_FILE_REFUSED)
+    return None
 
 
 def _dedup(loader, t: dict, path: str, verify: VerifyConfig) -> DedupConfig:

@@ -180,3 +180,89 @@ def test_a_stored_workflow_takes_no_environment_variables(server, monkeypatch):
     body = {"key": "leaky", "path": "/leaky", "mode": "sync", "response": {"body": {"home": "${HOME}"}}}
     assert write(server, "POST", "/api/admin/workflows", body)[0] == 201
     assert send(server, "/leaky")[0:3:2] == (200, {"home": "${HOME}"})
+
+
+# --- files a stored workflow may name (issue 18, item 7) -------------------------------------
+
+SECRETS_CONFIG = """
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///{db}"
+[log]
+level = "warning"
+[admin]
+token = "test-token"
+secrets_dir = "secrets"
+"""
+
+
+def signed_by_file(name: str) -> dict:
+    return {"key": "filed-secret", "path": "/filed-secret", "mode": "sync",
+            "verify": {"scheme": "token", "header": "X-Token", "secret_file": name}}
+
+
+@pytest.fixture
+def secrets(serve, tmp_path):
+    """A server whose [admin] secrets_dir holds `hook-secret`; beside the folder, files it must not
+    give away: the config, one reached by a symlink from inside, one that does not exist."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "hook-secret").write_text("from-the-secrets-dir\n")
+    (tmp_path / "outside").write_text("not-for-the-api\n")
+    (folder / "escape").symlink_to(tmp_path / "outside")
+    return serve(SECRETS_CONFIG)
+
+
+def test_a_stored_workflow_reads_a_secret_file_under_the_secrets_dir(secrets):
+    status, _, created = write(secrets, "POST", "/api/admin/workflows", signed_by_file("hook-secret"))
+    assert status == 201, created
+    assert created["definition"]["verify"]["secret_file"] == "hook-secret"
+    assert send(secrets, "/filed-secret", headers={"X-Token": "from-the-secrets-dir"})[0] == 200
+    assert send(secrets, "/filed-secret", headers={"X-Token": "wrong"})[0] == 401
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "/proc/self/environ", "../../etc/passwd", "../config.toml",
+                                  "../outside", "escape", "no-such-file", "/nowhere/at/all", ".", ""])
+def test_a_stored_workflow_may_not_name_files_elsewhere_and_learns_nothing_of_them(secrets, name):
+    status, _, error = write(secrets, "POST", "/api/admin/workflows", signed_by_file(name))
+    assert status == 422, error
+    problems = {problem["path"]: problem["message"] for problem in error["errors"]}
+    # one message whether the file exists or not, allowed or not: nothing to probe the disk with
+    assert problems["workflows.filed-secret.verify.secret_file"] == ("not a file this workflow may read: a stored workflow names files "
+                                  "under $CREDENTIALS_DIRECTORY or [admin] secrets_dir only")
+    assert admin(secrets, "/api/admin/workflows/filed-secret")[0] == 404
+
+
+def test_credentials_directory_is_a_secrets_dir_for_stored_workflows(server, tmp_path, monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "hook-secret").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert write(server, "POST", "/api/admin/workflows", signed_by_file("hook-secret"))[0] == 201
+    assert send(server, "/filed-secret", headers={"X-Token": "from-systemd"})[0] == 200
+    refused = write(server, "POST", "/api/admin/workflows", {**signed_by_file("/etc/hostname"), "key": "other",
+                                                            "path": "/other"})
+    assert refused[0] == 422
+
+
+def test_a_stored_workflow_names_no_schema_outside_the_secrets_dir(secrets):
+    status, _, error = write(secrets, "POST", "/api/admin/workflows",
+                             {"key": "schemed", "schema": "../config.toml"})
+    assert status == 422 and [e["path"] for e in error["errors"]] == ["workflows.schemed.schema"], error
+    assert "config.toml" not in json.dumps(error)
+
+
+def test_the_files_workflows_still_name_any_file(serve, tmp_path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "anywhere").write_text("file-secret")
+    server = serve(SECRETS_CONFIG + f"""
+[workflows.own]
+path = "/own"
+mode = "sync"
+[workflows.own.verify]
+scheme = "token"
+header = "X-Token"
+secret_file = "{tmp_path / 'anywhere'}"
+""")
+    assert send(server, "/own", headers={"X-Token": "file-secret"})[0] == 200
