@@ -82,6 +82,7 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # for console_errors
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900"):
@@ -111,6 +112,11 @@ def text(driver, selector: str = "#view") -> str:
     return found[0].text if found else ""
 
 
+def console_errors(driver) -> list[str]:
+    """The console's errors since the last call (a failed load, such as a 404, is one)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
 def sign_in(driver, server, token: str = "test-token") -> None:
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
@@ -119,6 +125,13 @@ def sign_in(driver, server, token: str = "test-token") -> None:
     field.clear()
     field.send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+
+
+def signed_in(driver, server) -> None:
+    """Sign in and wait for the workflows view; the page must have loaded without a console error."""
+    sign_in(driver, server)
+    until(driver, lambda d: "scripted" in text(d))
+    assert console_errors(driver) == []
 
 
 def test_the_page_is_served_with_strict_headers_and_only_with_an_admin_token(server, serve, tmp_path):
@@ -155,6 +168,8 @@ def test_sign_in_refuses_a_wrong_token_and_takes_the_right_one(server, browser):
 
     sign_in(browser, server, "not-the-token")
     until(browser, lambda d: "Wrong token" in text(d, "#sign-in-error"))
+    refused = console_errors(browser)   # the console is read: the refused token's 401 is there
+    assert refused and all("status of 401" in message for message in refused), refused
     shoot(browser, "sign-in-refused")
     assert browser.execute_script("return sessionStorage.length") == 0
     field = browser.find_element(By.ID, "token")
@@ -176,8 +191,7 @@ def test_executions_list_filters_and_pages(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
     from selenium.webdriver.support.ui import Select  # noqa: PLC0415
 
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/executions")
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 5)
     shoot(browser, "executions")
@@ -201,8 +215,7 @@ def test_executions_list_filters_and_pages(server, browser):
 def test_the_executions_list_refreshes_itself_until_paused(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/executions?workflow=fails")
     rows = lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr"))  # noqa: E731
     until(browser, lambda d: rows(d) == 2)
@@ -218,8 +231,7 @@ def test_the_executions_list_refreshes_itself_until_paused(server, browser):
 
 
 def test_the_workflows_chart_shows_requests_per_second(server, browser):
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     for _ in range(10):
         assert send(server, "/fails", {"n": 5})[0] == 202
     until(browser, lambda d: re.search(r"\d+\.\d/s", text(d)), timeout=12)   # two samples: a rate
@@ -233,8 +245,7 @@ def test_an_execution_shows_its_request_jobs_and_logs_and_replays(server, browse
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     failing = admin(server, "/api/admin/executions?workflow=fails&limit=1")[2]["items"][0]["id"]
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/execution/{failing}")
     until(browser, lambda d: "Jobs (1)" in text(d))
     shown = text(browser)
@@ -253,8 +264,7 @@ def test_an_execution_shows_its_request_jobs_and_logs_and_replays(server, browse
 def test_the_request_log_shows_rejections_with_their_reasons(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/requests")
     until(browser, lambda d: any("401" in row.text and "signature" in row.text
                                  for row in d.find_elements(By.CSS_SELECTOR, "#view tbody tr")))
@@ -268,8 +278,7 @@ def test_a_hostile_payload_is_shown_as_text_and_runs_nothing(server, browser):
 
     hostile = [x for x in admin(server, "/api/admin/executions?workflow=scripted")[2]["items"]
                if "img" in json.dumps(admin(server, f"/api/admin/executions/{x['id']}")[2]["request"]["data"])][0]["id"]
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/execution/{hostile}")
     until(browser, lambda d: "Jobs (2)" in text(d))
     for details in browser.find_elements(By.CSS_SELECTOR, "#view details"):
@@ -288,8 +297,7 @@ def test_the_page_works_on_a_375_px_screen(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     browser.set_window_size(375, 812)
-    sign_in(browser, server)
-    until(browser, lambda d: "scripted" in text(d))
+    signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/executions")
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr")) == 5)
     width = browser.execute_script("return window.innerWidth")
