@@ -65,6 +65,11 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class OutboundConfig:
+    deny: tuple[Any, ...] = ()      # networks request nodes and http channels may not reach
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
     scheme: str = "none"
     secrets: tuple[bytes, ...] = field(default=(), repr=False)
@@ -152,6 +157,7 @@ class Config:
     collections: Mapping[str, Any]       # name -> workflow.collections.Collection
     workflows: Mapping[str, Workflow]    # the file's, then those stored through the admin API
     shadowed: tuple[str, ...] = ()       # stored workflows the file's of the same key hide
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     secrets_dir: str = ""                # [admin] secrets_dir: besides $CREDENTIALS_DIRECTORY, the
                                          # one folder stored workflows may name files in
 
@@ -261,10 +267,11 @@ class _Loader:
     def load(self, raw: dict) -> Config:
         raw = self.substitute(raw, "")
         self.unknown_keys(raw, {"server", "storage", "queue", "metrics", "admin", "log", "env",
-                                "channels", "collections", "workflows", "workflows_dir"}, "")
+                                "channels", "collections", "workflows", "workflows_dir", "outbound"}, "")
         server = self.server(self.table(raw, "server", ""))
         storage = self.storage(self.table(raw, "storage", ""))
         queue = self.queue(self.table(raw, "queue", ""))
+        outbound = self.outbound(self.table(raw, "outbound", ""))
         metrics = self.table(raw, "metrics", "")
         self.unknown_keys(metrics, {"path"}, "metrics")
         metrics_path = self.take(metrics, "path", "metrics", str, "/metrics")
@@ -298,7 +305,13 @@ class _Loader:
             metrics_path=metrics_path, admin_token=self.take(admin, "token", "admin", str, ""),
             log_level=log_level, log_format=log_format, log_access=log_access, env=MappingProxyType(env),
             channels=MappingProxyType(channels), collections=MappingProxyType(collections),
-            workflows=MappingProxyType(workflows), secrets_dir=secrets_dir)
+            workflows=MappingProxyType(workflows), secrets_dir=secrets_dir, outbound=outbound)
+
+    def outbound(self, t: dict) -> OutboundConfig:
+        from .workflow.outbound import DEFAULT_DENY  # noqa: PLC0415 - the workflow side's own default
+
+        self.unknown_keys(t, set(OutboundConfig.__dataclass_fields__), "outbound")
+        return OutboundConfig(deny=self.networks(t.get("deny", list(DEFAULT_DENY)), "outbound.deny"))
 
     def server(self, t: dict) -> ServerConfig:
         p = "server"

@@ -140,10 +140,10 @@ class Server:
 
     async def reload(self) -> None:
         """SIGHUP: the config file read again and put in force.  Workflows, [env], channels,
-        collections, metrics and the admin token change at once; [server], [storage] and [queue]
-        at the next start (a warning names them).  A config that does not load, or whose new
-        collections the store refuses, is refused with its errors in the log and the old one
-        stays in force.  TLS certificates are read again either way."""
+        collections, metrics and the admin token change at once; [server], [storage], [queue]
+        and [outbound] at the next start (a warning names them).  A config that does not load,
+        or whose new collections the store refuses, is refused with its errors in the log and
+        the old one stays in force.  TLS certificates are read again either way."""
         self._reload_tls()
         old = self.config
         try:
@@ -152,8 +152,9 @@ class Server:
             log.error("SIGHUP: the config was not reloaded; the old one stays in force",
                       extra={"config": old.source, "errors": [str(error) for error in exc.errors]})
             return
-        later = [name for name in ("server", "storage", "queue") if getattr(new, name) != getattr(old, name)]
-        new = dataclasses.replace(new, server=old.server, storage=old.storage, queue=old.queue)
+        later = [name for name in ("server", "storage", "queue", "outbound")
+                 if getattr(new, name) != getattr(old, name)]
+        new = dataclasses.replace(new, server=old.server, storage=old.storage, queue=old.queue, outbound=old.outbound)
         if await self._put_in_force(new, "SIGHUP") and later:
             log.warning("SIGHUP: these sections changed and take effect at the next start",
                         extra={"sections": later})

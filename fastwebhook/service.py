@@ -55,7 +55,7 @@ class Service:
                              config.storage.durability == "commit", DoorCache(), clock)
         # the work side
         self.order_keys = _order_keys(config)
-        self.resources = Resources(self.store, config.channels, config.collections)
+        self.resources = Resources(self.store, config.channels, config.collections, config.outbound.deny)
         # (the pool's and the dispatcher's callbacks are wired below: Executions records through
         # the dispatcher)
         self.pool = WorkerPool(config.queue.workers, None, self._gate(config))
@@ -91,10 +91,10 @@ class Service:
         return Gate(self.order_key_of, self._concurrency) if gated else None
 
     async def reload(self, config: Config) -> None:
-        """A reloaded config in force (its [server], [storage] and [queue] are the running
-        ones: they take a restart).  What it needs of the store comes first, so a failure
-        leaves the old config in force; then every lookup switches at once: executions that
-        start from now on get the new workflows, those running finish on theirs."""
+        """A reloaded config in force (its [server], [storage], [queue] and [outbound] are the
+        running ones: they take a restart).  What it needs of the store comes first, so a
+        failure leaves the old config in force; then every lookup switches at once: executions
+        that start from now on get the new workflows, those running finish on theirs."""
         await self.store.ensure_collections(config.collections.values())
         self._use(config)
 

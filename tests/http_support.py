@@ -30,10 +30,10 @@ class Reply:
 
 
 class RecordingServer:
-    """An HTTP endpoint on 127.0.0.1 that records each request and answers the scripted
-    replies in order (then `Reply()`, a 200 with {"ok": true})."""
+    """An HTTP endpoint on 127.0.0.1 (or another loopback address: `host`) that records each
+    request and answers the scripted replies in order (then `Reply()`, a 200 with {"ok": true})."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.received: list[Received] = []
         self.replies: list[Reply] = []
         self._lock = threading.Lock()
@@ -69,14 +69,15 @@ class RecordingServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def close(self) -> None:
         self._server.shutdown()

@@ -16,7 +16,7 @@ from client_support import jobs_by_node, run_to_end
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
-from http_support import Reply
+from http_support import RecordingServer, Reply
 
 USER, PASSWORD = "mailer", "s3cret-pass"
 
@@ -311,6 +311,46 @@ message = "two"
     assert "errcode 310000: keywords not in content" in jobs_by_node(record)["dingtalk"]["error"]
     assert "access_token" not in record["error"]
     assert [orjson.loads(r.body) for r in endpoint.received] == [{"text": "one"}, {"text": "two"}]
+
+
+def test_an_http_channel_follows_no_redirect_and_reaches_no_denied_address(serve, endpoint):
+    other = RecordingServer()
+    try:
+        endpoint.replies.append(Reply(302, b"", {"Location": f"{other.url}/elsewhere"}))
+        running = serve(f"""
+[outbound]
+deny = ["169.254.0.0/16", "127.0.0.2/32"]
+
+[channels.chat]
+type = "http"
+url = "{endpoint.url}/hooks/abc"
+headers = {{ Authorization = "Bearer chat-token" }}
+
+[channels.inside]
+type = "http"
+url = "http://127.0.0.2:{endpoint.url.rpartition(":")[2]}/hooks/abc"
+
+[workflows.w]
+path = "/api/webhooks/w"
+[[workflows.w.nodes]]
+key = "chat"
+type = "notification"
+channel = "chat"
+message = "hi"
+ignore_fail = true
+
+[[workflows.w.nodes]]
+key = "inside"
+type = "notification"
+channel = "inside"
+message = "hi"
+""")
+        record = run_to_end(running, "/api/webhooks/w", {})
+        assert "answered 302" in jobs_by_node(record)["chat"]["error"]
+        assert len(endpoint.received) == 1 and other.received == []
+        assert "127.0.0.2 is denied by [outbound] deny" in jobs_by_node(record)["inside"]["error"]
+    finally:
+        other.close()
 
 
 # --- config --------------------------------------------------------------------------------------

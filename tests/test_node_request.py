@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from client_support import jobs_by_node, run_to_end
-from http_support import Reply
+from http_support import RecordingServer, Reply
 from conftest import free_port
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
@@ -315,3 +315,117 @@ url = "{{$context.data.target}}"
     assert record["status"] == "failed"
     assert "not an http:// or https:// URL" in jobs_by_node(record)["call"]["error"]
     assert endpoint.received == []
+
+
+# --- redirects and [outbound] deny ---------------------------------------------------------------
+
+@pytest.fixture
+def other():
+    """A second recording endpoint on another port: another origin."""
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+def credentials_node(key: str, url: str, extra: str = "") -> str:
+    return f"""
+[[workflows.w.nodes]]
+key = "{key}"
+type = "request"
+url = "{url}"
+headers = {{ "X-Api-Key" = "k-123", Authorization = "Bearer t-456", "X-Tenant" = "acme" }}
+body = {{ order = 1 }}
+{extra}
+"""
+
+
+def test_a_redirect_is_not_followed_by_default_it_is_the_answer_and_fails_the_node(serve, endpoint, other):
+    endpoint.replies.append(Reply(302, b"moved", {"Location": f"{other.url}/steal"}))
+    running = serve(workflow(credentials_node("call", "{{$context.data.target}}")))
+    record = run_to_end(running, "/api/webhooks/w", {"target": f"{endpoint.url}/in"})
+    assert record["status"] == "failed"
+    error = jobs_by_node(record)["call"]["error"]
+    assert "answered 302" in error and "follow_redirects" in error
+    assert len(endpoint.received) == 1 and other.received == []
+
+
+def test_a_followed_redirect_keeps_credentials_within_their_origin_and_hops_are_bounded(serve, endpoint, other):
+    endpoint.replies += [Reply(307, b"", {"Location": "/again"}),
+                         Reply(302, b"", {"Location": f"{other.url}/landing"})]
+    other.replies.append(Reply(200, b'{"from": "other"}'))
+    running = serve(workflow(credentials_node("call", f"{endpoint.url}/in", "follow_redirects = true")
+                             + credentials_node("loop", f"{other.url}/loop", "follow_redirects = true\nignore_fail = true")))
+    for n in range(6):
+        other.replies.append(Reply(302, b"", {"Location": f"/loop/{n}"}))
+    record = run_to_end(running, "/api/webhooks/w", {})
+    assert record["status"] == "resolved", record
+    first, again = endpoint.received
+    # A 307 within the origin keeps the method, the body and every header.
+    assert (again.method, again.path, again.body) == ("POST", "/again", b'{"order":1}')
+    assert again.headers["x-api-key"] == "k-123" and again.headers["authorization"] == "Bearer t-456"
+    # A 302 to another origin: a GET, none of the node's headers.
+    landing, *loop = other.received
+    assert (landing.method, landing.path, landing.body) == ("GET", "/landing", b"")
+    assert not {"x-api-key", "authorization", "x-tenant", "cookie"} & set(landing.headers)
+    assert jobs_by_node(record)["call"]["result"]["data"] == {"from": "other"}
+    assert len(loop) == 6                                   # the first call and 5 hops
+    assert "more than 5 redirects" in jobs_by_node(record)["loop"]["error"]
+
+
+def deny_config(deny: str) -> str:
+    return f"[outbound]\ndeny = {deny}\n"
+
+
+def test_outbound_deny_refuses_an_address_by_literal_and_by_name_without_connecting(serve, endpoint):
+    port = endpoint.url.rpartition(":")[2]
+    running = serve(workflow(credentials_node("literal", f"{endpoint.url}/in", "ignore_fail = true")
+                             + credentials_node("named", f"http://localhost:{port}/in"),
+                             extra=deny_config('["10.0.0.0/8", "127.0.0.0/8", "::1/128"]')))
+    record = run_to_end(running, "/api/webhooks/w", {})
+    assert record["status"] == "failed"
+    literal, named = jobs_by_node(record)["literal"], jobs_by_node(record)["named"]
+    assert "127.0.0.1 is denied by [outbound] deny" in literal["error"]
+    assert "localhost resolves to an address denied by [outbound] deny" in named["error"]
+    assert endpoint.received == []
+
+
+def test_a_redirect_into_a_denied_range_is_refused(serve, endpoint):
+    elsewhere = RecordingServer("127.0.0.2")
+    try:
+        endpoint.replies.append(Reply(302, b"", {"Location": f"{elsewhere.url}/inside"}))
+        running = serve(workflow(credentials_node("call", f"{endpoint.url}/in", "follow_redirects = true"),
+                                 extra=deny_config('["127.0.0.2/32"]')))
+        record = run_to_end(running, "/api/webhooks/w", {})
+        assert record["status"] == "failed"
+        assert "127.0.0.2 is denied by [outbound] deny" in jobs_by_node(record)["call"]["error"]
+        assert len(endpoint.received) == 1 and elsewhere.received == []
+    finally:
+        elsewhere.close()
+
+
+def test_the_default_deny_keeps_cloud_metadata_out_of_reach(serve):
+    running = serve(workflow(credentials_node("imds", "http://169.254.169.254/latest/meta-data/",
+                                              'timeout = "1s"\nignore_fail = true')
+                             + credentials_node("alibaba", "http://100.100.100.200/latest/meta-data/", 'timeout = "1s"')))
+    record = run_to_end(running, "/api/webhooks/w", {})
+    for key in ("imds", "alibaba"):
+        assert "is denied by [outbound] deny" in jobs_by_node(record)[key]["error"]
+
+
+def test_outbound_deny_is_read_with_its_default_and_bad_entries_are_named_by_toml_path(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(workflow(""))
+    deny = {str(n) for n in load_config(str(path), {}).outbound.deny}
+    assert {"169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"} <= deny
+    path.write_text(workflow("", extra=deny_config('["10.0.0.0/8", "10.0.0.0/33", "nowhere"]\nallow = []')))
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path), {})
+    found = {error.path: error.message for error in info.value.errors}
+    assert "not a valid CIDR" in found["outbound.deny[1]"] and "nowhere" in found["outbound.deny[2]"]
+    assert found["outbound.allow"] == "unknown setting"
+    path.write_text(workflow("", extra=deny_config('"10.0.0.0/8"')))
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path), {})
+    assert "list of CIDRs" in info.value.errors[0].message and info.value.errors[0].path == "outbound.deny"
+    path.write_text(workflow("", extra=deny_config("[]")))
+    assert load_config(str(path), {}).outbound.deny == ()

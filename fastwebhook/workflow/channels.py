@@ -24,7 +24,7 @@ import orjson
 
 from ..errors import FastwebhookError
 from ..units import parse_duration
-from .outbound import is_http_url, read_limited
+from .outbound import Denied, HttpClient, is_http_url, read_limited
 
 SMTP_KEYS = {"type", "host", "port", "starttls", "tls", "username", "password", "password_file",
              "from", "timeout", "ca_file", "tls_verify"}
@@ -94,17 +94,21 @@ class HttpChannel:
         filling = orjson.dumps(message).decode()[1:-1] if self.json_body else message
         return url, _MESSAGE.sub(lambda _: filling, self.body).encode()
 
-    async def deliver(self, session: aiohttp.ClientSession, message: str) -> int:
+    async def deliver(self, client: HttpClient, message: str) -> int:
+        """Post the message; a redirect is not followed (the channel's headers are meant for its
+        URL alone): it fails the delivery like any answer but a 2xx."""
         url, body = self.request_for(message)
         try:
-            async with session.request(self.method, url, data=body, headers=dict(self.headers),
-                                       timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+            async with client.request(self.method, url, data=body, headers=dict(self.headers),
+                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 answer = await read_limited(response, ANSWER_LIMIT)
                 status = response.status
         except TimeoutError:
             raise ChannelError(f"channel {self.name!r}: {self.host} did not answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise ChannelError(f"channel {self.name!r}: {self.host}: {exc or type(exc).__name__}") from None
+        except Denied as exc:
+            raise ChannelError(f"channel {self.name!r}: {exc}") from None
         text = answer.decode("utf-8", "replace")[:300]
         if not 200 <= status < 300:
             raise ChannelError(f"channel {self.name!r}: {self.host} answered {status}: {text}")

@@ -4,7 +4,7 @@ reused contexts) and the shared outbound HTTP client."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from ..store import Store
 from .effects import Effects
@@ -13,13 +13,13 @@ from .scripts import ScriptPool
 
 
 class Resources:
-    def __init__(self, store: Store, channels: Mapping, collections: Mapping):
+    def __init__(self, store: Store, channels: Mapping, collections: Mapping, deny: Iterable | None = None):
         self.store = store
         self.channels = channels
         self.collections = collections
         self.effects = Effects(store)
         self.scripts = ScriptPool()
-        self.http = HttpClient()
+        self.http = HttpClient(deny)   # [outbound] deny (None: the default); read at start
 
     async def start(self, supervisor) -> None:
         await self.store.ensure_collections(self.collections.values())

@@ -55,7 +55,7 @@ async def run(prepared: dict, run) -> dict:
     channel = prepared["channel"]
     if isinstance(channel, HttpChannel):
         message = stringify(run.render(prepared["message"]))
-        status = await channel.deliver(run.resources.http.session, message)
+        status = await channel.deliver(run.resources.http, message)
         run.log(f"{channel.type} channel {channel.name!r}: {channel.host} answered {status}")
         return {"channel": channel.name, "status": status}
     recipients = _recipients(run.render(prepared["to"]))

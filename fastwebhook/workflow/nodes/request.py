@@ -5,6 +5,11 @@ retry (or the rare repeat after a crash between the call and the commit of its j
 new call; with `sign` the call is also signed the way a webhook provider signs (Standard
 Webhooks by default, any scheme of the verify registry that signs), `webhook-id` being that
 same key.  An outbound effect: its job is committed as soon as it succeeds.
+
+A redirect is an answer like any other (a 3xx fails the node) unless `follow_redirects = true`;
+then up to MAX_REDIRECTS hops are followed, each checked against `[outbound] deny`, and the
+node's headers (its credentials, its signature) go to its URL's origin only: past another
+origin a hop carries none of them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -22,14 +28,17 @@ import orjson
 from ... import verify
 from ...errors import ConfigError
 from ...units import parse_duration
-from ..outbound import ResponseTooLarge, display_url, is_http_url, read_limited
+from ..outbound import Denied, HttpClient, ResponseTooLarge, display_url, is_http_url, read_limited
 from ..templates import Template, compile_value, stringify
 
 NAME = "request"
-FIELDS = ("method", "url", "headers", "query", "body", "timeout", "retries", "retry_backoff", "sign")
+FIELDS = ("method", "url", "headers", "query", "body", "timeout", "retries", "retry_backoff", "sign",
+          "follow_redirects")
 AT_ONCE = True
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 MAX_RETRIES = 10
+MAX_REDIRECTS = 5                 # browsers allow 20; a webhook endpoint that needs more is broken
+REDIRECTS = (301, 302, 303, 307, 308)
 RESPONSE_LIMIT = 8 << 20          # what one node's result may hold; the job row stores it
 RETRY_AFTER_LIMIT = 60.0          # a Retry-After past this is not waited for in a worker
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -60,6 +69,7 @@ class Prepared:
     retries: int
     retry_backoff: float
     signer: Signer | None
+    follow_redirects: bool = False
 
 
 def prepare(fields: Mapping[str, Any], path: str, report, known) -> Prepared:
@@ -88,13 +98,18 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> Prepared:
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
         report(f"{path}.retries", f"must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
         retries = 0
+    follow_redirects = fields.get("follow_redirects", False)
+    if not isinstance(follow_redirects, bool):
+        report(f"{path}.follow_redirects", f"must be true or false, not {follow_redirects!r}")
+        follow_redirects = False
     return Prepared(
         method=method.upper(), url=compiled_url, headers=compile_value(headers), query=compile_value(query),
         body=compile_value(body), body_is_table=isinstance(body, (dict, list)),
         timeout=_duration(fields.get("timeout", "10s"), f"{path}.timeout", report, 10.0, positive=True),
         retries=retries,
         retry_backoff=_duration(fields.get("retry_backoff", "500ms"), f"{path}.retry_backoff", report, 0.5),
-        signer=_signer(fields.get("sign"), f"{path}.sign", report) if "sign" in fields else None)
+        signer=_signer(fields.get("sign"), f"{path}.sign", report) if "sign" in fields else None,
+        follow_redirects=follow_redirects)
 
 
 def _table(fields: Mapping[str, Any], key: str, path: str, report) -> dict:
@@ -163,6 +178,7 @@ class _Call:
     headers: dict[str, str]
     query: list[tuple[str, str]]
     body: bytes | None
+    added: tuple[str, ...] = ()       # headers the node did not set: the only ones sent past its origin
 
 
 @dataclass
@@ -174,12 +190,12 @@ class _Answer:
 
 async def run(prepared: Prepared, run) -> dict:
     call = _render(prepared, run)
-    session = run.resources.http.session
+    client = run.resources.http
     attempts = prepared.retries + 1
     run.log(f"{call.method} {display_url(call.url)}")
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()
-        answer, error, retryable = await _attempt(session, call, prepared)
+        answer, error, retryable = await _attempt(client, call, prepared)
         entry: dict[str, Any] = {"attempt": attempt, "ms": round((time.perf_counter() - started) * 1000, 1)}
         entry.update({"status": answer.status} if answer is not None else {"error": error})
         if answer is not None and 200 <= answer.status < 300:
@@ -198,6 +214,8 @@ async def run(prepared: Prepared, run) -> dict:
     tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
     if answer is not None:
         snippet = answer.body[:300].decode("utf-8", "replace")
+        if answer.status in REDIRECTS and not prepared.follow_redirects:
+            tries += " (a redirect: set follow_redirects = true to follow it)"
         raise RuntimeError(f"{call.method} {display_url(call.url)} answered {answer.status}{tries}: {snippet}")
     raise RuntimeError(f"{call.method} {display_url(call.url)} failed{tries}: {error}")
 
@@ -212,11 +230,14 @@ def _render(prepared: Prepared, run) -> _Call:
         for item in value if isinstance(value, list) else [value]:
             query.append((name, stringify(item)))
     body, content_type = _body(prepared, run)
+    added = []
     if content_type and _header(headers, "content-type") is None:
         headers["Content-Type"] = content_type
+        added.append("Content-Type")
     if _header(headers, "idempotency-key") is None:
         headers["Idempotency-Key"] = f"{run.id_text}.{run.node_key}"
-    return _Call(prepared.method, url, headers, query, body)
+        added.append("Idempotency-Key")
+    return _Call(prepared.method, url, headers, query, body, tuple(added))
 
 
 def _body(prepared: Prepared, run) -> tuple[bytes | None, str | None]:
@@ -236,33 +257,57 @@ def _body(prepared: Prepared, run) -> tuple[bytes | None, str | None]:
     return text.encode(), "application/json" if looks_json else "text/plain; charset=utf-8"
 
 
-async def _attempt(session: aiohttp.ClientSession, call: _Call,
+async def _attempt(client: HttpClient, call: _Call,
                    prepared: Prepared) -> tuple[_Answer | None, str | None, bool]:
     """One try: (the answer, or None with the error and whether trying again may help)."""
-    headers, body, query = call.headers, call.body, call.query
+    method, url, headers, body, query = call.method, call.url, call.headers, call.body, call.query
     if prepared.signer is not None:   # signed per attempt: a retry gets a fresh timestamp
         signed = prepared.signer.sign(body or b"", headers, call.url, call.method)
         headers = {**headers, **signed.headers}
         query = query + list(signed.query.items())
         if body is not None:
             body = signed.body     # wecom and feishu send the body encrypted
+    origin = _origin(url)
     try:
-        async with session.request(call.method, call.url, params=query or None, data=body, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=prepared.timeout)) as response:
-            received = await read_limited(response, RESPONSE_LIMIT)
-            answer_headers: dict[str, str] = {}
-            for name, value in response.headers.items():
-                key = name.lower()
-                answer_headers[key] = f"{answer_headers[key]}, {value}" if key in answer_headers else value
-            return _Answer(response.status, answer_headers, received), None, False
+        async with asyncio.timeout(prepared.timeout):   # for every hop together
+            for hop in range(MAX_REDIRECTS + 1):
+                async with client.request(method, url, params=query or None, data=body, headers=headers) as response:
+                    location = response.headers.get("Location")
+                    if not (prepared.follow_redirects and response.status in REDIRECTS and location):
+                        return await _answer(response), None, False
+                    if hop == MAX_REDIRECTS:
+                        return None, f"more than {MAX_REDIRECTS} redirects", False
+                    url, query = urljoin(str(response.url), location), []   # a Location is the whole URL
+                if not is_http_url(url):
+                    return None, f"redirected to {display_url(url)!r}, not an http:// or https:// URL", False
+                if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                    method, body = ("HEAD" if method == "HEAD" else "GET"), None   # as browsers do
+                if _origin(url) != origin:   # and from then on, even back at the origin
+                    headers = {name: value for name, value in headers.items() if name in call.added}
+                if body is None:
+                    headers = {name: value for name, value in headers.items() if name.lower() != "content-type"}
     except TimeoutError:
         return None, f"no answer within {prepared.timeout:g}s", True
-    except ResponseTooLarge as exc:
+    except (ResponseTooLarge, Denied) as exc:
         return None, str(exc), False
     except (aiohttp.InvalidURL, aiohttp.ClientConnectorCertificateError) as exc:   # trying again cannot help
         return None, f"{type(exc).__name__}: {exc}", False
     except aiohttp.ClientError as exc:
         return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, True
+
+
+async def _answer(response: aiohttp.ClientResponse) -> _Answer:
+    received = await read_limited(response, RESPONSE_LIMIT)
+    headers: dict[str, str] = {}
+    for name, value in response.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return _Answer(response.status, headers, received)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or ""), parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _retry_delay(backoff: float, attempt: int, answer: _Answer | None) -> float:
