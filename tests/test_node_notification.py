@@ -240,6 +240,41 @@ text = "nowhere"
     assert [m.rcpt_tos for m in inbox.mails] == [["ada@example.org"]]
 
 
+def test_a_templated_recipient_is_one_address_a_list_from_the_data_is_bounded_and_no_header_gets_in(serve, smtp_servers):
+    inbox, port = smtp_servers()
+    node = """
+[[workflows.w.nodes]]
+key = "{key}"
+type = "notification"
+channel = "mail"
+to = "{{{{$context.data.{field}}}}}"
+text = "hello"
+ignore_fail = true
+{extra}
+"""
+    running = serve(smtp_channel("mail", port) + '[workflows.w]\npath = "/api/webhooks/w"\n'
+                    + node.format(key="several", field="several", extra="")
+                    + node.format(key="injected", field="injected", extra="")
+                    + node.format(key="team", field="team", extra="")
+                    + node.format(key="crowd", field="crowd", extra="")
+                    + node.format(key="capped", field="team", extra="max_recipients = 2"))
+    team = ["ada@example.org", "Bea <bea@example.org>", "cy@example.org"]
+    record = run_to_end(running, "/api/webhooks/w", {
+        "several": "a@example.org, b@example.org, c@example.org",
+        "injected": "ada@example.org\r\nBcc: eve@example.org",
+        "team": team, "crowd": [f"p{n}@example.org" for n in range(11)]})
+    jobs = jobs_by_node(record)
+    assert "holds 3 addresses" in jobs["several"]["error"] and "one address" in jobs["several"]["error"]
+    assert "line break" in jobs["injected"]["error"]
+    assert jobs["team"]["status"] == "resolved"
+    assert "11 recipients, over max_recipients = 10" in jobs["crowd"]["error"]
+    assert "3 recipients, over max_recipients = 2" in jobs["capped"]["error"]
+    (mail,) = inbox.mails          # only the data's list went out, to its three addresses
+    assert mail.rcpt_tos == ["ada@example.org", "bea@example.org", "cy@example.org"]
+    assert mail.message["To"] == "ada@example.org, bea@example.org, cy@example.org"
+    assert mail.message["Bcc"] is None
+
+
 # --- http channels -------------------------------------------------------------------------------
 
 def test_an_http_channel_gets_the_message_json_escaped_in_its_body_or_url_encoded_in_its_url(serve, endpoint):
@@ -444,3 +479,40 @@ text = "x"
     assert "not a setting for http channel 'chat'" in found[f"{p}[2].to"]
     assert "needs a message" in found[f"{p}[2].message"]
     assert "string or a list" in found[f"{p}[3].to"]
+
+
+def test_recipients_and_max_recipients_are_checked_at_load(tmp_path):
+    found = config_errors(tmp_path, """
+[channels.mail]
+type = "smtp"
+host = "127.0.0.1"
+from = "fastwebhook@example.com"
+
+[workflows.w]
+[[workflows.w.nodes]]
+key = "a"
+type = "notification"
+channel = "mail"
+to = ["a@example.org, b@example.org", "c@example.org"]
+max_recipients = 2
+text = "x"
+
+[[workflows.w.nodes]]
+key = "b"
+type = "notification"
+channel = "mail"
+to = "ada@example.org\\nBcc: eve@example.org"
+text = "x"
+
+[[workflows.w.nodes]]
+key = "c"
+type = "notification"
+channel = "mail"
+to = "ada@example.org"
+max_recipients = 0
+text = "x"
+""")
+    p = "workflows.w.nodes"
+    assert "3 recipients, over max_recipients = 2" in found[f"{p}[0].to"]
+    assert "line break" in found[f"{p}[1].to"]
+    assert "from 1 to" in found[f"{p}[2].max_recipients"]

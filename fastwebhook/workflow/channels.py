@@ -54,13 +54,14 @@ class SmtpChannel:
     tls_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     type = "smtp"
 
-    async def send(self, message: EmailMessage) -> dict[str, str]:
-        """Deliver; returns the recipients the server refused (when it took the others)."""
+    async def send(self, message: EmailMessage, recipients: list[str]) -> dict[str, str]:
+        """Deliver to `recipients` (the envelope: never what the headers may say); returns the
+        recipients the server refused (when it took the others)."""
         try:
             refused, _reply = await aiosmtplib.send(
-                message, hostname=self.host, port=self.port, use_tls=self.tls, start_tls=self.starttls,
-                tls_context=self.tls_context, username=self.username or None,
-                password=self.password or None, timeout=self.timeout)
+                message, sender=parseaddr(self.sender)[1], recipients=recipients, hostname=self.host,
+                port=self.port, use_tls=self.tls, start_tls=self.starttls, tls_context=self.tls_context,
+                username=self.username or None, password=self.password or None, timeout=self.timeout)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
             raise ChannelError(f"channel {self.name!r}: {self.host}:{self.port} refused every recipient ({replies})") from None
