@@ -54,7 +54,7 @@ def service(tmp_path_factory):
         service.loop = service.executions.loop = asyncio.get_running_loop()
         await service.store.open()
         await service.store.ensure_collections(config.collections.values())
-        await resources.scripts.start()
+        await resources.scripts.of("bench").start()
         return asyncio.ensure_future(resources.effects.run())
 
     writer = loop.run_until_complete(start())

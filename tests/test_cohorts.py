@@ -127,7 +127,7 @@ def test_a_refused_row_fails_its_run_alone_in_one_write_and_one_v8_call(tmp_path
     async def test(config, resources, store):
         await run_cohort(runs_of(config, resources, "push", [push(1000)]))   # the script known short now
         writes = Counted(store, "write_effects")
-        calls = Counted(resources.scripts, "_call")
+        calls = Counted(resources.scripts.of("push"), "_call")
         runs = runs_of(config, resources, "push", payloads)
         outcomes = await run_cohort(runs)
         stored = await store.read_records('SELECT delivery FROM "records_pushes" ORDER BY id', ())
@@ -329,8 +329,8 @@ def test_a_timeout_in_the_middle_of_a_cohort_serves_the_runs_that_finished():
     assert outcomes[:3] == [(0, ["n 0"]), (2, ["n 1"]), (4, ["n 2"])] and outcomes[4] == (8, ["n 4"])
     assert outcomes[5].reason == "timeout" and "waiting" not in outcomes[5].message
     assert all(o.reason == "timeout" for o in outcomes[6:])   # their time ran out behind it
-    assert after == [(8, ["n 4"]), (10, ["n 5"]), (12, ["n 6"])]   # the context goes on
-    assert size == 2
+    assert after == [(8, ["n 4"]), (10, ["n 5"]), (12, ["n 6"])]
+    assert size == 1   # the stopped context was closed, not used again; the other one served the rest
 
 
 def test_commit_many_past_one_batch_keeps_each_outcome_in_order(tmp_path):

@@ -115,6 +115,46 @@ type = "script"
 memory_limit = "32MiB"
 code = "let a = []; while (true) a.push(new Array(1e6).fill(1));"
 
+[workflows.promises]
+path = "/api/webhooks/promises"
+[[workflows.promises.nodes]]
+key = "loop"
+type = "script"
+timeout = "500ms"
+code = "(async () => { for (;;) await null; })(); return 'x';"
+
+[workflows.tamper]
+path = "/api/webhooks/tamper"
+mode = "sync"
+[[workflows.tamper.nodes]]
+key = "spoil"
+type = "script"
+code = '''
+const seen = globalThis.left || null;
+globalThis.left = 'by tamper';
+Array.prototype.map = function () { return ['tampered']; };
+return {seen, driver: typeof __fastwebhook};
+'''
+[[workflows.tamper.nodes]]
+key = "answer"
+type = "response"
+body = "{{$jobsMapByNodeKey.spoil}}"
+
+[workflows.mapper]
+path = "/api/webhooks/mapper"
+mode = "sync"
+[[workflows.mapper.nodes]]
+key = "map"
+type = "script"
+code = '''
+const own = Object.getOwnPropertyNames(globalThis).filter((name) => /fastwebhook|batch|finished/i.test(name));
+return {mapped: [1, 2].map((n) => n * 2), left: typeof globalThis.left, own};
+'''
+[[workflows.mapper.nodes]]
+key = "answer"
+type = "response"
+body = "{{$jobsMapByNodeKey.map}}"
+
 [workflows.busy]
 path = "/api/webhooks/busy"
 mode = "sync"
@@ -209,6 +249,33 @@ def test_an_endless_loop_ends_at_its_timeout_while_ingest_goes_on(server):
     assert record["status"] == "failed"
     assert forever["status"] == "failed" and "script timed out after 300ms" in forever["error"]
     assert 250 < forever["duration_ms"] < 1500
+
+
+def test_a_promise_loop_fails_its_node_and_no_later_script_or_webhook_pays_for_it(server):
+    # Before: the script "resolved" with 'x', its loop went on in a shared context, and every
+    # later script on it, whatever its workflow, failed "script timed out" (or the event loop
+    # blocked behind it, and the server took seconds to stop).
+    record = execution(server, "promises", {})
+    loop = jobs(record)["loop"]
+    assert record["status"] == "failed"
+    assert loop["status"] == "failed" and "script left work running after it returned" in loop["error"]
+    for n in range(3):
+        started = time.perf_counter()
+        answer = post(server, "echo", {"ref": f"refs/heads/after-{n}"})
+        assert (answer.status, answer.body) == (200, f"after-{n}".encode())
+        assert time.perf_counter() - started < 0.5
+    assert jobs(execution(server, "promises", {}))["loop"]["status"] == "failed"   # each time, alone
+
+
+def test_a_workflow_never_sees_what_another_workflows_scripts_did_to_their_context(server):
+    # Before: one pool of contexts for all workflows; a replaced Array.prototype.map and a global
+    # left by one workflow's script reached the next script of another.
+    first = post(server, "tamper", {}).json()
+    assert first == {"seen": None, "driver": "undefined"}
+    for _ in range(3):
+        assert post(server, "mapper", {}).json() == {"mapped": [2, 4], "left": "undefined", "own": []}
+    # runs of one workflow share its contexts (the README says so): the global is still there
+    assert post(server, "tamper", {}).json() == {"seen": "by tamper", "driver": "undefined"}
 
 
 def test_a_memory_bomb_ends_with_the_memory_error_and_scripts_keep_working(server):

@@ -166,19 +166,62 @@ def test_a_timer_callback_never_runs_after_its_script():
 
 # --- timeout and memory --------------------------------------------------------------------------
 
-def test_an_endless_loop_stops_at_its_timeout_and_the_context_goes_on():
+def test_an_endless_loop_stops_at_its_timeout_and_its_context_is_replaced():
     async def body(pool):
         first = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
         started = time.perf_counter()
         with pytest.raises(ScriptError) as info:
             await pool.run(Script.function_body("while (true) {}"), SCOPE, 0.2, 64 * MiB)
         elapsed = time.perf_counter() - started
-        after = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)   # the same context: its count goes on
+        after = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)   # a fresh context: its count starts again
         return first, info.value, elapsed, after, pool.size
     first, error, elapsed, after, size = in_pool(body, initial=1, most=1)
     assert (error.reason, str(error)) == ("timeout", "script timed out after 200ms")
     assert 0.19 < elapsed < 0.6
-    assert (first, after, size) == ((1, []), (2, []), 1)
+    assert (first, after, size) == ((1, []), (1, []), 1)
+
+
+ENDLESS_PROMISES = Script.function_body("(async () => { for (;;) await null; })(); return 'x';")
+
+
+def test_a_script_that_leaves_a_promise_loop_fails_and_its_context_is_never_used_again():
+    # Before: it returned 'x', the loop went on in the context, and every later run on it failed
+    # "script timed out", or blocked the event loop outright (mini-racer prepares a call with a
+    # blocking eval).
+    async def body(pool):
+        first = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+        ticks = 0
+        async def ticking():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+        ticker = asyncio.ensure_future(ticking())
+        with pytest.raises(ScriptError) as info:
+            await pool.run(ENDLESS_PROMISES, SCOPE, 0.3, 64 * MiB)
+        after = [await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB) for _ in range(3)]
+        ticker.cancel()
+        return first, info.value, after, ticks, pool.size
+    first, error, after, ticks, size = in_pool(body, initial=1, most=1)
+    assert error.reason == "pending" and "left work running after it returned" in str(error)
+    assert first == (1, []) and after == [(1, []), (2, []), (3, [])]   # a fresh context, used again
+    assert ticks >= 5                       # the event loop went on meanwhile
+    assert size == 1
+
+
+def test_a_promise_loop_in_a_cohort_fails_only_its_own_run():
+    good = Script.function_body("return $context.data.n;")
+    mixed = Script.function_body(
+        "if ($context.data.n === 2) { (async () => { for (;;) await null; })(); } return $context.data.n;")
+    async def body(pool):
+        await pool.run_many(good, [{**SCOPE, "$context": {"data": {"n": 0}}}], 1.0, 64 * MiB)   # known short
+        await pool.run_many(mixed, [{**SCOPE, "$context": {"data": {"n": 0}}}] * 2, 1.0, 64 * MiB)
+        outcomes = await pool.run_many(mixed, [{**SCOPE, "$context": {"data": {"n": n}}} for n in range(4)],
+                                       0.5, 64 * MiB)
+        return outcomes, await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)
+    outcomes, after = in_pool(body, initial=1, most=2)
+    assert [o if isinstance(o, tuple) else o.reason for o in outcomes] == [(0, []), (1, []), "pending", (3, [])]
+    assert after == (1, [])
 
 
 def test_the_loop_stays_free_while_a_script_spins():

@@ -1,6 +1,6 @@
 """What nodes use besides their own settings, one set per process: the store's collections
-(written through the effects batcher), the notification channels, the V8 scripts (the pool of
-reused contexts) and the shared outbound HTTP client."""
+(written through the effects batcher), the notification channels, the V8 scripts (a pool of
+reused contexts per workflow) and the shared outbound HTTP client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterable, Mapping
 from ..store import Store
 from .effects import Effects
 from .outbound import HttpClient
-from .scripts import ScriptPool
+from .scripts import WorkflowScripts
 
 
 class Resources:
@@ -18,7 +18,7 @@ class Resources:
         self.channels = channels
         self.collections = collections
         self.effects = Effects(store)
-        self.scripts = ScriptPool()
+        self.scripts = WorkflowScripts()   # a pool of V8 contexts per workflow
         self.http = HttpClient(deny)   # [outbound] deny (None: the default); read at start
 
     async def start(self, supervisor) -> None:

@@ -7,10 +7,9 @@ native thread; awaiting a call into it leaves our event loop free to take webhoo
 script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
 contexts are kept and reused, one call at a time each, and short runs that wait together go in
 one call (BATCH_MAX), as do a cohort's; more contexts open only while the open ones are stuck
-(STUCK_AFTER).  A
-context that ran out of memory is closed and replaced rather than trusted again (one stopped
-at its timeout goes on: V8 resumes after terminating).  Their threads run at the lowest CPU
-priority, so a runaway script costs the webhooks little.
+(STUCK_AFTER).  A context that ran out of memory, was stopped at its timeout or left work
+running after its script returned is closed and replaced rather than trusted again.  Their
+threads run at the lowest CPU priority, so a runaway script costs the webhooks little.
 
 Scripts get plain data (the scope as JSON) and a `console` that writes into their job record;
 no Python callback is exposed, and V8 by itself has no file, network or process access.
@@ -30,14 +29,14 @@ from py_mini_racer import JSEvalException, JSOOMException
 from ..errors import FastwebhookError
 from .v8 import MAX_LOG_LINES, Context, js_string, line_in, syntax_error_line
 
-__all__ = ["MAX_LOG_LINES", "Script", "ScriptError", "ScriptPool"]
+__all__ = ["MAX_LOG_LINES", "Script", "ScriptError", "ScriptPool", "WorkflowScripts"]
 
 
 
 class ScriptError(FastwebhookError):
     """A script that did not give a value.  `reason`: "exception" (it threw), "compile",
-    "result" (what it returned is not JSON), "timeout", "memory", "engine" (V8 itself failed),
-    "closed" / "unavailable" (no context to run in).  `logs` are the console lines it wrote
+    "result" (what it returned is not JSON), "timeout", "pending" (it returned, leaving work
+    running), "memory", "engine" (V8 itself failed), "closed" / "unavailable" (no context).  `logs` are the console lines it wrote
     before failing (none after a timeout or memory stop: V8 was terminated mid-run)."""
 
     def __init__(self, reason: str, message: str, logs: list[str] | None = None, line: int | None = None):
@@ -69,12 +68,12 @@ class Script:
         return cls(source, f"return !!({source}\n);")   # JavaScript's truth: [] and {} are true
 
 
-# Failures the driver caught inside JavaScript, and a run V8 terminated at its timeout: the
-# context is as good as before (V8 resumes after TerminateExecution; our driver and compiled
-# functions are frozen closures a terminated script cannot have left half-changed), and
-# keeping it spares the event loop a new isolate (~2 ms, blocking) per runaway script.  Any
-# other failure (out of memory, V8 failing, a run cancelled halfway) closes the context.
-_CONTEXT_UNHARMED = frozenset({"exception", "compile", "result", "timeout"})
+# Failures the driver caught inside JavaScript: the context is as good as before, and keeping
+# it spares the event loop a new isolate (~2 ms, blocking).  Any other failure closes it: out of
+# memory, V8 failing, a run cancelled halfway, and a timeout, since what a stopped script leaves
+# behind cannot be told (a promise loop goes on after TerminateExecution, and the next call
+# into that isolate would block the event loop behind it).
+_CONTEXT_UNHARMED = frozenset({"exception", "compile", "result"})
 
 
 class _Waiter:
@@ -131,15 +130,54 @@ SHORT_RUN = 0.002
 # batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
 # take tens of milliseconds: V8's threads run at the lowest priority.)
 STUCK_AFTER = 0.1
+# How long the runs a stopped batch finished may take to read back before they run again alone.
+READ_BACK = 1.0
+# How long the microtasks a call's scripts queued may take to run after it answered (a promise's
+# .then does, in microseconds; the margin is for V8's nice-19 thread waiting for the core).
+SETTLE = 0.1
+
+
+# Contexts in all the workflows' pools together, beyond each pool's first: a pool grows past
+# its first only while the total is under this (an isolate is ~1 MiB idle, up to its scripts'
+# memory limit busy).
+MOST_CONTEXTS = 8
+
+
+class WorkflowScripts:
+    """A ScriptPool per workflow, so what a script does to its context (globals, a replaced
+    Array.prototype.map, a compiled function) is never seen by another workflow's scripts;
+    runs of one workflow share its contexts.  A workflow's pool opens its first context for its
+    first run."""
+
+    def __init__(self, initial: int = 1, most: int = 4, most_in_all: int = MOST_CONTEXTS):
+        self.initial, self.most, self.most_in_all = initial, most, most_in_all
+        self._pools: dict[str, ScriptPool] = {}
+
+    def of(self, workflow: str) -> "ScriptPool":
+        pool = self._pools.get(workflow)
+        if pool is None:
+            pool = self._pools[workflow] = ScriptPool(self.initial, self.most, may_grow=self._may_grow)
+        return pool
+
+    @property
+    def size(self) -> int:
+        return sum(pool.size for pool in self._pools.values())
+
+    def _may_grow(self) -> bool:
+        return self.size < self.most_in_all
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()))
 
 
 class ScriptPool:
     """Reused V8 contexts: `initial` opened at `start()` or for the first runs, more (up to
-    `most`) while all are stuck."""
+    `most`, and while `may_grow()` says so) while all are stuck."""
 
-    def __init__(self, initial: int = 2, most: int = 6):
+    def __init__(self, initial: int = 2, most: int = 6, may_grow=lambda: True):
         self.initial = initial
         self.most = max(most, initial, 1)
+        self._may_grow = may_grow
         self._idle: list[Context] = []
         self._waiters: deque[_Waiter] = deque()
         self._size = 0            # contexts open or being opened, idle or busy
@@ -383,15 +421,19 @@ class ScriptPool:
             return _outcomes(await self._call(context, "runBatch", (items,),
                                               min(r[2] for r in runs), timeout, memory)), None
         except ScriptError as failure:
-            if failure.reason == "engine":   # an answer that does not read: not this context again
-                context.harmed = True
-            if failure.reason != "timeout" or context.harmed:
+            context.harmed = True   # whatever failed, this context is not used for another batch
+            if failure.reason != "timeout":   # memory, V8, or work left pending: no run to blame
                 raise _RunAgain() from None
         try:
-            outcomes = _outcomes(await self._call(context, "finished", (), loop.time() + 1.0, 1.0, memory))
-        except ScriptError:   # not even that: nothing is known of the batch
+            # The runs that finished are read back, from an isolate seen idle first (a call into
+            # a busy one would block the event loop), and the context is closed after.
+            async with asyncio.timeout(READ_BACK):
+                await context.idle()
+            outcomes = _outcomes(await self._call(context, "finished", (), loop.time() + READ_BACK, READ_BACK, memory))
+        except (ScriptError, TimeoutError):   # not even that: nothing is known of the batch
             context.harmed = True
             raise _RunAgain() from None
+        context.harmed = True
         running = len(outcomes)   # the run in progress when the time ran out
         if running < len(runs):
             self._took[runs[running][0].name] = loop.time() - started   # not in a batch again soon
@@ -441,12 +483,20 @@ class ScriptPool:
         context.used = True
         context.harmed = False
         self._calling[context] = asyncio.get_running_loop().time()
+        answered = False
         try:
             # Cheaper than wait_for (no extra task); cancelling the call makes mini-racer
             # terminate the JavaScript (mr_cancel_task).
             async with asyncio.timeout_at(deadline):
                 answer = await context.call(function, *args)
+                answered = True
+                async with asyncio.timeout(SETTLE):
+                    await context.idle()   # what its scripts queued has run: the next call may come
         except TimeoutError:
+            context.harmed = True
+            if answered:
+                raise ScriptError("pending", "script left work running after it returned (a promise or an async "
+                                  "function still going); a script must finish what it starts") from None
             raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}") from None
         except JSEvalException as error:
             context.harmed = True
@@ -526,7 +576,7 @@ class ScriptPool:
 
     def _grow(self) -> None:
         self._growing = None
-        if self._closed or self._idle or self._size >= self.most \
+        if self._closed or self._idle or self._size >= self.most or not self._may_grow() \
                 or not any(not waiter.future.done() for waiter in self._waiters):
             return
         loop = asyncio.get_running_loop()

@@ -178,8 +178,20 @@ class Context:
         return context
 
     async def call(self, function: str, *args: str) -> str:
-        """One call into V8: a driver function with text arguments (cancel it to stop it)."""
+        """One call into V8: a driver function with text arguments (cancel it to stop it).
+
+        Only for an idle isolate: mini-racer prepares a call's arguments with a blocking eval
+        on the event loop's thread, which waits for whatever the isolate is running (a promise
+        loop a script left behind would hold the whole server).  So the call's answer is given
+        only after `idle()` has said so (the pool awaits it after every call)."""
         return await self.functions[function](*args)
+
+    async def idle(self) -> None:
+        """Returns once the isolate has run all it had queued; cancellable, never blocking.
+        V8 runs a call's microtasks after the call has answered, so an answer alone does not
+        say the isolate is free: `async () => { for (;;) await null; }` answers at once and
+        never lets it go."""
+        await self.racer.eval_cancelable("0")
 
     def close(self) -> asyncio.Future:
         """Closed on a thread: freeing an isolate joins its threads, which at their low priority

@@ -66,7 +66,7 @@ async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
     """The script's value, its console lines in the running node's job (those it printed before
     failing too: they help to see why)."""
     try:
-        value, logs = await run.resources.scripts.run(script, run.script_scope(), timeout, memory)
+        value, logs = await run.resources.scripts.of(run.workflow.key).run(script, run.script_scope(), timeout, memory)
     except ScriptError as error:
         run.logs.extend(error.logs)
         raise
@@ -86,7 +86,8 @@ async def evaluate_cohort(script: Script, timeout: float, memory: int, runs: lis
             scoped.append(i)
         except Exception as exc:  # noqa: BLE001 - fails that run's node alone
             results[i] = exc
-    outcomes = await runs[0].resources.scripts.run_many(script, scopes, timeout, memory) if scopes else []
+    pool = runs[0].resources.scripts.of(runs[0].workflow.key)   # a cohort is of one workflow
+    outcomes = await pool.run_many(script, scopes, timeout, memory) if scopes else []
     for i, outcome in zip(scoped, outcomes):
         run = runs[i]
         if isinstance(outcome, ScriptError):
