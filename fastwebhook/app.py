@@ -50,9 +50,10 @@ class WebhookApp:
         max_body = config.server.max_body_size
         trusted = config.server.trusted_proxies
         router = Router()
+        door, redact = self.service.door, config.storage.redact_headers
         for workflow in config.workflows.values():
             if workflow.enabled:
-                router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, self.service.door),
+                router.add(workflow.path, _Endpoint(workflow.methods, Trigger(workflow, door, redact),
                                                     workflow.max_body_size, workflow.key))
         small = min(max_body, 64 << 10)
         router.add("/healthz", _Endpoint(("GET", "HEAD"), self._logged(lambda r: OK), small, None))

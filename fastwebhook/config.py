@@ -29,6 +29,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODES = ("async", "sync")
 DURABILITIES = ("commit", "memory")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # an RFC 9110 token
 _PATH_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]*)$")
 
 
@@ -54,6 +55,7 @@ class StorageConfig:
     url: str = "sqlite:///./fastwebhook.db"
     durability: str = "commit"
     retention: float = 7 * 86400.0
+    redact_headers: frozenset[str] = frozenset()   # stored as "[redacted]", besides the built-in set
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,17 @@ class _Loader:
         if durability not in DURABILITIES:
             self.error(f"{p}.durability", f"must be \"commit\" or \"memory\", not {durability!r}")
         retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
-        return StorageConfig(url=url, durability=durability, retention=retention)
+        return StorageConfig(url=url, durability=durability, retention=retention,
+                             redact_headers=self.header_names(t, "redact_headers", p))
+
+    def header_names(self, t: dict, key: str, path: str) -> frozenset[str]:
+        names = set()
+        for i, name in enumerate(self.take(t, key, path, list, [])):
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                self.error(f"{path}.{key}[{i}]", f"must be a header name, not {name!r}")
+            else:
+                names.add(name.lower())
+        return frozenset(names)
 
     def queue(self, t: dict) -> QueueConfig:
         p = "queue"

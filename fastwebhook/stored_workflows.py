@@ -11,14 +11,22 @@ stored workflows again) before the call answers, so a webhook sent after the ans
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Awaitable, Callable
 
 from .config import Config, Workflow, with_stored
+from .door.context import REDACTED_HEADERS
 from .store import Store
 
 REDACTED = "***"
-_SECRET_WORDS = ("secret", "password", "token")
+# A setting is secret by its name, wherever it sits (verify, a node's headers, query or body,
+# `sign`): a rule, so a place added later is covered too.  A name ending in _file names a file
+# (secret_file, password_file): that is shown.
+_SECRET_NAME = re.compile(r"secret|passw|token|api[-_]?key|auth(oriz|[-_]|$)|cookie|credential|signature"
+                          r"|private[-_]?key|encrypt[-_]?key|aes[-_]?key")
+_NAMES_A_FILE = re.compile(r"[-_]files?$")
+_URL_PASSWORD = re.compile(r"(://[^/?#@:\s]*):[^/?#@\s]*@")
 
 
 class Refused(Exception):
@@ -36,15 +44,27 @@ def summary(workflow: Workflow) -> dict:
             "version": workflow.version, "origin": workflow.origin}
 
 
-def redacted(table: dict) -> dict:
-    """A stored table as the API shows it: the verify section's secrets left out."""
-    verify = table.get("verify")
-    if not isinstance(verify, dict):
-        return table
-    hidden = {name: ([REDACTED] * len(value) if isinstance(value, list) else REDACTED)
-              if any(word in name for word in _SECRET_WORDS) and name != "secret_file" else value
-              for name, value in verify.items()}
-    return {**table, "verify": hidden}
+def redacted(value: Any, headers: frozenset[str]) -> Any:
+    """A stored table as the API shows it: every secret-bearing setting as `***`, a URL's
+    password too.  `headers`: the header names redacted from stored requests, hidden here
+    whatever table they name."""
+    if isinstance(value, dict):
+        return {name: _hidden(item) if _secret(name, headers) else redacted(item, headers)
+                for name, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item, headers) for item in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
+    return value
+
+
+def _secret(name: str, headers: frozenset[str]) -> bool:
+    name = name.lower()
+    return name in headers or (_SECRET_NAME.search(name) is not None and not _NAMES_A_FILE.search(name))
+
+
+def _hidden(value: Any) -> Any:
+    return [REDACTED] * len(value) if isinstance(value, list) else REDACTED
 
 
 class StoredWorkflows:
@@ -63,7 +83,7 @@ class StoredWorkflows:
             return None
         found = summary(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
         if key in stored:
-            found["definition"] = redacted(stored[key])
+            found["definition"] = self._shown(stored[key])
             if workflow is None or workflow.origin != "api":   # stored, but not in force: say why
                 found["in_force"] = False
         return found
@@ -134,4 +154,7 @@ class StoredWorkflows:
         if not await self.store.put_workflow(key, table, self.clock(), create=new):
             raise Refused(409, f"workflow {key!r} was changed meanwhile (by another process): try again")
         await self.put_in_force()
-        return {**summary(trial.workflows[key]), "definition": redacted(table)}, new
+        return {**summary(trial.workflows[key]), "definition": self._shown(table)}, new
+
+    def _shown(self, table: dict) -> dict:
+        return redacted(table, REDACTED_HEADERS | self.config_now().storage.redact_headers)

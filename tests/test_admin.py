@@ -340,3 +340,25 @@ def test_cli_prints_the_same_objects_as_the_api(server, history):
 
 def test_cli_workflows_json_matches_the_api(server):
     assert cli_json(server, "workflows") == admin(server, "/api/admin/workflows")[2]
+
+
+# --- stored request headers (issue 18, item 8) ----------------------------------------------
+
+def test_credential_headers_are_not_stored_and_the_set_is_configurable(serve):
+    server = serve("""
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///{db}"
+redact_headers = ["X-Tenant-Pass"]
+[log]
+level = "warning"
+[admin]
+token = "test-token"
+""" + WORKFLOWS)
+    credentials = {"X-Api-Key": "k1", "Api-Key": "k2", "X-Auth-Token": "k3", "X-Access-Token": "k4",
+                   "Authorization": "Bearer k5", "Cookie": "s=k6", "X-Tenant-Pass": "k7"}
+    execution_id = send(server, "/api/webhooks/hook", {"n": 1}, {**credentials, "X-Plain": "kept"})[2]["execution_id"]
+    headers = admin(server, f"/api/admin/executions/{execution_id}")[2]["request"]["headers"]
+    assert {name: headers[name.lower()] for name in credentials} == dict.fromkeys(credentials, "[redacted]")
+    assert headers["x-plain"] == "kept"

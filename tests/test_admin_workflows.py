@@ -266,3 +266,50 @@ header = "X-Token"
 secret_file = "{tmp_path / 'anywhere'}"
 """)
     assert send(server, "/own", headers={"X-Token": "file-secret"})[0] == 200
+
+
+# --- what GET shows of a stored workflow (issue 18, item 8) -----------------------------------
+
+def test_every_secret_bearing_field_is_redacted_by_its_name(server):
+    """Secrets in every place a workflow holds them: verify options, a request node's headers,
+    query, body and signing secret, a URL's password; names that only point at one stay."""
+    workflow = {
+        "key": "leaky", "path": "/leaky",
+        "verify": {"scheme": "basic", "username": "hook", "password": "basic-pass"},
+        "response": {"headers": {"Set-Cookie": "session=resp-cookie", "Content-Type": "application/json"}},
+        "nodes": [{
+            "key": "call", "type": "request", "url": "https://user:url-pass@example.com/x",
+            "headers": {"Authorization": "Bearer auth-value", "X-Api-Key": "api-key-value",
+                        "Cookie": "c=cookie-value", "X-Auth-Token": "auth-token-value",
+                        "Private-Token": "gitlab-value", "Accept": "application/json"},
+            "query": {"api_key": "query-key", "access_token": "query-token", "page": "1"},
+            "body": {"user": {"password": "body-pass", "client_secret": "body-secret", "name": "ada"},
+                     "credentials": ["list-credential"]},
+            "sign": {"scheme": "standard", "secret": "whsec_c2lnbi1zZWNyZXQtdmFsdWU="}}]}
+    status, _, created = write(server, "POST", "/api/admin/workflows", workflow)
+    assert status == 201, created
+    secrets = ("basic-pass", "resp-cookie", "url-pass", "auth-value", "api-key-value", "cookie-value",
+               "auth-token-value", "gitlab-value", "query-key", "query-token", "body-pass", "body-secret",
+               "list-credential", "whsec_")
+    for shown in (created, admin(server, "/api/admin/workflows/leaky")[2]):
+        text = json.dumps(shown)
+        assert [secret for secret in secrets if secret in text] == []
+        definition = shown["definition"]
+        node = definition["nodes"][0]
+        assert definition["verify"] == {"scheme": "basic", "username": "hook", "password": "***"}
+        assert node["headers"]["Accept"] == "application/json" and node["headers"]["X-Api-Key"] == "***"
+        assert node["query"] == {"api_key": "***", "access_token": "***", "page": "1"}
+        assert node["body"] == {"user": {"password": "***", "client_secret": "***", "name": "ada"},
+                                "credentials": ["***"]}
+        assert node["sign"] == {"scheme": "standard", "secret": "***"}
+        assert node["url"] == "https://user:***@example.com/x"
+        assert definition["response"]["headers"]["Content-Type"] == "application/json"
+
+
+def test_a_header_named_in_redact_headers_is_redacted_in_definitions_too(serve):
+    server = serve(SECRETS_CONFIG.replace('secrets_dir = "secrets"\n', '').replace(
+        'url = "sqlite:///{db}"', 'url = "sqlite:///{db}"\nredact_headers = ["X-Tenant-Pass"]'))
+    workflow = {"key": "tenant", "nodes": [{"key": "call", "type": "request", "url": "https://example.com/",
+                                             "headers": {"X-Tenant-Pass": "tenant-value"}}]}
+    status, _, created = write(server, "POST", "/api/admin/workflows", workflow)
+    assert status == 201 and created["definition"]["nodes"][0]["headers"] == {"X-Tenant-Pass": "***"}

@@ -15,11 +15,17 @@ from ..store.rows import StoredRequest
 from ..units import timestamp
 from .body import decode_content, parse_body, raw_text
 
-# Headers that carry credentials or signatures: never stored, never shown.
+# Headers that carry credentials or signatures: never stored, never shown.  `[storage]
+# redact_headers` adds names to these; none can be taken out (safe by default).
 REDACTED_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "x-hub-signature", "x-hub-signature-256",
     "x-gitlab-token", "stripe-signature", "x-slack-signature", "x-shopify-hmac-sha256",
     "webhook-signature", "svix-signature", "x-twilio-signature", "x-lark-signature",
+    # API keys and bearer-like tokens, as common APIs and gateways name them
+    "x-api-key", "api-key", "apikey", "x-apikey", "x-auth-token", "x-access-token", "x-token",
+    "x-webhook-token", "x-webhook-secret", "private-token", "x-csrf-token", "x-xsrf-token",
+    "x-amz-security-token", "x-goog-api-key", "x-functions-key", "ocp-apim-subscription-key",
+    "x-vault-token", "x-shopify-access-token", "set-cookie",
 })
 REDACTED = "[redacted]"
 UNPARSED = object()   # context_of(..., data=UNPARSED): `data` is parsed when first read

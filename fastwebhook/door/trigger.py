@@ -37,7 +37,7 @@ STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
 class Trigger:
     """One workflow's door: everything it checks, prepared at load."""
 
-    def __init__(self, workflow: Workflow, door: Door):
+    def __init__(self, workflow: Workflow, door: Door, redact_headers: frozenset[str] = frozenset()):
         self.workflow = workflow
         self.key = workflow.key
         self.version = workflow.version
@@ -66,7 +66,8 @@ class Trigger:
         self.dedup_ttl = workflow.dedup.ttl
         self.dedup_hash = KeyHasher(workflow.key)
         header = workflow.verify.options.get("header")
-        self.redacted = REDACTED_HEADERS | (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) \
+        self.redacted = REDACTED_HEADERS | redact_headers \
+            | (frozenset({header.lower()}) if isinstance(header, str) else frozenset()) \
             | (verifier.secret_headers if verifier is not None else frozenset())
         metrics = door.metrics
         self.duration = metrics.request_duration.slot(self.key)
