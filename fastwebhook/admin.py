@@ -14,7 +14,7 @@ from .errors import StoreError
 from . import records
 from .http.messages import Request, Response, parse_query
 from .ids import new_id
-from .store import Store
+from .store import StatementTimeout, Store
 from .store.rows import Delivery, Status
 from .stored_workflows import Refused, StoredWorkflows, summary
 from .workflow.collections import RecordError, filter_terms
@@ -165,6 +165,8 @@ class AdminApi:
             return await self._route(request, parts, query)
         except BadQuery as exc:
             return Response.error(400, str(exc))
+        except StatementTimeout as exc:   # the query asks too much of the store: narrow it
+            return Response.error(400, f"{exc}: narrow the query (or raise storage.statement_timeout)")
         except Refused as exc:
             return Response.error(exc.status, exc.message, **({"errors": exc.errors} if exc.errors else {}))
         except StoreError as exc:

@@ -56,6 +56,7 @@ class StorageConfig:
     durability: str = "commit"
     retention: float = 7 * 86400.0
     redact_headers: frozenset[str] = frozenset()   # stored as "[redacted]", besides the built-in set
+    statement_timeout: float = 0.25   # seconds one collection statement or admin read may run
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,11 @@ class _Loader:
         if durability not in DURABILITIES:
             self.error(f"{p}.durability", f"must be \"commit\" or \"memory\", not {durability!r}")
         retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
-        return StorageConfig(url=url, durability=durability, retention=retention,
+        budget = self.convert(parse_duration, t.get("statement_timeout", "250ms"), f"{p}.statement_timeout",
+                              StorageConfig.statement_timeout)
+        if budget <= 0:
+            self.error(f"{p}.statement_timeout", "must be longer than 0s")
+        return StorageConfig(url=url, durability=durability, retention=retention, statement_timeout=budget,
                              redact_headers=self.header_names(t, "redact_headers", p))
 
     def header_names(self, t: dict, key: str, path: str) -> frozenset[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from fastwebhook.config import StorageConfig
 from fastwebhook.errors import ConstraintError, StoreError
-from fastwebhook.store import open_store
+from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.workflow.collections import Collection
 
@@ -319,3 +319,42 @@ def test_hosts_starting_together_create_the_same_collection_once(url):
         assert saved["city"] == "Rome"
 
     run(url, scenario, stores=3)
+
+
+# --- what one statement may cost (issue 18) ------------------------------------------------------
+
+NOTES = Collection("notes", {"body": "text"}, ())
+SLOW_LIKE = "%" + "a" * 100 + "b"    # ~17 ms a row against 100 KB of 'a': 120 rows take ~2 s
+
+
+def test_a_statement_past_the_budget_fails_alone_and_the_store_goes_on(url):
+    async def scenario(store):
+        await store.ensure_collections([NOTES])
+        body = "a" * 100_000
+        filled = await store.write_effects([effect(20, i, NOTES.insert({"body": body}), "none") for i in range(120)])
+        assert filled == [None] * 120
+        started = time.monotonic()
+        outcomes = await store.write_effects([
+            effect(21, 0, NOTES.insert({"body": "before"}), "none"),
+            effect(21, 1, NOTES.destroy([("body", "like", SLOW_LIKE)]), "count"),
+            effect(21, 2, NOTES.insert({"body": "after"}), "none"),
+        ])
+        assert time.monotonic() - started < 1.0
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], StatementTimeout)
+        assert str(outcomes[1]) == "the statement ran past storage.statement_timeout (50 ms) and was stopped"
+        jobs = await store.db.fetch(store.sql["get_jobs"], ((21).to_bytes(16, "big"),))
+        assert [row[1] for row in jobs] == [0, 2]
+        with pytest.raises(StatementTimeout):
+            await store.read_records(*NOTES.select([("body", "like", SLOW_LIKE)]))
+        sql, params = NOTES.select([("body", "in", ["before", "after"])])
+        assert [NOTES.decode(row)["body"] for row in await store.read_records(sql, params)] == ["before", "after"]
+
+    async def main():
+        store = open_store(StorageConfig(url=url, statement_timeout=0.05))
+        await store.open()
+        try:
+            await scenario(store)
+        finally:
+            await store.close()
+    asyncio.run(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from ..config import StorageConfig
-from .base import Store
+from .base import StatementTimeout, Store
 
 
 def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
@@ -18,10 +18,11 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
         # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
-        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared))
+        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared,
+                                     statement_timeout=storage.statement_timeout))
     from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
 
-    return PostgresStore(PostgresConnector(url))
+    return PostgresStore(PostgresConnector(url, statement_timeout=storage.statement_timeout))
 
 
 async def reach_store(storage: StorageConfig) -> None:
@@ -31,3 +32,6 @@ async def reach_store(storage: StorageConfig) -> None:
         from .postgres import PostgresConnector  # noqa: PLC0415
 
         await PostgresConnector(storage.url).reach()
+
+
+__all__ = ["StatementTimeout", "Store", "open_store", "reach_store"]

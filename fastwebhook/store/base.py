@@ -15,10 +15,20 @@ from typing import Callable, Protocol
 
 import orjson
 
+from ..errors import StoreError
 from ..ids import first_id_at
 from . import batch_codec
 from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
                    RequestLine, Status, StoredRequest)
+
+
+class StatementTimeout(StoreError):
+    """A collection statement or an admin read ran past `[storage] statement_timeout` and was
+    stopped (its node fails; its admin request is answered 400)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the statement ran past storage.statement_timeout ({round(seconds * 1000)} ms) "
+                         "and was stopped")
 
 
 class Connector(Protocol):
@@ -37,7 +47,7 @@ class Connector(Protocol):
     async def script(self, sql: str) -> None: ...   # several statements, one crossing, nothing between
     async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
     async def apply_effects(self, effects: list, insert_job: str) -> list: ...  # one transaction
-    async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]: ...  # off the write path
+    async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]: ...  # off the write path, budgeted
     async def run_ddl(self, statements: list[str]) -> None: ...
 
 
@@ -256,13 +266,15 @@ class Store:
         return keys[:limit]
 
     # -- reads ----------------------------------------------------------------------------------
+    # The admin API's and the CLI's: on a connection of their own (`read_alone`), never on the
+    # one that commits the intake's appends, and each within the statement budget.
     async def get_execution(self, id: bytes) -> ExecutionRecord | None:
-        rows = await self.db.fetch(self.sql["get_execution"], (id,))
+        rows = await self.db.read_alone(self.sql["get_execution"], (id,))
         if rows:
             record = await self._record(rows[0])
-            record.jobs = [Job(*row) for row in await self.db.fetch(self.sql["get_jobs"], (id,))]
+            record.jobs = [Job(*row) for row in await self.db.read_alone(self.sql["get_jobs"], (id,))]
             return record
-        for seq, first_id, blob in await self.db.fetch(self.sql["intake_holding"], (id,)):
+        for seq, first_id, blob in await self.db.read_alone(self.sql["intake_holding"], (id,)):
             for d in batch_codec.decode(blob):
                 if d.id == id:
                     return _queued(d, [])
@@ -279,7 +291,7 @@ class Store:
                     break
                 if (before is None or d.id < before) and (workflow is None or d.workflow == workflow):
                     found[d.id] = _queued(d, None)
-        rows = await self.db.fetch(self.sql["list_executions"], (workflow, status, before, limit))
+        rows = await self.db.read_alone(self.sql["list_executions"], (workflow, status, before, limit))
         for row in rows:
             found[row[0]] = await self._record(row, with_request=True)
         return sorted(found.values(), key=lambda r: r.id, reverse=True)[:limit]
@@ -288,8 +300,8 @@ class Store:
         """Newest first: the request-log rows merged with the intake's accepted deliveries
         (each of those is its own request-log line).  `before` is (at, request id)."""
         at = before[0] if before else None
-        lines = [RequestLine(*row) for row in await self.db.fetch(self.sql["list_requests"], (at, limit + 64))]
-        for (blob,) in await self.db.fetch(self.sql["intake_newest"], (at, max(4, limit // 8))):
+        lines = [RequestLine(*row) for row in await self.db.read_alone(self.sql["list_requests"], (at, limit + 64))]
+        for (blob,) in await self.db.read_alone(self.sql["intake_newest"], (at, max(4, limit // 8))):
             for d in batch_codec.decode(blob):
                 if d.logged:
                     continue
@@ -305,7 +317,7 @@ class Store:
         """The unclaimed intake's deliveries, newest first, from batches that start before
         `before` (all when None), read a page of batches at a time."""
         while True:
-            rows = await self.db.fetch(self.sql["unclaimed_newest"], (before, page))
+            rows = await self.db.read_alone(self.sql["unclaimed_newest"], (before, page))
             if not rows:
                 return
             for _, blob in rows:
@@ -319,7 +331,7 @@ class Store:
          attempts, error, seq, index) = row
         request, body = None, b""
         if with_request:
-            fetched = await self.db.fetch(self.sql["intake_batch"], (seq,))
+            fetched = await self.db.read_alone(self.sql["intake_batch"], (seq,))
             if fetched:
                 deliveries = batch_codec.decode(fetched[0][0], only=index)
                 if deliveries:

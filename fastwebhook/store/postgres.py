@@ -9,7 +9,10 @@ The same `Store` as SQLite's, with the parts whose SQL has another shape here:
 - collections' statements (collections.py writes `?`) get numbered placeholders;
 - leases are timed by the database's clock (clock_timestamp()), never a host's: a host gives
   only how long;
-- records go in one statement (arrays unnested), one round trip.
+- records go in one statement (arrays unnested), one round trip;
+- collection statements and the reads that are not the intake's run on a pool of their own,
+  whose connections carry `statement_timeout` (`[storage] statement_timeout`): one past it is
+  cancelled by the server, and the intake's statements have no such bound.
 
 The schema is versioned (`migration_N` blocks, applied in order at start under an advisory lock,
 so hosts starting together apply each once).  `?schema=NAME` in the URL keeps the tables in
@@ -28,13 +31,14 @@ import asyncpg
 
 from ..errors import ConstraintError, StoreError
 from . import batch_codec
-from .base import Store
+from .base import StatementTimeout, Store
 from .rows import TRANSITIONS, Claim, Delivery, Records
 from .sql import queries
 
 MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 POOL_SIZE = 8
+BOUNDED_POOL_SIZE = 4   # collection writes (one batch at a time) and reads beside the intake's
 APPLICATION = "fastwebhook"     # pg_stat_activity's application_name of every connection
 CLAIM_TRIES = 4     # looks past batches another host is claiming, before calling the intake empty
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
@@ -76,7 +80,8 @@ class PostgresConnector:
     dialect = "postgres"
     max_params = 30000
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, statement_timeout: float = 0.25):
+        self.statement_timeout = statement_timeout
         parts = urlsplit(url)
         options = parse_qs(parts.query, keep_blank_values=True)
         self.schema = options.pop("schema", [None])[0]
@@ -88,6 +93,7 @@ class PostgresConnector:
         self.display = urlunsplit(parts._replace(netloc=where, query=""))   # no user, no password
         self.sql = queries(self.dialect)
         self.pool: asyncpg.Pool | None = None
+        self.bounded: asyncpg.Pool | None = None    # connections with statement_timeout set
         self._listener: asyncpg.Connection | None = None
         self._callbacks: dict[str, object] = {}
 
@@ -103,6 +109,9 @@ class PostgresConnector:
                     await connection.close()
             self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE, timeout=10,
                                                   server_settings=settings)
+            timeout = str(max(1, round(self.statement_timeout * 1000)))   # milliseconds
+            self.bounded = await asyncpg.create_pool(self.dsn, min_size=1, max_size=BOUNDED_POOL_SIZE, timeout=10,
+                                                     server_settings={**settings, "statement_timeout": timeout})
         await self._migrate()
 
     async def reach(self) -> None:
@@ -160,10 +169,12 @@ class PostgresConnector:
             if not listener.is_closed():
                 with _wrapped("close"):
                     await listener.close()
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
-            with _wrapped("close"):
-                await pool.close()
+        for name in ("bounded", "pool"):
+            pool = getattr(self, name)
+            if pool is not None:
+                setattr(self, name, None)
+                with _wrapped("close"):
+                    await pool.close()
 
     def _pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -196,35 +207,61 @@ class PostgresConnector:
             for statement in statements:
                 await session.execute(statement.replace(" ADD COLUMN ", " ADD COLUMN IF NOT EXISTS ", 1))
 
+    def _bounded(self) -> asyncpg.Pool:
+        if self.bounded is None:
+            raise StoreError("the store is not open")
+        return self.bounded
+
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return await self.fetch(_numbered(sql), params)
+        """On the bounded pool: within statement_timeout."""
+        try:
+            with _wrapped("read"):
+                return _rows(await self._bounded().fetch(_numbered(sql), *params))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.QueryCanceledError):
+                raise StatementTimeout(self.statement_timeout) from None
+            raise
 
     async def apply_effects(self, effects: list, insert_job: str) -> list:
         """Each effect's writes and its job row, in one transaction for the batch; when one is
         refused (a unique field taken) the batch is written again with a savepoint per effect,
-        and that one's slot holds the error (as on SQLite)."""
+        and that one's slot holds the error (as on SQLite).  One cancelled by statement_timeout
+        is not run again: its slot holds the StatementTimeout."""
+        stopped: dict[int, StatementTimeout] = {}
         with _wrapped("collection write"):
-            async with self._pool().acquire() as connection:
+            async with self._bounded().acquire() as connection:
                 try:
                     async with connection.transaction():
-                        return [await _write_one(connection, effect, insert_job) for effect in effects]
+                        outcomes = []
+                        for index, effect in enumerate(effects):
+                            try:
+                                outcomes.append(await _write_one(connection, effect, insert_job))
+                            except _Refused as refused:
+                                if isinstance(refused.__cause__, asyncpg.QueryCanceledError):
+                                    stopped[index] = StatementTimeout(self.statement_timeout)
+                                raise
+                        return outcomes
                 except _Refused:
                     pass
                 outcomes = []
                 async with connection.transaction():
-                    for effect in effects:
+                    for index, effect in enumerate(effects):
+                        if index in stopped:
+                            outcomes.append(stopped[index])
+                            continue
                         try:
                             async with connection.transaction():   # a savepoint
                                 outcomes.append(await _write_one(connection, effect, insert_job))
                         except _Refused as refused:
-                            outcomes.append(_refusal(refused.__cause__))
+                            outcomes.append(_refusal(refused.__cause__, self.statement_timeout))
                 return outcomes
 
 
-# Errors of the moment, not of one effect: a deadlock between two hosts' writes, a lock or
-# statement timeout, the server shutting down.  The batch fails (and is retried), as on SQLite.
-_PASSING = (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError,
-            asyncpg.OperatorInterventionError)
+# Errors of the moment, not of one effect: a deadlock between two hosts' writes, a lock
+# timeout, the server shutting down.  The batch fails (and is retried), as on SQLite.  A
+# statement cancelled by statement_timeout (QueryCanceledError, a kind of OperatorIntervention)
+# is that effect's own failure.
+_PASSING = (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError, asyncpg.OperatorInterventionError)
 
 
 class _Refused(Exception):
@@ -259,6 +296,8 @@ async def _write_one(connection: asyncpg.Connection, effect, insert_job: str):
         job = effect.job
         await connection.execute(insert_job, job.execution, job.position, job.node, job.type, job.status,
                                  effect.encode(result), job.error, job.logs, job.duration_ms)
+    except asyncpg.QueryCanceledError as exc:
+        raise _Refused() from exc   # past statement_timeout: this effect fails, alone
     except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError, *_PASSING):
         raise   # the connection, or a conflict that passes: the batch fails, and is tried again
     except Exception as exc:  # noqa: BLE001 - a constraint, a refused value, or the node's finish
@@ -266,7 +305,9 @@ async def _write_one(connection: asyncpg.Connection, effect, insert_job: str):
     return result
 
 
-def _refusal(exc: BaseException | None):
+def _refusal(exc: BaseException | None, statement_timeout: float):
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return StatementTimeout(statement_timeout)
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return ConstraintError(str(exc))
     if isinstance(exc, asyncpg.PostgresError):

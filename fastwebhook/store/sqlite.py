@@ -8,14 +8,23 @@ is one autocommit statement: one thread crossing (`insert_alone`), one transacti
 The WAL is checkpointed by a second connection on its own thread (`checkpoint`, called every
 half second), not by whichever commit happens to cross the autocheckpoint size: on the
 committing connection the checkpoint is the acknowledgements' latency tail.
+
+Collection writes run on a third connection, and reads that are not the intake's (collection
+queries, the admin API's) on read-only ones (WAL: readers wait for no writer), each on a
+thread of its own.  On those two every statement has a time budget
+(`[storage] statement_timeout`, `_Budget`); the intake's connection has none: an append is
+never interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import os
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -24,10 +33,12 @@ from typing import Any, Callable
 import aiosqlite
 
 from ..errors import ConstraintError, StoreError
+from .base import StatementTimeout
 from .sql import queries
 
 CACHE_KIB = 16384
 WAL_ATTEMPTS = 250           # 20 ms apart: 5 s
+READERS = 2                  # read-only connections for reads that are not the intake's
 
 
 @contextmanager
@@ -45,7 +56,8 @@ class SqliteConnector:
     dialect = "sqlite"
     max_params = 500     # per IN (...) list
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", shared: bool = False):
+    def __init__(self, path: str, *, synchronous: str = "FULL", shared: bool = False,
+                 statement_timeout: float = 0.25):
         self.path = path
         self.synchronous = synchronous
         self.shared = _FileLock(f"{path}-writer") if shared and path != ":memory:" else None
@@ -53,10 +65,18 @@ class SqliteConnector:
         self._db: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
         self.lock = asyncio.Lock()
-        # Collection writes with their jobs, and record reads: a plain sqlite3 connection on a
-        # thread of its own, so a whole batch is one crossing (aiosqlite crosses per statement).
+        # Collection writes with their jobs: a plain sqlite3 connection on a thread of its own,
+        # so a whole batch is one crossing (aiosqlite crosses per statement).
         self._effects_thread: ThreadPoolExecutor | None = None
         self._effects_db: sqlite3.Connection | None = None
+        self._effects_budget = _Budget(statement_timeout)
+        # Reads that are not the intake's: read-only connections on threads of their own, so a
+        # long one holds up neither the intake nor the collection writes (nor, READERS being
+        # two, every other read).
+        self.statement_timeout = statement_timeout
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader = threading.local()     # each reader thread's connection and budget
+        self._reader_dbs: list[tuple[sqlite3.Connection, _Budget]] = []
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -85,6 +105,8 @@ class SqliteConnector:
                 self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
         self._effects_thread = ThreadPoolExecutor(1, thread_name_prefix="fastwebhook-effects")
         await self._on_effects_thread(self._open_effects)
+        if self.path != ":memory:":
+            self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="fastwebhook-reader")
 
     async def _wal(self) -> None:
         """journal_mode=WAL, tried again for a while: two processes opening a new file at once
@@ -107,7 +129,20 @@ class SqliteConnector:
             db.execute("PRAGMA synchronous=NORMAL")   # rebuildable from the FULL intake, as records are
             db.execute("PRAGMA busy_timeout=10000")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._effects_budget.watch(db)
             self._effects_db = db
+
+    def _open_reader(self) -> tuple[sqlite3.Connection, _Budget]:
+        """This reader thread's connection, opened at its first read."""
+        with _wrapped(f"open of {self.path} for reads"):
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+        budget = _Budget(self.statement_timeout)
+        budget.watch(db)
+        self._reader.db, self._reader.budget = db, budget
+        self._reader_dbs.append((db, budget))
+        return db, budget
 
     async def _on_effects_thread(self, fn: Callable, *args) -> Any:
         if self._effects_thread is None:
@@ -122,35 +157,75 @@ class SqliteConnector:
         that fails (a unique constraint) is rolled back alone and its slot in the answer holds
         the error (the batch is then written again with a savepoint per effect, two statements
         each that the common batch, where all go in, is spared).  Our other connection's writes are held back meanwhile, so
-        the two never wait on SQLite's busy handler (which sleeps in steps of milliseconds)."""
-        async with self._writing():
-            return await self._on_effects_thread(self._apply_effects, effects, insert_job)
+        the two never wait on SQLite's busy handler (which sleeps in steps of milliseconds).
 
-    def _apply_effects(self, effects: list, insert_job: str) -> list:
+        What the intake's append may wait for is bounded by the statement budget: each effect
+        runs within it (one past it is stopped, which rolls the transaction back: the batch is
+        written again without it, its slot holding the StatementTimeout), and a batch goes in
+        parts of about one budget each, the store let go between them."""
+        outcomes: list = []
+        stopped: dict[int, StatementTimeout] = {}
+        while len(outcomes) < len(effects):
+            async with self._writing():
+                try:
+                    outcomes += await self._on_effects_thread(self._apply_effects, effects, len(outcomes),
+                                                              stopped, insert_job)
+                except _Stopped as over:
+                    stopped[over.index] = over.timeout
+        return outcomes
+
+    def _apply_effects(self, effects: list, start: int, stopped: dict, insert_job: str) -> list:
         db = self._effects_db
         with _wrapped("collection write"):
             db.execute("BEGIN IMMEDIATE")
             try:
                 try:   # the batch as it comes: almost always every effect goes in
-                    outcomes = [_write_one(db, effect, insert_job) for effect in effects]
+                    outcomes = self._write_part(db, effects, start, stopped, insert_job, _write_one)
                 except _Refused:   # one did not: again, each effect under a savepoint of its own
                     db.execute("ROLLBACK")
                     db.execute("BEGIN IMMEDIATE")
-                    outcomes = [_apply_one(db, effect, insert_job) for effect in effects]
+                    outcomes = self._write_part(db, effects, start, stopped, insert_job, _apply_one)
                 db.execute("COMMIT")
             except BaseException:
-                if db.in_transaction:
+                if db.in_transaction:   # (a write the budget stopped has rolled it back already)
                     db.execute("ROLLBACK")
                 raise
         return outcomes
 
+    def _write_part(self, db: sqlite3.Connection, effects: list, start: int, stopped: dict, insert_job: str,
+                    write: Callable) -> list:
+        """The effects from `start` on, until about one budget has passed (at least one)."""
+        budget = self._effects_budget
+        ends = time.monotonic() + budget.seconds
+        outcomes = []
+        for index in range(start, len(effects)):
+            if index in stopped:
+                outcomes.append(stopped[index])
+            else:
+                try:
+                    with budget.running():
+                        outcomes.append(write(db, effects[index], insert_job))
+                except StatementTimeout as exc:
+                    raise _Stopped(index, exc) from None
+            if time.monotonic() > ends:
+                break
+        return outcomes
+
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """A read on the effects connection (WAL: it waits for no writer)."""
-        return await self._on_effects_thread(self._read, sql, params)
+        """A read on a read-only connection, within the budget (an in-memory store has one
+        connection only: the read goes on it)."""
+        if self._readers is None:
+            if self.path == ":memory:":
+                return await self.fetch(sql, params)
+            raise StoreError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, sql, params)
 
     def _read(self, sql: str, params: tuple) -> list[tuple]:
-        with _wrapped("read"):
-            return self._effects_db.execute(sql, params).fetchall()
+        db, budget = getattr(self._reader, "db", None), getattr(self._reader, "budget", None)
+        if db is None:
+            db, budget = self._open_reader()
+        with _wrapped("read"), budget.running():
+            return db.execute(sql, params).fetchall()
 
     async def run_ddl(self, statements: list[str]) -> None:
         async with self._writing():
@@ -180,6 +255,14 @@ class SqliteConnector:
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
+        self._effects_budget.close()
+        if self._readers is not None:
+            readers, self._readers = self._readers, None
+            readers.shutdown(wait=True)   # a read in flight ends within its budget
+            for db, budget in self._reader_dbs:
+                budget.close()
+                db.close()
+            self._reader_dbs.clear()
         if self._effects_thread is not None:
             thread, self._effects_thread = self._effects_thread, None
             if self._effects_db is not None:
@@ -336,6 +419,76 @@ class _Refused(Exception):
     """An effect of a batch written without savepoints failed by itself (a constraint)."""
 
 
+class _Stopped(Exception):
+    """The effect at `index` ran past the budget; SQLite rolled its transaction back."""
+
+    def __init__(self, index: int, timeout: StatementTimeout):
+        super().__init__(index)
+        self.index, self.timeout = index, timeout
+
+
+class _Budget:
+    """How long a statement on one connection may run.  A watchdog thread interrupts the
+    connection (sqlite3's `interrupt()`, made to be called from another thread) once the
+    deadline `running()` set has passed; SQLite stops the statement at its next row.  The
+    deadline is cleared under the lock the watchdog takes, so an interrupt never reaches a
+    statement still within its budget.  (A progress handler counts steps of SQLite's virtual
+    machine, not time: a LIKE over a large value is one step, and 120 such rows did not reach
+    100,000 steps in 2 s; called more often, it takes the GIL from the event loop per row.)"""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = math.inf
+        self._lock = threading.Lock()
+        self._busy = threading.Event()    # set while a deadline may be pending: the watchdog ticks
+        self._db: sqlite3.Connection | None = None
+
+    def watch(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        threading.Thread(target=self._watch, name="fastwebhook-budget", daemon=True).start()
+
+    def close(self) -> None:
+        self._db = None
+        self._busy.set()
+
+    def _watch(self) -> None:
+        tick = self.seconds / 8
+        while True:
+            self._busy.wait()
+            with self._lock:
+                db = self._db
+                if db is None:
+                    return
+                if self.deadline == math.inf:
+                    self._busy.clear()   # idle until the next statement
+                    continue
+                if time.monotonic() > self.deadline:
+                    db.interrupt()
+                    self.deadline = math.inf
+            time.sleep(tick)
+
+    def running(self) -> "_Budget":
+        """`with budget.running():` one statement (or an effect's few) within the budget; one
+        stopped raises StatementTimeout.  (A class, not a generator: it runs per effect.)"""
+        return self
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.deadline = time.monotonic() + self.seconds
+            if not self._busy.is_set():   # (the watchdog clears it only under the lock)
+                self._busy.set()
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        with self._lock:
+            self.deadline = math.inf
+        if isinstance(exc, sqlite3.OperationalError) and _interrupted(exc):
+            raise StatementTimeout(self.seconds) from None
+
+
+def _interrupted(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_INTERRUPT
+
+
 def _write_one(db: sqlite3.Connection, effect, insert_job: str):
     """One effect and its job row; an error of the database itself fails the batch, any other
     raises _Refused (the batch is then written again, with savepoints: _apply_one)."""
@@ -359,6 +512,8 @@ def _write_one(db: sqlite3.Connection, effect, insert_job: str):
         if not isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", None) is not None \
                 and exc.sqlite_errorcode & 0xFF in _CONNECTION_ERRORS:
             raise   # the database itself is in trouble: the batch fails, and says so
+        if _interrupted(exc):
+            raise   # past the budget: the transaction is gone, the batch is written again without it
         raise _Refused() from exc
     except Exception as exc:  # noqa: BLE001 - the node's own finish failed
         raise _Refused() from exc
@@ -382,7 +537,8 @@ def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
             return StoreError(f"SQLite refused the write: {exc}")   # this statement alone (a LIKE too complex)
         return exc
     except BaseException:
-        _undo(db)
+        if db.in_transaction:   # (a write the budget stopped has rolled it back already)
+            _undo(db)
         raise
 
 
