@@ -12,11 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
+# The repo's config.toml falls back to a published admin token; FASTWEBHOOK_DEMO=1 lets this demo
+# serve with it (an installed server refuses it: set FASTWEBHOOK_ADMIN_TOKEN there).
 run: $(STAMP)
-	$(BIN)/fastwebhook serve -c config.toml
+	FASTWEBHOOK_DEMO=1 $(BIN)/fastwebhook serve -c config.toml
 
 check: $(STAMP)
-	$(BIN)/fastwebhook check -c config.toml
+	FASTWEBHOOK_DEMO=1 $(BIN)/fastwebhook check -c config.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import os
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from urllib.parse import quote
 import orjson
 
 from . import admin, send
-from .config import Config, display_url, find_config, load_config, with_stored
+from .config import Config, demo_token_error, display_url, find_config, load_config, with_stored
 from .errors import ConfigErrors, FastwebhookError, StoreError
 from .store import open_store, reach_store
 
@@ -69,6 +70,11 @@ def _with_config(args) -> int:
         for error in exc.errors:
             print(f"{path}: {error}", file=sys.stderr)
         print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    # only what serves (or checks before serving): the CLI's reads never send the token
+    refused = demo_token_error(config, os.environ) if args.command in ("serve", "check") else None
+    if refused is not None:
+        print(f"{path}: {refused}", file=sys.stderr)
         return 1
     try:
         if args.command == "serve":

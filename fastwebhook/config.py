@@ -29,6 +29,10 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODES = ("async", "sync")
 DURABILITIES = ("commit", "memory")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Admin tokens published with fastwebhook (the repo's config.toml falls back to one so that
+# `make run` works on a fresh clone): anyone can read them.  A server does not serve with one
+# unless FASTWEBHOOK_DEMO=1 says it is the demo (`make run` does).
+DEMO_ADMIN_TOKENS = frozenset({"demo-admin-token"})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # an RFC 9110 token
 _PATH_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]*)$")
 
@@ -489,6 +493,15 @@ def load_workflow_table(loader: "_Loader", key: str, table: Any, path: str, serv
         loader.error(path, "must be a table")
         return None
     return load_workflow(loader, key, table, path, server)
+
+
+def demo_token_error(config: Config, environ: Mapping[str, str]) -> ConfigError | None:
+    """Why `serve` and `check` refuse `config`'s admin token, or None."""
+    if config.admin_token not in DEMO_ADMIN_TOKENS or environ.get("FASTWEBHOOK_DEMO") == "1":
+        return None
+    return ConfigError("admin.token", "is the demo token of the repo's config.toml, known to anyone: set "
+                       "FASTWEBHOOK_ADMIN_TOKEN (or [admin] token) to a secret of your own, e.g. "
+                       "`openssl rand -hex 32`; FASTWEBHOOK_DEMO=1 allows it for a demo, as `make run` does")
 
 
 def display_url(url: str) -> str:

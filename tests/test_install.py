@@ -91,3 +91,33 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves_without_the_checkout(tmp_
             process.kill()
             process.wait(10)
     assert (site / "installed.db").exists()
+
+
+# --- the repo's config.toml and its demo admin token (issue 18, item 9) ----------------------
+
+def _fastwebhook(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m fastwebhook ARGS` on the repo's own config.toml, as the README's install
+    section copies it: nothing set in the environment but a port and a database of the test's."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("FASTWEBHOOK_ADMIN_TOKEN", "FASTWEBHOOK_DEMO", "FASTWEBHOOK_CONFIG", "CREDENTIALS_DIRECTORY")}
+    base.update(FASTWEBHOOK_LISTEN="127.0.0.1:0", FASTWEBHOOK_STORAGE=f"sqlite:///{tmp_path / 'demo.db'}", **env)
+    return subprocess.run([sys.executable, "-m", "fastwebhook", *args, "-c", str(REPO / "config.toml")],
+                          cwd=tmp_path, env=base, capture_output=True, text=True, timeout=20)
+
+
+def test_a_server_with_the_demo_admin_token_does_not_start(tmp_path):
+    for env in ({}, {"FASTWEBHOOK_ADMIN_TOKEN": "demo-admin-token"}, {"FASTWEBHOOK_DEMO": "yes"}):
+        refused = _fastwebhook(tmp_path, "serve", **env)
+        assert refused.returncode == 1, (env, refused.stderr)
+        assert "admin.token: is the demo token of the repo's config.toml" in refused.stderr, refused.stderr
+        assert "FASTWEBHOOK_ADMIN_TOKEN" in refused.stderr
+    assert not (tmp_path / "demo.db").exists()      # refused before anything was opened
+
+
+def test_a_token_of_ones_own_or_the_demo_switch_passes_and_make_run_sets_it(tmp_path):
+    assert _fastwebhook(tmp_path, "check", FASTWEBHOOK_ADMIN_TOKEN="x" * 32).returncode == 0
+    demo = _fastwebhook(tmp_path, "check", FASTWEBHOOK_DEMO="1")
+    assert demo.returncode == 0, demo.stderr
+    # `make run` is the demo: it says so
+    run = subprocess.run(["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "FASTWEBHOOK_DEMO=1" in run.stdout.splitlines()[-1] and "serve -c config.toml" in run.stdout
