@@ -48,6 +48,30 @@ scheme = "github"
 secret = "gh-secret"
 """
 HOSTILE = {"name": '<img src=x onerror="window.pwned = 1">', "note": "<script>window.pwned = 2</script>"}
+APP_JS = Path(__file__).parent.parent / "fastwebhook" / "web" / "app.js"
+REFRESH_MS = int(re.search(r"const REFRESH_MS = (\d+);", APP_JS.read_text())[1])
+# The page's refresh timer, held until the test fires it (window.fireRefresh() runs the pending
+# one and says whether there was one): a test waits for the page's next refresh, not 5 s of a
+# clock, and no refresh re-renders a view in the middle of a test reading it.
+HOLD_REFRESH = """
+(() => {
+  const held = new Map();
+  let next = -1;
+  const realSetTimeout = window.setTimeout, realClearTimeout = window.clearTimeout;
+  window.setTimeout = function (fn, ms, ...args) {
+    if (ms !== %d) return realSetTimeout.call(window, fn, ms, ...args);
+    held.set(next, () => fn(...args));
+    return next--;
+  };
+  window.clearTimeout = function (id) { held.delete(id); realClearTimeout.call(window, id); };
+  window.fireRefresh = () => {
+    const due = [...held.values()];
+    held.clear();
+    due.forEach((fn) => fn());
+    return due.length;
+  };
+})();
+""" % REFRESH_MS
 
 
 @pytest.fixture
@@ -89,6 +113,7 @@ def browser(tmp_path):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_REFRESH})
     yield driver
     driver.quit()
 
@@ -100,9 +125,17 @@ def shoot(driver, name: str) -> None:
 
 
 def until(driver, condition, timeout: float = 10.0):
+    """`condition(driver)`'s first true value; asked again when the view was replaced while it looked."""
+    from selenium.common.exceptions import StaleElementReferenceException  # noqa: PLC0415
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
+
+
+def refresh(driver) -> None:
+    """Fire the page's pending refresh timer, waiting for one if a render is still under way."""
+    until(driver, lambda d: d.execute_script("return window.fireRefresh()") == 1)
 
 
 def text(driver, selector: str = "#view") -> str:
@@ -154,7 +187,7 @@ def test_the_page_is_served_with_strict_headers_and_only_with_an_admin_token(ser
     conn.request("GET", "/admin/../config.toml")
     assert conn.getresponse().status == 404
     conn.close()
-    javascript = (Path(__file__).parent.parent / "fastwebhook" / "web" / "app.js").read_text()
+    javascript = APP_JS.read_text()
     assert "innerHTML" not in javascript and "insertAdjacentHTML" not in javascript and "eval(" not in javascript
 
 
@@ -218,23 +251,30 @@ def test_the_executions_list_refreshes_itself_until_paused(server, browser):
     signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/executions?workflow=fails")
     rows = lambda d: len(d.find_elements(By.CSS_SELECTOR, "#view tbody tr"))  # noqa: E731
+    listed = lambda: len(admin(server, "/api/admin/executions?workflow=fails")[2]["items"])  # noqa: E731
     until(browser, lambda d: rows(d) == 2)
     assert send(server, "/fails", {"n": 3})[0] == 202
-    until(browser, lambda d: rows(d) == 3, timeout=12)           # the next refresh shows it
+    until(browser, lambda d: listed() == 3)
+    refresh(browser)                                              # the next refresh shows it
+    until(browser, lambda d: rows(d) == 3)
     browser.find_element(By.ID, "pause").click()
     assert browser.find_element(By.ID, "pause").text == "Resume refresh"
     assert send(server, "/fails", {"n": 4})[0] == 202
-    time.sleep(6.5)                                               # more than a refresh period
+    until(browser, lambda d: listed() == 4)
+    for _ in range(2):                                            # refresh periods pass, paused
+        refresh(browser)
     assert rows(browser) == 3
     browser.find_element(By.ID, "pause").click()
-    until(browser, lambda d: rows(d) == 4, timeout=12)
+    refresh(browser)
+    until(browser, lambda d: rows(d) == 4)
 
 
 def test_the_workflows_chart_shows_requests_per_second(server, browser):
     signed_in(browser, server)
     for _ in range(10):
         assert send(server, "/fails", {"n": 5})[0] == 202
-    until(browser, lambda d: re.search(r"\d+\.\d/s", text(d)), timeout=12)   # two samples: a rate
+    refresh(browser)                                                         # the second sample
+    until(browser, lambda d: re.search(r"\d+\.\d/s", text(d)))              # two samples: a rate
     assert "so far" not in text(browser)
     fails = [line for line in text(browser).splitlines() if line.startswith("fails")][0]
     assert float(re.search(r"(\d+\.\d)/s", fails)[1]) > 0
@@ -266,10 +306,9 @@ def test_the_request_log_shows_rejections_with_their_reasons(server, browser):
 
     signed_in(browser, server)
     browser.get(f"{server.url}/admin/#/requests")
-    until(browser, lambda d: any("401" in row.text and "signature" in row.text
-                                 for row in d.find_elements(By.CSS_SELECTOR, "#view tbody tr")))
-    rejected = [row for row in browser.find_elements(By.CSS_SELECTOR, "#view tbody tr") if "signature" in row.text][0]
-    assert "/gh" in rejected.text and "gh" in rejected.text
+    rejected = until(browser, lambda d: [row.text for row in d.find_elements(By.CSS_SELECTOR, "#view tbody tr")
+                                         if "401" in row.text and "signature" in row.text])[0]
+    assert "/gh" in rejected and "gh" in rejected
     shoot(browser, "requests")
 
 
