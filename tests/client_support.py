@@ -88,6 +88,14 @@ def wait_for_execution(running, execution_id: str, timeout: float = 10.0) -> dic
         time.sleep(0.02)
 
 
+def wait_until_started(running, execution_id: str, timeout: float = 10.0) -> None:
+    """Until the execution's nodes are running (its record says "started")."""
+    deadline = time.monotonic() + timeout
+    while (status := admin(running, f"/executions/{execution_id}").json()["status"]) != "started":
+        assert status == "queued" and time.monotonic() < deadline, f"execution {execution_id} is {status}"
+        time.sleep(0.01)
+
+
 def log_entry(running, answer: Answer, timeout: float = 5.0) -> dict:
     """The request-log entry of the request `answer` answered (by its X-Request-Id)."""
     request_id = answer.headers["x-request-id"]

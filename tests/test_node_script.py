@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from client_support import request, wait_for_execution
+from client_support import request, wait_for_execution, wait_until_started
 from conftest import write_config
 from fastwebhook.config import load_config
 from fastwebhook.errors import ConfigErrors
@@ -238,7 +238,7 @@ def test_a_condition_expression_picks_its_branch(server):
 def test_an_endless_loop_ends_at_its_timeout_while_ingest_goes_on(server):
     spinning = post(server, "spin", {})
     assert spinning.status == 202
-    time.sleep(0.1)   # the script is spinning now
+    wait_until_started(server, spinning.json()["execution_id"])   # the script is spinning now
     started = time.perf_counter()
     other = post(server, "echo", {"ref": "refs/heads/main"})   # ingest and a script beside it
     answered_in = time.perf_counter() - started

@@ -9,9 +9,9 @@ from __future__ import annotations
 import http.client
 import signal
 import threading
-import time
 
-from client_support import jobs_by_node, post_json, request, wait_for_execution
+from burst_support import wait_until
+from client_support import jobs_by_node, post_json, request, wait_for_execution, wait_until_started
 from conftest import log_entries, wait_for_entry, write_config
 
 CONFIG = """
@@ -78,11 +78,11 @@ def test_a_changed_answer_comes_in_under_keep_alive_load_with_nothing_failed_or_
     clients = [KeepAliveClient(child.port) for _ in range(3)]
     for client in clients:
         client.start()
-    time.sleep(0.5)
+    assert wait_until(lambda: all(len(client.answers) >= 20 or client.failures for client in clients))
     configure(tmp_path, "v2")
     entry = hang_up(child, "SIGHUP: config reloaded")
     assert entry["changed"] == ["greet"] and entry["added"] == [] and entry["removed"] == []
-    time.sleep(0.5)
+    assert wait_until(lambda: all(client.answers.count((200, b"v2")) >= 20 or client.failures for client in clients))
     for client in clients:
         client.stop.set()
         client.join(10)
@@ -118,7 +118,7 @@ def test_a_running_execution_finishes_on_its_version_and_the_next_gets_the_new_o
     child = spawn(tmp_path / "config.toml", tmp_path / "server.log")
     before = post_json(child, "/slow", {})
     assert before.status == 202
-    time.sleep(0.3)   # its script is spinning now
+    wait_until_started(child, before.json()["execution_id"])   # its script is spinning now
     configure(tmp_path, "v1", answer="new")
     entry = hang_up(child, "SIGHUP: config reloaded")
     assert entry["changed"] == ["slow"]

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from burst_support import wait_until
+from client_support import metric
 from conftest import log_entries, wait_for_entry, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,8 +122,10 @@ def test_the_server_tells_systemd_ready_status_watchdog_reloading_and_stopping(t
             notify.wait_for("WATCHDOG", "1", timeout=2.0)
         assert time.monotonic() - started < 2.0
 
-        assert post(int(address.rpartition(":")[2])) == 202
-        time.sleep(0.5)   # resolved by the claim (no nodes)
+        served = SimpleNamespace(host="127.0.0.1", port=int(address.rpartition(":")[2]))
+        assert post(served.port) == 202
+        assert wait_until(lambda: metric(served, "fastwebhook_executions_total", status="resolved", workflow="hook")
+                          == 1, timeout=10)   # resolved by the claim (no nodes)
         process.send_signal(signal.SIGHUP)
         reloading = notify.wait_for("RELOADING", "1")
         assert int(reloading["MONOTONIC_USEC"]) > 0
