@@ -4,6 +4,7 @@ requests in pipelined rounds and reading the answers back by Content-Length."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import orjson
@@ -43,11 +44,11 @@ async def _connection(host: str, port: int, path: str, deliveries: list[str], de
 
 
 def burst(host: str, port: int, count: int, *, path: str = "/api/webhooks/hook", connections: int = 16,
-          depth: int = 32, prefix: str = "b", seconds: float | None = None,
+          depth: int = 32, prefix: str = "b", seconds: float | None = None, halt: threading.Event | None = None,
           acked: dict | None = None, statuses: dict | None = None) -> tuple[dict[str, str], dict[int, int]]:
     """Send `count` unique deliveries (ids prefix-n) as fast as the server answers; stop early
-    after `seconds` if given.  Returns (delivery -> execution id of each 202, status counts),
-    filled as answers come when the caller passes its own dicts."""
+    after `seconds` or once `halt` is set, if given.  Returns (delivery -> execution id of each
+    202, status counts), filled as answers come when the caller passes its own dicts."""
     acked = {} if acked is None else acked
     statuses = {} if statuses is None else statuses
 
@@ -58,7 +59,13 @@ def burst(host: str, port: int, count: int, *, path: str = "/api/webhooks/hook",
                                                    acked, statuses, stop)) for i in range(connections)]
         if seconds is not None:
             asyncio.get_running_loop().call_later(seconds, stop.set)
+        if halt is not None:
+            watch = asyncio.ensure_future(asyncio.to_thread(halt.wait))
+            watch.add_done_callback(lambda _: stop.set())
         await asyncio.gather(*tasks)
+        if halt is not None:
+            halt.set()          # the watching thread ends with the burst
+            await watch
 
     asyncio.run(main())
     return acked, statuses

@@ -273,8 +273,9 @@ type = "condition"
 all = [["{{{{$context.data.d}}}}", "not_empty"]]
 """)
     statuses: dict = {}
+    halt = threading.Event()
     sender = threading.Thread(target=burst, kwargs=dict(
-        host=running.host, port=running.port, count=1_000_000, connections=64, depth=1, seconds=4.0,
+        host=running.host, port=running.port, count=1_000_000, connections=64, depth=1, seconds=30.0, halt=halt,
         statuses=statuses), daemon=True)
     sender.start()
     resolved = lambda: metric(running, "fastwebhook_executions_total", status="resolved", workflow="hook")  # noqa: E731
@@ -284,6 +285,9 @@ all = [["{{{{$context.data.d}}}}", "not_empty"]]
         assert metric(running, "fastwebhook_queue_depth") <= capacity
         assert wait_until(lambda: resolved() > last, timeout=1.5), "the work starved"
         last = resolved()
+    # and the stream goes on through many turns of the full queue before it stops
+    assert wait_until(lambda: statuses.get(202, 0) > capacity * 10, timeout=10), statuses
+    halt.set()
     sender.join(15)
     assert statuses.get(202, 0) > capacity * 3
     assert statuses.get(503, 0) == 0, "senders were held, not refused, within their hold"

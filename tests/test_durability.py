@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from burst_support import wait_until
 from conftest import ChildServer, start_server, write_config
 from fastwebhook.errors import StoreError
 from fastwebhook.store import Store, batch_codec
@@ -153,11 +154,11 @@ def terminate(child: ChildServer, timeout: float = 15.0) -> int:
 
 # --- kill -9 mid-load -------------------------------------------------------------------------
 
-def killed_under_load(spawn, config: Path, log: Path, threads: int, seconds: float) -> tuple[ChildServer, Load]:
-    """A child server loaded by `threads` clients for `seconds`, then SIGKILLed mid-load."""
+def killed_under_load(spawn, config: Path, log: Path, threads: int, ready) -> tuple[ChildServer, Load]:
+    """A child server loaded by `threads` clients until `ready(load)` holds, then SIGKILLed mid-load."""
     child = spawn(config, log)
     with Load(child, threads=threads) as load:
-        time.sleep(seconds)
+        assert wait_until(lambda: ready(load), 30), f"the load never got there: {load.statuses}"
         child.process.kill()
         child.process.wait(10)
     return child, load
@@ -165,7 +166,8 @@ def killed_under_load(spawn, config: Path, log: Path, threads: int, seconds: flo
 
 def test_kill_9_under_load_loses_nothing_acknowledged_and_runs_each_delivery_once(spawn, tmp_path):
     config, db = child_config(tmp_path, workers=4)
-    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=8, seconds=1.5)
+    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=8,
+                                    ready=lambda load: len(load.acked) >= 1000)
     acked = dict(load.acked)
     assert len(acked) > 200, f"too little load to mean anything: {load.statuses}"
     assert load.odd == [], "a unique delivery was answered as something other than accepted"
@@ -205,7 +207,7 @@ def test_sigterm_exits_0_and_everything_acknowledged_runs(spawn, tmp_path):
     config, db = child_config(tmp_path, workers=2)
     child = spawn(config, tmp_path / "first.log")
     with Load(child, threads=3, pause=0.005) as load:
-        time.sleep(0.7)
+        assert wait_until(lambda: len(load.acked) > 60, 30), load.statuses
         started = time.monotonic()
         child.process.send_signal(signal.SIGTERM)
         code = child.process.wait(10)
@@ -236,7 +238,10 @@ def test_lapsed_work_of_a_dead_process_runs_after_restart(spawn, tmp_path):
     the store under the dead process's live lease; the next process claims it at start (it
     knows the owner's pid is gone) instead of waiting out the 30 s lease."""
     config, db = child_config(tmp_path, workers=1)
-    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=6, seconds=0.8)
+    def work_left_behind(load: Load) -> bool:
+        return len(load.acked) >= 200 and bool(query(db, "SELECT 1 FROM executions WHERE status IN "
+                                                        "('queued', 'started') AND owner IS NOT NULL LIMIT 1"))
+    child, load = killed_under_load(spawn, config, tmp_path / "first.log", threads=6, ready=work_left_behind)
     acked = dict(load.acked)
     owners = {row[0] for row in query(db, "SELECT owner FROM executions WHERE status IN ('queued', 'started')")}
     assert owners, "nothing was left pending: the crash did not leave work behind"
@@ -301,7 +306,7 @@ def test_dedup_survives_a_restart(serve, tmp_path):
 
 
 def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
-    body = CHILD_CONFIG % {"workers": 4, "ttl": "3s"}
+    body = CHILD_CONFIG % {"workers": 4, "ttl": "2s"}
     first = serve(body)
     conn = http.client.HTTPConnection(first.host, first.port, timeout=5)
     sent = time.monotonic()
@@ -309,8 +314,8 @@ def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
     conn.close()
     first.stop()
     second = serve(body)
-    assert time.monotonic() - sent < 2.5, "the restart was too slow for this test"
-    time.sleep(max(0.0, 3.5 - (time.monotonic() - sent)))
+    assert time.monotonic() - sent < 1.5, "the restart was too slow for this test"
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - sent)))    # past the ttl, which only a clock shows
     conn = http.client.HTTPConnection(second.host, second.port, timeout=5)
     status, answer = post(conn, "short-lived")
     conn.close()

@@ -246,11 +246,13 @@ def test_connections_cut_under_load_lose_nothing_acknowledged_and_the_hosts_reco
     loads = [Load(host) for host in hosts for _ in range(2)]
     for load in loads:
         load.start()
-    time.sleep(1.0)
+    assert wait_until(lambda: all(len(load.acknowledged) >= 10 for load in loads), timeout=30)
     cut = cluster.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE application_name = 'fastwebhook' AND pid <> pg_backend_pid()")
     assert len(cut) >= 4         # each host's pool and its LISTEN connection
-    time.sleep(2.0)
+    before = [len(load.acknowledged) for load in loads]
+    assert wait_until(lambda: all(len(load.acknowledged) >= n + 10 for load, n in zip(loads, before)), timeout=30), \
+        [load.statuses[-5:] for load in loads]     # the load goes on: each host acknowledges again
     for load in loads:
         load.halt.set()
     for load in loads:

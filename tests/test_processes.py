@@ -196,15 +196,17 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost
     server = supervised()
     victim = server.workers()[1]
     loads = [Load(server.port) for _ in range(6)]
+    acknowledged = lambda: sum(len(load.acknowledged) for load in loads)  # noqa: E731
     for load in loads:
         load.start()
-    time.sleep(1.5)
+    assert wait_until(lambda: acknowledged() >= 150, timeout=30), "the load never got going"
     seen = len(log_entries(server.log))
     os.kill(victim, signal.SIGKILL)
     replaced = server.wait_for(lambda e: e.get("msg") == "worker started" and e["worker"] == 1, after=seen)
     assert replaced["worker_pid"] != victim
     server.wait_for(lambda e: e.get("msg") == "ready" and e["pid"] == replaced["worker_pid"], after=seen)
-    time.sleep(1.0)   # the load goes on across both workers again
+    before = acknowledged()
+    assert wait_until(lambda: acknowledged() >= before + 150, timeout=30)   # the load goes on across both again
     for load in loads:
         load.halt.set()
     for load in loads:
