@@ -34,7 +34,6 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # unless FASTWEBHOOK_DEMO=1 says it is the demo (`make run` does).
 DEMO_ADMIN_TOKENS = frozenset({"demo-admin-token"})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # an RFC 9110 token
-_PATH_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]*)$")
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ WORKER_SILENCE = 20.0       # ... and how long without one before it is killed a
 STOP_WAIT = 25.0            # SIGTERM to SIGKILL: the workers' drain (5 s) and grace (10 s), and some;
                             # under the unit's TimeoutStopSec (30 s)
 REFRESH_WAIT = 10.0         # longest an admin API change waits for the other workers
-SEND_WAIT = 1.0             # longest the supervisor waits for room in a worker's channel
+SEND_WAIT = 1.0             # longest the supervisor waits for room in a worker's pipe
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)   # after deaths in a row, each within STABLE
 STABLE = 10.0
 CHANNEL_BUFFER = 4 << 20   # bytes: a sync answer made in one worker for a sender in another
@@ -65,7 +65,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 @dataclass
 class Worker:
-    """What a worker process is given: who it is, its end of the control channel, what to
+    """What a worker process is given: who it is, its end of the control pipe, what to
     listen on, where its metrics go."""
 
     index: int
@@ -101,7 +101,7 @@ class _Refresh:
 
 
 @dataclass
-class Supervisor:
+class ProcessSupervisor:
     config: Config
     count: int
     notifier: Notifier = field(default_factory=Notifier)
@@ -244,7 +244,7 @@ class Supervisor:
 
     # -- the workers ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        mine, theirs = _channel()
+        mine, theirs = _pipe()
         # Blocked across the fork: a signal in between would reach the supervisor's handler in
         # the child; the worker takes them (default action until serve() installs its own).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
@@ -285,7 +285,7 @@ class Supervisor:
 
     def _become_worker(self) -> None:
         """What the supervisor holds that a worker must not: signal handling, the other
-        workers' channels, the placeholders (closed: only the worker's own socket listens)."""
+        workers' pipes, the placeholders (closed: only the worker's own socket listens)."""
         signal.set_wakeup_fd(-1)
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -414,7 +414,7 @@ class Supervisor:
 
     def _refresh(self, asker: int, token: str) -> None:
         """Every other worker reads the stored workflows again; the asker hears once the ready
-        ones have (one still starting reads the message once it listens to its channel)."""
+        ones have (one still starting reads the message once it listens to its pipe)."""
         others = [i for i in self.children if i != asker]
         for index in others:
             _send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}", SEND_WAIT)
@@ -431,8 +431,8 @@ class Supervisor:
             _send(asker.control, f"FASTWEBHOOK_REFRESHED={token}", SEND_WAIT)
 
 
-class Channel:
-    """A worker's end of the control channel: its notify messages to the supervisor, and the
+class WorkerPipe:
+    """A worker's end of the control pipe: its notify messages to the supervisor, and the
     supervisor's asks to read the stored workflows again."""
 
     def __init__(self, worker: Worker):
@@ -540,7 +540,7 @@ def _encode_response(response: Response) -> bytes:
                          response.body.decode("latin-1")])
 
 
-def _channel() -> tuple[socket.socket, socket.socket]:
+def _pipe() -> tuple[socket.socket, socket.socket]:
     """A socketpair of messages (SEQPACKET: each end sees the other close) with room for a
     sync answer passed between workers."""
     pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -592,4 +592,4 @@ def worker_count(config: Config) -> int:
 
 
 def run_processes(config: Config) -> int:
-    return Supervisor(config, worker_count(config)).run()
+    return ProcessSupervisor(config, worker_count(config)).run()

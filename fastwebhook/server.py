@@ -31,7 +31,7 @@ from .errors import ConfigErrors, StoreError
 from .http.protocol import HttpProtocol, Limits
 from .service import Service
 from .stored_workflows import StoredWorkflows
-from .processes import Channel, Worker, run_processes, worker_count
+from .processes import WorkerPipe, Worker, run_processes, worker_count
 from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.server")
@@ -48,7 +48,7 @@ class Server:
     def __init__(self, config: Config, worker: Worker | None = None):
         self.config = config
         self.worker = worker            # one of several processes (processes.py), or None
-        self.channel = Channel(worker) if worker is not None else None
+        self.pipe = WorkerPipe(worker) if worker is not None else None
         self.service = Service(config, worker=worker)
         self.app: WebhookApp | None = None
         self.listeners: list[asyncio.Server] = []
@@ -174,8 +174,8 @@ class Server:
             raise StoreError("the change is saved but not in force yet: reading it back failed (see the log)")
         if shared:
             self._signature = signature
-        if self.channel is not None:
-            await self.channel.refresh_others()
+        if self.pipe is not None:
+            await self.pipe.refresh_others()
 
     async def _put_in_force(self, new: Config | None, why: str) -> bool:
         """`new` (its workflows as the file has them; None: the config in force when our turn
@@ -251,11 +251,11 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
     # loop keeps it waiting that long, and every acknowledgement waits with it.
     sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
-    notifier = Notifier() if server.channel is None else server.channel.notifier()
+    notifier = Notifier() if server.pipe is None else server.pipe.notifier()
     stop = asyncio.Event()
-    if server.channel is not None:   # a worker: its supervisor gone (SIGKILL) is a SIGTERM
-        server.channel.start(server.refresh_workflows, server.service.intake.replies, orphaned=stop.set)
-        server.service.executions.forward_reply = server.channel.forward_reply
+    if server.pipe is not None:   # a worker: its supervisor gone (SIGKILL) is a SIGTERM
+        server.pipe.start(server.refresh_workflows, server.service.intake.replies, orphaned=stop.set)
+        server.service.executions.forward_reply = server.pipe.forward_reply
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
@@ -292,8 +292,8 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
     log.info("stopping")
     notifier.stopping()
     await server.stop()
-    if server.channel is not None:
-        server.channel.close()
+    if server.pipe is not None:
+        server.pipe.close()
     notifier.close()
     log.info("stopped")
 

@@ -29,13 +29,13 @@ from .intake.dedup import DoorCache
 from .intake.dispatch import Dispatcher
 from .intake.executions import Executions
 from .intake.gate import Gate
-from .intake.intake import Intake, Outcome as IntakeOutcome
+from .intake.intake import Intake, Receipt
 from .intake.workers import WorkerPool
 from .maintenance import Maintenance
 from .metrics import Metrics, SharedCells
 from .store import Store, open_store
 from .store.rows import Delivery
-from .supervisor import Supervisor
+from .supervisor import TaskSupervisor
 from .workflow.resources import Resources
 from .workflow.templates import compile_value, render_value, stringify
 
@@ -48,7 +48,7 @@ class Service:
         self.worker = worker            # one of several processes sharing the store, or None
         self.metrics = Metrics(SharedCells(worker.metrics_dir) if worker is not None else None)
         self.store = store or open_store(config.storage, shared=worker is not None)
-        self.supervisor = Supervisor()
+        self.supervisor = TaskSupervisor()
         current = lambda: self.config   # noqa: E731 - the config in force, swapped by a reload
         # the door side
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
@@ -180,13 +180,13 @@ class Service:
         committed, claimed.  Raises StoreError when it was not accepted."""
         done = self.loop.create_future()
 
-        def settle(outcome: IntakeOutcome) -> None:
+        def settle(outcome: Receipt) -> None:
             if not done.done():
                 done.set_result(outcome)
 
         outcome = self.intake.offer(delivery, settle) or await done
-        if outcome.kind != IntakeOutcome.ACCEPTED:
-            reason = "the queue is full" if outcome.kind == IntakeOutcome.QUEUE_FULL else "the store is unavailable"
+        if outcome.kind != Receipt.ACCEPTED:
+            reason = "the queue is full" if outcome.kind == Receipt.QUEUE_FULL else "the store is unavailable"
             raise StoreError(f"not accepted: {reason}")
 
     def order_key_of(self, delivery: Delivery) -> str | None:

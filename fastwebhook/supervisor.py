@@ -17,7 +17,7 @@ MAX_BACKOFF = 5.0
 HEALTHY_AFTER = 1.0        # a restarted task that has run this long without failing is healthy
 
 
-class Supervisor:
+class TaskSupervisor:
     def __init__(self):
         self.failing: dict[str, str] = {}      # task name -> its last error
         self._tasks: dict[str, asyncio.Task] = {}

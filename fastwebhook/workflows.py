@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from .config import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
-                     ResponseConfig, ServerConfig, VerifyConfig, Workflow, _PATH_SEGMENT)
+                     ResponseConfig, ServerConfig, VerifyConfig, Workflow)
 from .errors import ConfigError
 from .workflow.nodes import NODE_TYPES
 from .door.ratelimit import parse_rate
@@ -28,6 +28,8 @@ WORKFLOW_FIELDS = {
 }
 NODE_COMMON_FIELDS = {"key", "type", "title", "ignore_fail", "then", "else"}
 _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# One segment of a workflow's path: a {name} parameter, or RFC 3986 path characters.
+PATH_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]*)$")
 
 
 def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) -> Workflow | None:
@@ -124,7 +126,7 @@ def _check_path(loader, url_path: str, where: str) -> None:
     if url_path in RESERVED_PATHS or url_path == loader.metrics_path or admin:
         loader.error(where, f"{url_path} is reserved")
     for segment in url_path.split("/")[1:]:
-        if not _PATH_SEGMENT.match(segment):
+        if not PATH_SEGMENT.match(segment):
             loader.error(where, f"invalid path segment {segment!r} (a parameter is written {{name}})")
 
 

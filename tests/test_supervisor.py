@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastwebhook.supervisor import HEALTHY_AFTER, Supervisor
+from fastwebhook.supervisor import HEALTHY_AFTER, TaskSupervisor
 
 
 def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_others_run(caplog):
     async def main():
-        supervisor = Supervisor()
+        supervisor = TaskSupervisor()
         runs = {"flaky": 0, "steady": 0}
 
         async def flaky():
@@ -43,7 +43,7 @@ def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_
 
 def test_a_periodic_job_that_fails_is_reported_retried_and_cleared_by_its_next_success():
     async def main():
-        supervisor = Supervisor()
+        supervisor = TaskSupervisor()
         rounds = []
         seen: dict = {}
 

@@ -18,7 +18,7 @@ from ..config import Workflow
 from ..errors import RequestError
 from ..http import Request, Response, answered_status
 from ..ids import new_id, to_text
-from ..intake.intake import Outcome
+from ..intake.intake import Receipt
 from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base
 from ..intake.dedup import KeyHasher
@@ -126,7 +126,7 @@ class Trigger:
                             logged=self.sync)
         answer = self.door.loop.create_future() if self.sync else None
 
-        def settle(outcome: Outcome) -> None:  # the commit decided (answer exists by then)
+        def settle(outcome: Receipt) -> None:  # the commit decided (answer exists by then)
             response = self.respond(request, outcome, started)
             if response is not None and not answer.done():
                 answer.set_result(response)
@@ -141,14 +141,14 @@ class Trigger:
             answer = self.door.loop.create_future()
         return answer
 
-    def respond(self, request: Request, outcome: Outcome, started: float) -> Response | None:
+    def respond(self, request: Request, outcome: Receipt, started: float) -> Response | None:
         """The answer to an outcome; None for an accepted sync offer (its run answers)."""
         kind = outcome.kind
-        if kind == Outcome.ACCEPTED:
+        if kind == Receipt.ACCEPTED:
             return None if self.sync else self.accepted(request, outcome.execution, started)
-        if kind == Outcome.DUPLICATE:
+        if kind == Receipt.DUPLICATE:
             return self.duplicate(request, outcome.execution, started)
-        if kind == Outcome.QUEUE_FULL:
+        if kind == Receipt.QUEUE_FULL:
             return self.refuse(request, QUEUE_FULL, "queue_full", started)
         return self.refuse(request, STORE_DOWN, "store", started)
 

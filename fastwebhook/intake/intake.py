@@ -31,7 +31,7 @@ WINDOW = 4096             # committed deliveries kept in memory for the claim; t
 MEMORY_BACKLOG = MAX_BATCH
 
 
-class Outcome:
+class Receipt:
     """What became of an offer."""
 
     __slots__ = ("kind", "execution")
@@ -42,9 +42,9 @@ class Outcome:
         self.execution = execution
 
 
-QUEUE_FULL = Outcome(Outcome.QUEUE_FULL)
-STORE_DOWN = Outcome(Outcome.STORE_DOWN)
-Settle = Callable[[Outcome], None]
+QUEUE_FULL = Receipt(Receipt.QUEUE_FULL)
+STORE_DOWN = Receipt(Receipt.STORE_DOWN)
+Settle = Callable[[Receipt], None]
 
 
 class Intake:
@@ -94,7 +94,7 @@ class Intake:
         return bool(self.open) or self.in_flight > 0
 
     # -- the loop's side ------------------------------------------------------------------------
-    def offer(self, delivery: Delivery, settle: Settle | None, reply: asyncio.Future | None = None) -> Outcome | None:
+    def offer(self, delivery: Delivery, settle: Settle | None, reply: asyncio.Future | None = None) -> Receipt | None:
         """An outcome now, or None: `settle` is called once the batch's commit decides."""
         key_hash = delivery.dedup_hash
         if key_hash is not None:
@@ -102,7 +102,7 @@ class Intake:
             if original is not None:
                 waiters = self.waiting.get(original)
                 if waiters is None:
-                    return Outcome(Outcome.DUPLICATE, original)
+                    return Receipt(Receipt.DUPLICATE, original)
                 waiters.append(settle)   # never call it a duplicate of something not yet on disk
                 return None
             if not self.cache.complete:
@@ -124,7 +124,7 @@ class Intake:
         if not self._wake.is_set():
             self._wake.set()
             self._idle.clear()
-        return Outcome(Outcome.ACCEPTED, delivery.id) if answer_now else None
+        return Receipt(Receipt.ACCEPTED, delivery.id) if answer_now else None
 
     def release(self, delivery: Delivery) -> None:
         """An execution became final (or never will run): its slot is free again."""
@@ -194,11 +194,11 @@ class Intake:
         _call(self.on_committed)
         for delivery, settle in zip(batch, settles):
             waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
-            accepted = Outcome(Outcome.ACCEPTED, delivery.id)
+            accepted = Receipt(Receipt.ACCEPTED, delivery.id)
             if settle is not None:
                 _call(settle, accepted)
             if waiters:
-                duplicate = Outcome(Outcome.DUPLICATE, delivery.id)
+                duplicate = Receipt(Receipt.DUPLICATE, delivery.id)
                 for waiter in waiters:
                     _call(waiter, duplicate)
 
@@ -219,7 +219,7 @@ class Intake:
             self.release(delivery)
             self.replies.pop(delivery.id, None)
             self.cache.put(delivery.dedup_hash, original, delivery.dedup_expires)
-            duplicate = Outcome(Outcome.DUPLICATE, original)
+            duplicate = Receipt(Receipt.DUPLICATE, original)
             for waiter in [settle, *self.waiting.pop(delivery.id, ())]:
                 if waiter is not None:
                     _call(waiter, duplicate)

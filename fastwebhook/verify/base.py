@@ -73,11 +73,6 @@ class Verifier:
         self.secret_headers = secret_headers
         self.secret_query = secret_query
 
-    def __call__(self, raw: bytes, headers: Mapping[str, str], now: float,
-                 request: RequestView | None = None) -> bytes:
-        """The pre-RequestView calling convention, kept until every caller uses ``verify``."""
-        return self.verify(raw, headers, now, request)
-
     def __repr__(self) -> str:
         # Deliberately nothing from the closure: that is where the keys live.
         return (f"Verifier(scheme={self.scheme!r}, handshake={self.handshake is not None}, "

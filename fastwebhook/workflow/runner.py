@@ -217,14 +217,14 @@ def _split(spec: NodeSpec, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], node_metrics) -> list[Run]:
     """The node for each run at it: the runs that go on with its result (the others failed,
     ended, or skipped it with ignore_fail)."""
-    if node_type.run_cohort is None:
+    if node_type.execute_cohort is None:
         went_on = await asyncio.gather(*(_run_one(node_type, spec, run, node_metrics) for run in runs))
         return [run for run, ok in zip(runs, went_on) if ok]
     started = time.perf_counter()
     for run in runs:
         run._node, run._started, run._job_with_writes, run.logs = spec, started, False, []
     try:
-        results = await node_type.run_cohort(spec.prepared, runs)
+        results = await node_type.execute_cohort(spec.prepared, runs)
     except Exception as exc:  # noqa: BLE001 - the cohort entry failed as a whole: each run's failure
         results = [exc] * len(runs)
     settled = [(run, result, _settle(run, spec, result, node_metrics)) for run, result in zip(runs, results)]
@@ -243,7 +243,7 @@ async def _run_one(node_type: NodeType, spec: NodeSpec, run: Run, node_metrics) 
     """The node for one run by itself: whether the run goes on with its result."""
     run._node, run._started, run._job_with_writes, run.logs = spec, time.perf_counter(), False, []
     try:
-        result = await node_type.run(spec.prepared, run)
+        result = await node_type.execute(spec.prepared, run)
     except Exception as exc:  # noqa: BLE001 - a node's failure is data, not a crash
         result = exc
     job = _settle(run, spec, result, node_metrics)

@@ -126,13 +126,13 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     return {"mode": mode, "tests": tuple(tests)}
 
 
-async def run(prepared: dict, run) -> bool:
+async def execute(prepared: dict, run) -> bool:
     if prepared["mode"] == "expression":
         return bool(await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run))
     return _holds(prepared, run.scope)
 
 
-async def run_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: dict, runs: list) -> list:
     """The comparisons for each run, in Python; an expression for the cohort in one V8 call."""
     if prepared["mode"] == "expression":
         values = await evaluate_cohort(prepared["script"], prepared["timeout"], prepared["memory"], runs)

@@ -30,13 +30,13 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     return {"collection": collection, "values": compile_value(values), "upsert_on": tuple(upsert_on)}
 
 
-async def run(prepared: dict, run) -> dict:
+async def execute(prepared: dict, run) -> dict:
     collection = prepared["collection"]
     write = collection.insert(run.render(prepared["values"]), prepared["upsert_on"])
     return await run.write([write], "row", collection.decode)
 
 
-async def run_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: dict, runs: list) -> list:
     """The cohort's records in one batch; a refused one fails its run alone."""
     collection, values, upsert_on = prepared["collection"], prepared["values"], prepared["upsert_on"]
     return await runs[0].resources.effects.commit_each(

@@ -20,9 +20,9 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> str:
     return status
 
 
-async def run(status: str, run) -> None:
+async def execute(status: str, run) -> None:
     raise EndExecution(status)
 
 
-async def run_cohort(status: str, runs: list) -> list:
+async def execute_cohort(status: str, runs: list) -> list:
     return [EndExecution(status)] * len(runs)

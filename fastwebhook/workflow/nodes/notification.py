@@ -76,7 +76,7 @@ def _string_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
-async def run(prepared: dict, run) -> dict:
+async def execute(prepared: dict, run) -> dict:
     channel = prepared["channel"]
     if isinstance(channel, HttpChannel):
         message = stringify(run.render(prepared["message"]))

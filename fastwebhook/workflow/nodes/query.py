@@ -38,7 +38,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
             "limit": limit if multiple else 1, "multiple": bool(multiple)}
 
 
-async def run(prepared: dict, run) -> Any:
+async def execute(prepared: dict, run) -> Any:
     collection = prepared["collection"]
     sql, params = collection.select(render_filter(prepared["filter"], run), prepared["sort"], prepared["limit"])
     records = [collection.decode(row) for row in await run.resources.store.read_records(sql, params)]

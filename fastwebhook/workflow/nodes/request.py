@@ -188,7 +188,7 @@ class _Answer:
     body: bytes
 
 
-async def run(prepared: Prepared, run) -> dict:
+async def execute(prepared: Prepared, run) -> dict:
     call = _render(prepared, run)
     client = run.resources.http
     attempts = prepared.retries + 1

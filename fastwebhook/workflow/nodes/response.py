@@ -19,11 +19,11 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     return {"status": status, "headers": compile_value(dict(headers)), "body": compile_value(fields.get("body", ""))}
 
 
-async def run(prepared: dict, run) -> dict:
+async def execute(prepared: dict, run) -> dict:
     return _answer(prepared, run)
 
 
-async def run_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: dict, runs: list) -> list:
     """Each run's answer, told at once (sync mode); one that is not valid HTTP fails its run."""
     answers: list = []
     for each in runs:

@@ -54,11 +54,11 @@ def _setting(parse, value, where, report, default):
         return default
 
 
-async def run(prepared: dict, run) -> Any:
+async def execute(prepared: dict, run) -> Any:
     return await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run)
 
 
-async def run_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: dict, runs: list) -> list:
     return await evaluate_cohort(prepared["script"], prepared["timeout"], prepared["memory"], runs)
 
 

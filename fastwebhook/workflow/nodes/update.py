@@ -25,11 +25,11 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     return {"collection": collection, "filter": compile_filter(filter), "values": compile_value(values)}
 
 
-async def run(prepared: dict, run) -> int:
+async def execute(prepared: dict, run) -> int:
     return await run.write([_write(prepared, run)], "count", int)
 
 
-async def run_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: dict, runs: list) -> list:
     """The cohort's updates in one batch, each with its own job row."""
     return await runs[0].resources.effects.commit_each(
         runs, lambda run: run.effect([_write(prepared, run)], "count", int))
