@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
@@ -26,8 +27,25 @@ RESERVED_PATHS = ("/metrics", "/healthz", "/readyz")
 ADMIN_PREFIX = "/api/admin"
 ADMIN_PAGE = "/admin"                 # the executions page (web/), served with the admin API
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-MODES = ("async", "sync")
-DURABILITIES = ("commit", "memory")
+
+
+class Mode(StrEnum):
+    """`[workflows.K] mode`: answer at once (202), or with the workflow's answer."""
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+class OnSyncTimeout(StrEnum):
+    """`[workflows.K] on_sync_timeout`: past sync_timeout, 202 with the id, or 504."""
+    ACCEPT = "accept"
+    ERROR = "error"
+
+
+class Durability(StrEnum):
+    """`[storage] durability`: acknowledge after the commit, or before it (one batch at most)."""
+    COMMIT = "commit"
+    MEMORY = "memory"
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Admin tokens published with fastwebhook (the repo's config.toml falls back to one so that
 # `make run` works on a fresh clone): anyone can read them.  A server does not serve with one
@@ -56,7 +74,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     url: str = "sqlite:///./fastwebhook.db"
-    durability: str = "commit"
+    durability: Durability = Durability.COMMIT
     retention: float = 7 * 86400.0
     redact_headers: frozenset[str] = frozenset()   # stored as "[redacted]", besides the built-in set
     statement_timeout: float = 0.25   # seconds one collection statement or admin read may run
@@ -125,10 +143,10 @@ class Workflow:
     path: str
     title: str = ""
     methods: tuple[str, ...] = ("POST",)
-    mode: str = "async"
+    mode: Mode = Mode.ASYNC
     enabled: bool = True
     sync_timeout: float = 30.0
-    on_sync_timeout: str = "accept"
+    on_sync_timeout: OnSyncTimeout = OnSyncTimeout.ACCEPT
     ip_allow: tuple[Any, ...] = ()
     max_body_size: int = 1 << 20
     content_types: frozenset[str] = frozenset()
@@ -359,9 +377,7 @@ class _Loader:
         url = self.take(t, "url", p, str, StorageConfig.url)
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             self.error(f"{p}.url", f"must start with sqlite:// or postgresql://, not {url!r}")
-        durability = self.take(t, "durability", p, str, "commit")
-        if durability not in DURABILITIES:
-            self.error(f"{p}.durability", f"must be \"commit\" or \"memory\", not {durability!r}")
+        durability = self.choice(t, "durability", p, Durability, Durability.COMMIT)
         retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
         budget = self.convert(parse_duration, t.get("statement_timeout", "250ms"), f"{p}.statement_timeout",
                               StorageConfig.statement_timeout)
@@ -369,6 +385,16 @@ class _Loader:
             self.error(f"{p}.statement_timeout", "must be longer than 0s")
         return StorageConfig(url=url, durability=durability, retention=retention, statement_timeout=budget,
                              redact_headers=self.header_names(t, "redact_headers", p))
+
+    def choice(self, t: dict, key: str, path: str, kind: type[StrEnum], default: StrEnum) -> StrEnum:
+        """One of an enum's values, else an error naming them."""
+        value = self.take(t, key, path, str, default.value)
+        try:
+            return kind(value)
+        except ValueError:
+            names = " or ".join(f'"{member.value}"' for member in kind)
+            self.error(f"{path}.{key}", f"must be {names}, not {value!r}")
+            return default
 
     def header_names(self, t: dict, key: str, path: str) -> frozenset[str]:
         names = set()

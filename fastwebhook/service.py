@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 
-from .config import Config, with_stored
+from .config import Config, Durability, Mode, with_stored
 from .door.admission import Admission
 from .door.context import context_of
 from .door.door import Door
@@ -29,7 +29,7 @@ from .intake.dedup import DoorCache
 from .intake.dispatch import Dispatcher
 from .intake.executions import Executions
 from .intake.gate import Gate
-from .intake.intake import Intake, Receipt
+from .intake.intake import Intake, Offered, Receipt
 from .intake.workers import WorkerPool
 from .maintenance import Maintenance
 from .metrics import Metrics, SharedCells
@@ -52,7 +52,7 @@ class Service:
         current = lambda: self.config   # noqa: E731 - the config in force, swapped by a reload
         # the door side
         self.intake = Intake(self.store, self.metrics, config.queue.capacity,
-                             config.storage.durability == "commit", DoorCache(), clock)
+                             config.storage.durability == Durability.COMMIT, DoorCache(), clock)
         # the work side
         self.order_keys = _order_keys(config)
         self.resources = Resources(self.store, config.channels, config.collections, config.outbound.deny)
@@ -185,8 +185,8 @@ class Service:
                 done.set_result(outcome)
 
         outcome = self.intake.offer(delivery, settle) or await done
-        if outcome.kind != Receipt.ACCEPTED:
-            reason = "the queue is full" if outcome.kind == Receipt.QUEUE_FULL else "the store is unavailable"
+        if outcome.kind != Offered.ACCEPTED:
+            reason = "the queue is full" if outcome.kind == Offered.QUEUE_FULL else "the store is unavailable"
             raise StoreError(f"not accepted: {reason}")
 
     def order_key_of(self, delivery: Delivery) -> str | None:
@@ -211,7 +211,7 @@ def _order_keys(config: Config) -> dict:
 
 def _runs_nothing(config: Config):
     """Whether the claim resolves a workflow's deliveries itself: no node, nobody waiting."""
-    return frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != "sync").__contains__
+    return frozenset(key for key, w in config.workflows.items() if not w.nodes and w.mode != Mode.SYNC).__contains__
 
 
 def _shares(config: Config) -> dict[str, int]:

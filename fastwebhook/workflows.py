@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .config import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, MODES, RESERVED_PATHS, DedupConfig, NodeSpec,
+from .config import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, RESERVED_PATHS, Mode, OnSyncTimeout, DedupConfig, NodeSpec,
                      ResponseConfig, ServerConfig, VerifyConfig, Workflow)
 from .errors import ConfigError
 from .workflow.nodes import NODE_TYPES
@@ -48,12 +48,8 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
     methods = tuple(methods)
     if not listed:
         loader.error(f"{path}.methods", "must name at least one method")
-    mode = loader.take(t, "mode", path, str, "async")
-    if mode not in MODES:
-        loader.error(f"{path}.mode", f"must be \"async\" or \"sync\", not {mode!r}")
-    on_timeout = loader.take(t, "on_sync_timeout", path, str, "accept")
-    if on_timeout not in ("accept", "error"):
-        loader.error(f"{path}.on_sync_timeout", f"must be \"accept\" or \"error\", not {on_timeout!r}")
+    mode = loader.choice(t, "mode", path, Mode, Mode.ASYNC)
+    on_timeout = loader.choice(t, "on_sync_timeout", path, OnSyncTimeout, OnSyncTimeout.ACCEPT)
     max_body = loader.convert(parse_size, t.get("max_body_size", server.max_body_size),
                               f"{path}.max_body_size", server.max_body_size)
     if max_body > server.max_body_size:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from ..config import Workflow
+from ..config import OnSyncTimeout, Workflow
 from ..http import Response
 from ..intake.executions import id_header
 from ..intake.intake import Intake
@@ -34,7 +34,7 @@ class Door:
         def timed_out() -> None:
             if answer.done():
                 return
-            status = 504 if workflow.on_sync_timeout == "error" else 202
+            status = 504 if workflow.on_sync_timeout == OnSyncTimeout.ERROR else 202
             answer.set_result(Response.json(status, {"execution_id": id_text, "status": "started"},
                                             id_header(id_text)))
 

@@ -14,11 +14,11 @@ import asyncio
 import math
 import time
 
-from ..config import Workflow
+from ..config import Mode, Workflow
 from ..errors import RequestError
 from ..http import Request, Response, answered_status
 from ..ids import new_id, to_text
-from ..intake.intake import Receipt
+from ..intake.intake import Offered, Receipt
 from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base
 from ..intake.dedup import KeyHasher
@@ -57,7 +57,7 @@ class Trigger:
         self.schema = workflow.schema_validator
         self.content_types = workflow.content_types
         self.body_limit = workflow.max_body_size
-        self.sync = workflow.mode == "sync"
+        self.sync = workflow.mode == Mode.SYNC
         self.dedup_template = Template(workflow.dedup.key) if workflow.dedup.key else None
         dedup = verifier if verifier is not None and workflow.dedup.enabled else None
         self.dedup_from_headers = dedup.dedup_key if dedup else None
@@ -144,11 +144,11 @@ class Trigger:
     def respond(self, request: Request, outcome: Receipt, started: float) -> Response | None:
         """The answer to an outcome; None for an accepted sync offer (its run answers)."""
         kind = outcome.kind
-        if kind == Receipt.ACCEPTED:
+        if kind == Offered.ACCEPTED:
             return None if self.sync else self.accepted(request, outcome.execution, started)
-        if kind == Receipt.DUPLICATE:
+        if kind == Offered.DUPLICATE:
             return self.duplicate(request, outcome.execution, started)
-        if kind == Receipt.QUEUE_FULL:
+        if kind == Offered.QUEUE_FULL:
             return self.refuse(request, QUEUE_FULL, "queue_full", started)
         return self.refuse(request, STORE_DOWN, "store", started)
 

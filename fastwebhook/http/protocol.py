@@ -15,6 +15,7 @@ import re
 import socket
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Protocol as TypingProtocol
 
 import httptools
@@ -38,6 +39,13 @@ MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
 HEAD_SLACK = 1024           # raw head bytes allowed past max_header_size: request line, delimiters
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _request_counter = itertools.count(1)
+
+
+class Deadline(Enum):
+    """What a connection's one timer waits for."""
+    READ = "read"        # the rest of a request that began
+    IDLE = "idle"        # the next request on a quiet keep-alive connection
+    ANSWER = "answer"    # the application's answer to a request read
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_received = 0
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
-        self.deadline_kind: str | None = None   # "read", "idle", "answer" or None
+        self.deadline_kind: Deadline | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -130,7 +138,7 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
         self.app.connection_opened()
-        self._set_deadline("idle", self.limits.keepalive_timeout)
+        self._set_deadline(Deadline.IDLE, self.limits.keepalive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -192,7 +200,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = True
         self.head_began_in_chunk = True
         self.head_received = 0
-        self._set_deadline("read", self.limits.read_timeout)
+        self._set_deadline(Deadline.READ, self.limits.read_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -272,7 +280,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pause_reading()
         if isinstance(response, asyncio.Future):
             response.add_done_callback(self._flush)
-            self._set_deadline("answer", self.limits.answer_timeout)
+            self._set_deadline(Deadline.ANSWER, self.limits.answer_timeout)
         self._flush()
         if len(self.pipeline) >= MAX_PIPELINE:
             self._pause_reading()
@@ -344,8 +352,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(data)
         if not keep_alive:
             self._close()
-        elif not self.pipeline and self.request is None and self.deadline_kind in (None, "answer"):
-            self._set_deadline("idle", self.limits.keepalive_timeout)
+        elif not self.pipeline and self.request is None and self.deadline_kind in (None, Deadline.ANSWER):
+            self._set_deadline(Deadline.IDLE, self.limits.keepalive_timeout)
 
     def _too_large(self, request: Request) -> tuple[Response, None]:
         # the application logs and counts this one itself: it knows the workflow
@@ -387,7 +395,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- deadlines ----------------------------------------------------------------------------
-    def _set_deadline(self, kind: str, seconds: float) -> None:
+    def _set_deadline(self, kind: Deadline, seconds: float) -> None:
         """Setting a deadline is an assignment; the one timer wakes at least every `tick`
         seconds while a deadline is set, so it is never late for a deadline set after it."""
         self.deadline_kind = kind
@@ -402,7 +410,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         now = self.loop.time()
         if now >= self.deadline:
-            if self.deadline_kind == "answer":
+            if self.deadline_kind == Deadline.ANSWER:
                 self._give_up()
             else:  # a request still arriving, or a quiet keep-alive connection: just drop it
                 self._close()

@@ -73,7 +73,7 @@ class Executions:
         for execution in executions:
             execution.reply = self._reply_for(execution.delivery, execution.workflow)
             if execution.workflow is None:
-                execution.outcome = Outcome("error", "its workflow no longer exists", [], None)
+                execution.outcome = Outcome(Status.ERROR, "its workflow no longer exists", [], None)
             else:
                 self.dispatcher.change(Final(execution.delivery.id, Status.STARTED, started))
         try:
@@ -88,7 +88,7 @@ class Executions:
             log.exception("a cohort of %d executions failed inside the runner", len(executions))
             for execution in executions:
                 if execution.outcome is None:
-                    execution.outcome = Outcome("error", f"internal error: {exc}", [], None)
+                    execution.outcome = Outcome(Status.ERROR, f"internal error: {exc}", [], None)
         self._finish(executions, started, self.clock())
 
     async def _prepare(self, executions: list[_Execution], config: Config) -> None:
@@ -113,7 +113,7 @@ class Executions:
                                     on_response=_answerer(reply, execution.id_text) if reply else None)
             except Exception as exc:  # noqa: BLE001 - recorded as the execution's error
                 log.exception("execution %s failed inside the runner", execution.id_text)
-                execution.outcome = Outcome("error", f"internal error: {exc}", [], None)
+                execution.outcome = Outcome(Status.ERROR, f"internal error: {exc}", [], None)
 
     def _finish(self, executions: list[_Execution], started: float, finished: float) -> None:
         dispatcher = self.dispatcher
@@ -123,7 +123,7 @@ class Executions:
             try:
                 jobs.extend(job_rows(delivery.id, outcome.jobs))
             except (TypeError, ValueError) as exc:  # a result that cannot be recorded ends it as an error
-                outcome = execution.outcome = Outcome("error", f"a node's result could not be recorded: {exc}",
+                outcome = execution.outcome = Outcome(Status.ERROR, f"a node's result could not be recorded: {exc}",
                                                       [], None)
                 execution.run = None
             dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
@@ -161,7 +161,7 @@ class Executions:
 
 def sync_response(id_text: str, workflow: Workflow | None, outcome: Outcome, run: Run | None) -> Response:
     header = id_header(id_text)
-    if outcome.status != "resolved" or workflow is None:
+    if outcome.status != Status.RESOLVED or workflow is None:
         return Response.json(500, {"execution_id": id_text, "status": outcome.status,
                                    "error": outcome.error}, header)
     answer: dict[str, Any] = outcome.response or {}

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from enum import Enum
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
@@ -31,19 +32,26 @@ WINDOW = 4096             # committed deliveries kept in memory for the claim; t
 MEMORY_BACKLOG = MAX_BATCH
 
 
+class Offered(Enum):
+    """What became of an offer: its kind."""
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"     # of an execution acknowledged before (its id is the receipt's)
+    QUEUE_FULL = "queue_full"
+    STORE_DOWN = "store_down"
+
+
 class Receipt:
-    """What became of an offer."""
+    """What became of an offer: its kind, and the execution it names (accepted or duplicate)."""
 
     __slots__ = ("kind", "execution")
-    ACCEPTED, DUPLICATE, QUEUE_FULL, STORE_DOWN = "accepted", "duplicate", "queue_full", "store_down"
 
-    def __init__(self, kind: str, execution: bytes | None = None):
+    def __init__(self, kind: Offered, execution: bytes | None = None):
         self.kind = kind
         self.execution = execution
 
 
-QUEUE_FULL = Receipt(Receipt.QUEUE_FULL)
-STORE_DOWN = Receipt(Receipt.STORE_DOWN)
+QUEUE_FULL = Receipt(Offered.QUEUE_FULL)
+STORE_DOWN = Receipt(Offered.STORE_DOWN)
 Settle = Callable[[Receipt], None]
 
 
@@ -102,7 +110,7 @@ class Intake:
             if original is not None:
                 waiters = self.waiting.get(original)
                 if waiters is None:
-                    return Receipt(Receipt.DUPLICATE, original)
+                    return Receipt(Offered.DUPLICATE, original)
                 waiters.append(settle)   # never call it a duplicate of something not yet on disk
                 return None
             if not self.cache.complete:
@@ -124,7 +132,7 @@ class Intake:
         if not self._wake.is_set():
             self._wake.set()
             self._idle.clear()
-        return Receipt(Receipt.ACCEPTED, delivery.id) if answer_now else None
+        return Receipt(Offered.ACCEPTED, delivery.id) if answer_now else None
 
     def release(self, delivery: Delivery) -> None:
         """An execution became final (or never will run): its slot is free again."""
@@ -194,11 +202,11 @@ class Intake:
         _call(self.on_committed)
         for delivery, settle in zip(batch, settles):
             waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
-            accepted = Receipt(Receipt.ACCEPTED, delivery.id)
+            accepted = Receipt(Offered.ACCEPTED, delivery.id)
             if settle is not None:
                 _call(settle, accepted)
             if waiters:
-                duplicate = Receipt(Receipt.DUPLICATE, delivery.id)
+                duplicate = Receipt(Offered.DUPLICATE, delivery.id)
                 for waiter in waiters:
                     _call(waiter, duplicate)
 
@@ -219,7 +227,7 @@ class Intake:
             self.release(delivery)
             self.replies.pop(delivery.id, None)
             self.cache.put(delivery.dedup_hash, original, delivery.dedup_expires)
-            duplicate = Receipt(Receipt.DUPLICATE, original)
+            duplicate = Receipt(Offered.DUPLICATE, original)
             for waiter in [settle, *self.waiting.pop(delivery.id, ())]:
                 if waiter is not None:
                     _call(waiter, duplicate)

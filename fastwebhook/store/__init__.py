@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from ..config import StorageConfig
+from ..config import Durability, StorageConfig
 from .base import StatementTimeout, Store
 
 
@@ -17,7 +17,7 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
 
         # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
-        synchronous = "FULL" if storage.durability == "commit" else "NORMAL"
+        synchronous = "FULL" if storage.durability == Durability.COMMIT else "NORMAL"
         return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared,
                                      statement_timeout=storage.statement_timeout))
     from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415

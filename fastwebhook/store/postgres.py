@@ -32,7 +32,7 @@ import asyncpg
 from ..errors import ConstraintError, StoreError
 from . import batch_codec
 from .base import StatementTimeout, Store
-from .rows import TRANSITIONS, Claim, Delivery, Records
+from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sql import queries
 
 MIGRATION_LOCK = 0x66776862    # pg_advisory_lock key: "fwhb"
@@ -387,17 +387,17 @@ class PostgresStore(Store):
             for seq, index, d in taken:
                 holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None
                 if holder is not None and holder != d.id:
-                    status = "duplicate"
+                    status = Status.DUPLICATE
                     claim.duplicates.append((d, holder))
                 elif runs_nothing(d.workflow):
-                    status = "resolved"
+                    status = Status.RESOLVED
                     claim.resolved.append(d)
                 else:
-                    status = "queued"
+                    status = Status.QUEUED
                     d.attempts = 1
                     claim.run.append(d)
                 for column, value in zip(columns, (d.id, d.workflow, d.version, status, d.dedup_key,
-                                                   holder if status == "duplicate" else None,
+                                                   holder if status == Status.DUPLICATE else None,
                                                    d.request.received_at, seq, index)):
                     column.append(value)
             await session.execute(self.sql["claim_insert"], (*columns[:8], max(0.0, lease_until - now), owner,

@@ -64,7 +64,7 @@ class JobRecord:
 
 @dataclass(slots=True)
 class Outcome:
-    status: str
+    status: Status
     error: str | None
     jobs: list[JobRecord]
     response: dict | None
@@ -87,7 +87,7 @@ class Run:
         self.jobs: list[JobRecord] = []
         self.results: dict[str, Any] = {}
         self.response: dict | None = None
-        self.ended: tuple[str, str | None] | None = None   # (status, error) once it stopped early
+        self.ended: tuple[Status, str | None] | None = None   # (status, error) once it stopped early
         self.logs: list = []
         self._node: NodeSpec | None = None
         self._started = 0.0
