@@ -107,8 +107,7 @@ async def _script_errors(config: Config) -> dict[str, str]:
 
     def walk(nodes) -> None:
         for node in nodes:
-            prepared = node.prepared if isinstance(node.prepared, dict) else {}
-            script = prepared.get("script")
+            script = getattr(node.prepared, "script", None)   # a script node's, a condition's expression
             if isinstance(script, Script):
                 own_lines = script.body == script.source
                 bodies[f"{node.path}.{'code' if own_lines else 'expression'}"] = (script.body, own_lines)

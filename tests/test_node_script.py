@@ -347,4 +347,4 @@ type = "script"
 code = "return 1"
 """)))
     prepared = config.workflows["w"].nodes[0].prepared
-    assert (prepared["timeout"], prepared["memory"]) == (1.0, 64 << 20)
+    assert (prepared.timeout, prepared.memory) == (1.0, 64 << 20)

@@ -4,6 +4,7 @@ True / False picks the `then` / `else` branch (without branches, False ends the 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..scripts import Script
@@ -85,11 +86,20 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 UNARY = ("empty", "not_empty")
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class ConditionNode:
+    mode: str                        # "all", "any" or "expression"
+    tests: tuple = ()                # (a, compare, b) each, for all / any
+    script: Script | None = None     # for an expression
+    timeout: float = 0.0
+    memory: int = 0
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> ConditionNode:
     given = [name for name in ("all", "any", "expression") if name in fields]
     if len(given) != 1:
         report(path, "a condition needs exactly one of all, any or expression")
-        return {"mode": "all", "tests": ()}
+        return ConditionNode("all")
     mode = given[0]
     if mode == "expression":
         source = fields["expression"]
@@ -97,7 +107,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
             report(f"{path}.expression", "must be a JavaScript expression")
             source = "false"
         timeout, memory = prepare_limits(fields, path, report)
-        return {"mode": mode, "script": Script.expression(source), "timeout": timeout, "memory": memory}
+        return ConditionNode(mode, script=Script.expression(source), timeout=timeout, memory=memory)
     tests = []
     entries = fields[mode]
     if not isinstance(entries, list) or not entries:
@@ -123,19 +133,19 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
                 report(f"{where}[2]", f"not a valid regular expression: {exc}")
                 continue
         tests.append((compile_value(entry[0]), OPERATORS[op], compile_value(right)))
-    return {"mode": mode, "tests": tuple(tests)}
+    return ConditionNode(mode, tuple(tests))
 
 
-async def execute(prepared: dict, run) -> bool:
-    if prepared["mode"] == "expression":
-        return bool(await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run))
+async def execute(prepared: ConditionNode, run) -> bool:
+    if prepared.mode == "expression":
+        return bool(await evaluate(prepared.script, prepared.timeout, prepared.memory, run))
     return _holds(prepared, run.scope)
 
 
-async def execute_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: ConditionNode, runs: list) -> list:
     """The comparisons for each run, in Python; an expression for the cohort in one V8 call."""
-    if prepared["mode"] == "expression":
-        values = await evaluate_cohort(prepared["script"], prepared["timeout"], prepared["memory"], runs)
+    if prepared.mode == "expression":
+        values = await evaluate_cohort(prepared.script, prepared.timeout, prepared.memory, runs)
         return [value if isinstance(value, Exception) else bool(value) for value in values]
     results: list = []
     for run in runs:
@@ -146,9 +156,9 @@ async def execute_cohort(prepared: dict, runs: list) -> list:
     return results
 
 
-def _holds(prepared: dict, scope) -> bool:
-    outcomes = (compare(_value(a, scope), _value(b, scope)) for a, compare, b in prepared["tests"])
-    return all(outcomes) if prepared["mode"] == "all" else any(outcomes)
+def _holds(prepared: ConditionNode, scope) -> bool:
+    outcomes = (compare(_value(a, scope), _value(b, scope)) for a, compare, b in prepared.tests)
+    return all(outcomes) if prepared.mode == "all" else any(outcomes)
 
 
 def _value(value: Any, scope) -> Any:

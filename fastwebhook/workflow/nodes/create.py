@@ -3,6 +3,7 @@ fields updated).  Committed with the node's job: never created twice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..collections import check_fields, collection_named
@@ -12,7 +13,14 @@ NAME = "create"
 FIELDS = ("collection", "values", "upsert_on")
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class CreateNode:
+    collection: Any          # workflow.collections.Collection (None after a reported error)
+    values: Any              # compiled templates
+    upsert_on: tuple[str, ...]
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> CreateNode:
     collection = collection_named(fields, path, report, known)
     values = fields.get("values", {})
     check_fields(collection, values, f"{path}.values", report)
@@ -27,17 +35,17 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if collection is not None:
         unique = next((u for u in collection.unique if set(u) == set(upsert_on)), tuple(upsert_on))
         upsert_on = list(unique)
-    return {"collection": collection, "values": compile_value(values), "upsert_on": tuple(upsert_on)}
+    return CreateNode(collection, compile_value(values), tuple(upsert_on))
 
 
-async def execute(prepared: dict, run) -> dict:
-    collection = prepared["collection"]
-    write = collection.insert(run.render(prepared["values"]), prepared["upsert_on"])
+async def execute(prepared: CreateNode, run) -> dict:
+    collection = prepared.collection
+    write = collection.insert(run.render(prepared.values), prepared.upsert_on)
     return await run.write([write], "row", collection.decode)
 
 
-async def execute_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: CreateNode, runs: list) -> list:
     """The cohort's records in one batch; a refused one fails its run alone."""
-    collection, values, upsert_on = prepared["collection"], prepared["values"], prepared["upsert_on"]
+    collection, values, upsert_on = prepared.collection, prepared.values, prepared.upsert_on
     return await runs[0].resources.effects.commit_each(
         runs, lambda run: run.effect([collection.insert(run.render(values), upsert_on)], "row", collection.decode))

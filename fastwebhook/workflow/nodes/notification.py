@@ -15,6 +15,7 @@ The mail goes to exactly these addresses (the SMTP envelope is set, not read fro
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, parseaddr
 from typing import Any, Mapping
@@ -33,13 +34,24 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS = re.compile(r'[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+')
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class NotificationNode:
+    channel: Any                     # SmtpChannel | HttpChannel (None after a reported error)
+    message: Any = None              # http: the compiled message
+    to: list = field(default_factory=list)   # smtp: strings and compiled templates
+    max_recipients: int = MAX_RECIPIENTS
+    subject: Any = None
+    text: Any = None
+    html: Any = None
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> NotificationNode:
     name = fields.get("channel")
     channel = known.channels.get(name) if isinstance(name, str) else None
     if channel is None:
         declared = ", ".join(sorted(known.channels)) or "none"
         report(f"{path}.channel", f"names no channel declared in [channels] ({declared}), not {name!r}")
-        return {"channel": None}
+        return NotificationNode(None)
     wanted, others = (SMTP_FIELDS, HTTP_FIELDS) if isinstance(channel, SmtpChannel) else (HTTP_FIELDS, SMTP_FIELDS)
     for key in others:
         if key in fields:
@@ -51,7 +63,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if not isinstance(channel, SmtpChannel):
         if "message" not in fields:
             report(f"{path}.message", "an http channel's notification needs a message")
-        return {"channel": channel, "message": compile_value(fields.get("message"))}
+        return NotificationNode(channel, message=compile_value(fields.get("message")))
     if not fields.get("to"):
         report(f"{path}.to", "a mail needs a recipient: a string or a list of addresses")
     if not fields.get("text") and not fields.get("html"):
@@ -68,23 +80,24 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
             _recipients(written, None, limit)
     except ValueError as exc:
         report(f"{path}.to", str(exc).removeprefix("to: "))
-    return {"channel": channel, "to": to, "max_recipients": limit,
-            **{key: compile_value(fields.get(key)) for key in ("subject", "text", "html")}}
+    return NotificationNode(channel, to=to, max_recipients=limit, subject=compile_value(fields.get("subject")),
+                            text=compile_value(fields.get("text")), html=compile_value(fields.get("html")))
 
 
 def _string_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
-async def execute(prepared: dict, run) -> dict:
-    channel = prepared["channel"]
+async def execute(prepared: NotificationNode, run) -> dict:
+    channel = prepared.channel
     if isinstance(channel, HttpChannel):
-        message = stringify(run.render(prepared["message"]))
+        message = stringify(run.render(prepared.message))
         status = await channel.deliver(run.resources.http, message)
         run.log(f"{channel.type} channel {channel.name!r}: {channel.host} answered {status}")
         return {"channel": channel.name, "status": status}
-    recipients = _recipients(prepared["to"], run, prepared["max_recipients"])
-    mail = compose(channel, recipients, run, **{key: run.render(prepared[key]) for key in ("subject", "text", "html")})
+    recipients = _recipients(prepared.to, run, prepared.max_recipients)
+    mail = compose(channel, recipients, run, subject=run.render(prepared.subject), text=run.render(prepared.text),
+                   html=run.render(prepared.html))
     refused = await channel.send(mail, recipients)
     taken = len(recipients) - len(refused)
     run.log(f"smtp channel {channel.name!r}: {channel.host}:{channel.port} took the mail for "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..collections import check_fields, collection_named, compile_filter, render_filter
@@ -12,7 +13,16 @@ FIELDS = ("collection", "filter", "sort", "limit", "multiple")
 MAX_LIMIT = 1000
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class QueryNode:
+    collection: Any
+    filter: Any
+    sort: tuple[str, ...]
+    limit: int
+    multiple: bool
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> QueryNode:
     collection = collection_named(fields, path, report, known)
     filter = fields.get("filter", {})
     check_fields(collection, filter, f"{path}.filter", report, filter=True)
@@ -34,14 +44,13 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         report(f"{path}.limit", f"must be an integer from 1 to {MAX_LIMIT}")
         limit = 1
-    return {"collection": collection, "filter": compile_filter(filter), "sort": tuple(sort),
-            "limit": limit if multiple else 1, "multiple": bool(multiple)}
+    return QueryNode(collection, compile_filter(filter), tuple(sort), limit if multiple else 1, bool(multiple))
 
 
-async def execute(prepared: dict, run) -> Any:
-    collection = prepared["collection"]
-    sql, params = collection.select(render_filter(prepared["filter"], run), prepared["sort"], prepared["limit"])
+async def execute(prepared: QueryNode, run) -> Any:
+    collection = prepared.collection
+    sql, params = collection.select(render_filter(prepared.filter, run), prepared.sort, prepared.limit)
     records = [collection.decode(row) for row in await run.resources.store.read_records(sql, params)]
-    if prepared["multiple"]:
+    if prepared.multiple:
         return records
     return records[0] if records else None

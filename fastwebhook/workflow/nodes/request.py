@@ -58,7 +58,7 @@ class Signer:
 
 
 @dataclass(frozen=True)
-class Prepared:
+class RequestNode:
     method: str
     url: Any                          # a Template, or the constant URL
     headers: Mapping[str, Any]
@@ -72,7 +72,7 @@ class Prepared:
     follow_redirects: bool = False
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> Prepared:
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> RequestNode:
     method = fields.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
         report(f"{path}.method", f"must be one of {', '.join(METHODS)}, not {method!r}")
@@ -102,7 +102,7 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> Prepared:
     if not isinstance(follow_redirects, bool):
         report(f"{path}.follow_redirects", f"must be true or false, not {follow_redirects!r}")
         follow_redirects = False
-    return Prepared(
+    return RequestNode(
         method=method.upper(), url=compiled_url, headers=compile_value(headers), query=compile_value(query),
         body=compile_value(body), body_is_table=isinstance(body, (dict, list)),
         timeout=_duration(fields.get("timeout", "10s"), f"{path}.timeout", report, 10.0, positive=True),
@@ -188,7 +188,7 @@ class _Answer:
     body: bytes
 
 
-async def execute(prepared: Prepared, run) -> dict:
+async def execute(prepared: RequestNode, run) -> dict:
     call = _render(prepared, run)
     client = run.resources.http
     attempts = prepared.retries + 1
@@ -220,7 +220,7 @@ async def execute(prepared: Prepared, run) -> dict:
     raise RuntimeError(f"{call.method} {display_url(call.url)} failed{tries}: {error}")
 
 
-def _render(prepared: Prepared, run) -> _Call:
+def _render(prepared: RequestNode, run) -> _Call:
     url = stringify(run.render(prepared.url))
     if not is_http_url(url):
         raise ValueError(f"url rendered to {display_url(url)!r}, not an http:// or https:// URL")
@@ -240,7 +240,7 @@ def _render(prepared: Prepared, run) -> _Call:
     return _Call(prepared.method, url, headers, query, body, tuple(added))
 
 
-def _body(prepared: Prepared, run) -> tuple[bytes | None, str | None]:
+def _body(prepared: RequestNode, run) -> tuple[bytes | None, str | None]:
     """The bytes to send and their default Content-Type: a table as JSON; a string as it is
     (labelled JSON when it is JSON); a lone template of an object as JSON too."""
     if prepared.body is None:
@@ -258,7 +258,7 @@ def _body(prepared: Prepared, run) -> tuple[bytes | None, str | None]:
 
 
 async def _attempt(client: HttpClient, call: _Call,
-                   prepared: Prepared) -> tuple[_Answer | None, str | None, bool]:
+                   prepared: RequestNode) -> tuple[_Answer | None, str | None, bool]:
     """One try: (the answer, or None with the error and whether trying again may help)."""
     method, url, headers, body, query = call.method, call.url, call.headers, call.body, call.query
     if prepared.signer is not None:   # signed per attempt: a retry gets a fresh timestamp

@@ -1,5 +1,6 @@
 """`response`: the answer a sync-mode webhook gets; recorded (and ignored) in async mode."""
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..templates import compile_value
@@ -8,7 +9,12 @@ NAME = "response"
 FIELDS = ("status", "headers", "body")
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class ResponseNode:
+    answer: dict             # {"status", "headers", "body"}, compiled templates
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> ResponseNode:
     status = fields.get("status", 200)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         report(f"{path}.status", f"must be an HTTP status between 100 and 599, not {status!r}")
@@ -16,14 +22,15 @@ def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
     if not isinstance(headers, dict):
         report(f"{path}.headers", "must be a table of header = value")
         headers = {}
-    return {"status": status, "headers": compile_value(dict(headers)), "body": compile_value(fields.get("body", ""))}
+    return ResponseNode({"status": status, "headers": compile_value(dict(headers)),
+                         "body": compile_value(fields.get("body", ""))})
 
 
-async def execute(prepared: dict, run) -> dict:
+async def execute(prepared: ResponseNode, run) -> dict:
     return _answer(prepared, run)
 
 
-async def execute_cohort(prepared: dict, runs: list) -> list:
+async def execute_cohort(prepared: ResponseNode, runs: list) -> list:
     """Each run's answer, told at once (sync mode); one that is not valid HTTP fails its run."""
     answers: list = []
     for each in runs:
@@ -34,7 +41,7 @@ async def execute_cohort(prepared: dict, runs: list) -> list:
     return answers
 
 
-def _answer(prepared: dict, run) -> dict:
-    answer = run.render(prepared)
+def _answer(prepared: ResponseNode, run) -> dict:
+    answer = run.render(prepared.answer)
     run.respond(answer)
     return answer

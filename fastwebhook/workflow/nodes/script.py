@@ -8,6 +8,7 @@ when the node first runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...units import parse_duration, parse_size
@@ -23,13 +24,20 @@ DEFAULT_MEMORY = 64 << 20
 LEAST_MEMORY = 4 << 20
 
 
-def prepare(fields: Mapping[str, Any], path: str, report, known) -> dict:
+@dataclass(frozen=True, slots=True)
+class ScriptNode:
+    script: Script
+    timeout: float           # seconds
+    memory: int              # bytes
+
+
+def prepare(fields: Mapping[str, Any], path: str, report, known) -> ScriptNode:
     code = fields.get("code")
     if not isinstance(code, str) or not code.strip():
         report(f"{path}.code", "must be a JavaScript function body (use `return` to give the result)")
         code = "return null;"
     timeout, memory = prepare_limits(fields, path, report)
-    return {"script": Script.function_body(code), "timeout": timeout, "memory": memory}
+    return ScriptNode(Script.function_body(code), timeout, memory)
 
 
 def prepare_limits(fields: Mapping[str, Any], path: str, report) -> tuple[float, int]:
@@ -54,12 +62,12 @@ def _setting(parse, value, where, report, default):
         return default
 
 
-async def execute(prepared: dict, run) -> Any:
-    return await evaluate(prepared["script"], prepared["timeout"], prepared["memory"], run)
+async def execute(prepared: ScriptNode, run) -> Any:
+    return await evaluate(prepared.script, prepared.timeout, prepared.memory, run)
 
 
-async def execute_cohort(prepared: dict, runs: list) -> list:
-    return await evaluate_cohort(prepared["script"], prepared["timeout"], prepared["memory"], runs)
+async def execute_cohort(prepared: ScriptNode, runs: list) -> list:
+    return await evaluate_cohort(prepared.script, prepared.timeout, prepared.memory, runs)
 
 
 async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
