@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 import payload
-from fastwebhook.maintenance import PURGE_FIRST
+from fastwebhook.service.maintenance import PURGE_FIRST
 from fastwebhook.store import Store
 from fastwebhook.store.sqlite import SqliteConnector
 from load import BENCH_DIR, Receiver, fastwebhook, run_wrk, running, say

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastwebhook.ids import new_id  # noqa: E402
+from fastwebhook.core.ids import new_id  # noqa: E402
 from fastwebhook.store import Store  # noqa: E402
 from fastwebhook.store.rows import Delivery, StoredRequest  # noqa: E402
 from fastwebhook.store.sqlite import SqliteConnector  # noqa: E402

@@ -30,10 +30,10 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).parent))
 from payload import BODY  # noqa: E402
 
-from fastwebhook.config import load_config  # noqa: E402
+from fastwebhook.config.loader import load_config  # noqa: E402
 from fastwebhook.door.context import context_of  # noqa: E402
-from fastwebhook.ids import new_id  # noqa: E402
-from fastwebhook.service import Service  # noqa: E402
+from fastwebhook.core.ids import new_id  # noqa: E402
+from fastwebhook.service.service import Service  # noqa: E402
 from fastwebhook.store.rows import Delivery, Records, StoredRequest  # noqa: E402
 from fastwebhook.workflow.runner import Run, job_rows, run_cohort, run_workflow  # noqa: E402
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from payload import BODY, SECRET, github_signature  # noqa: E402
 
 from fastwebhook.door.body import parse_body  # noqa: E402
-from fastwebhook.config import load_config  # noqa: E402
+from fastwebhook.config.loader import load_config  # noqa: E402
 from fastwebhook.intake.dedup import DoorCache, dedup_hash  # noqa: E402
 from fastwebhook.http.protocol import HttpProtocol, Limits  # noqa: E402
 from fastwebhook.verify import build_verifier  # noqa: E402
@@ -78,8 +78,8 @@ class FakeTransport:
 def app(tmp_path_factory):
     import asyncio
 
-    from fastwebhook.app import WebhookApp
-    from fastwebhook.service import Service
+    from fastwebhook.service.app import WebhookApp
+    from fastwebhook.service.service import Service
 
     path = tmp_path_factory.mktemp("micro") / "config.toml"
     path.write_text(CONFIG)
@@ -144,7 +144,7 @@ def forget(intake) -> None:
 
 
 def deliveries(count: int):
-    from fastwebhook.ids import new_id
+    from fastwebhook.core.ids import new_id
     from fastwebhook.store.rows import Delivery, StoredRequest
 
     headers = [("host", "127.0.0.1"), ("content-type", "application/json"), ("x-github-event", "push"),
@@ -183,8 +183,8 @@ def test_whole_batch_of_64_commit_durability(benchmark, tmp_path):
     the disk's fsync is left out (divide by 64 for one request's share)."""
     import uvloop
 
-    from fastwebhook.app import WebhookApp
-    from fastwebhook.service import Service
+    from fastwebhook.service.app import WebhookApp
+    from fastwebhook.service.service import Service
     from fastwebhook.store import Store
     from fastwebhook.store.sqlite import SqliteConnector
 

@@ -21,8 +21,8 @@ import orjson
 import pytest
 import uvloop
 
-from fastwebhook.config import load_config
-from fastwebhook.server import Server
+from fastwebhook.config.loader import load_config
+from fastwebhook.process.server import Server
 
 BASE_CONFIG = """
 [server]

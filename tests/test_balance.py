@@ -7,7 +7,7 @@ import pytest
 
 from fastwebhook.intake.balance import BUSY_BATCH, BUSY_EVERY, CLAIM_BATCH, Balance
 from fastwebhook.intake.intake import Intake
-from fastwebhook.metrics import Metrics
+from fastwebhook.observe.metrics import Metrics
 from fastwebhook.store.rows import Delivery, StoredRequest
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from client_support import request
 from fastwebhook.door.body import (MAX_GZIP_MEMBERS, accepts, decode_content, media_type, parse_body,
                                    raw_text)
-from fastwebhook.errors import RequestError
+from fastwebhook.core.errors import RequestError
 
 MiB = 1024 * 1024
 

@@ -17,10 +17,10 @@ from burst_support import burst, wait_until
 from client_support import post_json
 from conftest import write_config
 
-from fastwebhook.config import load_config
+from fastwebhook.config.loader import load_config
 from fastwebhook.door.context import context_of
-from fastwebhook.errors import ConstraintError
-from fastwebhook.ids import to_text
+from fastwebhook.core.errors import ConstraintError
+from fastwebhook.core.ids import to_text
 from fastwebhook.store import Store, open_store
 from fastwebhook.store.rows import Effect, Job, StoredRequest
 from fastwebhook.store.sqlite import SqliteConnector

@@ -22,7 +22,7 @@ import pytest
 
 from burst_support import wait_until
 from conftest import ChildServer, start_server, write_config
-from fastwebhook.errors import StoreError
+from fastwebhook.core.errors import StoreError
 from fastwebhook.store import Store, batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.sqlite import SqliteConnector

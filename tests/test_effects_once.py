@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 from burst_support import burst, wait_until
-from fastwebhook.errors import ConstraintError
+from fastwebhook.core.errors import ConstraintError
 from fastwebhook.store import Store
 from fastwebhook.store.rows import Effect, Job
 from fastwebhook.store.sqlite import SqliteConnector

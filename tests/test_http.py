@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from fastwebhook.admin import list_executions, list_requests
+from fastwebhook.admin.api import list_executions, list_requests
 
 CONFIG = """
 [server]
@@ -244,7 +244,7 @@ def test_pipelined_requests_answer_in_request_order(server):
 
 
 async def _get_execution(running, id_text: str):
-    from fastwebhook.admin import get_execution
+    from fastwebhook.admin.api import get_execution
     return await get_execution(running.server.service.store, id_text)
 
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from client_support import Answer, post_json, request
-from fastwebhook.admin import list_executions
+from fastwebhook.admin.api import list_executions
 from fastwebhook.verify import sign
 
 SECRET = "s3cret-for-tests"

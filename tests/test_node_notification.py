@@ -14,8 +14,8 @@ from aiosmtpd.smtp import AuthResult
 
 from client_support import jobs_by_node, run_to_end
 from conftest import free_port
-from fastwebhook.config import load_config
-from fastwebhook.errors import ConfigErrors
+from fastwebhook.config.loader import load_config
+from fastwebhook.core.errors import ConfigErrors
 from http_support import RecordingServer, Reply
 
 USER, PASSWORD = "mailer", "s3cret-pass"

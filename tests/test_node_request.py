@@ -14,8 +14,8 @@ import pytest
 from client_support import jobs_by_node, run_to_end
 from http_support import RecordingServer, Reply
 from conftest import free_port
-from fastwebhook.config import load_config
-from fastwebhook.errors import ConfigErrors
+from fastwebhook.config.loader import load_config
+from fastwebhook.core.errors import ConfigErrors
 from fastwebhook.verify import VerificationError, build_verifier
 
 SECRET = "whsec_" + base64.b64encode(b"outgoing-signing-key-32-bytes!!!").decode()

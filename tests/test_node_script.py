@@ -11,8 +11,8 @@ import pytest
 
 from client_support import request, wait_for_execution, wait_until_started
 from conftest import write_config
-from fastwebhook.config import load_config
-from fastwebhook.errors import ConfigErrors
+from fastwebhook.config.loader import load_config
+from fastwebhook.core.errors import ConfigErrors
 
 JSON = {"Content-Type": "application/json"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fastwebhook.records import parse_execution_id
+from fastwebhook.admin.records import parse_execution_id
 
 from burst_support import wait_until
 from client_support import exchange, metric

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fastwebhook.errors import ConfigError
+from fastwebhook.core.errors import ConfigError
 from fastwebhook.door.ratelimit import TokenBucket, parse_rate
 
 PATH = "workflows.w.rate_limit"

@@ -11,9 +11,9 @@ import sqlite3
 import time
 
 from conftest import write_config
-from fastwebhook import maintenance
-from fastwebhook.config import load_config
-from fastwebhook.service import Service
+from fastwebhook.service import maintenance
+from fastwebhook.config.loader import load_config
+from fastwebhook.service.service import Service
 from fastwebhook.store.rows import Delivery, RequestLine, StoredRequest
 
 DAY = 86400.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastwebhook.errors import ConfigError, RequestError
+from fastwebhook.core.errors import ConfigError, RequestError
 from fastwebhook.door.schema import SchemaError, compile_schema
 
 PATH = "workflows.orders.schema"

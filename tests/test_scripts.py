@@ -10,7 +10,7 @@ import time
 import pytest
 import uvloop
 
-from fastwebhook.errors import FastwebhookError
+from fastwebhook.core.errors import FastwebhookError
 from fastwebhook.workflow.scripts import MAX_LOG_LINES, Script, ScriptError, ScriptPool
 
 MiB = 1 << 20

@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from conftest import free_port
-from fastwebhook.errors import ConfigError
+from fastwebhook.core.errors import ConfigError
 from fastwebhook.verify import SCHEMES
 
 WORKFLOWS = """
@@ -68,7 +68,7 @@ def server(serve):
 
 
 async def _execution(running, id_text: str):
-    from fastwebhook.admin import get_execution
+    from fastwebhook.admin.api import get_execution
     return await get_execution(running.server.service.store, id_text)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import orjson
 
-from client_support import ADMIN, post_json, request, run_to_end, wait_for_execution
+from client_support import ADMIN, post_json, request, run_to_end
 
 CONFIG_TEMPLATE = """
 [server]

@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from fastwebhook.config import StorageConfig
-from fastwebhook.errors import ConstraintError, StoreError
+from fastwebhook.config.model import StorageConfig
+from fastwebhook.core.errors import ConstraintError, StoreError
 from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.workflow.collections import Collection

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastwebhook.supervisor import HEALTHY_AFTER, TaskSupervisor
+from fastwebhook.process.tasks import HEALTHY_AFTER, TaskSupervisor
 
 
 def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_others_run(caplog):

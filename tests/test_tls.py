@@ -16,8 +16,8 @@ import pytest
 import trustme
 
 from conftest import log_entries, spawn_server, wait_for_entry, write_config
-from fastwebhook.config import load_config
-from fastwebhook.errors import ConfigErrors
+from fastwebhook.config.loader import load_config
+from fastwebhook.core.errors import ConfigErrors
 
 HOST = "127.0.0.1"
 WORKFLOW = """

@@ -14,7 +14,7 @@ import hmac
 import pytest
 from test_verify_support import VECTORS, lower, needs_vectors
 
-from fastwebhook.errors import RequestError
+from fastwebhook.core.errors import RequestError
 from fastwebhook.verify import SCHEMES, VerificationError, build_verifier, sign, verify_github
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastwebhook.errors import ConfigError
+from fastwebhook.core.errors import ConfigError
 from fastwebhook.verify import SCHEMES, Scheme, build_verifier
 
 SECRET = b"generic-secret"

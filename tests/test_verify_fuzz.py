@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_verify_support import NOW, assert_secret_free, error_text, signed
 
-from fastwebhook.errors import ConfigError
+from fastwebhook.core.errors import ConfigError
 from fastwebhook.verify import (SCHEMES, RequestView, VerificationError, build_verifier,
                                 generate_keypair, sign, sign_request)
 from fastwebhook.verify.wecom import signature as wecom_signature

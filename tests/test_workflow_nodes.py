@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from fastwebhook.config import load_config
-from fastwebhook.errors import ConfigErrors
+from fastwebhook.config.loader import load_config
+from fastwebhook.core.errors import ConfigErrors
 
 from client_support import admin, jobs_by_node, post_json, request, run_to_end, wait_for_execution
 from conftest import write_config

@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..http import Request, Response
 from ..intake.intake import Intake
-from ..metrics import Metrics
+from ..observe.metrics import Metrics
 from ..store.rows import RequestLine
 
 RETRY_AFTER = ((b"retry-after", b"1"),)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import unquote_plus
 
-from ..errors import RequestError
+from ..core.errors import RequestError
 from ..http.messages import parse_query
 from ..store.rows import StoredRequest
-from ..units import timestamp
+from ..config.units import timestamp
 from .body import decode_content, parse_body, raw_text
 
 # Headers that carry credentials or signatures: never stored, never shown.  `[storage]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from ..config import OnSyncTimeout, Workflow
+from ..config.model import OnSyncTimeout, Workflow
 from ..http import Response
 from ..intake.executions import id_header
 from ..intake.intake import Intake
-from ..metrics import Metrics
+from ..observe.metrics import Metrics
 from ..store.rows import RequestLine
 from .admission import Admission
 

@@ -6,7 +6,7 @@ import re
 import time
 from typing import Callable
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+)\s*$", re.IGNORECASE)
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,

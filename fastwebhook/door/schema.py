@@ -14,7 +14,7 @@ import fastjsonschema
 import orjson
 from fastjsonschema import JsonSchemaDefinitionException, JsonSchemaValueException
 
-from ..errors import ConfigError, RequestError
+from ..core.errors import ConfigError, RequestError
 
 # Keywords whose value is a schema, a list of schemas, or a map of names to schemas (drafts 4 to
 # 2020-12); checked before compiling so a mistake is reported where it sits in the file.

@@ -14,10 +14,10 @@ import asyncio
 import math
 import time
 
-from ..config import Mode, Workflow
-from ..errors import RequestError
+from ..config.model import Mode, Workflow
+from ..core.errors import RequestError
 from ..http import Request, Response, answered_status
-from ..ids import new_id, to_text
+from ..core.ids import new_id, to_text
 from ..intake.intake import Offered, Receipt
 from ..store.rows import Delivery, RequestLine, StoredRequest
 from ..verify import RequestView, public_url_base

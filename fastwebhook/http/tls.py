@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import ConfigError, FastwebhookError
+from ..core.errors import ConfigError, FastwebhookError
 
 # TLS 1.2 suites: forward secrecy and AEAD only (Mozilla's "intermediate" list without DHE,
 # which would need DH parameters).  TLS 1.3 suites are all AEAD and are not affected by this.

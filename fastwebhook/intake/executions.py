@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import orjson
 
-from ..config import Config, Workflow
+from ..config.model import Config, Workflow
 from ..door.context import context_of
 from ..http import Response
-from ..ids import to_text
-from ..metrics import Metrics
+from ..core.ids import to_text
+from ..observe.metrics import Metrics
 from ..store import Store
 from ..store.rows import FINAL, Claim, Delivery, Final, Status
 from ..workflow.resources import Resources

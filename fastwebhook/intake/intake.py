@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
-from ..metrics import Metrics
+from ..observe.metrics import Metrics
 from ..store import Store
 from ..store.rows import Delivery
 

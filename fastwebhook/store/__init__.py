@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from ..config import Durability, StorageConfig
+from ..config.model import Durability, StorageConfig
 from .base import StatementTimeout, Store
 
 

@@ -15,11 +15,10 @@ from typing import Callable, Protocol
 
 import orjson
 
-from ..errors import StoreError
-from ..ids import first_id_at
+from ..core.errors import StoreError
+from ..core.ids import first_id_at
 from . import batch_codec
-from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
-                   RequestLine, Status, StoredRequest)
+from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records, RequestLine, Status, StoredRequest)
 
 
 class StatementTimeout(StoreError):

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import aiosqlite
 
-from ..errors import ConstraintError, StoreError
+from ..core.errors import ConstraintError, StoreError
 from .base import StatementTimeout
 from .sql import queries
 

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from . import basic, feishu, generic, hmacs, standard, twilio, vendors, wecom
 from .base import RESERVED_KEYS, Handshake, Scheme, SignedRequest, VerificationError, Verifier
 from .request import RequestView, public_url_base, with_query

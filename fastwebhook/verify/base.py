@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConfigError, RequestError
-from ..units import parse_duration
+from ..core.errors import ConfigError, RequestError
+from ..config.units import parse_duration
 from .request import RequestView
 
 # Keys of a `[workflows.K.verify]` table that belong to the config loader, not to a scheme;

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError
-from .base import (Handshake, HandshakeFunction, RequestView, matches_token, need_request, reject,
-                   string_option, token_digests)
+from ..core.errors import ConfigError
+from .base import (Handshake, HandshakeFunction, RequestView, matches_token, need_request, reject, string_option, token_digests)
 
 VERIFY_TOKEN = "verify_token"
 _PLAIN = b"text/plain; charset=utf-8"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..http.messages import parse_query
 
 

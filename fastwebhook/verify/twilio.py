@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, need_request,
-                   reject, require_secrets, required_header)
+from ..core.errors import ConfigError
+from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, need_request, reject, require_secrets, required_header)
 from .hmacs import any_match, base64_mac, base64_signature, keyed, strip_padding
 from .request import with_query
 

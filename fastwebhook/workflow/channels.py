@@ -22,8 +22,9 @@ import aiohttp
 import aiosmtplib
 import orjson
 
-from ..errors import FastwebhookError
-from ..units import parse_duration
+from ..core.errors import FastwebhookError
+from ..config.files import read_secret_file
+from ..config.units import parse_duration
 from .outbound import Denied, HttpClient, is_http_url, read_limited
 
 SMTP_KEYS = {"type", "host", "port", "starttls", "tls", "username", "password", "password_file",
@@ -179,8 +180,6 @@ def _smtp(loader, name: str, t: dict, where: str) -> SmtpChannel | None:
     if "password_file" in t:
         if password:
             loader.error(f"{where}.password_file", "give password or password_file, not both")
-        from ..workflows import read_secret_file  # noqa: PLC0415 - the one reader of secret files
-
         password = read_secret_file(loader, loader.take(t, "password_file", where, str, ""), f"{where}.password_file")
     if bool(username) != bool(password):
         missing = "password" if username else "username"

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..errors import FastwebhookError
+from ..core.errors import FastwebhookError
 from ..store.rows import Write
-from ..units import timestamp
+from ..config.units import timestamp
 from .templates import compile_value
 
 TYPES = {"string": "TEXT", "text": "TEXT", "integer": "INTEGER", "number": "REAL",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Sequence
 
-from ..errors import StoreError
+from ..core.errors import StoreError
 from ..store import Store
 from ..store.rows import Effect
 

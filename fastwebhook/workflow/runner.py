@@ -26,10 +26,10 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..config import NodeSpec, Workflow
-from ..ids import to_text
+from ..config.model import NodeSpec, Workflow
+from ..core.ids import to_text
 from ..store.rows import Effect, Job, Status, Write, encode_result
-from ..units import timestamp
+from ..config.units import timestamp
 from .nodes import NODE_TYPES, NodeType
 from .nodes.end import EndExecution
 from .templates import render_value

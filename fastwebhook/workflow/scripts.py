@@ -26,7 +26,7 @@ from functools import cached_property
 import orjson
 from py_mini_racer import JSEvalException, JSOOMException
 
-from ..errors import FastwebhookError
+from ..core.errors import FastwebhookError
 from .v8 import MAX_LOG_LINES, Context, js_string, line_in, syntax_error_line
 
 __all__ = ["MAX_LOG_LINES", "Script", "ScriptError", "ScriptPool", "WorkflowScripts"]

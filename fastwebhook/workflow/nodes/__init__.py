@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
-from ...config import Known
-from . import (condition, create, destroy, end, notification, query, request, response, script,
-               update)
+from ...config.model import Known
+from . import condition, create, destroy, end, notification, query, request, response, script, update
 
 Report = Callable[[str, str], None]   # (TOML path, message): how prepare() reports problems
 

@@ -24,14 +24,15 @@ import time
 
 import uvloop
 
-from .http import tls
-from .app import WebhookApp
-from .config import Config, display_url, load_config
-from .errors import ConfigErrors, StoreError
-from .http.protocol import HttpProtocol, Limits
-from .service import Service
-from .stored_workflows import StoredWorkflows
-from .processes import WorkerPipe, Worker, run_processes, worker_count
+from ..http import tls
+from ..service.app import WebhookApp
+from ..config.model import Config
+from ..config.loader import display_url, load_config
+from ..core.errors import ConfigErrors, StoreError
+from ..http.protocol import HttpProtocol, Limits
+from ..service.service import Service
+from ..admin.stored import StoredWorkflows
+from .pipe import WorkerPipe, Worker
 from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.server")
@@ -47,7 +48,7 @@ HOSTS_POLL = 0.5            # seconds between two looks at what other hosts chan
 class Server:
     def __init__(self, config: Config, worker: Worker | None = None):
         self.config = config
-        self.worker = worker            # one of several processes (processes.py), or None
+        self.worker = worker            # one of several processes (process/supervisor.py), or None
         self.pipe = WorkerPipe(worker) if worker is not None else None
         self.service = Service(config, worker=worker)
         self.app: WebhookApp | None = None
@@ -296,14 +297,6 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
         server.pipe.close()
     notifier.close()
     log.info("stopped")
-
-
-def run(config: Config) -> int:
-    """Serve until SIGTERM; one process, or the supervisor of several (processes.py)."""
-    if worker_count(config) > 1:
-        return run_processes(config)
-    uvloop.run(serve(config))
-    return 0
 
 
 def run_worker(config: Config, worker: Worker) -> int:

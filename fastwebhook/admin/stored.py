@@ -15,9 +15,10 @@ import re
 import time
 from typing import Any, Awaitable, Callable
 
-from .config import Config, Workflow, with_stored
-from .door.context import REDACTED_HEADERS
-from .store import Store
+from ..config.model import Config, Workflow
+from ..config.loader import with_stored
+from ..door.context import REDACTED_HEADERS
+from ..store import Store
 
 REDACTED = "***"
 # A setting is secret by its name, wherever it sits (verify, a node's headers, query or body,

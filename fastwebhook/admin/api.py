@@ -9,15 +9,15 @@ from typing import Any
 
 import orjson
 
-from .config import Config
-from .errors import StoreError
+from ..config.model import Config
+from ..core.errors import StoreError
 from . import records
-from .http.messages import Request, Response, parse_query
-from .ids import new_id
-from .store import StatementTimeout, Store
-from .store.rows import Delivery, Status
-from .stored_workflows import Refused, StoredWorkflows, summary
-from .workflow.collections import RecordError, filter_terms
+from ..http.messages import Request, Response, parse_query
+from ..core.ids import new_id
+from ..store import StatementTimeout, Store
+from ..store.rows import Delivery, Status
+from .stored import Refused, StoredWorkflows, summary
+from ..workflow.collections import RecordError, filter_terms
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50

@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import orjson
 
-from . import verify
-from .errors import ConfigError
+from .. import verify
+from ..core.errors import ConfigError
 
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 BODY_METHODS = ("POST", "PUT", "PATCH")

@@ -6,17 +6,17 @@ import asyncio
 import logging
 import time
 
-from . import admin_page
-from .admin import AdminApi
-from .config import ADMIN_PAGE, Config
-from .http.messages import Request, Response, answered_status
-from .door.trigger import Trigger
-from .metrics import CONTENT_TYPE
-from .door.netaccess import AddressSet, client_ip
-from .http.router import Router
+from ..admin import page as admin_page
+from ..admin.api import AdminApi
+from ..config.model import ADMIN_PAGE, Config
+from ..http.messages import Request, Response, answered_status
+from ..door.trigger import Trigger
+from ..observe.metrics import CONTENT_TYPE
+from ..door.netaccess import AddressSet, client_ip
+from ..http.router import Router
 from .service import Service
-from .store.rows import RequestLine
-from .stored_workflows import StoredWorkflows
+from ..store.rows import RequestLine
+from ..admin.stored import StoredWorkflows
 
 log = logging.getLogger("fastwebhook.app")
 access_log = logging.getLogger("fastwebhook.access")

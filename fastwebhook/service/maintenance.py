@@ -14,10 +14,10 @@ import time
 from collections import Counter
 from typing import Callable
 
-from .config import Config
-from .intake.intake import Intake
-from .metrics import Metrics
-from .store import Store
+from ..config.model import Config
+from ..intake.intake import Intake
+from ..observe.metrics import Metrics
+from ..store import Store
 
 log = logging.getLogger("fastwebhook")
 PURGE_EVERY = 3600.0

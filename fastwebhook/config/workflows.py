@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import os.path
 import re
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-from .config import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, RESERVED_PATHS, Mode, OnSyncTimeout, DedupConfig, NodeSpec,
-                     ResponseConfig, ServerConfig, VerifyConfig, Workflow)
-from .errors import ConfigError
-from .workflow.nodes import NODE_TYPES
-from .door.ratelimit import parse_rate
-from .door.schema import compile_schema
-from .workflow.templates import check_references, compile_value
+from .model import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, RESERVED_PATHS, Mode, OnSyncTimeout, DedupConfig,
+                    NodeSpec, ResponseConfig, ServerConfig, VerifyConfig, Workflow)
+from ..core.errors import ConfigError
+from ..workflow.nodes import NODE_TYPES
+from ..door.ratelimit import parse_rate
+from ..door.schema import compile_schema
+from ..workflow.templates import check_references, compile_value
+from .files import read_secret_file, stored_file
 from .units import parse_duration, parse_size
-from .verify import SCHEMES, build_verifier, public_url_base
+from ..verify import SCHEMES, build_verifier, public_url_base
 
 WORKFLOW_FIELDS = {
     "title", "path", "methods", "mode", "enabled", "sync_timeout", "on_sync_timeout", "ip_allow",
@@ -154,49 +153,6 @@ def _secrets(loader, t: dict, path: str) -> tuple[bytes, ...]:
     if "secret_file" in t:
         secrets.append(read_secret_file(loader, loader.take(t, "secret_file", path, str, ""), f"{path}.secret_file"))
     return tuple(s.encode() for s in secrets if s)
-
-
-def read_secret_file(loader, name: str, where: str) -> str:
-    """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
-    if loader.file_roots is not None:
-        found = stored_file(loader, name, where)
-        try:
-            return found.read_text().strip() if found is not None else ""
-        except OSError:
-            loader.error(where, STORED_FILE_REFUSED)
-            return ""
-    candidates = [Path(name)]
-    credentials = loader.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and not os.path.isabs(name):
-        candidates.insert(0, Path(credentials) / name)
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                return candidate.read_text().strip()
-            except OSError as exc:
-                loader.error(where, f"cannot read {candidate}: {exc.strerror}")
-                return ""
-    loader.error(where, f"no such file: {name}")
-    return ""
-
-
-STORED_FILE_REFUSED = ("not a file this workflow may read: a stored workflow names files "
-                       "under $CREDENTIALS_DIRECTORY or [admin] secrets_dir only")
-
-
-def stored_file(loader, name: str, where: str) -> Path | None:
-    """The file `name` of a stored workflow, if it lies in one of `loader.file_roots` once
-    symlinks and `..` are resolved.  One refusal for "not there" and "not allowed", so the admin
-    API cannot probe which paths exist."""
-    for root in loader.file_roots:
-        try:
-            found = (root / name).resolve(strict=True)
-        except (OSError, RuntimeError):   # missing, unreadable, a symlink loop
-            continue
-        if found.is_relative_to(root) and found.is_file():
-            return found
-    loader.error(where, STORED_FILE_REFUSED)
-    return None
 
 
 def _dedup(loader, t: dict, path: str, verify: VerifyConfig) -> DedupConfig:

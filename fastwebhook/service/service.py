@@ -19,25 +19,26 @@ import logging
 import time
 from collections import Counter
 
-from .config import Config, Durability, Mode, with_stored
-from .door.admission import Admission
-from .door.context import context_of
-from .door.door import Door
-from .errors import StoreError
-from .intake.balance import Balance
-from .intake.dedup import DoorCache
-from .intake.dispatch import Dispatcher
-from .intake.executions import Executions
-from .intake.gate import Gate
-from .intake.intake import Intake, Offered, Receipt
-from .intake.workers import WorkerPool
+from ..config.model import Config, Durability, Mode
+from ..config.loader import with_stored
+from ..door.admission import Admission
+from ..door.context import context_of
+from ..door.door import Door
+from ..core.errors import StoreError
+from ..intake.balance import Balance
+from ..intake.dedup import DoorCache
+from ..intake.dispatch import Dispatcher
+from ..intake.executions import Executions
+from ..intake.gate import Gate
+from ..intake.intake import Intake, Offered, Receipt
+from ..intake.workers import WorkerPool
 from .maintenance import Maintenance
-from .metrics import Metrics, SharedCells
-from .store import Store, open_store
-from .store.rows import Delivery
-from .supervisor import TaskSupervisor
-from .workflow.resources import Resources
-from .workflow.templates import compile_value, render_value, stringify
+from ..observe.metrics import Metrics, SharedCells
+from ..store import Store, open_store
+from ..store.rows import Delivery
+from ..process.tasks import TaskSupervisor
+from ..workflow.resources import Resources
+from ..workflow.templates import compile_value, render_value, stringify
 
 
 class Service:

@@ -1,4 +1,5 @@
-"""`[server] processes = N`: N worker processes serve one port, under a small supervisor.
+"""`[server] processes = N`: N worker processes serve one port, under a small supervisor (and
+`run`, which serves in this process when N is 1).
 
 The supervisor (the process systemd started) forks the workers before any of them opens the
 store or starts a thread, restarts one that dies, forwards SIGTERM, SIGINT and SIGHUP, and
@@ -26,12 +27,9 @@ once every worker listens.  Metrics: metrics.SharedCells, a file per worker in o
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import mmap
 import os
-import select
 import selectors
 import shutil
 import signal
@@ -41,43 +39,24 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-import orjson
+import uvloop
 
-from .config import Config, load_config
-from .errors import ConfigErrors
-from .http.messages import Response
-from .ids import reseed
+from ..config.model import Config
+from ..config.loader import load_config
+from ..core.errors import ConfigErrors
+from ..core.ids import reseed
+from .pipe import REFRESH_WAIT, REPLY, Worker, new_buffer, new_pipe, receive, send, send_bytes
+from .server import run_worker, serve
 from .systemd import Notifier, listen_sockets
 
 log = logging.getLogger("fastwebhook.processes")
-WORKER_PING = 2.0           # seconds between a worker's WATCHDOG=1 pings to the supervisor
 WORKER_SILENCE = 20.0       # ... and how long without one before it is killed and replaced
 STOP_WAIT = 25.0            # SIGTERM to SIGKILL: the workers' drain (5 s) and grace (10 s), and some;
                             # under the unit's TimeoutStopSec (30 s)
-REFRESH_WAIT = 10.0         # longest an admin API change waits for the other workers
 SEND_WAIT = 1.0             # longest the supervisor waits for room in a worker's pipe
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)   # after deaths in a row, each within STABLE
 STABLE = 10.0
-CHANNEL_BUFFER = 4 << 20   # bytes: a sync answer made in one worker for a sender in another
-REPLY = b"FASTWEBHOOK_REPLY="
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
-
-
-@dataclass
-class Worker:
-    """What a worker process is given: who it is, its end of the control pipe, what to
-    listen on, where its metrics go."""
-
-    index: int
-    control: socket.socket
-    sockets: list[socket.socket]            # systemd's, shared by every worker; or none
-    listen: tuple[tuple[str, int], ...]     # else these, bound with SO_REUSEPORT
-    metrics_dir: str
-
-    @property
-    def leader(self) -> bool:
-        """The one that checkpoints the WAL and purges (one is enough, and they would collide)."""
-        return self.index == 0
 
 
 @dataclass
@@ -115,7 +94,7 @@ class ProcessSupervisor:
         self.announced = False                      # READY=1 sent for the start
         self.reloading = False
         self.exit_code = 0
-        self.buffer = _buffer()
+        self.buffer = new_buffer()
 
     # -- the supervisor's life -----------------------------------------------------------------
     def run(self) -> int:
@@ -244,7 +223,7 @@ class ProcessSupervisor:
 
     # -- the workers ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        mine, theirs = _pipe()
+        mine, theirs = new_pipe()
         # Blocked across the fork: a signal in between would reach the supervisor's handler in
         # the child; the worker takes them (default action until serve() installs its own).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
@@ -255,7 +234,6 @@ class ProcessSupervisor:
                 mine.close()
                 self._become_worker()
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-                from .server import run_worker  # noqa: PLC0415 - the workers' own modules
 
                 code = run_worker(self._current_config(), Worker(index, theirs, self.shared_sockets,
                                                                  self.listen, self.metrics_dir))
@@ -348,7 +326,7 @@ class ProcessSupervisor:
         child = self.children.get(index)
         while child is not None:
             try:
-                data = _receive(control, self.buffer)
+                data = receive(control, self.buffer)
             except BlockingIOError:
                 return
             except OSError:
@@ -360,7 +338,7 @@ class ProcessSupervisor:
             if data.startswith(REPLY):   # a sync answer: for whichever other worker holds its sender
                 for other in self.children.values():
                     if other.index != index:
-                        _send_bytes(other.control, data, SEND_WAIT)
+                        send_bytes(other.control, data, SEND_WAIT)
                 continue
             fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
             if "WATCHDOG" in fields:
@@ -417,7 +395,7 @@ class ProcessSupervisor:
         ones have (one still starting reads the message once it listens to its pipe)."""
         others = [i for i in self.children if i != asker]
         for index in others:
-            _send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}", SEND_WAIT)
+            send(self.children[index].control, f"FASTWEBHOOK_REFRESH={token}", SEND_WAIT)
         refresh = _Refresh(asker, {i for i in others if self.children[i].ready}, time.monotonic() + REFRESH_WAIT)
         if not refresh.waiting:
             self._refreshed(token, refresh)
@@ -428,156 +406,7 @@ class ProcessSupervisor:
         self.refreshes.pop(token, None)
         asker = self.children.get(refresh.asker)
         if asker is not None:
-            _send(asker.control, f"FASTWEBHOOK_REFRESHED={token}", SEND_WAIT)
-
-
-class WorkerPipe:
-    """A worker's end of the control pipe: its notify messages to the supervisor, and the
-    supervisor's asks to read the stored workflows again."""
-
-    def __init__(self, worker: Worker):
-        self.socket = worker.control
-        self.socket.setblocking(False)
-        self.waiting: dict[str, asyncio.Future] = {}
-        self.tasks: set[asyncio.Task] = set()
-        self.refresh = None
-        self.buffer = _buffer()
-
-    def notifier(self) -> Notifier:
-        return Notifier.over(self.socket, WORKER_PING)
-
-    def start(self, refresh, replies: dict, orphaned) -> None:
-        """`refresh()`: this worker reads the stored workflows again (another one changed them);
-        `replies`: its sync senders' answers waiting, by delivery id; `orphaned()`: the
-        supervisor is gone (killed): the worker stops as on SIGTERM."""
-        self.refresh, self.replies, self.orphaned = refresh, replies, orphaned
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.socket, self._read)
-
-    def close(self) -> None:
-        self.loop.remove_reader(self.socket)
-        for waiter in self.waiting.values():
-            waiter.cancel()
-
-    async def refresh_others(self) -> None:
-        """Every other worker has read the stored workflows again when this returns (or the
-        supervisor gave up waiting for one, and logged it)."""
-        token = os.urandom(8).hex()
-        done = self.waiting[token] = self.loop.create_future()
-        _send(self.socket, f"FASTWEBHOOK_REFRESH={token}")
-        try:
-            await asyncio.wait_for(done, REFRESH_WAIT + 5.0)
-        except asyncio.TimeoutError:
-            log.warning("the supervisor did not confirm that the other workers read the stored workflows")
-        finally:
-            self.waiting.pop(token, None)
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = _receive(self.socket, self.buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                data, error = b"", exc
-            else:
-                error = None
-            if not data:
-                log.error("the supervisor is gone: stopping", extra={"error": str(error) if error else None})
-                self.loop.remove_reader(self.socket)
-                self.orphaned()
-                return
-            if data.startswith(REPLY):
-                self._answer(data)
-                continue
-            fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
-            if "FASTWEBHOOK_REFRESH" in fields:
-                task = self.loop.create_task(self._refresh_and_confirm(fields["FASTWEBHOOK_REFRESH"]))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            waiter = self.waiting.get(fields.get("FASTWEBHOOK_REFRESHED", ""))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def forward_reply(self, delivery_id: bytes, response: Response) -> None:
-        """The answer for a sync delivery another worker acknowledged (its sender waits there):
-        to every other worker through the supervisor; the one holding the sender answers."""
-        message = REPLY + delivery_id.hex().encode() + b" " + _encode_response(response)
-        if len(message) > self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2:
-            message = REPLY + delivery_id.hex().encode() + b" " + _encode_response(Response.error(
-                500, f"the answer ({len(response.body)} bytes) was made by another worker process and is too "
-                     "large to pass on to this one"))
-        _send_bytes(self.socket, message)
-
-    def _answer(self, data: bytes) -> None:
-        head, _, payload = data[len(REPLY):].partition(b" ")
-        try:
-            reply = self.replies.pop(bytes.fromhex(head.decode()), None)
-        except ValueError:
-            return
-        if reply is not None and not reply.done():
-            try:
-                status, content_type, headers, body = orjson.loads(payload)
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                log.error("a sync answer from another worker could not be read: %s", exc)
-                reply.set_result(Response.error(500, "the answer from another worker process could not be read"))
-                return
-            reply.set_result(Response(status, body.encode("latin-1"), content_type.encode("latin-1"),
-                                      tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)))
-
-    async def _refresh_and_confirm(self, token: str) -> None:
-        try:
-            await self.refresh()
-        except Exception:  # noqa: BLE001 - said, and confirmed anyway: the asker must not hang
-            log.exception("reading the stored workflows again failed")
-        finally:
-            _send(self.socket, f"FASTWEBHOOK_REFRESHED={token}")
-
-
-def _encode_response(response: Response) -> bytes:
-    return orjson.dumps([response.status, response.content_type.decode("latin-1"),
-                         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers],
-                         response.body.decode("latin-1")])
-
-
-def _pipe() -> tuple[socket.socket, socket.socket]:
-    """A socketpair of messages (SEQPACKET: each end sees the other close) with room for a
-    sync answer passed between workers."""
-    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for end in pair:
-        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
-        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHANNEL_BUFFER)
-    return pair
-
-
-def _buffer() -> memoryview:
-    """Room for the largest message, whole (SEQPACKET cuts a longer one short); its pages are
-    only touched as far as messages reach."""
-    return memoryview(mmap.mmap(-1, CHANNEL_BUFFER))
-
-
-def _receive(control: socket.socket, buffer: memoryview) -> bytes:
-    """One message (b"" when the other end closed)."""
-    return bytes(buffer[:control.recv_into(buffer)])
-
-
-def _send(control: socket.socket, message: str, wait: float = 0.0) -> None:
-    _send_bytes(control, message.encode(), wait)
-
-
-def _send_bytes(control: socket.socket, message: bytes, wait: float = 0.0) -> None:
-    """One message; with `wait` (the supervisor's sends), up to that long for room in a busy
-    worker's buffer, rather than dropping it at once (a worker's own sends never wait: its
-    event loop must not stop, and the supervisor reads at once)."""
-    try:
-        try:
-            control.send(message)
-        except BlockingIOError:
-            if not wait or not select.select([], [control], [], wait)[1]:
-                raise
-            control.send(message)
-    except OSError as exc:   # full, or the worker is going (its death is handled when it is reaped)
-        log.warning("could not reach a worker: %s", exc)
+            send(asker.control, f"FASTWEBHOOK_REFRESHED={token}", SEND_WAIT)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -593,3 +422,11 @@ def worker_count(config: Config) -> int:
 
 def run_processes(config: Config) -> int:
     return ProcessSupervisor(config, worker_count(config)).run()
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM: in this process, or as the supervisor of several."""
+    if worker_count(config) > 1:
+        return run_processes(config)
+    uvloop.run(serve(config))
+    return 0

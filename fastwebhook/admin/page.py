@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from .config import ADMIN_PAGE
-from .http.messages import Request, Response
+from ..config.model import ADMIN_PAGE
+from ..http.messages import Request, Response
 
 FILES = {"index.html": b"text/html; charset=utf-8", "app.js": b"text/javascript; charset=utf-8",
          "app.css": b"text/css; charset=utf-8"}

@@ -12,10 +12,12 @@ from urllib.parse import quote
 
 import orjson
 
-from . import admin, send
-from .config import Config, demo_token_error, display_url, find_config, load_config, with_stored
-from .errors import ConfigErrors, FastwebhookError, StoreError
-from .store import open_store, reach_store
+from ..admin import api as admin
+from . import send
+from ..config.model import Config
+from ..config.loader import demo_token_error, display_url, find_config, load_config, with_stored
+from ..core.errors import ConfigErrors, FastwebhookError, StoreError
+from ..store import open_store, reach_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +102,8 @@ def _with_config(args) -> int:
 async def _script_errors(config: Config) -> dict[str, str]:
     """JavaScript that does not compile (script code, condition expressions), by TOML path.
     Only here: the server must not start V8 before it forks its workers."""
-    from .workflow.scripts import Script  # noqa: PLC0415 - V8 only for those who check
-    from .workflow.v8 import syntax_errors  # noqa: PLC0415
+    from ..workflow.scripts import Script  # noqa: PLC0415 - V8 only for those who check
+    from ..workflow.v8 import syntax_errors  # noqa: PLC0415
 
     bodies: dict[str, tuple[str, bool]] = {}
 
@@ -120,8 +122,8 @@ async def _script_errors(config: Config) -> dict[str, str]:
 
 
 def _serve(config: Config) -> int:
-    from .logs import setup_logging  # noqa: PLC0415 - only the server logs
-    from .server import run  # noqa: PLC0415
+    from ..observe.logs import setup_logging  # noqa: PLC0415 - only the server logs
+    from ..process.supervisor import run  # noqa: PLC0415
 
     setup_logging(config.log_level, config.log_format)
     return run(config)

@@ -1,0 +1,1 @@
+"""The command line: `fastwebhook serve | check | send | executions | ...` (main.py)."""

@@ -1,0 +1,1 @@
+"""The TOML config: its model (model.py), its loader (loader.py, workflows.py), units."""

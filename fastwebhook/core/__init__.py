@@ -1,0 +1,1 @@
+"""What every subsystem uses: errors and execution ids."""

@@ -1,0 +1,1 @@
+"""The process model: the server's lifecycle, its worker processes and their supervisor, systemd."""
