@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import uvloop
 
-from fastwebhook.workflow.scripts import Script, ScriptPool
+from fastwebhook.workflow.script_pool import ScriptPool
+from fastwebhook.workflow.scripts import Script
 
 SCOPE = {
     "$context": {"data": {"ref": "refs/heads/main", "commits": [{"id": "abc", "message": "fix"}] * 3},

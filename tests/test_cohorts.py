@@ -28,7 +28,8 @@ from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import MAX_BATCH, Effects
 from fastwebhook.workflow.resources import Resources
 from fastwebhook.workflow.runner import Run, job_rows, run_cohort, run_workflow
-from fastwebhook.workflow.scripts import Script, ScriptError, ScriptPool
+from fastwebhook.workflow.script_pool import ScriptPool
+from fastwebhook.workflow.scripts import Script, ScriptError
 
 PUSHES = """
 [collections.pushes]

@@ -11,7 +11,8 @@ import pytest
 import uvloop
 
 from fastwebhook.core.errors import FastwebhookError
-from fastwebhook.workflow.scripts import MAX_LOG_LINES, Script, ScriptError, ScriptPool
+from fastwebhook.workflow.script_pool import ScriptPool
+from fastwebhook.workflow.scripts import MAX_LOG_LINES, Script, ScriptError
 
 MiB = 1 << 20
 SCOPE = {

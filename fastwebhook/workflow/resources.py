@@ -9,7 +9,7 @@ from typing import Iterable, Mapping
 from ..store import Store
 from .effects import Effects
 from .outbound import HttpClient
-from .scripts import WorkflowScripts
+from .script_pool import WorkflowScripts
 
 
 class Resources:

@@ -1,4 +1,4 @@
-"""`script`: a JavaScript function body run in V8 (see workflow/scripts.py); its `return` is the
+"""`script`: a JavaScript function body run in V8 (see workflow/script_pool.py); its `return` is the
 node's result and its console lines go into the job record.
 
 The code is not compiled at load: that would start V8 in the process that reads the config, and
