@@ -25,6 +25,7 @@ from conftest import ChildServer, start_server, write_config
 from fastwebhook.core.errors import StoreError
 from fastwebhook.store import Store, batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.reads import Reads
 from fastwebhook.store.sqlite import SqliteConnector
 from test_store_dialects import ids, none_in_memory, runs_something
 
@@ -356,15 +357,15 @@ def test_an_append_is_one_intake_row_listed_as_queued_until_claimed(tmp_path):
         [(executions,)] = await store.db.fetch("SELECT count(*) FROM executions")
         assert (rows, executions) == (1, 0), "one append per batch, no per-request row"
         assert await store.unfinished() == 3
-        listed = await store.list_executions(None, None, 10, None)
+        listed = await Reads(store).list_executions(None, None, 10, None)
         assert ids(listed) == [3, 2, 1] and {r.status for r in listed} == {Status.QUEUED}
-        found = await store.get_execution((2).to_bytes(16, "big"))
+        found = await Reads(store).get_execution((2).to_bytes(16, "big"))
         assert found.status == Status.QUEUED and found.request.request_id == "req-2"
         claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert ids(claim.run) == [1, 2, 3]
         assert await store.db.fetch("PRAGMA synchronous") == [(2,)], "the next append commits with FULL"
         assert await store.claim("me", now, now + 30, 10, none_in_memory, runs_something) == type(claim)()
-        assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
+        assert ids(await Reads(store).list_executions(None, None, 10, None)) == [3, 2, 1], "each listed once"
         assert await store.unfinished() == 3
 
     with_store(tmp_path, scenario)
@@ -384,7 +385,7 @@ def test_a_claim_takes_as_many_deliveries_as_asked_even_from_the_middle_of_a_bat
         assert ids(second.run) == [3, 4, 5, 6] and second.finished == [1]
         rest = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert ids(rest.run) == [7, 8] and rest.finished == [2] and rest.partial is None
-        queued = await store.list_executions(None, Status.QUEUED, 10, None)
+        queued = await Reads(store).list_executions(None, Status.QUEUED, 10, None)
         assert ids(queued) == [8, 7, 6, 5, 4, 3, 2, 1], "each listed once, however it was claimed"
 
     with_store(tmp_path, scenario)
@@ -395,7 +396,7 @@ def test_a_workflow_with_nothing_to_run_is_resolved_in_the_claim(tmp_path):
         await store.append([delivery(1), delivery(2, workflow="busy")])
         claim = await store.claim("me", 5000.0, 5030.0, 10, none_in_memory, lambda w: w == "hook")
         assert ids(claim.resolved) == [1] and ids(claim.run) == [2]
-        assert (await store.get_execution((1).to_bytes(16, "big"))).status == Status.RESOLVED
+        assert (await Reads(store).get_execution((1).to_bytes(16, "big"))).status == Status.RESOLVED
         assert await store.unfinished() == 1
 
     with_store(tmp_path, scenario)
@@ -433,7 +434,7 @@ def test_records_move_statuses_by_the_transition_table_and_final_work_is_never_r
         stale = Records()
         stale.change(Final(one, Status.FAILED, now + 1, now + 3, "late"))
         await store.record(stale)
-        record = await store.get_execution(one)
+        record = await Reads(store).get_execution(one)
         assert record.status == Status.RESOLVED and record.started_at == now + 1, "final stays final"
         assert ids(await store.reclaim("thief", now + 31, now + 60, 10)) == [2]
 
@@ -455,11 +456,11 @@ def test_a_record_batch_that_fails_midway_is_rolled_back_and_the_store_goes_on(t
         broken.change(Final(one, Status.RESOLVED, now, now + 1))
         with pytest.raises(StoreError):
             await store.record(broken)
-        assert (await store.get_execution(one)).status == Status.QUEUED, "rolled back"
+        assert (await Reads(store).get_execution(one)).status == Status.QUEUED, "rolled back"
         fixed = Records()
         fixed.change(Final(one, Status.RESOLVED, now, now + 1))
         await store.record(fixed)
-        assert (await store.get_execution(one)).status == Status.RESOLVED
+        assert (await Reads(store).get_execution(one)).status == Status.RESOLVED
 
     with_store(tmp_path, scenario)
 

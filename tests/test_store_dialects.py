@@ -20,6 +20,7 @@ from fastwebhook.config.model import StorageConfig
 from fastwebhook.core.errors import ConstraintError, StoreError
 from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
 
 POSTGRES = os.environ.get("FASTWEBHOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -99,15 +100,15 @@ def test_an_append_is_listed_queued_and_a_claim_takes_it_once(url):
         now = time.time()
         await store.append([delivery(n) for n in (1, 2, 3)])
         assert await store.unfinished() == 3
-        listed = await store.list_executions(None, None, 10, None)
+        listed = await Reads(store).list_executions(None, None, 10, None)
         assert ids(listed) == [3, 2, 1] and {r.status for r in listed} == {Status.QUEUED}
-        found = await store.get_execution((2).to_bytes(16, "big"))
+        found = await Reads(store).get_execution((2).to_bytes(16, "big"))
         assert found.status == Status.QUEUED and found.request.request_id == "req-2" and found.body == b'{"n": 2}'
         claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert ids(claim.run) == [1, 2, 3] and len(claim.finished) == 1
         again = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
         assert (again.run, again.resolved, again.duplicates) == ([], [], [])
-        assert ids(await store.list_executions(None, None, 10, None)) == [3, 2, 1]
+        assert ids(await Reads(store).list_executions(None, None, 10, None)) == [3, 2, 1]
         assert await store.unfinished() == 3
         assert await store.pending_owners() == ["me"]
 
@@ -123,7 +124,7 @@ def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_k
         assert ids(claim.run) == [1, 3]
         assert [(int.from_bytes(d.id, "big"), original) for d, original in claim.duplicates] == \
             [(2, (1).to_bytes(16, "big"))]
-        duplicate = await store.get_execution((2).to_bytes(16, "big"))
+        duplicate = await Reads(store).get_execution((2).to_bytes(16, "big"))
         assert duplicate.status == Status.DUPLICATE and duplicate.duplicate_of == (1).to_bytes(16, "big")
         await store.append([delivery(4, dedup=7, dedup_expires=now + 150), delivery(5, dedup=8, dedup_expires=now + 150)])
         later = await store.claim("me", now + 50, now + 80, 10, none_in_memory, runs_something)
@@ -177,16 +178,16 @@ def test_records_change_statuses_as_allowed_and_add_jobs_and_request_lines(url):
         late = Records()
         late.finals[one] = Final(one, Status.FAILED, now, now + 1, "too late")   # resolved is final
         await store.record(late)
-        found = await store.get_execution(one)
+        found = await Reads(store).get_execution(one)
         assert found.status == Status.RESOLVED and found.error is None
         assert [(j.node, j.status, j.result) for j in found.jobs] == [("answer", "resolved", b'{"ok": true}')]
-        assert (await store.get_execution(two)).error == "node x failed"
+        assert (await Reads(store).get_execution(two)).error == "node x failed"
         assert await store.unfinished() == 0 and await store.pending_owners() == []
-        lines = await store.list_requests(10, None)
+        lines = await Reads(store).list_requests(10, None)
         assert [(line.path, line.status) for line in lines][:1] == [("/nope", 404)]
         assert {line.request_id for line in lines} >= {"r-x", "req-1", "req-2"}   # accepted ones from the intake
         assert (await store.committed_jobs(one)).keys() == {"answer"}
-        failed = await store.list_executions(None, Status.FAILED, 10, None)
+        failed = await Reads(store).list_executions(None, Status.FAILED, 10, None)
         assert ids(failed) == [2]
 
     run(url, scenario)
@@ -238,8 +239,8 @@ def test_the_purge_takes_what_finished_before_the_cut(url):
         # ids made from these small numbers sort before any real id: all are older than the cut
         executions, removed, more = await store.purge_batch(time.time() + 1, 500, (-(1 << 63), (1 << 63) - 1), time.time())
         assert executions == 2 and removed == 5 and not more     # 2 executions, 2 jobs, their batch
-        assert await store.get_execution((1).to_bytes(16, "big")) is None
-        assert (await store.get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
+        assert await Reads(store).get_execution((1).to_bytes(16, "big")) is None
+        assert (await Reads(store).get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
 
     run(url, scenario)
 

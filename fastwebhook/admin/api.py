@@ -15,6 +15,7 @@ from . import records
 from ..http.messages import Request, Response, parse_query
 from ..core.ids import new_id
 from ..store import StatementTimeout, Store
+from ..store.reads import Reads
 from ..store.rows import Delivery, Status
 from .stored import Refused, StoredWorkflows, summary
 from ..workflow.collections import RecordError, filter_terms
@@ -50,14 +51,14 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
         before = records.parse_execution_id(cursor)
         if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
-    found = await store.list_executions(workflow or None, Status(status) if status else None, limit, before)
+    found = await Reads(store).list_executions(workflow or None, Status(status) if status else None, limit, before)
     items = [records.execution(record) for record in found]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
 
 async def get_execution(store: Store, id_text: str) -> dict | None:
     raw = records.parse_execution_id(id_text)
-    record = await store.get_execution(raw) if raw is not None else None
+    record = await Reads(store).get_execution(raw) if raw is not None else None
     return records.execution(record) if record is not None else None
 
 
@@ -68,7 +69,7 @@ async def list_requests(store: Store, limit: Any = None, cursor: str | None = No
         before = records.parse_request_cursor(str(cursor))
         if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
-    lines = await store.list_requests(limit, before)
+    lines = await Reads(store).list_requests(limit, before)
     return {"items": [records.request(line) for line in lines],
             "next": records.request_cursor(lines[-1]) if len(lines) == limit else None}
 
@@ -104,7 +105,7 @@ async def replay(store: Store, config: Config, id_text: str, submit=None) -> dic
     asked for).  `submit(delivery)` offers it to a running server's intake; without one (the
     CLI) it is appended to the store, where a running server's claim finds it."""
     raw = records.parse_execution_id(id_text)
-    record = await store.get_execution(raw) if raw is not None else None
+    record = await Reads(store).get_execution(raw) if raw is not None else None
     if record is None or record.request is None:
         return None
     workflow = config.workflows.get(record.workflow)

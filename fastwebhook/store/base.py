@@ -18,7 +18,8 @@ import orjson
 from ..core.errors import StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records, RequestLine, Status, StoredRequest)
+from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
+                   RequestLine, Status, StoredRequest)
 
 
 class StatementTimeout(StoreError):
@@ -247,7 +248,7 @@ class Store:
     async def unfinished_by_workflow(self) -> dict[str, int]:
         """`unfinished()` by workflow (at start: the unclaimed deliveries are read through)."""
         counts = dict(await self.pending_by_workflow())
-        async for d in self._unclaimed_newest(None):
+        async for d in self.unclaimed_newest(None):
             counts[d.workflow] = counts.get(d.workflow, 0) + 1
         return counts
 
@@ -255,7 +256,7 @@ class Store:
         """(hash, execution id, expires_at) of live dedup keys: those of unclaimed deliveries,
         newest first, then those of the unique index, newest first."""
         keys: list[tuple[int, bytes, float]] = []
-        async for d in self._unclaimed_newest(None):
+        async for d in self.unclaimed_newest(None):
             if len(keys) >= limit:
                 break
             if d.dedup_hash is not None and d.dedup_expires > now:
@@ -264,55 +265,7 @@ class Store:
             keys.append((row[0], row[1], row[2]))
         return keys[:limit]
 
-    # -- reads ----------------------------------------------------------------------------------
-    # The admin API's and the CLI's: on a connection of their own (`read_alone`), never on the
-    # one that commits the intake's appends, and each within the statement budget.
-    async def get_execution(self, id: bytes) -> ExecutionRecord | None:
-        rows = await self.db.read_alone(self.sql["get_execution"], (id,))
-        if rows:
-            record = await self._record(rows[0])
-            record.jobs = [Job(*row) for row in await self.db.read_alone(self.sql["get_jobs"], (id,))]
-            return record
-        for seq, first_id, blob in await self.db.read_alone(self.sql["intake_holding"], (id,)):
-            for d in batch_codec.decode(blob):
-                if d.id == id:
-                    return _queued(d, [])
-        return None
-
-    async def list_executions(self, workflow: str | None, status: Status | None, limit: int,
-                              before: bytes | None) -> list[ExecutionRecord]:
-        """Newest first: unclaimed deliveries (queued) merged with execution rows.  The intake
-        is read first, so a claim in between shows an execution twice (dropped), never zero times."""
-        found: dict[bytes, ExecutionRecord] = {}
-        if status in (None, Status.QUEUED):
-            async for d in self._unclaimed_newest(before):
-                if len(found) >= limit:
-                    break
-                if (before is None or d.id < before) and (workflow is None or d.workflow == workflow):
-                    found[d.id] = _queued(d, None)
-        rows = await self.db.read_alone(self.sql["list_executions"], (workflow, status, before, limit))
-        for row in rows:
-            found[row[0]] = await self._record(row, with_request=True)
-        return sorted(found.values(), key=lambda r: r.id, reverse=True)[:limit]
-
-    async def list_requests(self, limit: int, before: tuple[float, str] | None) -> list[RequestLine]:
-        """Newest first: the request-log rows merged with the intake's accepted deliveries
-        (each of those is its own request-log line).  `before` is (at, request id)."""
-        at = before[0] if before else None
-        lines = [RequestLine(*row) for row in await self.db.read_alone(self.sql["list_requests"], (at, limit + 64))]
-        for (blob,) in await self.db.read_alone(self.sql["intake_newest"], (at, max(4, limit // 8))):
-            for d in batch_codec.decode(blob):
-                if d.logged:
-                    continue
-                r = d.request
-                lines.append(RequestLine(r.received_at, r.ip, r.method, r.path, d.workflow, 202, None,
-                                         len(d.body), d.door_ms, r.request_id, d.id))
-        if before is not None:
-            lines = [line for line in lines if (line.at, line.request_id) < before]
-        lines.sort(key=lambda line: (line.at, line.request_id), reverse=True)
-        return lines[:limit]
-
-    async def _unclaimed_newest(self, before: bytes | None, page: int = 16):
+    async def unclaimed_newest(self, before: bytes | None, page: int = 16):
         """The unclaimed intake's deliveries, newest first, from batches that start before
         `before` (all when None), read a page of batches at a time."""
         while True:
@@ -324,19 +277,6 @@ class Store:
                 for d in reversed(deliveries):
                     yield d
                 before = deliveries[0].id
-
-    async def _record(self, row: tuple, with_request: bool = True) -> ExecutionRecord:
-        (id_, workflow, version, status, dedup_key, duplicate_of, created, started, finished,
-         attempts, error, seq, index) = row
-        request, body = None, b""
-        if with_request:
-            fetched = await self.db.read_alone(self.sql["intake_batch"], (seq,))
-            if fetched:
-                deliveries = batch_codec.decode(fetched[0][0], only=index)
-                if deliveries:
-                    request, body = deliveries[0].request, deliveries[0].body
-        return ExecutionRecord(id_, workflow, version, Status(status), dedup_key, duplicate_of, created,
-                               started, finished, attempts, error, request, body)
 
     # -- retention ------------------------------------------------------------------------------
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
@@ -378,11 +318,6 @@ class Store:
     async def workflows_signature(self) -> tuple:
         """Changes whenever a stored workflow is created, replaced or deleted (hosts poll it)."""
         return tuple((await self.db.fetch(self.sql["workflows_signature"]))[0])
-
-
-def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:
-    return ExecutionRecord(d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
-                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs)
 
 
 __all__ = ["Claim", "Connector", "Delivery", "ExecutionRecord", "Final", "Job", "Records",

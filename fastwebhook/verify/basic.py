@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, VerificationError, Verifier, check_options, matches_token, need_request, reject, require_secrets, required_header, secret_option, string_option, token_digests, wire_bytes)
+from .base import (RequestView, Scheme, SignedRequest, VerificationError, Verifier, check_options,
+                   matches_token, need_request, reject, require_secrets, required_header, secret_option,
+                   string_option, token_digests, wire_bytes)
 from .meta import VERIFY_TOKEN, meta_handshake
 
 # --- none ----------------------------------------------------------------------------------

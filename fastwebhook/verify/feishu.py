@@ -20,7 +20,9 @@ import orjson
 from cryptography.hazmat.primitives.ciphers import algorithms
 
 from ..core.errors import ConfigError
-from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer, check_options, json_object, matches_token, reject, required_header, secret_option, token_digests, wire_bytes)
+from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer,
+                   check_options, json_object, matches_token, reject, required_header, secret_option,
+                   token_digests, wire_bytes)
 from .cipher import AES_BLOCK, b64decode_strict, decrypt, encrypt
 
 SIGNATURE = "X-Lark-Signature"

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance, read_timestamp, reject, require_secrets, required_header, string_option, tolerance_option, wire_bytes)
+from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance,
+                   read_timestamp, reject, require_secrets, required_header, string_option,
+                   tolerance_option, wire_bytes)
 from .hmacs import ALGORITHMS, ENCODINGS, any_match, keyed, signature_candidates
 from .meta import VERIFY_TOKEN, meta_handshake
 

@@ -12,7 +12,8 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, reject, require_secrets, required_header)
+from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, reject, require_secrets,
+                   required_header)
 from .meta import VERIFY_TOKEN, meta_handshake
 
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}

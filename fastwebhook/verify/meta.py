@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import ConfigError
-from .base import (Handshake, HandshakeFunction, RequestView, matches_token, need_request, reject, string_option, token_digests)
+from .base import (Handshake, HandshakeFunction, RequestView, matches_token, need_request, reject,
+                   string_option, token_digests)
 
 VERIFY_TOKEN = "verify_token"
 _PLAIN = b"text/plain; charset=utf-8"

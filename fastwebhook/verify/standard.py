@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..core.errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance, missing_header, parse_timestamp, reject, require_secrets, tolerance_option, wire_bytes)
+from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, check_tolerance,
+                   missing_header, parse_timestamp, reject, require_secrets, tolerance_option,
+                   wire_bytes)
 from .hmacs import MAX_SIGNATURES, any_match, base64_mac, keyed
 
 SIGNATURE = "webhook-signature"

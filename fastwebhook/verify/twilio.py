@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..core.errors import ConfigError
-from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, need_request, reject, require_secrets, required_header)
+from .base import (RequestView, Scheme, SignedRequest, Verifier, check_options, need_request, reject,
+                   require_secrets, required_header)
 from .hmacs import any_match, base64_mac, base64_signature, keyed, strip_padding
 from .request import with_query
 

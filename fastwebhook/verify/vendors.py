@@ -7,8 +7,12 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer, check_options, check_tolerance, json_object, matches_token, parse_timestamp, read_timestamp, reject, require_secrets, required_header, token_digests, tolerance_option, wire_bytes)
-from .hmacs import (MAX_SIGNATURES, any_match, base64_mac, base64_signature, hex_mac, keyed, signature_candidates, strip_padding)
+from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, challenge_answer,
+                   check_options, check_tolerance, json_object, matches_token, parse_timestamp,
+                   read_timestamp, reject, require_secrets, required_header, token_digests,
+                   tolerance_option, wire_bytes)
+from .hmacs import (MAX_SIGNATURES, any_match, base64_mac, base64_signature, hex_mac, keyed,
+                    signature_candidates, strip_padding)
 from .meta import VERIFY_TOKEN, meta_handshake
 
 _TOLERANCE = frozenset({"tolerance"})

@@ -20,7 +20,8 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import algorithms
 
 from ..core.errors import ConfigError
-from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, check_options, json_object, need_request, reject, secret_option, string_option)
+from .base import (Handshake, RequestView, Scheme, SignedRequest, Verifier, check_options, json_object,
+                   need_request, reject, secret_option, string_option)
 from .cipher import b64decode_strict, decrypt, encrypt
 
 _OPTIONS = frozenset({"token", "encoding_aes_key", "corpid", "receive_id"})
