@@ -27,8 +27,7 @@ import orjson
 
 import payload
 from fastwebhook.service.maintenance import PURGE_FIRST
-from fastwebhook.store import Store
-from fastwebhook.store.sqlite import SqliteConnector
+from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from load import BENCH_DIR, Receiver, fastwebhook, run_wrk, running, say
 
 PURGE = Receiver("purge", "fastwebhook-commit, 7-day retention, a store full of expired executions",
@@ -39,7 +38,7 @@ BATCH = 256   # deliveries per intake row, as the group commit makes them under 
 
 def prefill(db: Path, count: int) -> None:
     async def schema() -> None:
-        store = Store(SqliteConnector(str(db)))
+        store = SqliteStore(SqliteConnector(str(db)))
         await store.open()
         await store.close()
 

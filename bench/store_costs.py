@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastwebhook.core.ids import new_id  # noqa: E402
-from fastwebhook.store import Store  # noqa: E402
 from fastwebhook.store.rows import Delivery, StoredRequest  # noqa: E402
-from fastwebhook.store.sqlite import SqliteConnector  # noqa: E402
+from fastwebhook.store.sqlite import SqliteConnector, SqliteStore  # noqa: E402
 
 BODY = b"x" * 1160
 HEADERS = [("host", "127.0.0.1"), ("content-type", "application/json"), ("x-github-event", "push"),
@@ -55,7 +54,7 @@ class Stopwatch:
 
 
 async def measure(folder: Path, label: str, args, keyed: bool) -> None:
-    store = Store(SqliteConnector(str(folder / f"{label}.db")))
+    store = SqliteStore(SqliteConnector(str(folder / f"{label}.db")))
     await store.open()
     if args.prefill:  # a dedup index that has seen traffic: random keys all over the B-tree
         async with store.db.transaction() as db:

@@ -185,14 +185,13 @@ def test_whole_batch_of_64_commit_durability(benchmark, tmp_path):
 
     from fastwebhook.service.app import WebhookApp
     from fastwebhook.service.service import Service
-    from fastwebhook.store import Store
-    from fastwebhook.store.sqlite import SqliteConnector
+    from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 
     path = tmp_path / "config.toml"
     path.write_text(CONFIG.replace('durability = "memory"', 'durability = "commit"'))
     config = load_config(str(path))
     loop = uvloop.new_event_loop()
-    service = Service(config, store=Store(SqliteConnector(str(tmp_path / "micro.db"), synchronous="OFF")))
+    service = Service(config, store=SqliteStore(SqliteConnector(str(tmp_path / "micro.db"), synchronous="OFF")))
     loop.run_until_complete(service.start())
     web = WebhookApp(config, service)
     connections = []

@@ -21,9 +21,9 @@ from fastwebhook.config.loader import load_config
 from fastwebhook.door.context import context_of
 from fastwebhook.core.errors import ConstraintError
 from fastwebhook.core.ids import to_text
-from fastwebhook.store import Store, open_store
+from fastwebhook.store import open_store
 from fastwebhook.store.rows import Effect, Job, StoredRequest
-from fastwebhook.store.sqlite import SqliteConnector
+from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import MAX_BATCH, Effects
 from fastwebhook.workflow.resources import Resources
@@ -339,7 +339,7 @@ def test_commit_many_past_one_batch_keeps_each_outcome_in_order(tmp_path):
     count = MAX_BATCH + 44
 
     async def main():
-        store = Store(SqliteConnector(str(tmp_path / "effects.db"), synchronous="FULL"))
+        store = SqliteStore(SqliteConnector(str(tmp_path / "effects.db"), synchronous="FULL"))
         await store.open()
         try:
             await store.ensure_collections([customers])

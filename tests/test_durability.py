@@ -23,10 +23,10 @@ import pytest
 from burst_support import wait_until
 from conftest import ChildServer, start_server, write_config
 from fastwebhook.core.errors import StoreError
-from fastwebhook.store import Store, batch_codec
+from fastwebhook.store import batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
-from fastwebhook.store.sqlite import SqliteConnector
+from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from test_store_dialects import ids, none_in_memory, runs_something
 
 FINAL = ("resolved", "failed", "error", "aborted")
@@ -339,7 +339,7 @@ def with_store(tmp_path: Path, scenario) -> None:
 
 def with_store_path(db: Path, scenario) -> None:
     async def main():
-        store = Store(SqliteConnector(str(db)))
+        store = SqliteStore(SqliteConnector(str(db)))
         await store.open()
         try:
             await scenario(store)

@@ -9,9 +9,8 @@ import threading
 
 from burst_support import burst, wait_until
 from fastwebhook.core.errors import ConstraintError
-from fastwebhook.store import Store
 from fastwebhook.store.rows import Effect, Job
-from fastwebhook.store.sqlite import SqliteConnector
+from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import Effects
 from conftest import write_config
@@ -125,7 +124,7 @@ def test_one_refused_write_in_a_batch_fails_alone_and_the_others_commit_with_the
     customers = Collection("customers", {"email": "string"}, (("email",),))
 
     async def main():
-        store = Store(SqliteConnector(str(tmp_path / "effects.db"), synchronous="FULL"))
+        store = SqliteStore(SqliteConnector(str(tmp_path / "effects.db"), synchronous="FULL"))
         await store.open()
         try:
             await store.ensure_collections([customers])

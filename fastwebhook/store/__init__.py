@@ -13,12 +13,12 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
     processes of this server write to it."""
     url = storage.url
     if url.startswith("sqlite://"):
-        from .sqlite import SqliteConnector  # noqa: PLC0415
+        from .sqlite import SqliteConnector, SqliteStore  # noqa: PLC0415
 
         # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == Durability.COMMIT else "NORMAL"
-        return Store(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared,
+        return SqliteStore(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared,
                                      statement_timeout=storage.statement_timeout))
     from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
 

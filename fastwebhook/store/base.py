@@ -1,4 +1,5 @@
-"""The one narrow `Store`: dialect-free logic over a per-dialect connector.
+"""The `Store` both dialects share, and what each writes in its own way: `SqliteStore`
+(sqlite.py) and `PostgresStore` (postgres.py) are siblings, each over its own connector.
 
 The acknowledging write is ONE append per group commit (`append`): the batch's deliveries as one
 blob row.  The per-request index work comes later, in batches, at the claim (`claim`): each
@@ -10,15 +11,13 @@ so several processes, later several hosts, share one store without double runs.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Protocol
 
 import orjson
 
 from ..core.errors import StoreError
-from ..core.ids import first_id_at
 from . import batch_codec
-from .rows import (TRANSITIONS, Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
+from .rows import (Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
                    RequestLine, Status, StoredRequest)
 
 
@@ -51,7 +50,7 @@ class Connector(Protocol):
     async def run_ddl(self, statements: list[str]) -> None: ...
 
 
-def _placeholders(count: int) -> str:
+def placeholders(count: int) -> str:
     return ",".join("?" * count)
 
 
@@ -64,8 +63,40 @@ class Store:
 
     async def open(self) -> None:
         await self.db.open()
-        await self.db.stage("DELETE FROM temp.transitions", [(self.sql["stage_transition"], [
-            (before.value, after.value) for before, afters in TRANSITIONS.items() for after in afters])])
+
+    # -- what each dialect writes in its own way (SqliteStore, PostgresStore) --------------------
+    async def append(self, deliveries: list[Delivery], held_by: str | None = None) -> int:
+        """The batch as one row, durably; its sequence number.  `held_by`: the owner whose sync
+        senders wait for some of these (hosts sharing a store leave it to that one)."""
+        raise NotImplementedError
+
+    async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
+        """Of these dedup hashes, those the unique index holds for a live execution."""
+        raise NotImplementedError
+
+    async def claim(self, owner: str, now: float, lease_until: float, limit: int,
+                    in_memory: Callable[[int], list[Delivery] | None],
+                    runs_nothing: Callable[[str], bool]) -> Claim:
+        """The next `limit` unclaimed deliveries, in order, each given its execution row and its
+        dedup key in the unique index, leased to `owner`."""
+        raise NotImplementedError
+
+    async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,
+                      dead_owners: tuple[str, ...] = ()) -> list[Delivery]:
+        """Pending executions whose lease lapsed (or whose owner is known dead), leased to `owner`."""
+        raise NotImplementedError
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        raise NotImplementedError
+
+    async def record(self, records: Records) -> None:
+        """Status changes, jobs and request-log lines, in one transaction."""
+        raise NotImplementedError
+
+    async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
+                          now: float) -> tuple[int, int, bool]:
+        """One short transaction of the retention purge."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         await self.db.close()
@@ -75,104 +106,6 @@ class Store:
 
     async def checkpoint(self) -> None:
         await self.db.checkpoint()
-
-    # -- the acknowledging write ----------------------------------------------------------------
-    async def append(self, deliveries: list[Delivery], held_by: str | None = None) -> int:
-        """The batch as one row, one autocommit statement; returns its sequence number.
-        `held_by`: the owner whose sync senders wait for some of these (only that one should
-        claim them; one process's workers pass answers among themselves: unused here)."""
-        blob = batch_codec.encode(deliveries)
-        first, last = deliveries[0], deliveries[-1]
-        return await self.db.insert_alone(self.sql["append"], (first.id, last.id, first.request.received_at,
-                                                                len(deliveries), blob))
-
-    async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
-        """Of these dedup hashes, those the unique index holds for a live execution."""
-        held: dict[int, bytes] = {}
-        for start in range(0, len(hashes), self.db.max_params):
-            chunk = hashes[start:start + self.db.max_params]
-            sql = self.sql["find_dedup"].format(hashes=_placeholders(len(chunk)))
-            held.update(await self.db.fetch(sql, (now, *chunk)))
-        return held
-
-    # -- the claim ------------------------------------------------------------------------------
-    async def claim(self, owner: str, now: float, lease_until: float, limit: int,
-                    in_memory: Callable[[int], list[Delivery] | None],
-                    runs_nothing: Callable[[str], bool]) -> Claim:
-        """Take the next `limit` unclaimed deliveries, in order (a batch may be taken in parts).
-
-        `in_memory(seq)` gives a batch this process still holds (else it is read back; the
-        claim says which batches it finished and which one it left part of);
-        `runs_nothing(workflow)` says a delivery can be resolved in the claim itself.
-
-        What to take is read first, outside any transaction; the writing is one script, one
-        transaction, one thread crossing (`claim_apply`), which applies only if the cursor has
-        not moved meanwhile: the store is held for the time the SQL takes, not for the round
-        trips of a busy event loop."""
-        claim = Claim()
-        db = self.db
-        (cursor, partial), = await db.fetch(self.sql["claim_cursor"])
-        seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, limit))]
-        taken: list[tuple[int, int, Delivery]] = []
-        new_cursor, new_partial, finished, left = cursor, partial, [], None
-        for seq in seqs:
-            batch = in_memory(seq)
-            if batch is None:
-                fetched = await db.fetch(self.sql["intake_batch"], (seq,))
-                batch = batch_codec.decode(fetched[0][0])
-            start = partial if seq == seqs[0] else 0
-            part = batch[start:start + limit - len(taken)]
-            taken.extend((seq, start + i, d) for i, d in enumerate(part))
-            if start + len(part) < len(batch):
-                new_cursor, new_partial, left = seq - 1, start + len(part), (seq, batch)
-                break
-            new_cursor, new_partial = seq, 0
-            finished.append(seq)
-            if len(taken) >= limit:
-                break
-        if not taken:
-            return claim
-        keys: set[int] = set()
-        staged = []
-        for pos, (seq, index, d) in enumerate(taken):
-            first = d.dedup_hash is not None and d.dedup_hash not in keys
-            if first:
-                keys.add(d.dedup_hash)
-            staged.append((pos, d.id, d.workflow, d.version, d.dedup_key, d.dedup_hash, int(first),
-                           d.dedup_expires, d.request.received_at, seq, index, int(runs_nothing(d.workflow)),
-                           owner, lease_until, now))
-        token = os.urandom(8).hex()
-        await db.stage(self.sql["claim_clear"], [(self.sql["claim_stage"], staged)])
-        await db.script(self.sql["claim_apply"].format(
-            cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
-            token=token))
-        if await db.fetch(self.sql["claimer"]) != [(token,)]:
-            return claim   # another claim moved the cursor first: these are its deliveries
-        claim.finished, claim.partial = finished, left
-        duplicates = dict(await db.fetch(self.sql["claim_duplicates"])) if keys else {}
-        for pos, (_, _, delivery) in enumerate(taken):
-            if pos in duplicates:
-                claim.duplicates.append((delivery, duplicates[pos]))
-            elif staged[pos][11]:
-                claim.resolved.append(delivery)
-            else:
-                delivery.attempts = 1
-                claim.run.append(delivery)
-        return claim
-
-    async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,
-                      dead_owners: tuple[str, ...] = ()) -> list[Delivery]:
-        """Pending executions whose lease lapsed (or whose owner is known dead), oldest first,
-        leased to `owner`, read back from their intake batches."""
-        owners = dead_owners or ("",)
-        # the common answer is "nothing": found without taking the store from the appends
-        if not await self.db.fetch(self.sql["reclaimable"].format(owners=_placeholders(len(owners))),
-                                   (now, *owners)):
-            return []
-        sql = self.sql["reclaim"].format(owners=_placeholders(len(owners)))
-        async with self.db.transaction() as db:
-            rows = await db.fetch(sql, (owner, lease_until, now, *owners, limit))
-        return await self._deliveries(rows)
 
     async def _deliveries(self, rows: list[tuple]) -> list[Delivery]:
         """(intake_seq, intake_index, attempts) rows -> their deliveries, each batch read once."""
@@ -190,25 +123,6 @@ class Store:
 
     async def pending_owners(self) -> list[str]:
         return [row[0] for row in await self.db.fetch(self.sql["pending_owners"])]
-
-    async def renew(self, owner: str, lease_until: float) -> None:
-        async with self.db.transaction() as db:
-            await db.execute(self.sql["renew"], (lease_until, owner))
-
-    # -- records, in batches --------------------------------------------------------------------
-    async def record(self, records: Records) -> None:
-        """Status changes, jobs and request-log lines in one transaction, written by one script
-        (one thread crossing) from staged rows; a change the transition table does not allow is
-        left out."""
-        finals = [(f.id, f.status.value, f.started_at, f.finished_at, f.error) for f in records.finals.values()]
-        jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
-                for j in records.jobs]
-        requests = [(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
-                     r.request_id, r.execution) for r in records.requests]
-        await self.db.stage(self.sql["record_clear"], [(self.sql["stage_final"], finals),
-                                                       (self.sql["stage_job"], jobs),
-                                                       (self.sql["stage_request"], requests)])
-        await self.db.script(self.sql["record_apply"])
 
     # -- collections ----------------------------------------------------------------------------
     async def ensure_collections(self, collections) -> None:
@@ -277,26 +191,6 @@ class Store:
                 for d in reversed(deliveries):
                     yield d
                 before = deliveries[0].id
-
-    # -- retention ------------------------------------------------------------------------------
-    async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
-                          now: float) -> tuple[int, int, bool]:
-        """One short transaction of the retention purge: up to `limit` finished executions
-        created before `before` with their jobs, as many intake batches and request-log lines
-        as old, and the expired dedup keys of one slice of the hash space.  Returns (executions
-        removed, rows removed in all, whether one of those tables gave up `limit`: more may wait)."""
-        async with self.db.transaction() as db:
-            ids = [row[0] for row in await db.fetch(self.sql["purge_pick"], (first_id_at(before), before, limit))]
-            removed = 0
-            if ids:
-                marks = _placeholders(len(ids))
-                removed += await db.execute(self.sql["purge_jobs"].format(ids=marks), tuple(ids))
-                removed += await db.execute(self.sql["purge_executions"].format(ids=marks), tuple(ids))
-            intake = await db.execute(self.sql["purge_intake"], (before, limit))
-            requests = await db.execute(self.sql["purge_requests"], (before, limit))
-            removed += intake + requests + await db.execute(self.sql["purge_dedup"], (*dedup_slice, now))
-        return len(ids), removed, limit in (len(ids), intake, requests)
-
 
     # -- workflows stored through the admin API -------------------------------------------------
     async def stored_workflows(self) -> dict[str, dict]:

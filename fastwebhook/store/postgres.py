@@ -319,9 +319,6 @@ class PostgresStore(Store):
     db: PostgresConnector
     shared_by_hosts = True
 
-    async def open(self) -> None:
-        await self.db.open()
-
     async def listen(self, channel: str, callback) -> None:
         await self.db.listen(channel, callback)
 
