@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..core.errors import ConstraintError, StoreError
+from ..core.ids import first_id_at
 from . import batch_codec
 from .base import StatementTimeout, Store
 from .rows import TRANSITIONS, Claim, Delivery, Records, Status
@@ -426,8 +427,6 @@ class PostgresStore(Store):
 
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
                           now: float) -> tuple[int, int, bool]:
-        from ..core.ids import first_id_at  # noqa: PLC0415
-
         async with self.db.transaction() as session:
             ids = [row[0] for row in await session.fetch(self.sql["purge_pick"], (first_id_at(before), before, limit))]
             removed = 0
