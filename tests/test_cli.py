@@ -10,12 +10,12 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_support import fastwebhook
 from conftest import RunningServer, write_config
 
 WORKFLOWS = """
@@ -51,8 +51,7 @@ FINAL = ("resolved", "failed", "error", "aborted")
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("FASTWEBHOOK_CONFIG", "CREDENTIALS_DIRECTORY")}
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "fastwebhook", *args], capture_output=True, text=True,
-                          env=environ, cwd=cwd, timeout=30)
+    return fastwebhook(*args, env=environ, cwd=cwd, text=True)
 
 
 def cli_json(*args: str, **kw):

@@ -1,0 +1,96 @@
+"""`python -m fastwebhook ...` as a child process, with its imports paid ahead of time.
+
+A cold `python -m fastwebhook` spends about 0.6 s importing the package (aiohttp, the config
+loader, the admin API) before it reads its arguments; the CLI tests run it some 150 times. So one
+child is always kept waiting with `fastwebhook.cli.main` imported, started while the previous call
+ran. A call hands it the argv, environment and working directory on a pipe of its own; it then
+runs `fastwebhook.__main__` exactly as `-m` would, so stdin, stdout, stderr and the exit code are a
+real process's, and the environment and the working directory are the call's (the package reads
+both when a command runs, never at import).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+# Run in the waiting child: import, then block on the pipe for the call's argv, env and cwd.
+_CHILD = """
+import json, os, runpy, sys
+import fastwebhook.cli.main
+with os.fdopen(int(sys.argv[1])) as pipe:
+    call = json.load(pipe)
+os.environ.clear()
+os.environ.update(call["env"])
+if call["cwd"] is not None:
+    os.chdir(call["cwd"])
+    sys.path[0] = call["cwd"]
+sys.argv = [sys.argv[0], *call["args"]]
+runpy.run_module("fastwebhook", run_name="__main__", alter_sys=True)
+"""
+
+
+class _Waiting:
+    """A child that has imported the package and waits for its call."""
+
+    def __init__(self) -> None:
+        read, self.pipe = os.pipe()
+        try:
+            self.process = subprocess.Popen([sys.executable, "-c", _CHILD, str(read)], pass_fds=(read,),
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        finally:
+            os.close(read)
+
+    def run(self, args, env: dict, cwd: str | None, stdin: bytes | None, timeout: float):
+        try:
+            with os.fdopen(self.pipe, "w") as pipe:
+                json.dump({"args": list(args), "env": env, "cwd": cwd}, pipe)
+        except BrokenPipeError:
+            pass                       # the child died importing: its stderr says why
+        try:
+            out, err = self.process.communicate(stdin, timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise
+        return self.process.returncode, out, err
+
+    def discard(self) -> None:
+        os.close(self.pipe)            # the child reads no call and exits
+        self.process.kill()
+        self.process.communicate()
+
+
+_lock = threading.Lock()
+_next: list[_Waiting] = []
+
+
+def _take() -> _Waiting:
+    with _lock:
+        child = _next.pop() if _next else _Waiting()
+        _next.append(_Waiting())       # imports while this call runs
+    return child
+
+
+@atexit.register
+def _discard_waiting() -> None:
+    while _next:
+        _next.pop().discard()
+
+
+def fastwebhook(*args: str, env: dict | None = None, cwd: Path | str | None = None, input: bytes | str | None = None,
+                text: bool = False, timeout: float = 30) -> subprocess.CompletedProcess:
+    """`python -m fastwebhook *args` with `env` (the whole environment; this process's when None)
+    in `cwd`; like subprocess.run(..., capture_output=True)."""
+    environ = dict(os.environ if env is None else env)
+    if isinstance(input, str):
+        input = input.encode()
+    code, out, err = _take().run(args, environ, None if cwd is None else str(cwd), input, timeout)
+    if text:
+        out, err = out.decode(), err.decode()
+    return subprocess.CompletedProcess([sys.executable, "-m", "fastwebhook", *args], code, out, err)
