@@ -7,12 +7,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 import trustme
 
+from cli_support import fastwebhook
 from conftest import free_port
 from fastwebhook.core.errors import ConfigError
 from fastwebhook.verify import SCHEMES
@@ -52,8 +52,7 @@ WRONG_SECRET = "whsec_" + base64.b64encode(b"another key of 24 bytes!").decode()
 
 def send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("FASTWEBHOOK_CONFIG", "CREDENTIALS_DIRECTORY")}
-    return subprocess.run([sys.executable, "-m", "fastwebhook", "send", *args], capture_output=True,
-                          env=environ, input=stdin, timeout=30)
+    return fastwebhook("send", *args, env=environ, input=stdin)
 
 
 def send_json(*args: str) -> tuple[int, dict]:
@@ -260,8 +259,7 @@ def test_unreachable_receiver_exits_1():
 def test_send_needs_no_config(tmp_path, server):
     # No config.toml here, and $FASTWEBHOOK_CONFIG pointing nowhere: send does not care.
     environ = dict(os.environ, FASTWEBHOOK_CONFIG=str(tmp_path / "missing.toml"))
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", "send", f"{server.url}/echo"],
-                          capture_output=True, env=environ, cwd=tmp_path, timeout=30)
+    done = fastwebhook("send", f"{server.url}/echo", env=environ, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
 
