@@ -9,11 +9,11 @@ import http.client
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
+
+from cli_support import fastwebhook
 
 TOKEN = {"Authorization": "Bearer test-token"}
 WORKFLOWS = """
@@ -318,8 +318,7 @@ def test_workflows_endpoint(server):
 
 def cli_json(server, *args: str):
     config = os.path.join(os.path.dirname(server.db), "config.toml")
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", *args, "-c", config, "--json"],
-                          capture_output=True, text=True, timeout=30)
+    done = fastwebhook(*args, "-c", config, "--json", text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

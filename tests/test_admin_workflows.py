@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from cli_support import fastwebhook
 from test_admin import TOKEN, admin, call, send
 
 FILE_WORKFLOWS = """
@@ -145,8 +144,7 @@ def test_stored_workflows_survive_a_restart_and_the_cli_lists_them(serve, tmp_pa
     assert send(second, "/greet/after")[0:3:2] == (201, {"hello": "after"})
     listed = admin(second, "/api/admin/workflows")[2]
     assert [(w["key"], w["enabled"]) for w in listed["items"]] == [("filed", True), ("greeter", True), ("off", False)]
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", "workflows", "--json", "-c",
-                           os.path.join(tmp_path, "config.toml")], capture_output=True, text=True, timeout=30)
+    done = fastwebhook("workflows", "--json", "-c", os.path.join(tmp_path, "config.toml"), text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == listed
     assert accepted[0] == 201

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import orjson
 
+from cli_support import fastwebhook
 from client_support import ADMIN, request, wait_for_execution
 
 CONFIG = """
@@ -36,8 +35,7 @@ def send(running, delivery: str, note: str) -> str:
 
 def cli(running, *args: str):
     config = os.path.join(os.path.dirname(running.db), "config.toml")
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", *args, "-c", config, "--json"],
-                          capture_output=True, text=True, timeout=30)
+    done = fastwebhook(*args, "-c", config, "--json", text=True)
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
 
 
@@ -95,8 +93,7 @@ def test_the_cli_shows_each_job_of_an_execution(serve):
     original = send(running, "d-4", "shown")
     wait_for_execution(running, original)
     config = os.path.join(os.path.dirname(running.db), "config.toml")
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", "execution", original, "-c", config],
-                          capture_output=True, text=True, timeout=30)
+    done = fastwebhook("execution", original, "-c", config, text=True)
     assert done.returncode == 0, done.stderr
     assert "remember (create) resolved" in done.stdout and '"note":"shown"' in done.stdout
 
