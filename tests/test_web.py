@@ -94,8 +94,10 @@ def server(serve):
     return running
 
 
-@pytest.fixture
-def browser(tmp_path):
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """One headless Chromium for the module (starting one costs most of a second); `browser`
+    gives each test a blank page, the default window and an empty console."""
     if not (CHROMIUM and CHROMEDRIVER):
         if os.environ.get("FASTWEBHOOK_REQUIRE_BROWSER"):
             pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
@@ -107,15 +109,30 @@ def browser(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # for console_errors
+    profile = tmp_path_factory.mktemp("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900"):
+                     "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,900"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_REFRESH})
-    yield driver
+    yield driver, driver.get_window_size()
     driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    chromium, size = chromium
+    chromium.get("about:blank")
+    chromium.set_window_size(size["width"], size["height"])   # as it started: one test narrows it
+    chromium.get_log("browser")          # read and so emptied: the console starts clean
+    yield chromium
+    # Each server has its own port, so its own origin and storage; emptied anyway, so that a
+    # port the kernel hands out again finds no token signed in.
+    chromium.execute_script("try { sessionStorage.clear(); localStorage.clear(); } catch (e) {}")
+    chromium.delete_all_cookies()
+    chromium.get("about:blank")
 
 
 def shoot(driver, name: str) -> None:
