@@ -25,6 +25,11 @@ import json, os, runpy, sys
 import fastwebhook.cli.main
 with os.fdopen(int(sys.argv[1])) as pipe:
     call = json.load(pipe)
+if call["output"] is not None:      # a server's log: its stdout and stderr go to the file
+    log = os.open(call["output"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
 os.environ.clear()
 os.environ.update(call["env"])
 if call["cwd"] is not None:
@@ -41,17 +46,23 @@ class _Waiting:
     def __init__(self) -> None:
         read, self.pipe = os.pipe()
         try:
+            # unbuffered, so that a server's log lines reach its file as they are written
             self.process = subprocess.Popen([sys.executable, "-c", _CHILD, str(read)], pass_fds=(read,),
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
         finally:
             os.close(read)
 
-    def run(self, args, env: dict, cwd: str | None, stdin: bytes | None, timeout: float):
+    def call(self, args, env: dict, cwd: str | None, output: str | None = None) -> subprocess.Popen:
         try:
             with os.fdopen(self.pipe, "w") as pipe:
-                json.dump({"args": list(args), "env": env, "cwd": cwd}, pipe)
+                json.dump({"args": list(args), "env": env, "cwd": cwd, "output": output}, pipe)
         except BrokenPipeError:
             pass                       # the child died importing: its stderr says why
+        return self.process
+
+    def run(self, args, env: dict, cwd: str | None, stdin: bytes | None, timeout: float):
+        self.call(args, env, cwd)
         try:
             out, err = self.process.communicate(stdin, timeout)
         except subprocess.TimeoutExpired:
@@ -94,3 +105,14 @@ def fastwebhook(*args: str, env: dict | None = None, cwd: Path | str | None = No
     if text:
         out, err = out.decode(), err.decode()
     return subprocess.CompletedProcess([sys.executable, "-m", "fastwebhook", *args], code, out, err)
+
+
+def start_server(config: Path | str, log: Path | str, env: dict | None = None) -> subprocess.Popen:
+    """`python -m fastwebhook serve -c config` in the background, its stdout and stderr
+    appended to `log`, like Popen(..., stdout=log, stderr=STDOUT)."""
+    Path(log).touch()              # there to be read at once, as Popen's opened file would be
+    environ = dict(os.environ if env is None else env)
+    process = _take().call(("serve", "-c", str(config)), environ, None, str(log))
+    for stream in (process.stdin, process.stdout, process.stderr):
+        stream.close()             # the child writes to the log and reads nothing
+    return process

@@ -11,7 +11,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import orjson
 import pytest
 import uvloop
 
+import cli_support
 from fastwebhook.config.loader import load_config
 from fastwebhook.process.server import Server
 
@@ -153,10 +153,7 @@ def wait_for_entry(log_path: Path, holds, *, after: int = 0, process: subprocess
 
 def spawn_server(config_path: Path, log_path: Path, port: int | None = None) -> ChildServer:
     """`python -m fastwebhook serve` in a child process; returns once it listens."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    log_file = open(log_path, "ab")
-    process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(config_path)],
-                               stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    process = cli_support.start_server(config_path, log_path, dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.monotonic() + 30
     address = None
     while time.monotonic() < deadline:
