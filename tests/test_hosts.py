@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ import asyncpg
 import pytest
 
 from burst_support import wait_until
+from cli_support import start_server
 from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry
 from test_store_dialects import POSTGRES, postgres_reachable
@@ -71,9 +70,7 @@ class Host:
         self.log = folder / "server.log"
         config = folder / "config.toml"
         config.write_text(CONFIG.replace("{port}", str(self.port)).replace("{url}", url))
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)],
-                                            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.process = start_server(config, self.log, dict(os.environ, PYTHONUNBUFFERED="1"))
         wait_for_entry(self.log, lambda e: e.get("msg") == "ready", process=self.process)
 
     def request(self, method: str, path: str, body: bytes = b"{}", headers: dict | None = None):
