@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from fastwebhook.admin.records import parse_execution_id
 
 from burst_support import wait_until
+from cli_support import start_server
 from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry, write_config
 from test_systemd import NotifySocket
@@ -65,9 +64,7 @@ class Supervised:
             env["NOTIFY_SOCKET"] = str(notify.path)
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = watchdog_usec
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(self.config)],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.process = start_server(self.config, self.log, env)
         self.ready = self.wait_for(lambda e: e.get("msg") == "ready" and e.get("logger") == "fastwebhook.processes")
 
     def wait_for(self, holds, after: int = 0, timeout: float = 30.0) -> dict:
