@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from burst_support import wait_until
+from cli_support import start_server
 from client_support import metric
 from conftest import log_entries, wait_for_entry, write_config
 
@@ -106,9 +107,7 @@ def test_the_server_tells_systemd_ready_status_watchdog_reloading_and_stopping(t
     log = tmp_path / "server.log"
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000", PYTHONUNBUFFERED="1")
     env.pop("WATCHDOG_PID", None)
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "fastwebhook", "serve", "-c", str(config)],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    process = start_server(config, log, env)
     try:
         ready = notify.wait_for("READY", "1")
         entries = wait_for_log(log, process, "listening")
