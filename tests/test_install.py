@@ -14,6 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from cli_support import fastwebhook
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = """
 [server]
@@ -104,8 +106,7 @@ def _fastwebhook(tmp_path, *args: str, **env: str) -> subprocess.CompletedProces
     base = {k: v for k, v in os.environ.items()
             if k not in ("FASTWEBHOOK_ADMIN_TOKEN", "FASTWEBHOOK_DEMO", "FASTWEBHOOK_CONFIG", "CREDENTIALS_DIRECTORY")}
     base.update(FASTWEBHOOK_LISTEN="127.0.0.1:0", FASTWEBHOOK_STORAGE=f"sqlite:///{tmp_path / 'demo.db'}", **env)
-    return subprocess.run([sys.executable, "-m", "fastwebhook", *args, "-c", str(REPO / "config.toml")],
-                          cwd=tmp_path, env=base, capture_output=True, text=True, timeout=20)
+    return fastwebhook(*args, "-c", str(REPO / "config.toml"), cwd=tmp_path, env=base, text=True, timeout=20)
 
 
 def test_a_server_with_the_demo_admin_token_does_not_start(tmp_path):
