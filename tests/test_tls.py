@@ -15,6 +15,7 @@ import orjson
 import pytest
 import trustme
 
+from cli_support import fastwebhook
 from conftest import log_entries, spawn_server, wait_for_entry, write_config
 from fastwebhook.config.loader import load_config
 from fastwebhook.core.errors import ConfigErrors
@@ -261,15 +262,11 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path, ca, monkeypatc
 
 
 def test_check_prints_tls_errors_with_their_paths(tmp_path, ca):
-    import subprocess
-    import sys
-
     cert, _ = write_pair(ca, tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(f'[server]\ntls_cert = "{cert}"\ntls_key = "{tmp_path}/gone.key"\n'
                     f'[storage]\nurl = "sqlite:///{tmp_path}/x.db"\n')
-    done = subprocess.run([sys.executable, "-m", "fastwebhook", "check", "-c", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    done = fastwebhook("check", "-c", str(path), text=True)
     assert done.returncode == 1
     assert f"server.tls_key: cannot read {tmp_path}/gone.key" in done.stderr
 
