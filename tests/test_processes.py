@@ -260,7 +260,9 @@ def test_a_duplicate_sent_to_both_workers_at_once_runs_once(supervised):
     assert accepted >= 1
     counts = wait_until(lambda: (lambda c: c if sum(c.values()) == accepted and not c.keys() & {"queued", "started"}
                                  else None)(executions(server.db, "once")))
-    assert counts == {"resolved": 1, "duplicate": accepted - 1}, executions(server.db, "once")
+    # (a door that caught every repeat accepted one: no execution row says duplicate then)
+    expected = {"resolved": 1, **({"duplicate": accepted - 1} if accepted > 1 else {})}
+    assert counts == expected, executions(server.db, "once")
     assert server.stop() == 0
 
 
