@@ -110,9 +110,14 @@ class PostgresConnector:
                     await connection.close()
             self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE, timeout=10,
                                                   server_settings=settings)
-            timeout = str(max(1, round(self.statement_timeout * 1000)))   # milliseconds
-            self.bounded = await asyncpg.create_pool(self.dsn, min_size=1, max_size=BOUNDED_POOL_SIZE, timeout=10,
-                                                     server_settings={**settings, "statement_timeout": timeout})
+            timeout = max(1, round(self.statement_timeout * 1000))   # milliseconds
+            # statement_timeout counts a wait for another host's row lock too: lock_timeout ends
+            # such a wait first, as a conflict that passes (the batch is tried again), so the
+            # budget fails only a statement that itself runs long.
+            self.bounded = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=BOUNDED_POOL_SIZE, timeout=10,
+                server_settings={**settings, "statement_timeout": str(timeout),
+                                 "lock_timeout": str(max(1, timeout // 2))})
         await self._migrate()
 
     async def reach(self) -> None:
