@@ -8,6 +8,8 @@ import time
 
 import orjson
 
+from burst_support import wait_until
+
 ADMIN = {"Authorization": "Bearer test-token"}
 
 
@@ -90,10 +92,11 @@ def wait_for_execution(running, execution_id: str, timeout: float = 10.0) -> dic
 
 def wait_until_started(running, execution_id: str, timeout: float = 10.0) -> None:
     """Until the execution's nodes are running (its record says "started")."""
-    deadline = time.monotonic() + timeout
-    while (status := admin(running, f"/executions/{execution_id}").json()["status"]) != "started":
-        assert status == "queued" and time.monotonic() < deadline, f"execution {execution_id} is {status}"
-        time.sleep(0.01)
+    def started() -> bool:
+        status = admin(running, f"/executions/{execution_id}").json()["status"]
+        assert status in ("queued", "started"), f"execution {execution_id} is {status}"
+        return status == "started"
+    assert wait_until(started, timeout, step=0.01), f"execution {execution_id} did not start"
 
 
 def log_entry(running, answer: Answer, timeout: float = 5.0) -> dict:

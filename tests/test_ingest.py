@@ -13,6 +13,7 @@ import time
 import orjson
 import pytest
 
+from burst_support import wait_until
 from client_support import Answer, post_json, request
 from fastwebhook.admin.api import list_executions
 from fastwebhook.verify import sign
@@ -503,9 +504,12 @@ def test_metrics_exposition(server):
     # a claim that resolves a delivery itself (no nodes) counts it just after its commit, which
     # the record shows first: wait for the count, not the record alone
     resolved = 'fastwebhook_executions_total{status="resolved",workflow="plain"} 1.0'
-    deadline = time.monotonic() + 5
-    while resolved not in (answer := request(server, "GET", "/metrics")).body.decode() and time.monotonic() < deadline:
-        time.sleep(0.02)
+
+    def counted():
+        answer = request(server, "GET", "/metrics")
+        return answer if resolved in answer.body.decode() else None
+    answer = wait_until(counted, timeout=5, step=0.02)
+    assert answer is not None, "the resolved execution was never counted"
     assert answer.status == 200
     assert answer.headers["content-type"].startswith("text/plain")
     text = answer.body.decode()
