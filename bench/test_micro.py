@@ -113,6 +113,22 @@ def test_dedup_lookup_and_insert(benchmark):
     benchmark(step)
 
 
+def test_dedup_lookup_and_insert_with_a_full_window(benchmark):
+    """The steady state of a busy server: the window is full, every put drops an old key."""
+    cache = DoorCache()
+    for number in range(cache.capacity):
+        cache.put(dedup_hash("bench", f"old-{number}"), b"0123456789abcdef", time.time() + 86400)
+    counter = itertools.count()
+
+    def step():
+        key = dedup_hash("bench", str(next(counter)))
+        if cache.get(key) is None:
+            cache.put(key, b"0123456789abcdef", time.time() + 86400)
+
+    benchmark(step)
+    assert len(cache) <= cache.capacity and not cache.complete
+
+
 def test_route(benchmark, app):
     web, _, _ = app
     benchmark(web.router.match, "/api/devices/d1/readings")

@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
+from collections import deque
 
-DEFAULT_CAPACITY = 250_000
-# An entry is one bytes object, its expiry and the execution id packed: ~60 bytes a key instead of
-# a tuple, a bytes and a float (~130).
+DEFAULT_CAPACITY = 100_000
+GENERATIONS = 4
+# An entry is one bytes object, its expiry and the execution id packed (a tuple, a bytes and a
+# float would be ~80 bytes more): ~145 bytes a key with its int and its slot in the dict, so the
+# default window is ~14 MiB.
 _EXPIRY = struct.Struct("<d")
 
 
@@ -39,40 +42,64 @@ class KeyHasher:
 
 
 class DoorCache:
+    """The recent keys, in generations: puts go into the youngest; when it is full it is sealed,
+    and when there are GENERATIONS the oldest is dropped whole.  A dict alone would drop its
+    oldest key with `next(iter(...))`, which walks every slot deleted before it (Python dicts
+    compact only when they grow): O(n) per put once the window is full."""
+
     def __init__(self, capacity: int = DEFAULT_CAPACITY, clock=time.time):
         self.capacity = capacity
         self.clock = clock
         self.complete = True
-        self._entries: dict[int, bytes] = {}   # hash -> expiry + execution id; insertion order: oldest first
+        self._generation_size = max(1, capacity // GENERATIONS)
+        self._young: dict[int, bytes] = {}   # hash -> expiry + execution id
+        self._young_lives_until = 0.0        # the latest expiry put into it
+        self._sealed: deque[tuple[dict[int, bytes], float]] = deque()   # oldest first
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._young) + sum(len(entries) for entries, _ in self._sealed)
 
     def get(self, key_hash: int) -> bytes | None:
-        entry = self._entries.get(key_hash)
+        entries = self._young
+        entry = entries.get(key_hash)
         if entry is None:
-            return None
+            for entries, _ in reversed(self._sealed):   # the newest entry of a key wins
+                entry = entries.get(key_hash)
+                if entry is not None:
+                    break
+            else:
+                return None
         if _EXPIRY.unpack_from(entry)[0] <= self.clock():
-            del self._entries[key_hash]
+            del entries[key_hash]
             return None
         return entry[8:]
 
     def put(self, key_hash: int, execution: bytes, expires_at: float) -> None:
-        entries = self._entries
-        entries.pop(key_hash, None)
-        entries[key_hash] = _EXPIRY.pack(expires_at) + execution
-        if len(entries) > self.capacity:
-            oldest = next(iter(entries))
-            if _EXPIRY.unpack_from(entries.pop(oldest))[0] > self.clock():
+        young = self._young
+        young[key_hash] = _EXPIRY.pack(expires_at) + execution
+        if expires_at > self._young_lives_until:
+            self._young_lives_until = expires_at
+        if len(young) >= self._generation_size:
+            self._seal()
+
+    def _seal(self) -> None:
+        sealed = self._sealed
+        sealed.append((self._young, self._young_lives_until))
+        self._young, self._young_lives_until = {}, 0.0
+        if len(sealed) >= GENERATIONS:   # the young one and GENERATIONS - 1 sealed hold `capacity`
+            _, lived_until = sealed.popleft()
+            if lived_until > self.clock():
                 self.complete = False
 
     def forget(self, key_hash: int, execution: bytes) -> None:
         """Drop an entry, but only if it still names `execution` (a commit that failed)."""
-        entry = self._entries.get(key_hash)
-        if entry is not None and entry[8:] == execution:
-            del self._entries[key_hash]
+        for entries in (self._young, *(entries for entries, _ in self._sealed)):
+            entry = entries.get(key_hash)
+            if entry is not None and entry[8:] == execution:
+                del entries[key_hash]
 
     def clear(self) -> None:
         """Forget everything: from now on misses are checked against the store's index."""
-        self._entries.clear()
+        self._young, self._young_lives_until = {}, 0.0
+        self._sealed.clear()
         self.complete = False
