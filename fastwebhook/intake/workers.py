@@ -124,6 +124,9 @@ class WorkerPool:
                         for released in self.gate.finish(delivery):
                             self._ready(released)
             ran += len(cohort)
+            # An idle worker's frame would keep its last cohort (bodies and all) alive: with 64
+            # workers that was ~9,000 finished deliveries, ~30 MiB.
+            del cohort
             if ran >= YIELD_EVERY:
                 ran = 0
                 await asyncio.sleep(0)
