@@ -27,7 +27,7 @@ from .workers import WorkerPool
 log = logging.getLogger("fastwebhook.dispatch")
 LEASE_SECONDS = 30.0
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
-IN_MEMORY = 2 * CLAIM_BATCH  # claimed deliveries ready or running, at most
+IN_MEMORY = CLAIM_BATCH      # claimed deliveries ready or running, at most
 # Records are written in batches: a few rows, waiting for more, for at most RECORD_LINGER.  When
 # executions end one by one (each waiting on a script, say), a transaction per execution would
 # cost the event loop and the store's thread more than the executions themselves.

@@ -25,7 +25,9 @@ from ..store.rows import Delivery
 log = logging.getLogger("fastwebhook.intake")
 
 MAX_BATCH = 1000          # deliveries per append: bounds the latency of one commit
-WINDOW = 4096             # committed deliveries kept in memory for the claim; the rest are read back
+# Committed deliveries kept in memory for the claim; the rest are read back.  A claim keeping up
+# finds its batches here (a few of them); one that fell behind reads back whatever the size.
+WINDOW = 2048
 # durability = "memory" answers before the commit only while less than one batch waits: past
 # that it answers after the commit, as "commit" does.  That bounds what a crash can lose and
 # what the process holds, and turns a store that falls behind into slower answers.

@@ -40,6 +40,8 @@ from .rows import TRANSITIONS, Claim, Delivery, Records
 from .sql import queries
 
 CACHE_KIB = 16384
+# Collection writes: a row and its unique indexes each; their pages seldom come back.
+EFFECTS_CACHE_KIB = 4096
 WAL_ATTEMPTS = 250           # 20 ms apart: 5 s
 READERS = 2                  # read-only connections for reads that are not the intake's
 
@@ -131,7 +133,7 @@ class SqliteConnector:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
             db.execute("PRAGMA synchronous=NORMAL")   # rebuildable from the FULL intake, as records are
             db.execute("PRAGMA busy_timeout=10000")
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            db.execute(f"PRAGMA cache_size=-{EFFECTS_CACHE_KIB}")
             self._effects_budget.watch(db)
             self._effects_db = db
 
