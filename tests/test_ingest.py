@@ -215,22 +215,30 @@ def test_custom_dedup_key_template(server):
     assert record["dedup_key"] == "evt_1"
 
 
-def test_the_stores_index_catches_a_duplicate_the_door_cache_forgot(server):
-    """The cache is only in front: once it lost keys, a miss is checked against the unique
-    index, so a repeat is still answered 200 with the original id."""
+def test_a_repeat_the_door_window_no_longer_holds_ends_duplicate_at_the_claim(server):
+    """The door's window is a cache (SPEC: "the door's check may be a cache"): a repeat it no
+    longer holds is acknowledged, and the claim's unique index ends that execution `duplicate`,
+    naming the original; it runs no node, and its queue slot is given back."""
     first = post_json(server, "/custom", {"id": "evt_store"})
     original = first.json()["execution_id"]
     wait_for_execution(server, original)   # claimed: its key is in the unique index now
     service = server.server.service
 
-    async def forget():
+    async def forget():   # what a busy server's window does to a key in a few seconds
         service.intake.cache.clear()
 
     server.call(forget)
     again = post_json(server, "/custom", {"id": "evt_store"})
-    assert (again.status, again.json()) == (200, {"execution_id": original, "status": "duplicate"})
-    assert execution_count(server) == 1
-    assert service.intake.depth == 0  # the refused duplicate gave its queue slot back
+    assert again.status == 202
+    repeat = again.json()["execution_id"]
+    assert repeat != original
+    record = wait_for_execution(server, repeat, status="duplicate")
+    assert record["duplicate_of"] == original and record["jobs"] == []
+    # the window holds the key again: the next repeat is answered at the door
+    third = post_json(server, "/custom", {"id": "evt_store"})
+    assert (third.status, third.json()) == (200, {"execution_id": original, "status": "duplicate"})
+    assert execution_count(server) == 2
+    assert service.intake.depth == 0
 
 
 def test_duplicate_survives_a_restart(serve):

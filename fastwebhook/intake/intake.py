@@ -66,6 +66,9 @@ class Intake:
         self.durable = durable
         self.cache = cache or DoorCache()
         self.clock = clock
+        # With other processes or hosts on the store, a miss of this process's window may be a key
+        # another one took: each batch's misses are then checked against the shared index first.
+        self.check_misses = False
         self.depth = 0                    # acknowledged (or being committed) and not final
         self.queued: Counter[str] = Counter()   # the same, by workflow (each one's share)
         self.owner: str | None = None     # the claims' owner name of this process (Service sets it)
@@ -73,7 +76,7 @@ class Intake:
         # the open batch: deliveries, and how each offer is settled (None: answered already)
         self.open: list[Delivery] = []
         self.settles: list[Settle | None] = []
-        self.unchecked: set[int] = set()  # dedup hashes the cache could not vouch for
+        self.unchecked: set[int] = set()  # dedup hashes of the open batch to check (check_misses)
         self.in_flight = 0                # deliveries in the append under way
         self.committing: list[Delivery] = []   # ... and which
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
@@ -115,7 +118,7 @@ class Intake:
                     return Receipt(Offered.DUPLICATE, original)
                 waiters.append(settle)   # never call it a duplicate of something not yet on disk
                 return None
-            if not self.cache.complete:
+            if self.check_misses:
                 self.unchecked.add(key_hash)
         if self.depth >= self.capacity:
             return QUEUE_FULL
@@ -213,7 +216,7 @@ class Intake:
                     _call(waiter, duplicate)
 
     async def _drop_held(self, batch, settles):
-        """The cache dropped live keys once: check the batch's unvouched keys against the index."""
+        """Other processes or hosts take keys too: check the batch's misses against the shared index."""
         hashes = [d.dedup_hash for d in batch if d.dedup_hash in self.unchecked]
         self.unchecked.difference_update(hashes)
         held = await self.store.held_keys(sorted(set(hashes)), self.clock()) if hashes else {}

@@ -117,13 +117,10 @@ class Service:
         self.intake.queued = Counter(await self.store.unfinished_by_workflow())
         self.intake.depth = sum(self.intake.queued.values())
         cache = self.intake.cache
-        live = await self.store.live_keys(self.clock(), cache.capacity + 1)
-        for key_hash, execution, expires_at in reversed(live[:cache.capacity]):
+        live = await self.store.live_keys(self.clock(), cache.capacity)
+        for key_hash, execution, expires_at in reversed(live):
             cache.put(key_hash, execution, expires_at)
-        # Complete: it holds every live key, so a miss is new.  Never so with other hosts (or
-        # other worker processes) taking keys too: a miss is then checked against the shared
-        # index, once per group commit.
-        cache.complete = len(live) <= cache.capacity and not self.store.shared_by_hosts and self.worker is None
+        self.intake.check_misses = self.store.shared_by_hosts or self.worker is not None
         await self.dispatcher.find_dead_owners()
         await self.resources.start(self.supervisor)
         self.pool.start()
