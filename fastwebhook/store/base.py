@@ -11,7 +11,7 @@ so several processes, later several hosts, share one store without double runs.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import AsyncContextManager, Callable, Protocol
 
 import orjson
 
@@ -30,24 +30,28 @@ class StatementTimeout(StoreError):
                          "and was stopped")
 
 
+class Session(Protocol):
+    """What a connector's `transaction()` yields: statements inside that one transaction."""
+
+    async def execute(self, sql: str, params: tuple = ()) -> int: ...   # the rows it changed
+    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
+
+
 class Connector(Protocol):
+    """What the shared `Store` and the admin reads (reads.py) need of a database.  Each store's
+    own writes (the append, the claim, records) use their dialect's connector directly."""
+
     dialect: str
-    max_params: int
     sql: dict[str, str]
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def execute(self, sql: str, params: tuple = ()) -> int: ...
-    async def executemany(self, sql: str, rows: list[tuple]) -> None: ...
-    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...
-    def transaction(self): ...     # async context manager: one transaction, nothing else inside
-    async def insert_alone(self, sql: str, params: tuple) -> int: ...   # one autocommit INSERT
-    async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None: ...  # scratch tables
-    async def script(self, sql: str) -> None: ...   # several statements, one crossing, nothing between
-    async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
-    async def apply_effects(self, effects: list, insert_job: str) -> list: ...  # one transaction
+    async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]: ...   # on the write path
+    def transaction(self) -> AsyncContextManager[Session]: ...   # one transaction, nothing else inside
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]: ...  # off the write path, budgeted
+    async def apply_effects(self, effects: list, insert_job: str) -> list: ...  # one transaction
     async def run_ddl(self, statements: list[str]) -> None: ...
+    async def checkpoint(self) -> None: ...  # the dialect's housekeeping of its log, if any
 
 
 def placeholders(count: int) -> str:
@@ -214,5 +218,5 @@ class Store:
         return tuple((await self.db.fetch(self.sql["workflows_signature"]))[0])
 
 
-__all__ = ["Claim", "Connector", "Delivery", "ExecutionRecord", "Final", "Job", "Records",
+__all__ = ["Claim", "Connector", "Session", "Delivery", "ExecutionRecord", "Final", "Job", "Records",
            "RequestLine", "Status", "Store", "StoredRequest"]

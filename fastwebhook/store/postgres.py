@@ -79,7 +79,6 @@ class _Session:
 
 class PostgresConnector:
     dialect = "postgres"
-    max_params = 30000
 
     def __init__(self, url: str, *, statement_timeout: float = 0.25):
         self.statement_timeout = statement_timeout

@@ -313,11 +313,6 @@ class SqliteConnector:
         with _wrapped("write"):
             return (await self._connection().execute(sql, params)).rowcount
 
-    async def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            with _wrapped("write"):
-                await self._connection().executemany(sql, rows)
-
     async def fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
         with _wrapped("read"):
             return list(await self._connection().execute_fetchall(sql, params))
