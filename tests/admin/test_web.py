@@ -48,7 +48,7 @@ scheme = "github"
 secret = "gh-secret"
 """
 HOSTILE = {"name": '<img src=x onerror="window.pwned = 1">', "note": "<script>window.pwned = 2</script>"}
-APP_JS = Path(__file__).parent.parent / "fastwebhook" / "admin" / "web" / "app.js"
+APP_JS = Path(__file__).parents[2] / "fastwebhook" / "admin" / "web" / "app.js"
 REFRESH_MS = int(re.search(r"const REFRESH_MS = (\d+);", APP_JS.read_text())[1])
 # The page's refresh timer, held until the test fires it (window.fireRefresh() runs the pending
 # one and says whether there was one): a test waits for the page's next refresh, not 5 s of a

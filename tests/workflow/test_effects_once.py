@@ -14,8 +14,7 @@ from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import Effects
 from conftest import write_config
-from test_durability import query, terminate
-from test_intake import wait_all_final
+from durability_support import query, terminate, wait_all_final
 
 CONFIG = """
 [server]

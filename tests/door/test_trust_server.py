@@ -744,7 +744,7 @@ def test_wecom_echostr_generated_with_a_rotated_token(server):
 
 @pytest.fixture(scope="module")
 def request_vectors():
-    return orjson.loads((Path(__file__).parent / "data" / "signatures.json").read_bytes())
+    return orjson.loads((Path(__file__).parents[1] / "data" / "signatures.json").read_bytes())
 
 
 # --- nothing secret anywhere, after all of the above ----------------------------------------------

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import signal
 import sqlite3
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,51 +21,11 @@ import pytest
 from burst_support import wait_until
 from conftest import ChildServer, start_server, write_config
 from fastwebhook.core.errors import StoreError
-from fastwebhook.store import batch_codec
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
-from test_store_dialects import ids, none_in_memory, runs_something
-
-FINAL = ("resolved", "failed", "error", "aborted")
-HOOK = "/api/webhooks/hook"
-
-# A full config (log level info: spawn_server waits for the "listening" and "ready" lines).
-CHILD_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-durability = "commit"
-[queue]
-capacity = 100000
-workers = %(workers)d
-[log]
-level = "info"
-[admin]
-token = "test-token"
-
-[workflows.hook]
-[workflows.hook.dedup]
-key = "{{$context.headers.x-delivery}}"
-ttl = "%(ttl)s"
-[[workflows.hook.nodes]]
-key = "answer"
-type = "response"
-body = { ok = true, n = "{{$context.data.n}}" }
-"""
-
-
-def child_config(tmp_path: Path, *, workers: int = 64, ttl: str = "24h") -> tuple[Path, Path]:
-    config = write_config(tmp_path, CHILD_CONFIG % {"workers": workers, "ttl": ttl})
-    return config, tmp_path / "fastwebhook.db"
-
-
-def post(conn: http.client.HTTPConnection, delivery: str, n: int = 0) -> tuple[int, dict]:
-    conn.request("POST", HOOK, body=json.dumps({"n": n}).encode(),
-                 headers={"Content-Type": "application/json", "X-Delivery": delivery})
-    response = conn.getresponse()
-    return response.status, json.loads(response.read() or b"null")
+from durability_support import CHILD_CONFIG, FINAL, HOOK, child_config, executions_by_delivery, post, query, terminate
+from store_support import ids, none_in_memory, runs_something
 
 
 class Load:
@@ -114,28 +72,6 @@ class Load:
                 time.sleep(self.pause)
 
 
-def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    """Read the store's file directly, read-only (WAL lets this run beside the server)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def executions_by_delivery(db: Path) -> dict[str, list[tuple[str, str, int]]]:
-    """dedup key -> [(execution id text, status, attempts)] for every stored execution: the
-    execution rows, and the intake's deliveries not claimed yet (queued)."""
-    rows = query(db, "SELECT dedup_key, id, status, attempts FROM executions")
-    [(claimed, partial)] = query(db, "SELECT claimed_seq, partial FROM claims")
-    for n, (blob,) in enumerate(query(db, "SELECT deliveries FROM intake WHERE seq > ? ORDER BY seq", (claimed,))):
-        rows += [(d.dedup_key, d.id, "queued", 0) for d in batch_codec.decode(blob)[partial if n == 0 else 0:]]
-    found: dict[str, list] = {}
-    for key, raw_id, status, attempts in rows:
-        found.setdefault(key, []).append((str(uuid.UUID(bytes=raw_id)), status, attempts))
-    return found
-
-
 def wait_until_final(db: Path, acked: dict[str, str], timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -146,11 +82,6 @@ def wait_until_final(db: Path, acked: dict[str, str], timeout: float = 20.0) -> 
         if time.monotonic() > deadline:
             pytest.fail(f"{len(pending)} acknowledged executions never finished, e.g. {pending[:3]}")
         time.sleep(0.1)
-
-
-def terminate(child: ChildServer, timeout: float = 15.0) -> int:
-    child.process.send_signal(signal.SIGTERM)
-    return child.process.wait(timeout)
 
 
 # --- kill -9 mid-load -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_verify_support import NOW, assert_secret_free, error_text, signed
+from verify_support import NOW, assert_secret_free, error_text, signed
 
 from fastwebhook.core.errors import ConfigError
 from fastwebhook.verify import (SCHEMES, RequestView, VerificationError, build_verifier,

@@ -7,7 +7,7 @@ import base64
 import dataclasses
 
 import pytest
-from test_verify_support import (FEISHU_BODY, FORM, JSON_BODY, KEY43, NOW, URL, assert_secret_free,
+from verify_support import (FEISHU_BODY, FORM, JSON_BODY, KEY43, NOW, URL, assert_secret_free,
                                  error_text, flip, refused, signed, view)
 
 from fastwebhook.verify import SCHEMES, build_verifier

@@ -7,7 +7,7 @@ import json
 from urllib.parse import urlencode
 
 import pytest
-from test_verify_support import (NOW, VECTORS, assert_secret_free, error_text, needs_vectors,
+from verify_support import (NOW, VECTORS, assert_secret_free, error_text, needs_vectors,
                                  refused, signed, view)
 
 from fastwebhook.verify import Handshake, build_verifier, sign_request

@@ -22,22 +22,7 @@ from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
-
-POSTGRES = os.environ.get("FASTWEBHOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_reachable() -> bool:
-    import asyncpg  # noqa: PLC0415
-
-    async def probe():
-        connection = await asyncpg.connect(POSTGRES, timeout=3)
-        await connection.close()
-
-    try:
-        asyncio.run(probe())
-        return True
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
+from store_support import POSTGRES, ids, none_in_memory, postgres_reachable, runs_something
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -81,18 +66,6 @@ def delivery(n: int, *, dedup: int | None = None, dedup_expires: float = 0.0, at
                             received, f"req-{n}")
     return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, b'{"n": %d}' % n, dedup,
                     None if dedup is None else f"key-{dedup}", dedup_expires)
-
-
-def none_in_memory(seq: int):
-    return None
-
-
-def runs_something(workflow: str) -> bool:
-    return False
-
-
-def ids(deliveries) -> list[int]:
-    return [int.from_bytes(d.id, "big") for d in deliveries]
 
 
 def test_an_append_is_listed_queued_and_a_claim_takes_it_once(url):

@@ -16,7 +16,7 @@ import orjson
 
 from cli_support import fastwebhook
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
 [server]
 listen = ["127.0.0.1:0"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from test_verify_support import (VECTORS, assert_secret_free, attempt, change_char, error_text,
+from verify_support import (VECTORS, assert_secret_free, attempt, change_char, error_text,
                                  flip, lower, needs_vectors, refused, view)
 
 from fastwebhook.verify import Handshake, build_verifier, sign

@@ -23,7 +23,7 @@ from cli_support import start_server
 from client_support import metric
 from conftest import log_entries, wait_for_entry, write_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
 [server]
 listen = ["127.0.0.1:0"]

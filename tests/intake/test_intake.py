@@ -11,13 +11,12 @@ import http.client
 import sqlite3
 import threading
 import uuid
-from pathlib import Path
 
 from burst_support import burst, rss_kib, wait_until
 from client_support import request
 from conftest import write_config
 from fastwebhook.store.sqlite import CACHE_KIB
-from test_durability import FINAL, child_config, executions_by_delivery, post, query, terminate
+from durability_support import child_config, executions_by_delivery, post, query, terminate, unfinished, wait_all_final
 
 QUEUED_CONFIG = """
 [server]
@@ -38,22 +37,6 @@ key = "answer"
 type = "response"
 body = { ok = true }
 """
-
-
-def unfinished(db: Path) -> int:
-    [(pending,)] = query(db, "SELECT count(*) FROM executions WHERE status IN ('queued', 'started')")
-    [(claimed, partial)] = query(db, "SELECT claimed_seq, partial FROM claims")
-    [(unclaimed,)] = query(db, "SELECT coalesce(sum(count), 0) FROM intake WHERE seq > ?", (claimed,))
-    return pending + unclaimed - partial
-
-
-def wait_all_final(db: Path, acked: dict[str, str], timeout: float = 60.0) -> dict:
-    def done():
-        found = executions_by_delivery(db)
-        return found if all(any(s in FINAL for _, s, _ in found.get(d, [])) for d in acked) else None
-    found = wait_until(done, timeout, 0.25)
-    assert found is not None, f"acknowledged executions never finished: {unfinished(db)} left"
-    return found
 
 
 def test_kill_9_in_the_middle_of_a_burst_loses_nothing_and_runs_each_delivery_once(spawn, tmp_path):

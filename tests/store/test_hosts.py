@@ -22,7 +22,7 @@ from burst_support import wait_until
 from cli_support import start_server
 from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry
-from test_store_dialects import POSTGRES, postgres_reachable
+from store_support import POSTGRES, postgres_reachable
 
 CONFIG = """
 [server]

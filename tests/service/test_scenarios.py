@@ -17,7 +17,7 @@ import pytest
 from client_support import request, wait_for_execution
 from conftest import start_server
 
-CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
+CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 SECRET = "scenario-secret"
 
 

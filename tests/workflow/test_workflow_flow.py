@@ -11,7 +11,7 @@ import orjson
 from client_support import post_json, wait_for_execution
 from conftest import write_config
 from http_support import Reply
-from test_durability import query, terminate
+from durability_support import query, terminate
 from burst_support import wait_until
 
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 
 import pytest
-from test_verify_support import VECTORS, lower, needs_vectors
+from verify_support import VECTORS, lower, needs_vectors
 
 from fastwebhook.core.errors import RequestError
 from fastwebhook.verify import SCHEMES, VerificationError, build_verifier, sign, verify_github

@@ -8,7 +8,7 @@ import hmac
 import json
 
 import pytest
-from test_verify_support import FEISHU_BODY, FORM, JSON_BODY, KEY43, NOW, URL, refused, signed, view
+from verify_support import FEISHU_BODY, FORM, JSON_BODY, KEY43, NOW, URL, refused, signed, view
 
 from fastwebhook.verify import SCHEMES, build_verifier, generate_keypair, sign
 

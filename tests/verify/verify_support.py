@@ -18,12 +18,12 @@ from fastwebhook.verify import RequestView, VerificationError, sign_request
 
 
 def _vectors_file() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "vectors" / "signatures.json"]
+    candidates = [Path(__file__).resolve().parents[3] / "shared" / "vectors" / "signatures.json"]
     if os.environ.get("FASTWEBHOOK_VECTORS"):
         given_path = Path(os.environ["FASTWEBHOOK_VECTORS"])
         candidates.append(given_path / "signatures.json" if given_path.is_dir() else given_path)
     # a copy travels with the repo, so the vectors run wherever the suite runs
-    candidates.append(Path(__file__).resolve().parent / "data" / "signatures.json")
+    candidates.append(Path(__file__).resolve().parents[1] / "data" / "signatures.json")
     return next((path for path in candidates if path.is_file()), None)
 
 
