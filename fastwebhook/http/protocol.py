@@ -91,6 +91,27 @@ class _Pending:
         self.held = held             # the application holds it (no room yet): nothing more is read
 
 
+class _Incoming:
+    """The request being read, from its first byte to its last: the head as it arrives, then
+    the `Request` and its body.  The connection holds one at a time (None between requests)."""
+
+    __slots__ = ("url", "header_bytes", "raw_headers", "in_head", "head_began_in_chunk", "head_received",
+                 "request", "chunks", "body_size")
+
+    def __init__(self):
+        self.url = b""
+        self.header_bytes = 0
+        self.raw_headers: list[tuple[str, str]] = []
+        # httptools holds a header's name and value until the line ends, so `on_header` alone
+        # cannot stop one endless header line: the raw bytes of an unfinished head are counted too.
+        self.in_head = True
+        self.head_began_in_chunk = True
+        self.head_received = 0
+        self.request: Request | None = None   # once the head is complete
+        self.chunks: list[bytes] = []
+        self.body_size = 0
+
+
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, app: Application, limits: Limits, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], float]):
@@ -107,20 +128,8 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.held = 0                # requests in the pipeline the application holds
-        # per request
-        self.request: Request | None = None
-        self.url = b""
-        self.header_bytes = 0
-        self.chunks: list[bytes] = []
-        self.body_size = 0
-        self.raw_headers: list[tuple[str, str]] = []
         self.max_header_size = limits.max_header_size
-        self.expect_continue = False
-        # httptools holds a header's name and value until the line ends, so `on_header` alone
-        # cannot stop one endless header line: the raw bytes of an unfinished head are counted too.
-        self.in_head = False
-        self.head_began_in_chunk = False
-        self.head_received = 0
+        self.incoming: _Incoming | None = None
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
         self.deadline_kind: Deadline | None = None
@@ -158,8 +167,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-            if self.in_head:
-                self._count_head(len(data))
+            incoming = self.incoming
+            if incoming is not None and incoming.in_head:
+                self._count_head(incoming, len(data))
         except httptools.HttpParserUpgrade:
             self._refuse(UNSUPPORTED_UPGRADE)
         except httptools.HttpParserCallbackError as exc:
@@ -191,43 +201,37 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- parser callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.url = b""
-        self.header_bytes = 0
-        self.raw_headers = []
-        self.chunks = []
-        self.body_size = 0
-        self.request = None
-        self.in_head = True
-        self.head_began_in_chunk = True
-        self.head_received = 0
+        self.incoming = _Incoming()
         self._set_deadline(Deadline.READ, self.limits.read_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.header_bytes += len(url)
-        if self.header_bytes > self.max_header_size:
+        incoming = self.incoming
+        incoming.url += url
+        incoming.header_bytes += len(url)
+        if incoming.header_bytes > self.max_header_size:
             raise _Reject(HEADERS_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Count and keep here (names lower-cased, as they are stored and shown); the multidict
         # is built once per request.
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > self.max_header_size:
+        incoming = self.incoming
+        incoming.header_bytes += len(name) + len(value) + 4
+        if incoming.header_bytes > self.max_header_size:
             raise _Reject(HEADERS_TOO_LARGE)
-        self.raw_headers.append((name.lower().decode("latin-1"), value.decode("latin-1")))
+        incoming.raw_headers.append((name.lower().decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        incoming = self.incoming
+        incoming.in_head = False
         parser = self.parser
-        request = Request(parser.get_method().decode("latin-1"), self.url, self.peer, self.clock(),
+        request = Request(parser.get_method().decode("latin-1"), incoming.url, self.peer, self.clock(),
                           new_request_id())
-        self.request = request
+        incoming.request = request
         request.http_version = version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(VERSION_NOT_SUPPORTED)
-        request.header_list = self.raw_headers
-        request.headers = headers = CIMultiDict(self.raw_headers)
-        self.raw_headers = []
+        request.header_list = incoming.raw_headers
+        request.headers = headers = CIMultiDict(incoming.raw_headers)
         hosts = headers.getall("host", ())
         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0), and a valid one
         if len(hosts) > 1 or (version == "1.1" and not hosts) or (hosts and not valid_host(hosts[0])):
@@ -244,29 +248,30 @@ class HttpProtocol(asyncio.Protocol):
         # HTTP/1.0 keep-alive would need "Connection: keep-alive" echoed; one request each is simpler.
         request.keep_alive = version == "1.1" and parser.should_keep_alive()
         expect = headers.get("expect")
-        self.expect_continue = expect is not None and expect.lower() == "100-continue"
+        expect_continue = expect is not None and expect.lower() == "100-continue"
         self.app.route(request)
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > request.body_limit:
             raise _Reject(self._too_large(request))
-        if self.expect_continue and request.http_version == "1.1":
+        if expect_continue and request.http_version == "1.1":
             if not self.pipeline:  # later, and it would overtake an earlier response
                 self.transport.write(CONTINUE)
 
     def on_body(self, chunk: bytes) -> None:
-        self.body_size += len(chunk)
-        if self.body_size > self.request.body_limit:
-            raise _Reject(self._too_large(self.request))
-        self.chunks.append(chunk)
+        incoming = self.incoming
+        incoming.body_size += len(chunk)
+        if incoming.body_size > incoming.request.body_limit:
+            raise _Reject(self._too_large(incoming.request))
+        incoming.chunks.append(chunk)
 
     def on_message_complete(self) -> None:
         if self.closing:  # read in the same chunk as a request answered with close: never run it
             return
-        request = self.request
-        chunks = self.chunks
+        incoming = self.incoming
+        self.incoming = None
+        request = incoming.request
+        chunks = incoming.chunks
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
-        self.request = None
         self.deadline_kind = None
         response = self.app.handle(request)
         pending = _Pending(request.request_id.encode(), request.keep_alive, response,
@@ -285,14 +290,14 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.pipeline) >= MAX_PIPELINE:
             self._pause_reading()
 
-    def _count_head(self, received: int) -> None:
+    def _count_head(self, incoming: _Incoming, received: int) -> None:
         """After a chunk was parsed with a head still open: a head that began in this chunk
         holds an unknown part of it, one that began earlier holds all of it."""
-        if self.head_began_in_chunk:
-            self.head_began_in_chunk = False
+        if incoming.head_began_in_chunk:
+            incoming.head_began_in_chunk = False
             return
-        self.head_received += received
-        if self.head_received > self.limits.max_header_size + HEAD_SLACK:
+        incoming.head_received += received
+        if incoming.head_received > self.limits.max_header_size + HEAD_SLACK:
             self._refuse(HEADERS_TOO_LARGE)
 
     # -- output -------------------------------------------------------------------------------
@@ -352,7 +357,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(data)
         if not keep_alive:
             self._close()
-        elif not self.pipeline and self.request is None and self.deadline_kind in (None, Deadline.ANSWER):
+        elif not self.pipeline and self.incoming is None and self.deadline_kind in (None, Deadline.ANSWER):
             self._set_deadline(Deadline.IDLE, self.limits.keepalive_timeout)
 
     def _too_large(self, request: Request) -> tuple[Response, None]:
@@ -365,9 +370,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:  # the parser choked on bytes after an answer that closed the connection
             return
         response, reason = refusal
-        request_id = self.request.request_id if self.request is not None else new_request_id()
+        incoming = self.incoming
+        request = incoming.request if incoming is not None else None
+        request_id = request.request_id if request is not None else new_request_id()
         if reason is not None:
-            self.app.refused(self.peer, self.url, response.status, reason, request_id)
+            self.app.refused(self.peer, incoming.url if incoming is not None else b"", response.status, reason,
+                             request_id)
         answer = response.encode(request_id.encode(), False)
         self._pause_reading()
         if not self.pipeline:
