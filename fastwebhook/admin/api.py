@@ -125,10 +125,14 @@ def list_workflows(config: Config) -> list[dict]:
 
 
 def stats(config: Config, metrics, now: float) -> dict:
-    """Per workflow: executions finished by status and requests answered, counted since this
-    server started (the admin page samples them for its requests-per-second chart)."""
+    """Per workflow: executions finished by status, requests answered, and per node its runs,
+    failures and p50/p99 duration, counted since this server started (the admin page samples
+    them for its requests-per-second chart)."""
     counts = metrics.counts()
-    workflows = {key: {"executions": {}, "requests": 0} for key in config.workflows}
+    workflows = {key: {"executions": {}, "requests": 0, "nodes": {}} for key in config.workflows}
+    for (workflow, node), figures in metrics.node_figures().items():
+        if workflow in workflows:
+            workflows[workflow]["nodes"][node] = figures
     for (workflow, status), count in counts["executions_total"].items():
         if workflow in workflows and count:
             workflows[workflow]["executions"][status] = int(count)

@@ -84,7 +84,7 @@ class Executions:
             await self._prepare(executions, config)
             runs = [execution.run for execution in executions if execution.outcome is None]
             if runs:
-                ran = iter(await run_cohort(runs, self.metrics.node_duration))
+                ran = iter(await run_cohort(runs, self.metrics))
                 for execution in executions:
                     if execution.outcome is None:
                         execution.outcome = next(ran)

@@ -52,6 +52,19 @@ def _histogram_args(buckets: tuple[float, ...], cells) -> tuple[list, float]:
     return cumulative, cells[-1]
 
 
+def _quantile_ms(buckets: tuple[float, ...], cells, quantile: float) -> float | None:
+    """The upper bound, in ms, of the bucket holding the quantile (None: the +Inf bucket)."""
+    runs = sum(cells[:-1])
+    if not runs:
+        return None
+    running = 0
+    for bound, count in zip(buckets, cells):
+        running += count
+        if running >= quantile * runs:
+            return bound * 1000
+    return None
+
+
 class Count:
     """One counter child: `slot.value += 1` is the whole cost of counting."""
 
@@ -172,7 +185,10 @@ class Metrics:
                                              ("workflow",), LATENCY_BUCKETS)
         self.execution_duration = self._family("execution_duration_seconds", "Time to run an execution",
                                                ("workflow",), LATENCY_BUCKETS)
-        self.node_duration = self._family("node_duration_seconds", "Time to run a node", ("type",), LATENCY_BUCKETS)
+        self.node_duration = self._family("node_duration_seconds", "Time to run a node", ("workflow", "node"),
+                                          LATENCY_BUCKETS)
+        self.node_failures = self._family("node_failures_total", "Nodes that ended failed or in error",
+                                          ("workflow", "node"))
         self.store_commit_family = self._family("store_commit_seconds", "Time to commit one batch", (), LATENCY_BUCKETS)
         self.store_batch_family = self._family("store_batch_size", "Rows per committed batch", (), SIZE_BUCKETS)
         self.store_commit = self.store_commit_family.slot()
@@ -182,7 +198,7 @@ class Metrics:
         self.queue_depth: Callable[[], int] = lambda: 0
         self.queue_capacity = 0
         self.queue_held: Callable[[], int] = lambda: 0
-        self._counters = (self.requests, self.rejected, self.duplicates, self.executions)
+        self._counters = (self.requests, self.rejected, self.duplicates, self.executions, self.node_failures)
         self._histograms = (self.request_duration, self.execution_duration, self.node_duration,
                             self.store_commit_family, self.store_batch_family)
 
@@ -206,6 +222,11 @@ class Metrics:
     def connections_open(self, number: int) -> None:
         self.connections.value = number
 
+    def node_ran(self, workflow: str, node: str, failed: bool, seconds: float) -> None:
+        self.node_duration.slot(workflow, node).observe(seconds)
+        if failed:
+            self.node_failures.slot(workflow, node).value += 1
+
     def count(self, family: Labeled, *values: str) -> None:
         """For the rarer paths; hot paths keep their `family.slot(...)` and add to it."""
         family.slot(*values).value += 1
@@ -222,6 +243,19 @@ class Metrics:
         """The counters by label values (every process's, with several): the admin page's figures."""
         gathered = SharedCells.gather(self.shared.directory) if self.shared is not None else None
         return {family.name: self._series(family, gathered) for family in self._counters}
+
+    def node_figures(self) -> dict[tuple[str, str], dict]:
+        """(workflow, node) -> runs, failures, and the p50 and p99 of its duration in ms (the upper
+        bound of the bucket that holds it; None past the last bound), every process's."""
+        gathered = SharedCells.gather(self.shared.directory) if self.shared is not None else None
+        failures = self._series(self.node_failures, gathered)
+        figures = {}
+        for labels, cells in self._series(self.node_duration, gathered).items():
+            runs = sum(cells[:-1])
+            figures[labels] = {"count": int(runs), "failures": int(failures.get(labels, 0)),
+                               "p50_ms": _quantile_ms(LATENCY_BUCKETS, cells, 0.5),
+                               "p99_ms": _quantile_ms(LATENCY_BUCKETS, cells, 0.99)}
+        return figures
 
     def collect(self) -> Iterable:
         gathered = SharedCells.gather(self.shared.directory) if self.shared is not None else None

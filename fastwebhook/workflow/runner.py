@@ -298,7 +298,7 @@ def _go_on(run: Run, spec: NodeSpec, job: JobRecord, result: Any) -> None:
 def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | None, node_metrics) -> JobRecord:
     elapsed = time.perf_counter() - run._started
     if node_metrics is not None:
-        node_metrics.slot(spec.type).observe(elapsed)
+        node_metrics.node_ran(run.workflow.key, spec.key, status != Status.RESOLVED, elapsed)
     job = JobRecord(spec.key, spec.type, status, result, error, run.logs, elapsed * 1000, len(run.jobs))
     run.jobs.append(job)
     return job
