@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from burst_support import wait_until
+from client_support import metric
 from conftest import ChildServer, start_server, write_config
 from fastwebhook.core.errors import StoreError
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
@@ -206,7 +207,8 @@ def test_duplicate_is_not_acknowledged_before_its_original_is_committed(spawn, t
 
     sender = threading.Thread(target=send_first, daemon=True)
     sender.start()
-    time.sleep(0.3)
+    # the first is offered (its commit now waits on the lock): the queue holds it
+    assert wait_until(lambda: metric(child, "fastwebhook_queue_depth") >= 1, timeout=10), "never offered"
     second = http.client.HTTPConnection(child.host, child.port, timeout=1.0)
     try:
         status, body = post(second, "same-delivery")
