@@ -152,6 +152,18 @@ class SharedCells:
         return totals
 
 
+class NodeFigures:
+    __slots__ = ("duration", "failures")
+
+    def __init__(self, duration: Histogram, failures):
+        self.duration, self.failures = duration, failures
+
+    def ran(self, failed: bool, seconds: float) -> None:
+        self.duration.observe(seconds)
+        if failed:
+            self.failures.value += 1
+
+
 GAUGES = frozenset({"connections_open"})    # summed over the live processes
 
 
@@ -222,10 +234,9 @@ class Metrics:
     def connections_open(self, number: int) -> None:
         self.connections.value = number
 
-    def node_ran(self, workflow: str, node: str, failed: bool, seconds: float) -> None:
-        self.node_duration.slot(workflow, node).observe(seconds)
-        if failed:
-            self.node_failures.slot(workflow, node).value += 1
+    def node(self, workflow: str, node: str) -> "NodeFigures":
+        """One node's series, for a cohort at that node (looked up once, not once per run)."""
+        return NodeFigures(self.node_duration.slot(workflow, node), self.node_failures.slot(workflow, node))
 
     def count(self, family: Labeled, *values: str) -> None:
         """For the rarer paths; hot paths keep their `family.slot(...)` and add to it."""

@@ -163,15 +163,16 @@ async def _walk(runs: list[Run], nodes: tuple[NodeSpec, ...], node_metrics) -> N
     branches) drops out where it ends, `ended` saying how."""
     for spec in nodes:
         node_type = NODE_TYPES[spec.type]
+        figures = node_metrics.node(runs[0].workflow.key, spec.key) if node_metrics is not None else None
         if len(runs) == 1:   # the shortest way: the node's own entry
             run = runs[0]
-            went_on = runs if _resumed(run, spec) or await _run_one(node_type, spec, run, node_metrics) else []
+            went_on = runs if _resumed(run, spec) or await _run_one(node_type, spec, run, figures) else []
         else:
             went_on, fresh = [], []     # the runs with a result at this node, those still to run it
             for run in runs:
                 (went_on if _resumed(run, spec) else fresh).append(run)
             if fresh:
-                went_on += await _run_node(node_type, spec, fresh, node_metrics)
+                went_on += await _run_node(node_type, spec, fresh, figures)
         if node_type.branches and went_on:
             then, otherwise = _split(spec, went_on)
             if then and otherwise:   # neither waits for the other's slow node
@@ -214,11 +215,11 @@ def _split(spec: NodeSpec, runs: list[Run]) -> tuple[list[Run], list[Run]]:
     return then, otherwise
 
 
-async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], node_metrics) -> list[Run]:
+async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], figures) -> list[Run]:
     """The node for each run at it: the runs that go on with its result (the others failed,
     ended, or skipped it with ignore_fail)."""
     if node_type.execute_cohort is None:
-        went_on = await asyncio.gather(*(_run_one(node_type, spec, run, node_metrics) for run in runs))
+        went_on = await asyncio.gather(*(_run_one(node_type, spec, run, figures) for run in runs))
         return [run for run, ok in zip(runs, went_on) if ok]
     started = time.perf_counter()
     for run in runs:
@@ -227,7 +228,7 @@ async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], node_m
         results = await node_type.execute_cohort(spec.prepared, runs)
     except Exception as exc:  # noqa: BLE001 - the cohort entry failed as a whole: each run's failure
         results = [exc] * len(runs)
-    settled = [(run, result, _settle(run, spec, result, node_metrics)) for run, result in zip(runs, results)]
+    settled = [(run, result, _settle(run, spec, result, figures)) for run, result in zip(runs, results)]
     settled = [item for item in settled if item[2] is not None]
     if node_type.at_once:
         await _commit_at_once(spec, [(run, job) for run, _, job in settled if not run._job_with_writes])
@@ -239,14 +240,14 @@ async def _run_node(node_type: NodeType, spec: NodeSpec, runs: list[Run], node_m
     return went_on
 
 
-async def _run_one(node_type: NodeType, spec: NodeSpec, run: Run, node_metrics) -> bool:
+async def _run_one(node_type: NodeType, spec: NodeSpec, run: Run, figures) -> bool:
     """The node for one run by itself: whether the run goes on with its result."""
     run._node, run._started, run._job_with_writes, run.logs = spec, time.perf_counter(), False, []
     try:
         result = await node_type.execute(spec.prepared, run)
     except Exception as exc:  # noqa: BLE001 - a node's failure is data, not a crash
         result = exc
-    job = _settle(run, spec, result, node_metrics)
+    job = _settle(run, spec, result, figures)
     if job is None:
         return False
     if node_type.at_once and not run._job_with_writes:
@@ -257,20 +258,20 @@ async def _run_one(node_type: NodeType, spec: NodeSpec, run: Run, node_metrics) 
     return True
 
 
-def _settle(run: Run, spec: NodeSpec, result: Any, node_metrics) -> JobRecord | None:
+def _settle(run: Run, spec: NodeSpec, result: Any, figures) -> JobRecord | None:
     """A node's result (or the exception it raised) in the run's jobs: its job when the run
     goes on with the result; None when the run ended here or skips the failed node."""
     if isinstance(result, EndExecution):
-        _record(run, spec, Status.RESOLVED, None, None, node_metrics)
+        _record(run, spec, Status.RESOLVED, None, None, figures)
         run.ended = (result.status, None if result.status == Status.RESOLVED else "ended by an end node")
         return None
     if isinstance(result, Exception):
         message = f"node {spec.key!r} ({spec.path}): {result}"
-        _record(run, spec, Status.FAILED, None, message, node_metrics)
+        _record(run, spec, Status.FAILED, None, message, figures)
         if not spec.ignore_fail:
             run.ended = (Status.FAILED, message)
         return None
-    return _record(run, spec, Status.RESOLVED, result, None, node_metrics)
+    return _record(run, spec, Status.RESOLVED, result, None, figures)
 
 
 async def _commit_at_once(spec: NodeSpec, done: list[tuple[Run, JobRecord]]) -> None:
@@ -295,10 +296,10 @@ def _go_on(run: Run, spec: NodeSpec, job: JobRecord, result: Any) -> None:
     run.results[spec.key] = result
 
 
-def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | None, node_metrics) -> JobRecord:
+def _record(run: Run, spec: NodeSpec, status: str, result: Any, error: str | None, figures) -> JobRecord:
     elapsed = time.perf_counter() - run._started
-    if node_metrics is not None:
-        node_metrics.node_ran(run.workflow.key, spec.key, status != Status.RESOLVED, elapsed)
+    if figures is not None:   # the node's metric series (observe/metrics.py NodeFigures)
+        figures.ran(status != Status.RESOLVED, elapsed)
     job = JobRecord(spec.key, spec.type, status, result, error, run.logs, elapsed * 1000, len(run.jobs))
     run.jobs.append(job)
     return job
