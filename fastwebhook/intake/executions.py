@@ -59,7 +59,6 @@ class Executions:
         for delivery, original in claim.duplicates:
             self.stats_of(delivery.workflow).finished(Status.DUPLICATE, 0.0)
             # the door's window named this one for its key: from now on it names the original
-            cache.forget(delivery.dedup_hash, delivery.id)
             cache.put(delivery.dedup_hash, original, delivery.dedup_expires)
             reply = self._reply_for(delivery, workflows.get(delivery.workflow))
             if reply is not None and not reply.done():

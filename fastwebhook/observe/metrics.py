@@ -264,8 +264,8 @@ class Metrics:
         for labels, cells in self._series(self.node_duration, gathered).items():
             runs = sum(cells[:-1])
             figures[labels] = {"count": int(runs), "failures": int(failures.get(labels, 0)),
-                               "p50_ms": _quantile_ms(LATENCY_BUCKETS, cells, 0.5),
-                               "p99_ms": _quantile_ms(LATENCY_BUCKETS, cells, 0.99)}
+                               "p50_ms": _quantile_ms(self.node_duration.buckets, cells, 0.5),
+                               "p99_ms": _quantile_ms(self.node_duration.buckets, cells, 0.99)}
         return figures
 
     def collect(self) -> Iterable:
