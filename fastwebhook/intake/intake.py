@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from .dedup import DoorCache
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import Delivery
+from ..store.rows import ClaimCopies, Delivery
 
 log = logging.getLogger("fastwebhook.intake")
 
@@ -28,6 +28,9 @@ MAX_BATCH = 1000          # deliveries per append: bounds the latency of one com
 # Committed deliveries kept in memory for the claim; the rest are read back.  A claim keeping up
 # finds its batches here (a few of them); one that fell behind reads back whatever the size.
 WINDOW = 2048
+# ... and past those, claim copies of batches whose workflows run nothing (~250 bytes a delivery):
+# a backlog of such deliveries as deep as the default capacity resolves without a read-back.
+COPIES_WINDOW = 10_000
 # durability = "memory" answers before the commit only while less than one batch waits: past
 # that it answers after the commit, as "commit" does.  That bounds what a crash can lose and
 # what the process holds, and turns a store that falls behind into slower answers.
@@ -82,6 +85,9 @@ class Intake:
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
         self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
         self.window_size = 0
+        self.copies: dict[int, ClaimCopies] = {}       # ... past the window, those that run nothing
+        self.copies_size = 0
+        self.runs_nothing: Callable[[str], bool] = lambda workflow: False   # Service sets it
         self.replies: dict[bytes, asyncio.Future] = {}  # sync mode: where the answer goes
         self.on_committed: Callable[[], None] = lambda: None
         self.on_room: Callable[[], None] = lambda: None   # slots were released (the door admits)
@@ -155,7 +161,8 @@ class Intake:
             self.on_room()
 
     def in_window(self, seq: int) -> list[Delivery] | None:
-        return self.window.get(seq)
+        """A committed batch, or its claim copies, if memory still holds it."""
+        return self.window.get(seq) or self.copies.get(seq)
 
     def claimed(self, finished: list[int], partial: tuple[int, list[Delivery]] | None) -> None:
         """A claim took these batches whole (they leave the window) and part of `partial`
@@ -164,9 +171,18 @@ class Intake:
             batch = self.window.pop(seq, None)
             if batch is not None:
                 self.window_size -= len(batch)
-        if partial is not None and partial[0] not in self.window:
-            self.window[partial[0]] = partial[1]
-            self.window_size += len(partial[1])
+            copies = self.copies.pop(seq, None)
+            if copies is not None:
+                self.copies_size -= len(copies)
+        if partial is not None:
+            seq, batch = partial
+            if isinstance(batch, ClaimCopies):
+                if seq not in self.copies:
+                    self.copies[seq] = batch
+                    self.copies_size += len(batch)
+            elif seq not in self.window:
+                self.window[seq] = batch
+                self.window_size += len(batch)
 
     # -- the group commit -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -204,6 +220,9 @@ class Intake:
         if self.window_size + len(batch) <= WINDOW:
             self.window[seq] = batch
             self.window_size += len(batch)
+        elif self.copies_size + len(batch) <= COPIES_WINDOW and all(self.runs_nothing(d.workflow) for d in batch):
+            self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
+            self.copies_size += len(batch)
         _call(self.on_committed)
         for delivery, settle in zip(batch, settles):
             waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None

@@ -17,7 +17,7 @@ import orjson
 
 from ..core.errors import StoreError
 from . import batch_codec
-from .rows import (Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
+from .rows import (Claim, ClaimCopies, Delivery, Effect, ExecutionRecord, Final, Job, Records,
                    RequestLine, Status, StoredRequest)
 
 
@@ -56,6 +56,17 @@ class Connector(Protocol):
 
 def placeholders(count: int) -> str:
     return ",".join("?" * count)
+
+
+def held_in_memory(in_memory: Callable[[int], list[Delivery] | None], seq: int,
+                   runs_nothing: Callable[[str], bool]) -> list[Delivery] | None:
+    """Intake batch `seq` as the claimer's memory holds it, if that is enough for a claim: claim
+    copies are not, once a delivery among them has something to run (a reload gave its workflow
+    nodes): that batch is read back."""
+    batch = in_memory(seq)
+    if isinstance(batch, ClaimCopies) and not all(runs_nothing(d.workflow) for d in batch):
+        return None
+    return batch
 
 
 class Store:

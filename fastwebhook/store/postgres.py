@@ -32,7 +32,7 @@ import asyncpg
 from ..core.errors import ConstraintError, StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .base import StatementTimeout, Store
+from .base import StatementTimeout, Store, held_in_memory
 from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sql import queries
 
@@ -367,7 +367,7 @@ class PostgresStore(Store):
             total += count
         if not wanted:
             return claim, None
-        held = {seq: batch for seq in wanted if (batch := in_memory(seq)) is not None}
+        held = {seq: batch for seq in wanted if (batch := held_in_memory(in_memory, seq, runs_nothing)) is not None}
         async with self.db.transaction() as session:
             picked = await session.fetch(self.sql["claim_pick"], (wanted, list(held)))
             taken: list[tuple[int, int, Delivery]] = []

@@ -35,7 +35,7 @@ import aiosqlite
 from ..core.errors import ConstraintError, StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .base import StatementTimeout, Store, placeholders
+from .base import StatementTimeout, Store, held_in_memory, placeholders
 from .rows import TRANSITIONS, Claim, Delivery, Records
 from .sql import queries
 
@@ -606,7 +606,7 @@ class SqliteStore(Store):
         taken: list[tuple[int, int, Delivery]] = []
         new_cursor, new_partial, finished, left = cursor, partial, [], None
         for seq in seqs:
-            batch = in_memory(seq)
+            batch = held_in_memory(in_memory, seq, runs_nothing)
             if batch is None:
                 fetched = await db.fetch(self.sql["intake_batch"], (seq,))
                 batch = batch_codec.decode(fetched[0][0])

@@ -19,7 +19,7 @@ import pytest
 from fastwebhook.config.model import StorageConfig
 from fastwebhook.core.errors import ConstraintError, StoreError
 from fastwebhook.store import StatementTimeout, open_store
-from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.rows import ClaimCopies, Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
 from store_support import POSTGRES, ids, none_in_memory, postgres_reachable, runs_something
@@ -103,6 +103,29 @@ def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_k
         later = await store.claim("me", now + 50, now + 80, 10, none_in_memory, runs_something)
         assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
         assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
+
+    run(url, scenario)
+
+
+def test_claim_copies_resolve_what_runs_nothing_and_a_batch_with_work_is_read_back_whole(url):
+    """The intake keeps claim copies (no headers, no body) of batches whose workflows run nothing;
+    a claim resolves those from memory, but one that finds work among them (a reload gave the
+    workflow nodes) runs it on the stored request, read back."""
+    async def scenario(store):
+        now = time.time()
+        first, second = [delivery(n, dedup=n, dedup_expires=now + 600) for n in (1, 2, 3)], \
+            [delivery(n, dedup=n, dedup_expires=now + 600) for n in (4, 5)]
+        held = {await store.append(first): ClaimCopies(d.claim_copy() for d in first),
+                await store.append(second): ClaimCopies(d.claim_copy() for d in second)}
+        assert all(not d.body and not d.request.headers for copies in held.values() for d in copies)
+        resolved = await store.claim("me", now, now + 30, 3, held.get, lambda workflow: True)
+        assert ids(resolved.resolved) == [1, 2, 3] and (resolved.run, resolved.duplicates) == ([], [])
+        assert {r.status for r in await Reads(store).list_executions(None, None, 10, None)
+                if int.from_bytes(r.id, "big") <= 3} == {Status.RESOLVED}
+        ran = await store.claim("me", now, now + 30, 10, held.get, runs_something)
+        assert ids(ran.run) == [4, 5] and ran.resolved == []
+        assert [(d.body, d.request.headers, d.request.request_id) for d in ran.run] == \
+            [(b'{"n": %d}' % n, [("content-type", "application/json")], f"req-{n}") for n in (4, 5)]
 
     run(url, scenario)
 
