@@ -206,14 +206,10 @@ class Intake:
                 self.in_flight, self.committing = 0, []
 
     async def _commit(self, batch: list[Delivery], settles: list[Settle | None]) -> None:
-        if self.unchecked:
-            batch, settles = await self._drop_held(batch, settles)
-            if not batch:
-                return
         started = time.perf_counter()
-        replies = self.replies   # a sync sender waits here: this host claims that batch (held_by)
-        waiting = bool(replies) and any(d.id in replies for d in batch)
-        seq = await self.store.append(batch, held_by=self.owner if waiting else None)
+        seq, batch, settles = await self._append(batch, settles)
+        if seq is None:
+            return
         self.healthy = True
         self.metrics.store_commit.observe(time.perf_counter() - started)
         self.metrics.store_batch.observe(len(batch))
@@ -234,13 +230,29 @@ class Intake:
                 for waiter in waiters:
                     _call(waiter, duplicate)
 
-    async def _drop_held(self, batch, settles):
-        """Other processes or hosts take keys too: check the batch's misses against the shared index."""
-        hashes = [d.dedup_hash for d in batch if d.dedup_hash in self.unchecked]
-        self.unchecked.difference_update(hashes)
-        held = await self.store.held_keys(sorted(set(hashes)), self.clock()) if hashes else {}
-        if not held:
-            return batch, settles
+    async def _append(self, batch: list[Delivery], settles: list[Settle | None]):
+        """The batch as one append: (its seq, what was appended).  Where other processes or hosts
+        take keys too, the batch's misses of the window are checked against the shared index in
+        the same round trip; repeats found there are answered and dropped, the rest appended
+        (seq None: nothing was left)."""
+        hashes = sorted({d.dedup_hash for d in batch if d.dedup_hash in self.unchecked}) if self.unchecked else None
+        if hashes:
+            self.unchecked.difference_update(hashes)
+            seq, held = await self.store.append_unless_held(batch, hashes, self.clock(), self._held_by(batch))
+            if seq is not None:
+                return seq, batch, settles
+            batch, settles = self._drop_held(batch, settles, held)
+            if not batch:
+                return None, batch, settles
+        return await self.store.append(batch, held_by=self._held_by(batch)), batch, settles
+
+    def _held_by(self, batch: list[Delivery]) -> str | None:
+        """This host, if a sync sender waits here for one of the batch (it claims that batch)."""
+        replies = self.replies
+        return self.owner if replies and any(d.id in replies for d in batch) else None
+
+    def _drop_held(self, batch: list[Delivery], settles: list[Settle | None], held: dict[int, bytes]):
+        """Answer the repeats of keys the shared index holds for another execution; keep the rest."""
         kept, kept_settles = [], []
         for delivery, settle in zip(batch, settles):
             original = held.get(delivery.dedup_hash)

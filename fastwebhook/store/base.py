@@ -89,6 +89,16 @@ class Store:
         """Of these dedup hashes, those the unique index holds for a live execution."""
         raise NotImplementedError
 
+    async def append_unless_held(self, deliveries: list[Delivery], hashes: list[int], now: float,
+                                 held_by: str | None = None) -> tuple[int | None, dict[int, bytes]]:
+        """`append`, unless the unique index holds one of `hashes` (keys other processes or hosts
+        may have taken) for a live execution: then nothing is appended and those keys come back
+        with their executions.  (A dialect may do both in one round trip.)"""
+        held = await self.held_keys(hashes, now)
+        if held:
+            return None, held
+        return await self.append(deliveries, held_by), {}
+
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory: Callable[[int], list[Delivery] | None],
                     runs_nothing: Callable[[str], bool]) -> Claim:

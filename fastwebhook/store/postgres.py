@@ -342,6 +342,17 @@ class PostgresStore(Store):
     async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
         return dict(await self.db.fetch(self.sql["find_dedup"], (now, hashes)))
 
+    async def append_unless_held(self, deliveries: list[Delivery], hashes: list[int], now: float,
+                                 held_by: str | None = None) -> tuple[int | None, dict[int, bytes]]:
+        """One round trip (the check and the append were two, each acknowledgement waiting on both)."""
+        blob = batch_codec.encode(deliveries)
+        first, last = deliveries[0], deliveries[-1]
+        rows = await self.db.fetch(self.sql["append_unless_held"], (
+            first.id, last.id, first.request.received_at, len(deliveries), blob, held_by, now, hashes))
+        if len(rows) == 1 and rows[0][0] is not None:
+            return rows[0][0], {}
+        return None, {hash_: execution for _, hash_, execution in rows}
+
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory, runs_nothing) -> Claim:
         """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, as many

@@ -103,6 +103,13 @@ def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_k
         later = await store.claim("me", now + 50, now + 80, 10, none_in_memory, runs_something)
         assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
         assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
+        # the append of a batch whose keys another host may have taken: nothing, while one is held
+        before = await store.unfinished()
+        assert await store.append_unless_held([delivery(6, dedup=9), delivery(7, dedup=8)], [8, 9], now + 60) == \
+            (None, {8: (5).to_bytes(16, "big")})
+        assert await store.unfinished() == before
+        seq, held = await store.append_unless_held([delivery(6, dedup=9)], [9], now + 60)
+        assert seq is not None and held == {} and await store.unfinished() == before + 1
 
     run(url, scenario)
 

@@ -88,6 +88,20 @@ WITH appended AS (
     RETURNING seq)
 SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
 
+-- name: append_unless_held
+-- The append of a batch some of whose dedup keys ($8) another process or host may have taken, in
+-- one round trip: the batch's row only if none of them is held for a live execution; else the
+-- held ones (hash, execution) and nothing appended.
+WITH held AS (
+    SELECT hash, execution FROM dedup WHERE expires_at > $7 AND hash = ANY($8::bigint[])),
+appended AS (
+    INSERT INTO intake (first_id, last_id, first_at, count, deliveries, held_by)
+    SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT FROM held)
+    RETURNING seq)
+SELECT seq, NULL::bigint AS hash, NULL::bytea AS execution FROM appended, pg_notify('fastwebhook_intake', '')
+UNION ALL
+SELECT NULL, hash, execution FROM held;
+
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
 
