@@ -245,6 +245,25 @@ def test_the_purge_takes_what_finished_before_the_cut(url):
         assert await Reads(store).get_execution((1).to_bytes(16, "big")) is None
         assert (await Reads(store).get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
 
+
+def test_a_delivery_appended_after_the_purge_emptied_the_intake_is_still_claimed(url):
+    """The purge always leaves the newest batch: SQLite numbers a new row after the highest one
+    left, and a number at or below the claim cursor would never be claimed."""
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(1)])
+        await store.append([delivery(2)])
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        records = Records()
+        for d in claim.run:
+            records.finals[d.id] = Final(d.id, Status.RESOLVED, now, now, None)
+        await store.record(records)
+        await store.purge_batch(time.time() + 1, 500, (-(1 << 63), (1 << 63) - 1), time.time())
+        await store.append([delivery(3)])
+        assert await store.unfinished() == 1
+        later = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert ids(later.run) == [3]
+
     run(url, scenario)
 
 

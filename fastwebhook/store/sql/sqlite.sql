@@ -272,8 +272,11 @@ DELETE FROM jobs WHERE execution IN ({ids});
 DELETE FROM executions WHERE id IN ({ids});
 
 -- name: purge_intake
+-- The newest batch always stays: a new row is numbered after the highest one left, and in an
+-- emptied table that would be 1, at or below the claim cursor, never to be claimed.
 DELETE FROM intake WHERE seq IN (
     SELECT seq FROM intake WHERE seq <= (SELECT claimed_seq FROM claims WHERE id = 1) AND first_at < ?1
+      AND seq < (SELECT max(seq) FROM intake)
       AND seq NOT IN (SELECT intake_seq FROM executions INDEXED BY executions_pending
                       WHERE status IN ('queued', 'started'))
     ORDER BY seq LIMIT ?2);
