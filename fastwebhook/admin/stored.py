@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from ..config.model import Config, Workflow
 from ..config.loader import with_stored
+from ..config.workflows import dangling_on_failure
 from ..door.context import REDACTED_HEADERS
 from ..store import Store
 
@@ -148,8 +149,10 @@ class StoredWorkflows:
         if create is False and key not in stored:
             raise Refused(404, f"no workflow {key!r}")
         trial, refused = with_stored(self.config_now(), {**stored, key: table})
-        if key in refused:
-            errors = [{"path": error.path, "message": error.message} for error in refused[key]]
+        # (its failure workflow must exist now; one deleted later is logged at the failure)
+        found = refused.get(key) or dangling_on_failure([trial.workflows[key]], trial.workflows)
+        if found:
+            errors = [{"path": error.path, "message": error.message} for error in found]
             raise Refused(422, f"workflow {key!r} was not saved: {len(errors)} error(s)", errors)
         new = key not in stored
         if not await self.store.put_workflow(key, table, self.clock(), create=new):
