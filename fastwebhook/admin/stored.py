@@ -43,7 +43,20 @@ def summary(workflow: Workflow) -> dict:
     """What lists of workflows show (the API's and `fastwebhook workflows`)."""
     return {"key": workflow.key, "title": workflow.title, "path": workflow.path, "methods": list(workflow.methods),
             "mode": workflow.mode, "enabled": workflow.enabled, "verify": workflow.verify.scheme,
-            "version": workflow.version, "origin": workflow.origin}
+            "version": workflow.version, "origin": workflow.origin, "on_failure": workflow.on_failure or None}
+
+
+def detail(workflow: Workflow) -> dict:
+    """One workflow as its page shows it: the summary, and its nodes as the tree they run in."""
+    return {**summary(workflow), "nodes": node_tree(workflow.nodes)}
+
+
+def node_tree(nodes) -> list[dict]:
+    """Each node's key, type and title, in order; a condition's branches under "then" and "else"
+    (no settings: those may hold secrets, and `definition` shows a stored workflow's, redacted)."""
+    return [{"key": node.key, "type": node.type, "title": node.title,
+             **({"then": node_tree(node.then)} if node.then else {}),
+             **({"else": node_tree(node.otherwise)} if node.otherwise else {})} for node in nodes]
 
 
 def redacted(value: Any, headers: frozenset[str]) -> Any:
@@ -83,7 +96,7 @@ class StoredWorkflows:
         stored = await self.store.stored_workflows()
         if workflow is None and key not in stored:
             return None
-        found = summary(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
+        found = detail(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
         if key in stored:
             found["definition"] = self._shown(stored[key])
             if workflow is None or workflow.origin != "api":   # stored, but not in force: say why
