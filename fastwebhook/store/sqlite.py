@@ -690,7 +690,10 @@ class SqliteStore(Store):
         await self.db.stage(self.sql["record_clear"] + "\n" + self.sql["alerts_clear"],
                             [*staged, (self.sql["stage_alert"], alerts)])
         await self.db.script(self.sql["record_apply"].replace("BEGIN IMMEDIATE;", self.sql["alerts_apply"], 1))
-        appended = {row[0] for row in await self.db.fetch(self.sql["alerts_appended"])}
+        try:
+            appended = {row[0] for row in await self.db.fetch(self.sql["alerts_appended"])}
+        except StoreError:   # committed: raising would have the records written twice
+            return list(records.alerts)   # (at worst the queue's depth counts one too many)
         return [d for d in records.alerts if d.id in appended]
 
     # -- retention ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import json
 import os
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
