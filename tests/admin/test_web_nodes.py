@@ -113,4 +113,6 @@ def test_a_failure_workflows_execution_links_to_the_failed_execution_it_reports(
     link.click()
     until(browser, lambda d: failed[0] in text(d, "#view h1") and "too many" in text(d))
     assert browser.find_elements(By.ID, "failure-of") == []      # an ordinary execution reports nothing
+    assert not browser.execute_script(   # and says nothing of it, not even "null"
+        "return [...document.getElementById('view').childNodes].some((n) => n.nodeType === 3)")
     assert console_errors(browser) == []

@@ -266,7 +266,7 @@ function nodeFigures(f) {
 
 function failureOfNote(x) {
   // a failure workflow's execution (on_failure): the failed execution it reports
-  if (!x.failure_of) return null;
+  if (!x.failure_of) return document.createDocumentFragment();   // (replaceChildren would write null out)
   return el("p", { class: "failure-of" }, "Reports the failed execution ",
     el("a", { href: `#/execution/${encodeURIComponent(x.failure_of)}`, id: "failure-of" }, x.failure_of), ".");
 }
