@@ -145,6 +145,14 @@ class Intake:
             self._idle.clear()
         return Receipt(Offered.ACCEPTED, delivery.id) if answer_now else None
 
+    def enqueued(self, deliveries: list[Delivery]) -> None:
+        """Deliveries the work side put in the store's intake itself (failure workflows'):
+        they hold slots until they are final, as offered ones do.  They are not refused for a
+        full queue: each takes the slot its failed execution has just given back."""
+        self.depth += len(deliveries)
+        for delivery in deliveries:
+            self.queued[delivery.workflow] += 1
+
     def release(self, delivery: Delivery) -> None:
         """An execution became final (or never will run): its slot is free again."""
         self.depth -= 1

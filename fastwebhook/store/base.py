@@ -114,8 +114,11 @@ class Store:
     async def renew(self, owner: str, lease_until: float) -> None:
         raise NotImplementedError
 
-    async def record(self, records: Records) -> None:
-        """Status changes, jobs and request-log lines, in one transaction."""
+    async def record(self, records: Records) -> list[Delivery]:
+        """Status changes, jobs and request-log lines, in one transaction; and in it, each of
+        `records.alerts` (a failure workflow's delivery) appended to the intake as a batch of
+        its own if, and only if, this transaction is the one that makes its failed execution
+        final (another attempt may have done so first).  Returns the alerts appended."""
         raise NotImplementedError
 
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],

@@ -431,14 +431,26 @@ class PostgresStore(Store):
     async def renew(self, owner: str, lease_until: float) -> None:
         await self.db.execute(self.sql["renew"], (max(0.0, lease_until - time.time()), owner))
 
-    async def record(self, records: Records) -> None:
+    async def record(self, records: Records) -> list[Delivery]:
         finals = list(zip(*[(f.id, f.status.value, f.started_at, f.finished_at, f.error)
                             for f in records.finals.values()])) or [()] * 5
         jobs = list(zip(*[(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
                            j.duration_ms) for j in records.jobs])) or [()] * 9
         requests = list(zip(*[(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size,
                                r.duration_ms, r.request_id, r.execution) for r in records.requests])) or [()] * 11
-        await self.db.fetch(self.sql["record_apply"], tuple(list(column) for column in (*finals, *jobs, *requests)))
+        params = tuple(list(column) for column in (*finals, *jobs, *requests))
+        if not records.alerts:
+            await self.db.fetch(self.sql["record_apply"], params)
+            return []
+        # Alerts first, in the same transaction: their failed executions' rows are locked, so
+        # an attempt of another host that makes one final first leaves this one out.
+        async with self.db.transaction() as session:
+            appended = {row[0] for row in await session.fetch(self.sql["alerts_apply"], (
+                [d.failure_of for d in records.alerts], [d.id for d in records.alerts],
+                [d.request.received_at for d in records.alerts],
+                [batch_codec.encode_alert(d) for d in records.alerts]))}
+            await session.fetch(self.sql["record_apply"], params)
+        return [d for d in records.alerts if d.id in appended]
 
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
                           now: float) -> tuple[int, int, bool]:
