@@ -17,6 +17,7 @@ import pytest
 
 from cli_support import fastwebhook
 from docs_support import REPO, block_under, commands
+from fastwebhook.cli.main import main as fastwebhook_main
 
 CONFIG = REPO / "deploy" / "config.toml"
 DROP_IN = REPO / "deploy" / "fastwebhook.service.d" / "production.conf"
@@ -53,11 +54,21 @@ def test_the_install_section_checks_before_it_enables_and_the_check_passes(etc):
     assert "ok: 1 workflow(s)" in done.stdout
 
 
-def test_without_the_admin_token_check_fails_naming_it(etc):
-    done = fastwebhook("check", "-c", str(etc / "config.toml"), text=True,
-                       env=environment(CREDENTIALS_DIRECTORY=str(etc / "credentials")))
-    assert done.returncode == 1
-    assert "admin.token: environment variable FASTWEBHOOK_ADMIN_TOKEN is not set" in done.stderr
+def check(etc: Path, monkeypatch, capsys, **env: str) -> tuple[int, str]:
+    """`fastwebhook check` on the installed config, with exactly `env` of ours set."""
+    for name in _OURS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = fastwebhook_main(["check", "-c", str(etc / "config.toml")])
+    return code, capsys.readouterr().err
+
+
+def test_without_the_admin_token_check_fails_naming_it(etc, monkeypatch, capsys):
+    code, err = check(etc, monkeypatch, capsys, CREDENTIALS_DIRECTORY=str(etc / "credentials"))
+    assert code == 1
+    assert "admin.token: environment variable FASTWEBHOOK_ADMIN_TOKEN is not set" in err
 
 
 def test_the_server_does_not_start_with_the_published_demo_token(etc):
@@ -68,13 +79,12 @@ def test_the_server_does_not_start_with_the_published_demo_token(etc):
     assert "admin.token: is the demo token" in done.stderr
 
 
-def test_without_the_credential_check_fails_naming_the_secret_file(etc):
+def test_without_the_credential_check_fails_naming_the_secret_file(etc, monkeypatch, capsys):
     (etc / "credentials" / "github-webhook-secret").unlink()
-    done = fastwebhook("check", "-c", str(etc / "config.toml"), text=True,
-                       env=environment(CREDENTIALS_DIRECTORY=str(etc / "credentials"),
-                                       FASTWEBHOOK_ADMIN_TOKEN=secrets.token_hex(32)))
-    assert done.returncode == 1
-    assert "workflows.github.verify.secret_file: no such file: github-webhook-secret" in done.stderr
+    code, err = check(etc, monkeypatch, capsys, CREDENTIALS_DIRECTORY=str(etc / "credentials"),
+                      FASTWEBHOOK_ADMIN_TOKEN=secrets.token_hex(32))
+    assert code == 1
+    assert "workflows.github.verify.secret_file: no such file: github-webhook-secret" in err
 
 
 def test_the_drop_in_gives_the_service_what_the_config_reads():
