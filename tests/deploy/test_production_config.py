@@ -99,5 +99,18 @@ def test_the_drop_in_gives_the_service_what_the_config_reads():
         assert credentials[name] == f"/etc/fastwebhook/credentials/{name}"
     assert service["EnvironmentFile"] == "/etc/fastwebhook/fastwebhook.env"
     assert config["admin"]["token"] == "${FASTWEBHOOK_ADMIN_TOKEN}"     # no published fallback
-    assert service["SupplementaryGroups"] == "fastwebhook"
+    assert service["SupplementaryGroups"] == "fastwebhook-config"
     assert "/etc/fastwebhook/fastwebhook.env" in DEPLOYMENT.read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_reads_the_drop_in_without_a_complaint(tmp_path):
+    """The unit with the drop-in beside it, as installed (the binary's path made one that exists)."""
+    unit = (REPO / "systemd" / "fastwebhook.service").read_text().replace("/usr/local/bin/fastwebhook", "/bin/true")
+    (tmp_path / "fastwebhook.service").write_text(unit)
+    (tmp_path / "fastwebhook.service.d").mkdir()
+    shutil.copy(DROP_IN, tmp_path / "fastwebhook.service.d" / DROP_IN.name)
+    done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "fastwebhook.service")],
+                          env=environment(SYSTEMD_UNIT_PATH=f"{tmp_path}:"), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
