@@ -67,6 +67,7 @@ class Delivery:
     door_ms: float = 0.0        # time spent at the door, for the request log
     logged: bool = False        # its request-log line is written on its own (sync mode)
     attempts: int = 0           # claims so far (read back with a claimed execution)
+    replay_of: bytes | None = None   # the execution whose stored request this one runs again
 
     def claim_copy(self) -> Delivery:
         """What a claim reads of it, and nothing it would run on: no headers, no body."""
@@ -210,3 +211,4 @@ class ExecutionRecord:
     request: StoredRequest | None
     body: bytes
     jobs: list[Job] | None = None
+    replay_of: bytes | None = None
