@@ -6,7 +6,7 @@ appends them to the store, where a server's claim finds them."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
@@ -29,7 +29,7 @@ SubmitMany = Callable[[list[Delivery], str], Awaitable[list[str | None]]]
 
 
 class KeyInUse(Exception):
-    """An Idempotency-Key whose replay is under way, or was given with another filter (409)."""
+    """An Idempotency-Key whose replay is under way, or was cut short (409)."""
 
 
 @dataclass(frozen=True)
@@ -111,17 +111,14 @@ async def bulk_replay(store: Store, config: Config, wanted: ReplayFilter, key: s
     """Every execution `wanted` matches, oldest first, replayed (a dry run: only named):
     {"replayed", "matched", "items": [{"id", "replay_of"}], "not_replayed": [{"replay_of",
     "reason"}]}.  With `key`, the first answer is kept in the store, and the same key again
-    answers it and replays nothing more (a dry run neither takes nor reads a key)."""
+    answers it and replays nothing more, whatever the filter (a CLI's `--since 1h` is another
+    time at each retry); a dry run neither takes nor reads a key."""
     if key is not None and not wanted.dry_run:
         if not key or len(key) > MAX_KEY:
             raise BadQuery(f"Idempotency-Key must be 1 to {MAX_KEY} characters")
         keys = ReplayKeys(store)
-        asked = orjson.dumps(asdict(wanted), option=orjson.OPT_SORT_KEYS)
-        earlier = await keys.take(key, asked, time.time(), config.storage.retention)
-        if earlier is not None:
-            taken_for, answer = earlier
-            if taken_for != asked:
-                raise KeyInUse("this Idempotency-Key was used for a bulk replay with another filter")
+        taken, answer = await keys.take(key, time.time(), config.storage.retention)
+        if not taken:
             if answer is None:
                 raise KeyInUse("the bulk replay of this Idempotency-Key is under way (or was cut short: "
                                "see the executions it made, and use a new key for what is left)")

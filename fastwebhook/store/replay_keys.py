@@ -14,16 +14,16 @@ class ReplayKeys:
     def __init__(self, store: Store):
         self.store = store
 
-    async def take(self, key: str, request: bytes, now: float, keep: float) -> tuple[bytes, bytes | None] | None:
-        """None when the key is now this request's; else (the request it was taken for, its
-        answer), the answer None while that replay runs (or when it was cut short)."""
+    async def take(self, key: str, now: float, keep: float) -> tuple[bool, bytes | None]:
+        """(True, None) when the key is now this replay's; else (False, its first answer), the
+        answer None while that replay runs (or when it was cut short)."""
         sql = self.store.sql
         async with self.store.db.transaction() as db:
             await db.execute(sql["forget_replay_keys"], (now - keep,))
-            if await db.execute(sql["take_replay_key"], (key, request, now)) == 1:
-                return None
-            request_taken, answer = (await db.fetch(sql["replay_key"], (key,)))[0]
-        return bytes(request_taken), bytes(answer) if answer is not None else None
+            if await db.execute(sql["take_replay_key"], (key, now)) == 1:
+                return True, None
+            (answer,), = await db.fetch(sql["replay_key"], (key,))
+        return False, bytes(answer) if answer is not None else None
 
     async def answer(self, key: str, answer: bytes) -> None:
         async with self.store.db.transaction() as db:

@@ -73,11 +73,10 @@ CREATE TABLE stored_workflows (
 CREATE TABLE transitions (before TEXT NOT NULL, after TEXT NOT NULL, PRIMARY KEY (before, after));
 
 -- name: migration_2
--- Bulk replays' Idempotency-Key headers: the request each was first given with and its answer
--- (NULL while that replay runs), kept for [storage] retention.
+-- Bulk replays' Idempotency-Key headers and their first answers (NULL while that replay runs),
+-- kept for [storage] retention.
 CREATE TABLE replay_keys (
     key          TEXT PRIMARY KEY,
-    request      BYTEA NOT NULL,
     answer       BYTEA,
     created_at   DOUBLE PRECISION NOT NULL
 );
@@ -281,10 +280,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1;
 
 -- name: take_replay_key
-INSERT INTO replay_keys (key, request, answer, created_at) VALUES ($1, $2, NULL, $3) ON CONFLICT (key) DO NOTHING;
+INSERT INTO replay_keys (key, answer, created_at) VALUES ($1, NULL, $2) ON CONFLICT (key) DO NOTHING;
 
 -- name: replay_key
-SELECT request, answer FROM replay_keys WHERE key = $1;
+SELECT answer FROM replay_keys WHERE key = $1;
 
 -- name: answer_replay_key
 UPDATE replay_keys SET answer = $1 WHERE key = $2;

@@ -78,11 +78,10 @@ CREATE TABLE IF NOT EXISTS stored_workflows (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL
 );
--- Bulk replays' Idempotency-Key headers: the request each was first given with and its answer
--- (NULL while that replay runs), kept for [storage] retention.
+-- Bulk replays' Idempotency-Key headers and their first answers (NULL while that replay runs),
+-- kept for [storage] retention.
 CREATE TABLE IF NOT EXISTS replay_keys (
     key          TEXT PRIMARY KEY,
-    request      BLOB NOT NULL,
     answer       BLOB,
     created_at   REAL NOT NULL
 );
@@ -318,10 +317,10 @@ DELETE FROM stored_workflows WHERE key = ?;
 SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(length(key) * updated_at), 0) FROM stored_workflows;
 
 -- name: take_replay_key
-INSERT INTO replay_keys (key, request, answer, created_at) VALUES (?, ?, NULL, ?) ON CONFLICT (key) DO NOTHING;
+INSERT INTO replay_keys (key, answer, created_at) VALUES (?, NULL, ?) ON CONFLICT (key) DO NOTHING;
 
 -- name: replay_key
-SELECT request, answer FROM replay_keys WHERE key = ?;
+SELECT answer FROM replay_keys WHERE key = ?;
 
 -- name: answer_replay_key
 UPDATE replay_keys SET answer = ? WHERE key = ?;
