@@ -4,6 +4,7 @@ the intake's appends, each statement within the statement budget."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 import orjson
@@ -105,6 +106,7 @@ class Reads:
                 return found, None
             for seq, blob in rows:
                 before_seq = seq
+                await asyncio.sleep(0)   # a batch at a time: the loop's webhooks wait for no scan
                 for d in reversed(batch_codec.decode(blob)):
                     if before is not None and d.id >= before:
                         continue
