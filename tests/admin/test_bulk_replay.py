@@ -184,3 +184,30 @@ def test_the_cli_replays_in_bulk_with_the_same_filter(serve, url, tmp_path):
     single = fastwebhook("replay", failed[0], "-c", config, "--json", text=True)   # the single form still works
     assert single.returncode == 0, single.stderr
     assert json.loads(single.stdout)["replay_of"] == failed[0]
+
+
+def test_replays_the_queue_cannot_take_at_once_wait_their_turn_within_the_hold(serve, tmp_path):
+    running = serve(config_text(f"sqlite:///{tmp_path / 'held.db'}") + "[queue]\ncapacity = 2\nhold = \"10s\"\n")
+    failed = [run(running, "other", "no", n) for n in range(6)]
+    answer = bulk(running, {"workflow": "other"}).json()
+    assert answer["replayed"] == 6 and answer["not_replayed"] == []     # admitted as the work freed room
+    assert [item["replay_of"] for item in answer["items"]] == failed
+    for item in answer["items"]:
+        assert wait_for_execution(running, item["id"])["replay_of"] == item["replay_of"]
+    assert request(running, "GET", "/readyz").json()["queue_depth"] == 0
+
+
+def test_the_cli_replays_in_bulk_through_a_running_server(serve, tmp_path):
+    from conftest import free_port
+    port = free_port()
+    running = serve(config_text(f"sqlite:///{tmp_path / 'own.db'}").replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+    failed = run(running, "other", "no", 1)
+    done = fastwebhook("replay", "--workflow", "other", "--since", "1h", "-c", str(tmp_path / "config.toml"),
+                       text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("replayed 1 of 1 matching execution(s)") and failed in done.stdout
+    log = admin(running, "/requests").json()["items"]                  # it went through the admin API
+    assert any(line["path"] == "/api/admin/executions/replay" and line["status"] == 202 for line in log)
+    replay = [x for x in listed(running, "other") if x.get("replay_of") == failed]
+    assert len(replay) == 1 and wait_for_execution(running, replay[0]["id"])["status"] == "failed"
+    assert request(running, "GET", "/readyz").json()["queue_depth"] == 0
