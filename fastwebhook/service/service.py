@@ -19,6 +19,8 @@ import logging
 import time
 from collections import Counter
 
+import orjson
+
 from ..config.model import Config, Durability, Mode
 from ..config.loader import with_stored
 from ..door.admission import QUEUE_FULL, Admission
@@ -194,7 +196,7 @@ class Service:
         each goes in when its workflow has room (the queue's capacity, the workflow's share),
         else it waits in that workflow's line for up to [queue] hold and is refused after, as
         a webhook would be (and counted so).  Per delivery, None when it was accepted, else why
-        not.  `path` is what the refusals are logged under."""
+        not ("queue full", "shutting down", ...).  `path` is what refusals are logged under."""
         answers = []
         for delivery in deliveries:
             started = time.perf_counter()
@@ -207,13 +209,11 @@ class Service:
         outcomes = []
         for answer in answers:
             response = await answer if isinstance(answer, asyncio.Future) else answer
-            outcomes.append(None if response.status == 202 else
-                            "the queue is full" if response.status == 503 else "the store is unavailable")
+            outcomes.append(None if response.status == 202 else orjson.loads(response.body)["error"])
         return outcomes
 
     def _offer_inside(self, delivery: Delivery) -> Response | asyncio.Future:
-        """Offer a delivery from inside; 202 once committed, 503 when the queue is full, 500
-        when the store did not take it."""
+        """Offer a delivery from inside; 202 once committed, else an error saying why not."""
         def response(outcome: Receipt) -> Response:
             return ACCEPTED if outcome.kind == Offered.ACCEPTED else \
                 QUEUE_FULL if outcome.kind == Offered.QUEUE_FULL else STORE_DOWN
@@ -244,7 +244,7 @@ class Service:
 
 
 ACCEPTED = Response(202)
-STORE_DOWN = Response(500)
+STORE_DOWN = Response.error(500, "the store is unavailable")
 
 
 def _order_keys(config: Config) -> dict:

@@ -139,7 +139,7 @@ def test_what_does_not_fit_the_queue_is_reported_not_dropped(serve, tmp_path):
     answer = bulk(running, {"workflow": "other"}).json()
     assert answer["matched"] == 5
     assert answer["replayed"] + len(answer["not_replayed"]) == 5 and answer["not_replayed"]
-    assert {item["reason"] for item in answer["not_replayed"]} == {"the queue is full"}
+    assert {item["reason"] for item in answer["not_replayed"]} == {"queue full"}
     named = [item["replay_of"] for item in answer["items"]] + [item["replay_of"] for item in answer["not_replayed"]]
     assert sorted(named) == sorted(failed)
     for item in answer["items"]:
