@@ -12,21 +12,19 @@ import orjson
 from ..config.model import Config
 from ..core.errors import StoreError
 from . import records
+from .finding import SCAN_BOUND, Carried, carried, matcher
+from .records import BadQuery
+from .replays import KeyInUse, bulk_replay, replay, replay_filter
 from ..http.messages import Request, Response, parse_query
-from ..core.ids import new_id
 from ..store import StatementTimeout, Store
 from ..store.reads import Reads
-from ..store.rows import Delivery, Status
+from ..store.rows import Status
 from .stored import Refused, StoredWorkflows, detail, summary
 from ..workflow.collections import RecordError, filter_terms
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 STATUSES = tuple(status.value for status in Status)
-
-
-class BadQuery(ValueError):
-    pass
 
 
 def _limit(value: Any) -> int:
@@ -42,7 +40,9 @@ def _limit(value: Any) -> int:
 
 
 async def list_executions(store: Store, workflow: str | None = None, status: str | None = None,
-                          limit: Any = None, cursor: str | None = None) -> dict:
+                          limit: Any = None, cursor: str | None = None, carried: Carried | None = None) -> dict:
+    """Newest first; with `carried` (dedup key, request id, data fields) a bounded scan whose
+    `next` goes on where it stopped (finding.py)."""
     limit = _limit(limit)
     if status is not None and status not in STATUSES:
         raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
@@ -51,6 +51,11 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
         before = records.parse_execution_id(cursor)
         if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
+    if carried:
+        found, next_id = await Reads(store).scan_executions(matcher(carried), workflow or None,
+                                                            Status(status) if status else None, limit, before, SCAN_BOUND)
+        return {"items": [records.execution(record) for record in found],
+                "next": records.execution_id(next_id) if next_id is not None else None}
     found = await Reads(store).list_executions(workflow or None, Status(status) if status else None, limit, before)
     items = [records.execution(record) for record in found]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
@@ -100,26 +105,6 @@ async def list_records(store: Store, config: Config, name: str, filter_text: str
     return {"items": items, "next": str(items[-1]["id"]) if len(items) == limit else None}
 
 
-async def replay(store: Store, config: Config, id_text: str, submit=None) -> dict | None:
-    """The stored request of an execution, run again as a new execution (no dedup: a replay is
-    asked for).  `submit(delivery)` offers it to a running server's intake; without one (the
-    CLI) it is appended to the store, where a running server's claim finds it."""
-    raw = records.parse_execution_id(id_text)
-    record = await Reads(store).get_execution(raw) if raw is not None else None
-    if record is None or record.request is None:
-        return None
-    workflow = config.workflows.get(record.workflow)
-    if workflow is None:
-        raise BadQuery(f"workflow {record.workflow!r} of that execution is no longer configured")
-    delivery = Delivery(new_id(), workflow.key, workflow.version, record.request, record.body,
-                        None, None, 0.0, logged=True)
-    if submit is not None:
-        await submit(delivery)
-    else:
-        await store.append([delivery])
-    return {"execution_id": records.execution_id(delivery.id), "status": "queued", "replay_of": id_text}
-
-
 def list_workflows(config: Config) -> list[dict]:
     return [summary(w) for w in config.workflows.values()]
 
@@ -148,11 +133,12 @@ class AdminApi:
     PREFIX = "/api/admin"
 
     def __init__(self, config: Config, store: Store, submit=None, workflows: StoredWorkflows | None = None,
-                 metrics=None):
+                 metrics=None, submit_many=None):
         self.config = config
         self.store = store
         self.metrics = metrics        # for GET /api/admin/stats
         self.submit = submit          # offers a replayed delivery to this server's intake
+        self.submit_many = submit_many   # ... and a bulk replay's, through the door's admission
         self.workflows = workflows    # changes them (without one, a server's, they are read-only)
         self.expected = f"Bearer {config.admin_token}".encode()
 
@@ -172,6 +158,8 @@ class AdminApi:
             return Response.error(400, str(exc))
         except StatementTimeout as exc:   # the query asks too much of the store: narrow it
             return Response.error(400, f"{exc}: narrow the query (or raise storage.statement_timeout)")
+        except KeyInUse as exc:
+            return Response.error(409, str(exc))
         except Refused as exc:
             return Response.error(exc.status, exc.message, **({"errors": exc.errors} if exc.errors else {}))
         except StoreError as exc:
@@ -185,8 +173,12 @@ class AdminApi:
             case ["executions"] if method == "GET":
                 return Response.json(200, await list_executions(
                     self.store, query.get("workflow"), query.get("status"), query.get("limit"),
-                    query.get("cursor")))
-            case ["executions", id_text] if method == "GET":
+                    query.get("cursor"), carried(query)))
+            case ["executions", "replay"] if method == "POST":
+                answer = await bulk_replay(self.store, self.config, replay_filter(_json_body(request)),
+                                           request.headers.get("idempotency-key"), self.submit_many)
+                return Response.json(202, answer)
+            case ["executions", id_text] if method == "GET" and id_text != "replay":
                 record = await get_execution(self.store, id_text)
                 return Response.json(200, record) if record else Response.error(404, "no such execution")
             case ["executions", id_text, "replay"] if method == "POST":
@@ -196,7 +188,7 @@ class AdminApi:
                 page = await list_records(self.store, self.config, name, query.get("filter"), query.get("limit"),
                                           query.get("cursor"))
                 return Response.json(200, page) if page is not None else Response.error(404, "no such collection")
-            case ["executions", _, "replay"]:
+            case ["executions", _, "replay"] | ["executions", "replay"]:
                 return Response.error(405, "method not allowed", ((b"allow", b"POST"),))
             case ["collections", _, "records"]:
                 return Response.error(405, "method not allowed", ((b"allow", b"GET"),))

@@ -15,7 +15,7 @@ from ..config.model import ADMIN_PAGE
 from ..http.messages import Request, Response
 
 FILES = {"index.html": b"text/html; charset=utf-8", "app.js": b"text/javascript; charset=utf-8",
-         "app.css": b"text/css; charset=utf-8"}
+         "find-and-replay.js": b"text/javascript; charset=utf-8", "app.css": b"text/css; charset=utf-8"}
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = ((b"content-security-policy", POLICY.encode()), (b"x-content-type-options", b"nosniff"),

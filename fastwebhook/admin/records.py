@@ -15,6 +15,11 @@ from ..config.units import timestamp
 
 SHOW_LIMIT = 64 << 20
 
+
+class BadQuery(ValueError):
+    """What a client asked for does not read (answered 400; the CLI exits 2)."""
+
+
 execution_id = to_text
 parse_execution_id = from_text
 
@@ -45,6 +50,8 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
         shown["duplicate_of"] = execution_id(record.duplicate_of)
     if record.failure_of is not None:   # a failure workflow's execution: the failed one it reports
         shown["failure_of"] = execution_id(record.failure_of)
+    if record.replay_of is not None:
+        shown["replay_of"] = execution_id(record.replay_of)
     if record.jobs is not None:
         shown["jobs"] = [{
             "node": job.node, "type": job.type, "status": job.status,

@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ..admin import api as admin
-from . import send
+from ..admin import api as admin, finding
+from . import bulk_replay, send
 from ..config.model import Config
 from ..config.loader import demo_token_error, display_url, find_config, load_config, with_stored
 from ..core.errors import ConfigErrors, FastwebhookError, StoreError
@@ -45,10 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     executions.add_argument("--status")
     executions.add_argument("--limit", default=20)
     executions.add_argument("--cursor")
+    executions.add_argument("--dedup-key", help="only the execution(s) of this dedup key")
+    executions.add_argument("--request-id", help="only the execution of this request (the X-Request-Id its sender saw)")
+    executions.add_argument("--data", action="append", metavar="PATH=VALUE",
+                            help="only executions whose body has this field, e.g. order.id=42 (repeatable)")
     execution = command("execution", "show one execution")
     execution.add_argument("id")
-    replay = command("replay", "run an execution's stored request again as a new execution")
-    replay.add_argument("id")
+    replay = command("replay", "run an execution's stored request again as a new execution, or (without "
+                               "ID) every one --workflow, --status, --since and --until match")
+    replay.add_argument("id", nargs="?")
+    bulk_replay.add_arguments(replay)
     records = command("records", "list the records of a collection, newest first")
     records.add_argument("collection")
     records.add_argument("--filter", help='JSON, e.g. \'{"score": {"gte": 5}}\'')
@@ -135,11 +141,14 @@ async def _read(args, config: Config) -> int:
     try:
         config, _ = with_stored(config, await store.stored_workflows())   # as a server has them
         if args.command == "executions":
-            page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor)
+            page = await admin.list_executions(store, args.workflow, args.status, args.limit, args.cursor,
+                                               finding.from_options(args.dedup_key, args.request_id, args.data))
             return _show(args, page, ("id", "workflow", "status", "created_at", "finished_at", "dedup_key"))
         if args.command == "requests":
             page = await admin.list_requests(store, args.limit, args.cursor)
             return _show(args, page, ("at", "ip", "method", "path", "workflow", "status", "reason"))
+        if args.command == "replay" and bulk_replay.is_bulk(args):
+            return await bulk_replay.run(args, config, store)
         if args.command == "replay":
             answer = _replay_through_server(config, args.id)
             if answer is False:   # no server to ask: into the store, where the next one finds it

@@ -61,7 +61,8 @@ class WebhookApp:
         if config.metrics_path:
             router.add(config.metrics_path, _Endpoint(("GET",), self._logged(self.metrics), small, None))
         if config.admin_token:
-            admin = AdminApi(config, self.service.store, self.service.submit, self.workflows, self.service.metrics)
+            admin = AdminApi(config, self.service.store, self.service.submit, self.workflows, self.service.metrics,
+                             self.service.submit_many)
             router.add_prefix(AdminApi.PREFIX, _Endpoint(
                 ("GET", "POST", "PUT", "DELETE"), self._logged(admin.handle), max_body, None))
             router.add_prefix(ADMIN_PAGE, _Endpoint(("GET",), self._logged(admin_page.answer), small, None))

@@ -19,9 +19,11 @@ import logging
 import time
 from collections import Counter
 
+import orjson
+
 from ..config.model import Config, Durability, Mode
 from ..config.loader import with_stored
-from ..door.admission import Admission
+from ..door.admission import QUEUE_FULL, Admission
 from ..door.context import context_of
 from ..door.door import Door
 from ..core.errors import StoreError
@@ -32,6 +34,7 @@ from ..intake.executions import Executions
 from ..intake.gate import Gate
 from ..intake.intake import Intake, Offered, Receipt
 from ..intake.workers import WorkerPool
+from ..http.messages import Request, Response
 from .maintenance import Maintenance
 from ..observe.metrics import Metrics, SharedCells
 from ..store import Store, open_store
@@ -188,6 +191,42 @@ class Service:
             reason = "the queue is full" if outcome.kind == Offered.QUEUE_FULL else "the store is unavailable"
             raise StoreError(f"not accepted: {reason}")
 
+    async def submit_many(self, deliveries: list[Delivery], path: str) -> list[str | None]:
+        """Deliveries from inside (a bulk replay), through the door's admission like webhooks:
+        each goes in when its workflow has room (the queue's capacity, the workflow's share),
+        else it waits in that workflow's line for up to [queue] hold and is refused after, as
+        a webhook would be (and counted so).  Per delivery, None when it was accepted, else why
+        not ("queue full", "shutting down", ...).  `path` is what refusals are logged under."""
+        answers = []
+        for delivery in deliveries:
+            started = time.perf_counter()
+            enter = lambda _request, _started, delivery=delivery: self._offer_inside(delivery)  # noqa: E731
+            if self.admission.has_room(delivery.workflow):
+                answers.append(enter(None, started))
+            else:
+                request = Request("POST", path.encode(), "-", self.clock(), "-")
+                answers.append(self.admission.wait(request, delivery.workflow, enter, started))
+        outcomes = []
+        for answer in answers:
+            response = await answer if isinstance(answer, asyncio.Future) else answer
+            outcomes.append(None if response.status == 202 else orjson.loads(response.body)["error"])
+        return outcomes
+
+    def _offer_inside(self, delivery: Delivery) -> Response | asyncio.Future:
+        """Offer a delivery from inside; 202 once committed, else an error saying why not."""
+        def response(outcome: Receipt) -> Response:
+            return ACCEPTED if outcome.kind == Offered.ACCEPTED else \
+                QUEUE_FULL if outcome.kind == Offered.QUEUE_FULL else STORE_DOWN
+
+        done = self.loop.create_future()
+
+        def settle(outcome: Receipt) -> None:
+            if not done.done():
+                done.set_result(response(outcome))
+
+        outcome = self.intake.offer(delivery, settle)
+        return response(outcome) if outcome is not None else done
+
     def order_key_of(self, delivery: Delivery) -> str | None:
         """`order_key` rendered against the delivery's $context; None when it has none."""
         template = self.order_keys.get(delivery.workflow)
@@ -202,6 +241,10 @@ class Service:
     def _concurrency(self, workflow: str) -> int:
         found = self.config.workflows.get(workflow)
         return found.concurrency if found else 0
+
+
+ACCEPTED = Response(202)
+STORE_DOWN = Response.error(500, "the store is unavailable")
 
 
 def _order_keys(config: Config) -> dict:

@@ -448,7 +448,7 @@ class PostgresStore(Store):
             appended = {row[0] for row in await session.fetch(self.sql["alerts_apply"], (
                 [d.failure_of for d in records.alerts], [d.id for d in records.alerts],
                 [d.request.received_at for d in records.alerts],
-                [batch_codec.encode_alert(d) for d in records.alerts]))}
+                [batch_codec.encode([d]) for d in records.alerts]))}
             await session.fetch(self.sql["record_apply"], params)
         return [d for d in records.alerts if d.id in appended]
 

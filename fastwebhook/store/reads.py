@@ -4,9 +4,17 @@ the intake's appends, each statement within the statement budget."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Callable
+
+import orjson
+
 from . import batch_codec
 from .base import Store
 from .rows import Delivery, ExecutionRecord, Job, RequestLine, Status
+
+
+SCAN_PAGE = 16     # intake rows (batches of up to 1000 deliveries) per read of a scan
 
 
 class Reads:
@@ -61,20 +69,81 @@ class Reads:
         lines.sort(key=lambda line: (line.at, line.request_id), reverse=True)
         return lines[:limit]
 
-    async def _record(self, row: tuple, with_request: bool = True) -> ExecutionRecord:
+    async def replay_candidates(self, workflow: str | None, statuses: tuple[Status, ...], since: bytes,
+                                until: bytes, limit: int) -> list[tuple[bytes, Delivery | None]]:
+        """A bulk replay's executions, oldest first, made from `since` up to `until` (ids):
+        each one's id and its stored delivery (None when its request is no longer stored).
+        One range read of an index, then each intake batch read once (the ids of one batch
+        come together)."""
+        wanted = [s.value for s in statuses]
+        rows = await self._read("replay_candidates", (
+            workflow, wanted if self.store.db.dialect == "postgres" else orjson.dumps(wanted).decode(),
+            since, until, limit))
+        found: list[tuple[bytes, Delivery | None]] = []
+        seq_read, batch = None, []
+        for id_, seq, index in rows:
+            if seq != seq_read:
+                fetched = await self._read("intake_batch", (seq,))
+                seq_read, batch = seq, batch_codec.decode(fetched[0][0]) if fetched else []
+            delivery = batch[index] if index < len(batch) and batch[index].id == id_ else None
+            found.append((id_, delivery))
+        return found
+
+    async def scan_executions(self, matches: Callable[[Delivery], bool], workflow: str | None,
+                              status: Status | None, limit: int, before: bytes | None,
+                              bound: int) -> tuple[list[ExecutionRecord], bytes | None]:
+        """Newest first, the executions whose stored request `matches` (a field of the request
+        no index holds: its request id, its dedup key, its body), among at most `bound` stored
+        requests made before `before`: what it found and where a next page goes on from (None
+        when nothing older is stored).  The cost is that bound: the intake's rows read newest
+        first a page of batches at a time, each delivery's metadata decoded and given to
+        `matches`, and one primary-key read per match."""
+        found: list[ExecutionRecord] = []
+        scanned, before_seq = 0, None
+        while True:
+            rows = await self._read("intake_scan", (before, before_seq, SCAN_PAGE))
+            if not rows:
+                return found, None
+            for seq, blob in rows:
+                before_seq = seq
+                await asyncio.sleep(0)   # a batch at a time: the loop's webhooks wait for no scan
+                for d in reversed(batch_codec.decode(blob)):
+                    if before is not None and d.id >= before:
+                        continue
+                    scanned += 1
+                    if (workflow is None or d.workflow == workflow) and matches(d):
+                        record = await self._record_of(d)
+                        if status is None or record.status == status:
+                            found.append(record)
+                            if len(found) >= limit:
+                                return found, d.id
+                    if scanned >= bound:
+                        return found, d.id
+
+    async def _record_of(self, d: Delivery) -> ExecutionRecord:
+        """A stored delivery's execution: its row with the request in hand, or queued."""
+        rows = await self._read("get_execution", (d.id,))
+        return await self._record(rows[0], delivery=d) if rows else _queued(d, None)
+
+    async def _record(self, row: tuple, with_request: bool = True, delivery: Delivery | None = None) -> ExecutionRecord:
         (id_, workflow, version, status, dedup_key, duplicate_of, created, started, finished,
          attempts, error, seq, index) = row
-        request, body, failure_of = None, b"", None
-        if with_request:
+        request, body, failure_of, replay_of = None, b"", None, None
+        if delivery is not None:
+            request, body, failure_of, replay_of = delivery.request, delivery.body, delivery.failure_of, delivery.replay_of
+        elif with_request:
             fetched = await self._read("intake_batch", (seq,))
             if fetched:
                 deliveries = batch_codec.decode(fetched[0][0], only=index)
                 if deliveries:
-                    request, body, failure_of = deliveries[0].request, deliveries[0].body, deliveries[0].failure_of
+                    found = deliveries[0]
+                    request, body, failure_of, replay_of = found.request, found.body, found.failure_of, found.replay_of
         return ExecutionRecord(id_, workflow, version, Status(status), dedup_key, duplicate_of, created,
-                               started, finished, attempts, error, request, body, failure_of=failure_of)
+                               started, finished, attempts, error, request, body,
+                               failure_of=failure_of, replay_of=replay_of)
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:
     return ExecutionRecord(d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
-                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs, d.failure_of)
+                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs, d.failure_of,
+                           d.replay_of)

@@ -68,6 +68,7 @@ class Delivery:
     logged: bool = False        # its request-log line is written on its own (sync mode)
     attempts: int = 0           # claims so far (read back with a claimed execution)
     failure_of: bytes | None = None   # queued by `on_failure`: the failed execution it reports
+    replay_of: bytes | None = None   # the execution whose stored request this one runs again
 
     def claim_copy(self) -> Delivery:
         """What a claim reads of it, and nothing it would run on: no headers, no body."""
@@ -215,3 +216,4 @@ class ExecutionRecord:
     body: bytes
     jobs: list[Job] | None = None
     failure_of: bytes | None = None     # a failure workflow's execution: the one it reports
+    replay_of: bytes | None = None

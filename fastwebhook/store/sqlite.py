@@ -686,7 +686,7 @@ class SqliteStore(Store):
             await self.db.stage(self.sql["record_clear"], staged)
             await self.db.script(self.sql["record_apply"])
             return []
-        alerts = [(d.failure_of, d.id, d.request.received_at, batch_codec.encode_alert(d)) for d in records.alerts]
+        alerts = [(d.failure_of, d.id, d.request.received_at, batch_codec.encode([d])) for d in records.alerts]
         await self.db.stage(self.sql["record_clear"] + "\n" + self.sql["alerts_clear"],
                             [*staged, (self.sql["stage_alert"], alerts)])
         await self.db.script(self.sql["record_apply"].replace("BEGIN IMMEDIATE;", self.sql["alerts_apply"], 1))

@@ -175,6 +175,7 @@ async function executionsView(view) {
     choose("status", STATUSES, params.get("status")),
     el("label", {}, "before ", before),
     el("button", { type: "button", onclick: () => go("#/executions", { ...Object.fromEntries(params), before: before.value, cursor: "" }) }, "Apply"),
+    carriedFilters(params),
     el("button", { type: "button", id: "pause", onclick: (e) => { paused = !paused; e.target.textContent = paused ? "Resume refresh" : "Pause refresh"; } },
       paused ? "Resume refresh" : "Pause refresh"));
   const rows = page.items.map((x) => el("tr", {},
@@ -185,7 +186,7 @@ async function executionsView(view) {
   const pager = el("div", { class: "pager" },
     params.get("cursor") ? el("a", { href: "#/executions" }, "Newest") : null,
     page.next ? el("a", { href: `#/executions?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next })}` }, "Older") : null);
-  view.replaceChildren(el("h1", {}, "Executions"), filters,
+  view.replaceChildren(el("h1", {}, "Executions"), filters, replayMatching(params),
     page.items.length ? table(["id", "workflow", "status", "created", "duration", "error"], rows) : el("p", {}, "No executions."), pager);
   if (!params.get("cursor") && !params.get("before")) return () => render(executionsView);
 }
@@ -195,7 +196,7 @@ function apiParams(params) {
   for (const name of ["workflow", "status"]) if (params.get(name)) out.set(name, params.get(name));
   const cursor = params.get("cursor") || (params.get("before") ? cursorBefore(new Date(params.get("before"))) : "");
   if (cursor) out.set("cursor", cursor);
-  return out.toString();
+  return carriedParams(params, out).toString();
 }
 
 async function executionView(view, id) {
@@ -219,7 +220,8 @@ async function executionView(view, id) {
     el("h1", {}, "Execution ", el("code", {}, x.id), " ", status(x.status)),
     el("dl", {}, el("dt", {}, "workflow"), el("dd", {}, x.workflow), el("dt", {}, "created"), el("dd", {}, when(x.created_at)),
       el("dt", {}, "started"), el("dd", {}, when(x.started_at)), el("dt", {}, "finished"), el("dd", {}, when(x.finished_at)),
-      el("dt", {}, "dedup key"), el("dd", {}, x.dedup_key || "-"), el("dt", {}, "error"), el("dd", { class: "error" }, x.error || "-")),
+      el("dt", {}, "dedup key"), el("dd", {}, x.dedup_key || "-"), el("dt", {}, "error"), el("dd", { class: "error" }, x.error || "-"),
+      replayOf(x)),
     failureOfNote(x),
     el("div", {}, replay, note),
     el("h2", {}, "Request"),

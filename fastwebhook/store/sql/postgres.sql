@@ -72,6 +72,15 @@ CREATE TABLE stored_workflows (
 -- store/rows.py's TRANSITIONS, written at every start (they may change with the code).
 CREATE TABLE transitions (before TEXT NOT NULL, after TEXT NOT NULL, PRIMARY KEY (before, after));
 
+-- name: migration_2
+-- Bulk replays' Idempotency-Key headers and their first answers (NULL while that replay runs),
+-- kept for [storage] retention.
+CREATE TABLE replay_keys (
+    key          TEXT PRIMARY KEY,
+    answer       BYTEA,
+    created_at   DOUBLE PRECISION NOT NULL
+);
+
 -- name: schema_versions
 CREATE TABLE IF NOT EXISTS schema_versions (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
 
@@ -300,3 +309,30 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: table_columns
 SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1;
+
+-- name: take_replay_key
+INSERT INTO replay_keys (key, answer, created_at) VALUES ($1, NULL, $2) ON CONFLICT (key) DO NOTHING;
+
+-- name: replay_key
+SELECT answer FROM replay_keys WHERE key = $1;
+
+-- name: answer_replay_key
+UPDATE replay_keys SET answer = $1 WHERE key = $2;
+
+-- name: release_replay_key
+DELETE FROM replay_keys WHERE key = $1 AND answer IS NULL;
+
+-- name: forget_replay_keys
+DELETE FROM replay_keys WHERE created_at < $1;
+
+-- name: replay_candidates
+-- A bulk replay's executions, oldest first: a range of the primary key (ids are time-ordered),
+-- or of executions_by_workflow when the workflow is named.
+SELECT id, intake_seq, intake_index FROM executions
+WHERE ($1::text IS NULL OR workflow = $1) AND status = ANY($2::text[]) AND id >= $3 AND id < $4
+ORDER BY id LIMIT $5;
+
+-- name: intake_scan
+-- The stored requests newest first, a page of batches at a time, from those made before an id.
+SELECT seq, deliveries FROM intake WHERE ($1::bytea IS NULL OR first_id < $1) AND ($2::bigint IS NULL OR seq < $2)
+ORDER BY seq DESC LIMIT $3;

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS stored_workflows (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL
 );
+-- Bulk replays' Idempotency-Key headers and their first answers (NULL while that replay runs),
+-- kept for [storage] retention.
+CREATE TABLE IF NOT EXISTS replay_keys (
+    key          TEXT PRIMARY KEY,
+    answer       BLOB,
+    created_at   REAL NOT NULL
+);
 
 -- name: append
 INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?, ?, ?, ?);
@@ -336,3 +343,31 @@ DELETE FROM stored_workflows WHERE key = ?;
 
 -- name: workflows_signature
 SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(length(key) * updated_at), 0) FROM stored_workflows;
+
+-- name: take_replay_key
+INSERT INTO replay_keys (key, answer, created_at) VALUES (?, NULL, ?) ON CONFLICT (key) DO NOTHING;
+
+-- name: replay_key
+SELECT answer FROM replay_keys WHERE key = ?;
+
+-- name: answer_replay_key
+UPDATE replay_keys SET answer = ? WHERE key = ?;
+
+-- name: release_replay_key
+DELETE FROM replay_keys WHERE key = ? AND answer IS NULL;
+
+-- name: forget_replay_keys
+DELETE FROM replay_keys WHERE created_at < ?;
+
+-- name: replay_candidates
+-- A bulk replay's executions, oldest first: a range of the primary key (ids are time-ordered),
+-- or of executions_by_workflow when the workflow is named; the statuses are a JSON list.
+SELECT id, intake_seq, intake_index FROM executions
+WHERE (?1 IS NULL OR workflow = ?1) AND status IN (SELECT value FROM json_each(?2))
+  AND id >= ?3 AND id < ?4
+ORDER BY id LIMIT ?5;
+
+-- name: intake_scan
+-- The stored requests newest first, a page of batches at a time, from those made before an id.
+SELECT seq, deliveries FROM intake WHERE (?1 IS NULL OR first_id < ?1) AND (?2 IS NULL OR seq < ?2)
+ORDER BY seq DESC LIMIT ?3;
