@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import os
 import sys
+from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
@@ -27,41 +28,61 @@ def main(argv: list[str] | None = None) -> int:
     return _with_config(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.")
-    commands = parser.add_subparsers(dest="command", required=True)
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2   # argparse exits 2 on a bad command line too
+EXIT_CODES = """exit codes (every command):
+  0  done
+  1  not found or refused: no such execution, collection or store file; a config with errors;
+     a server that cannot start (a busy port, an unreadable certificate); send: a non-2xx answer
+  2  usage: an unknown command or option, a bad value (--limit, --status, --cursor, --filter)"""
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastwebhook {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, json: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("-c", "--config", help="config file (default: $FASTWEBHOOK_CONFIG, ./config.toml, /etc/fastwebhook/config.toml)")
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if json:
+            sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return sub
 
-    command("serve", "run the server in the foreground")
-    command("check", "validate the config and every workflow")
-    command("workflows", "list workflows")
+    def paging(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument("--limit", default=20, help=f"how many {what} to print, 1 to 1000 (default 20)")
+        sub.add_argument("--cursor", help="where the page starts: the value a previous page printed as `(more: --cursor ...)`")
+
+    command("serve", "run the server in the foreground", json=False)
+    command("check", "validate the config and every workflow, scripts compiled; every error by TOML path", json=False)
+    command("workflows", "list workflows: the config file's and those stored through the admin API")
     executions = command("executions", "list executions, newest first")
-    executions.add_argument("--workflow")
-    executions.add_argument("--status")
-    executions.add_argument("--limit", default=20)
-    executions.add_argument("--cursor")
-    execution = command("execution", "show one execution")
-    execution.add_argument("id")
+    executions.add_argument("--workflow", metavar="KEY", help="only this workflow's executions")
+    executions.add_argument("--status", metavar="STATUS", help=f"only those in this status: {', '.join(admin.STATUSES)}")
+    paging(executions, "executions")
+    execution = command("execution", "show one execution: its request, status and jobs")
+    execution.add_argument("id", help="the execution's id (`executions` lists them)")
     replay = command("replay", "run an execution's stored request again as a new execution")
-    replay.add_argument("id")
+    replay.add_argument("id", help="the id of the execution to run again")
     records = command("records", "list the records of a collection, newest first")
-    records.add_argument("collection")
+    records.add_argument("collection", help="a collection named in the config ([collections.NAME])")
     records.add_argument("--filter", help='JSON, e.g. \'{"score": {"gte": 5}}\'')
-    records.add_argument("--limit", default=20)
-    records.add_argument("--cursor")
-    requests = command("requests", "list the request log, newest first")
-    requests.add_argument("--limit", default=20)
-    requests.add_argument("--cursor")
+    paging(records, "records")
+    requests = command("requests", "list the request log, newest first (refused requests with their reason)")
+    paging(requests, "requests")
     send.add_arguments(commands.add_parser(
         "send", help="send a test webhook signed the way a provider signs it",
         description="Send a test webhook signed the way scheme S's provider signs it; print the "
-                    "response. Exit 0 on 2xx, 1 otherwise, 2 on usage errors."))
+                    "response.", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fastwebhook")
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown"
 
 
 def _with_config(args) -> int:
@@ -71,8 +92,9 @@ def _with_config(args) -> int:
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        return 1
+        if len(exc.errors) > 1:
+            print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return EXIT_REFUSED
     # only what serves (or checks before serving): the CLI's reads never send the token
     refused = demo_token_error(config, os.environ) if args.command in ("serve", "check") else None
     if refused is not None:

@@ -49,15 +49,16 @@ def find_config(explicit: str | None = None) -> str:
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute ${VAR}, validate; raise ConfigErrors listing every problem."""
+    """Read, substitute ${VAR}, validate; raise ConfigErrors listing every problem (their
+    messages do not name the file: whoever prints them does, once)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigErrors([ConfigError("", f"cannot read {path}: {exc.strerror}")]) from None
+        raise ConfigErrors([ConfigError("", f"cannot read the file: {exc.strerror}")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigErrors([ConfigError("", f"{path}: invalid TOML: {exc}")]) from None
+        raise ConfigErrors([ConfigError("", f"invalid TOML: {exc}")]) from None
     loader = _Loader(Path(path), os.environ if environ is None else environ)
     config = loader.load(raw)
     if loader.errors:
