@@ -18,7 +18,7 @@ from . import send
 from ..config.model import Config
 from ..config.loader import demo_token_error, display_url, find_config, load_config, with_stored
 from ..core.errors import ConfigErrors, FastwebhookError, StoreError
-from ..store import open_store, reach_store
+from ..store import open_store, reach_store, sqlite_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +151,21 @@ def _serve(config: Config) -> int:
     return run(config)
 
 
+def _no_store(config: Config) -> str | None:
+    """Why there is nothing to read: the SQLite file is not there (opening it would create an
+    empty one, and the tables printed would be empty).  None when there is a store to open."""
+    file = sqlite_file(config.storage)
+    if file is None or os.path.exists(file):
+        return None
+    return (f"no database at {file} (storage.url of {config.source}, relative to its folder): "
+            "no server has run with this config")
+
+
 async def _read(args, config: Config) -> int:
+    missing = _no_store(config)
+    if missing is not None:
+        print(f"fastwebhook: {missing}", file=sys.stderr)
+        return EXIT_REFUSED
     store = open_store(config.storage)
     await store.open()
     try:
@@ -199,16 +213,21 @@ async def _read(args, config: Config) -> int:
 
 async def _workflows(args, config: Config) -> int:
     """The config's workflows and those stored through the admin API; the config's alone, and
-    a warning, when the store cannot be read (another user's state directory, say)."""
-    store = open_store(config.storage)
-    try:
-        await store.open()
-        config, _ = with_stored(config, await store.stored_workflows())
-    except StoreError as exc:
-        print(f"fastwebhook: the store could not be read, so these are the config file's workflows only: {exc}",
-              file=sys.stderr)
-    finally:
-        await store.close()
+    a warning, when there is no store yet or it cannot be read (another user's state
+    directory, say)."""
+    missing = _no_store(config)
+    if missing is not None:
+        print(f"fastwebhook: {missing}, so these are the config file's workflows only", file=sys.stderr)
+    else:
+        store = open_store(config.storage)
+        try:
+            await store.open()
+            config, _ = with_stored(config, await store.stored_workflows())
+        except StoreError as exc:
+            print(f"fastwebhook: the store could not be read, so these are the config file's workflows only: {exc}",
+                  file=sys.stderr)
+        finally:
+            await store.close()
     return _show(args, {"items": admin.list_workflows(config), "next": None},
                  ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
 

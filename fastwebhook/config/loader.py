@@ -215,6 +215,11 @@ class _Loader:
         url = self.take(t, "url", p, str, StorageConfig.url)
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             self.error(f"{p}.url", f"must start with sqlite:// or postgresql://, not {url!r}")
+        file = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if file and file != ":memory:" and not os.path.isabs(file):
+            # relative to the config file, as tls_cert is: the server and the CLI's reads, run
+            # from any folder, open the one database
+            url = "sqlite:///" + os.path.abspath(self.path.parent / file)
         durability = self.choice(t, "durability", p, Durability, Durability.COMMIT)
         retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
         budget = self.convert(parse_duration, t.get("statement_timeout", "250ms"), f"{p}.statement_timeout",
