@@ -15,10 +15,11 @@ import orjson
 
 from ..admin import api as admin
 from . import send
+from .check import check
 from ..config.model import Config
-from ..config.loader import demo_token_error, display_url, find_config, load_config, with_stored
+from ..config.loader import demo_token_error, find_config, load_config, with_stored
 from ..core.errors import ConfigErrors, FastwebhookError, StoreError
-from ..store import open_store, reach_store, sqlite_file
+from ..store import open_store, sqlite_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     return _with_config(args)
 
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2   # argparse exits 2 on a bad command line too
+# Every command's (argparse's own exit code for a bad command line is 2, too):
 EXIT_CODES = """exit codes (every command):
   0  done
   1  not found or refused: no such execution, collection or store file; a config with errors;
@@ -87,6 +88,8 @@ def _version() -> str:
 
 def _with_config(args) -> int:
     path = find_config(args.config)
+    if args.command == "check":
+        return check(path, os.environ)
     try:
         config = load_config(path)
     except ConfigErrors as exc:
@@ -94,53 +97,21 @@ def _with_config(args) -> int:
             print(f"{path}: {error}", file=sys.stderr)
         if len(exc.errors) > 1:
             print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        return EXIT_REFUSED
-    # only what serves (or checks before serving): the CLI's reads never send the token
-    refused = demo_token_error(config, os.environ) if args.command in ("serve", "check") else None
+        return 1
+    # only what serves (check.py refuses it too): the CLI's reads never send the token
+    refused = demo_token_error(config, os.environ) if args.command == "serve" else None
     if refused is not None:
         print(f"{path}: {refused}", file=sys.stderr)
         return 1
     try:
         if args.command == "serve":
             return _serve(config)
-        if args.command == "check":
-            asyncio.run(reach_store(config.storage))   # a database server that cannot be reached is an error
-            broken = asyncio.run(_script_errors(config))
-            for where, message in broken.items():
-                print(f"{path}: {where}: {message}", file=sys.stderr)
-            if broken:
-                print(f"{path}: {len(broken)} error(s)", file=sys.stderr)
-                return 1
-            print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
-            return 0
         if args.command == "workflows":
             return asyncio.run(_workflows(args, config))
         return asyncio.run(_read(args, config))
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
         return 1
-
-
-async def _script_errors(config: Config) -> dict[str, str]:
-    """JavaScript that does not compile (script code, condition expressions), by TOML path.
-    Only here: the server must not start V8 before it forks its workers."""
-    from ..workflow.scripts import Script  # noqa: PLC0415 - V8 only for those who check
-    from ..workflow.v8 import syntax_errors  # noqa: PLC0415
-
-    bodies: dict[str, tuple[str, bool]] = {}
-
-    def walk(nodes) -> None:
-        for node in nodes:
-            script = getattr(node.prepared, "script", None)   # a script node's, a condition's expression
-            if isinstance(script, Script):
-                own_lines = script.body == script.source
-                bodies[f"{node.path}.{'code' if own_lines else 'expression'}"] = (script.body, own_lines)
-            walk(node.then)
-            walk(node.otherwise)
-
-    for workflow in config.workflows.values():
-        walk(workflow.nodes)
-    return await syntax_errors(bodies) if bodies else {}
 
 
 def _serve(config: Config) -> int:
@@ -165,7 +136,7 @@ async def _read(args, config: Config) -> int:
     missing = _no_store(config)
     if missing is not None:
         print(f"fastwebhook: {missing}", file=sys.stderr)
-        return EXIT_REFUSED
+        return 1
     store = open_store(config.storage)
     await store.open()
     try:

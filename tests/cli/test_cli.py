@@ -387,10 +387,14 @@ return a;
     assert done.returncode == 1, done.stdout
     lines = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
     assert lines[-1] == "2 error(s)"
+    # lines of the config file (issue 21, item 5), not of the script
+    written = config.read_text().splitlines()
     expression = [line for line in lines if line.startswith("workflows.w.nodes[1].expression:")]
-    assert expression and "script does not compile" in expression[0] and "line" not in expression[0], lines
+    at = written.index('expression = "$context.data.n >"') + 1
+    assert expression and "script does not compile" in expression[0] and f"(line {at})" in expression[0], lines
     broken = [line for line in lines if line.startswith("workflows.w.nodes[1].then[0].code:")]
-    assert broken and "(line 2)" in broken[0], lines   # TOML drops the newline after the opening quotes
+    at = written.index("const b = ;") + 1
+    assert broken and broken[0].endswith(f"(line {at})"), lines
 
 
 def test_workflows_are_listed_from_the_file_when_the_store_cannot_be_read(tmp_path):
