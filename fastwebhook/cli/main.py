@@ -128,8 +128,8 @@ def _no_store(config: Config) -> str | None:
     file = sqlite_file(config.storage)
     if file is None or os.path.exists(file):
         return None
-    return (f"no database at {file} (storage.url of {config.source}, relative to its folder): "
-            "no server has run with this config")
+    return (f"no database at {file}: no server has run with {config.source} yet "
+            "(a relative storage.url is relative to that file's folder)")
 
 
 async def _read(args, config: Config) -> int:

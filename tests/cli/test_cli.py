@@ -459,8 +459,8 @@ def test_a_read_command_without_a_database_says_so_and_creates_none(tmp_path, co
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
-        f"fastwebhook: no database at {tmp_path}/data/hooks.db (storage.url of {config}, relative to its "
-        "folder): no server has run with this config"]
+        f"fastwebhook: no database at {tmp_path}/data/hooks.db: no server has run with {config} yet "
+        "(a relative storage.url is relative to that file's folder)"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.toml", "elsewhere"]
 
 
@@ -470,7 +470,9 @@ def test_workflows_without_a_database_lists_the_files_and_creates_none(tmp_path)
     done = cli("workflows", "-c", str(config), cwd=tmp_path.parent)
     assert done.returncode == 0
     assert [row.split()[0] for row in done.stdout.splitlines()[1:]] == ["hook", "gh"]
-    assert "no server has run with this config, so these are the config file's workflows only" in done.stderr
+    assert done.stderr == (f"fastwebhook: no database at {tmp_path}/data/hooks.db: no server has run with {config} "
+                           "yet (a relative storage.url is relative to that file's folder), so these are the "
+                           "config file's workflows only\n")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.toml"]
 
 
