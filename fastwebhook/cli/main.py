@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import os
 import sys
+from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
@@ -14,10 +15,11 @@ import orjson
 
 from ..admin import api as admin, finding
 from . import bulk_replay, send
+from .check import check
 from ..config.model import Config
-from ..config.loader import demo_token_error, display_url, find_config, load_config, with_stored
+from ..config.loader import demo_token_error, find_config, load_config, with_stored
 from ..core.errors import ConfigErrors, FastwebhookError, StoreError
-from ..store import open_store, reach_store
+from ..store import open_store, sqlite_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,104 +29,95 @@ def main(argv: list[str] | None = None) -> int:
     return _with_config(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.")
-    commands = parser.add_subparsers(dest="command", required=True)
+# Every command's (argparse's own exit code for a bad command line is 2, too):
+EXIT_CODES = """exit codes (every command):
+  0  done
+  1  not found or refused: no such execution, collection or store file; a config with errors;
+     a server that cannot start (a busy port, an unreadable certificate); send: a non-2xx answer
+  2  usage: an unknown command or option, a bad value (--limit, --status, --cursor, --filter)"""
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastwebhook", description="A fast, durable webhook receiver.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastwebhook {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, json: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("-c", "--config", help="config file (default: $FASTWEBHOOK_CONFIG, ./config.toml, /etc/fastwebhook/config.toml)")
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if json:
+            sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return sub
 
-    command("serve", "run the server in the foreground")
-    command("check", "validate the config and every workflow")
-    command("workflows", "list workflows")
+    def paging(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument("--limit", default=20, help=f"how many {what} to print, 1 to 1000 (default 20)")
+        sub.add_argument("--cursor", help="where the page starts: the value a previous page printed as `(more: --cursor ...)`")
+
+    command("serve", "run the server in the foreground", json=False)
+    command("check", "validate the config and every workflow, scripts compiled; every error by TOML path", json=False)
+    command("workflows", "list workflows: the config file's and those stored through the admin API")
     executions = command("executions", "list executions, newest first")
-    executions.add_argument("--workflow")
-    executions.add_argument("--status")
-    executions.add_argument("--limit", default=20)
-    executions.add_argument("--cursor")
+    executions.add_argument("--workflow", metavar="KEY", help="only this workflow's executions")
+    executions.add_argument("--status", metavar="STATUS", help=f"only those in this status: {', '.join(admin.STATUSES)}")
     executions.add_argument("--dedup-key", help="only the execution(s) of this dedup key")
     executions.add_argument("--request-id", help="only the execution of this request (the X-Request-Id its sender saw)")
     executions.add_argument("--data", action="append", metavar="PATH=VALUE",
                             help="only executions whose body has this field, e.g. order.id=42 (repeatable)")
-    execution = command("execution", "show one execution")
-    execution.add_argument("id")
+    paging(executions, "executions")
+    execution = command("execution", "show one execution: its request, status and jobs")
+    execution.add_argument("id", help="the execution's id (`executions` lists them)")
     replay = command("replay", "run an execution's stored request again as a new execution, or (without "
                                "ID) every one --workflow, --status, --since and --until match")
-    replay.add_argument("id", nargs="?")
+    replay.add_argument("id", nargs="?", help="the id of the execution to run again")
     bulk_replay.add_arguments(replay)
     records = command("records", "list the records of a collection, newest first")
-    records.add_argument("collection")
+    records.add_argument("collection", help="a collection named in the config ([collections.NAME])")
     records.add_argument("--filter", help='JSON, e.g. \'{"score": {"gte": 5}}\'')
-    records.add_argument("--limit", default=20)
-    records.add_argument("--cursor")
-    requests = command("requests", "list the request log, newest first")
-    requests.add_argument("--limit", default=20)
-    requests.add_argument("--cursor")
+    paging(records, "records")
+    requests = command("requests", "list the request log, newest first (refused requests with their reason)")
+    paging(requests, "requests")
     send.add_arguments(commands.add_parser(
         "send", help="send a test webhook signed the way a provider signs it",
         description="Send a test webhook signed the way scheme S's provider signs it; print the "
-                    "response. Exit 0 on 2xx, 1 otherwise, 2 on usage errors."))
+                    "response.", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fastwebhook")
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown"
 
 
 def _with_config(args) -> int:
     path = find_config(args.config)
+    if args.command == "check":
+        return check(path, os.environ)
     try:
         config = load_config(path)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        if len(exc.errors) > 1:
+            print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    # only what serves (or checks before serving): the CLI's reads never send the token
-    refused = demo_token_error(config, os.environ) if args.command in ("serve", "check") else None
+    # only what serves (check.py refuses it too): the CLI's reads never send the token
+    refused = demo_token_error(config, os.environ) if args.command == "serve" else None
     if refused is not None:
         print(f"{path}: {refused}", file=sys.stderr)
         return 1
     try:
         if args.command == "serve":
             return _serve(config)
-        if args.command == "check":
-            asyncio.run(reach_store(config.storage))   # a database server that cannot be reached is an error
-            broken = asyncio.run(_script_errors(config))
-            for where, message in broken.items():
-                print(f"{path}: {where}: {message}", file=sys.stderr)
-            if broken:
-                print(f"{path}: {len(broken)} error(s)", file=sys.stderr)
-                return 1
-            print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
-            return 0
         if args.command == "workflows":
             return asyncio.run(_workflows(args, config))
         return asyncio.run(_read(args, config))
     except FastwebhookError as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
         return 1
-
-
-async def _script_errors(config: Config) -> dict[str, str]:
-    """JavaScript that does not compile (script code, condition expressions), by TOML path.
-    Only here: the server must not start V8 before it forks its workers."""
-    from ..workflow.scripts import Script  # noqa: PLC0415 - V8 only for those who check
-    from ..workflow.v8 import syntax_errors  # noqa: PLC0415
-
-    bodies: dict[str, tuple[str, bool]] = {}
-
-    def walk(nodes) -> None:
-        for node in nodes:
-            script = getattr(node.prepared, "script", None)   # a script node's, a condition's expression
-            if isinstance(script, Script):
-                own_lines = script.body == script.source
-                bodies[f"{node.path}.{'code' if own_lines else 'expression'}"] = (script.body, own_lines)
-            walk(node.then)
-            walk(node.otherwise)
-
-    for workflow in config.workflows.values():
-        walk(workflow.nodes)
-    return await syntax_errors(bodies) if bodies else {}
 
 
 def _serve(config: Config) -> int:
@@ -135,7 +128,21 @@ def _serve(config: Config) -> int:
     return run(config)
 
 
+def _no_store(config: Config) -> str | None:
+    """Why there is nothing to read: the SQLite file is not there (opening it would create an
+    empty one, and the tables printed would be empty).  None when there is a store to open."""
+    file = sqlite_file(config.storage)
+    if file is None or os.path.exists(file):
+        return None
+    return (f"no database at {file}: no server has run with {config.source} yet "
+            "(a relative storage.url is relative to that file's folder)")
+
+
 async def _read(args, config: Config) -> int:
+    missing = _no_store(config)
+    if missing is not None:
+        print(f"fastwebhook: {missing}", file=sys.stderr)
+        return 1
     store = open_store(config.storage)
     await store.open()
     try:
@@ -186,16 +193,21 @@ async def _read(args, config: Config) -> int:
 
 async def _workflows(args, config: Config) -> int:
     """The config's workflows and those stored through the admin API; the config's alone, and
-    a warning, when the store cannot be read (another user's state directory, say)."""
-    store = open_store(config.storage)
-    try:
-        await store.open()
-        config, _ = with_stored(config, await store.stored_workflows())
-    except StoreError as exc:
-        print(f"fastwebhook: the store could not be read, so these are the config file's workflows only: {exc}",
-              file=sys.stderr)
-    finally:
-        await store.close()
+    a warning, when there is no store yet or it cannot be read (another user's state
+    directory, say)."""
+    missing = _no_store(config)
+    if missing is not None:
+        print(f"fastwebhook: {missing}, so these are the config file's workflows only", file=sys.stderr)
+    else:
+        store = open_store(config.storage)
+        try:
+            await store.open()
+            config, _ = with_stored(config, await store.stored_workflows())
+        except StoreError as exc:
+            print(f"fastwebhook: the store could not be read, so these are the config file's workflows only: {exc}",
+                  file=sys.stderr)
+        finally:
+            await store.close()
     return _show(args, {"items": admin.list_workflows(config), "next": None},
                  ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
 

@@ -3,7 +3,8 @@
 The signature comes from the receiver's own registry (`verify.sign`), so what `send` sends is
 what the server checks; the delivery-id header each provider adds comes with it, fresh each
 time, so two sends are two deliveries (give the header with -H to test de-duplication).
-Needs no config: the receiver may be another host.  Exit 0 on 2xx, 1 otherwise, 2 on usage.
+Needs no config: the receiver may be another host.  Exit 0 on 2xx, 1 otherwise, 2 on usage
+(main.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--data", help="the body: JSON text, or @FILE (@- for stdin); default {} for POST")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="an extra header; it wins over any header send would add")
-    parser.add_argument("-X", "--method", default="POST")
+    parser.add_argument("-X", "--method", default="POST", help="the HTTP method (default POST)")
     parser.add_argument("--content-type", help="default application/json when there is a body")
     parser.add_argument("--cacert", help="also trust the CAs in this PEM file (https)")
     parser.add_argument("-k", "--insecure", action="store_true", help="do not verify the server's certificate")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def read_secret_file(loader, name: str, where: str) -> str:
-    """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=)."""
+    """A relative name is looked up in systemd's $CREDENTIALS_DIRECTORY first (LoadCredential=),
+    then in the config file's folder (not the working directory: a server and a `check` run
+    from elsewhere read the same file)."""
     if loader.file_roots is not None:
         found = stored_file(loader, name, where)
         try:
@@ -16,7 +18,7 @@ def read_secret_file(loader, name: str, where: str) -> str:
         except OSError:
             loader.error(where, STORED_FILE_REFUSED)
             return ""
-    candidates = [Path(name)]
+    candidates = [loader.path.parent / name]     # an absolute name stays as it is
     credentials = loader.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and not os.path.isabs(name):
         candidates.insert(0, Path(credentials) / name)
@@ -27,7 +29,8 @@ def read_secret_file(loader, name: str, where: str) -> str:
             except OSError as exc:
                 loader.error(where, f"cannot read {candidate}: {exc.strerror}")
                 return ""
-    loader.error(where, f"no such file: {name}")
+    looked = "" if os.path.isabs(name) else f" (looked for {' and '.join(map(str, candidates))})"
+    loader.error(where, f"no such file: {name}{looked}")
     return ""
 
 

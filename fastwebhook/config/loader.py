@@ -48,17 +48,20 @@ def find_config(explicit: str | None = None) -> str:
     return DEFAULT_LOCATIONS[0]
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute ${VAR}, validate; raise ConfigErrors listing every problem."""
+def load_config(path: str, environ: Mapping[str, str] | None = None, scripts: list | None = None) -> Config:
+    """Read, substitute ${VAR}, validate; raise ConfigErrors listing every problem (their
+    messages do not name the file: whoever prints them does, once).  `scripts`, if given,
+    receives a workflows.ScriptSite per script, even when ConfigErrors is raised (for `check`)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigErrors([ConfigError("", f"cannot read {path}: {exc.strerror}")]) from None
+        raise ConfigErrors([ConfigError("", f"cannot read the file: {exc.strerror}")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigErrors([ConfigError("", f"{path}: invalid TOML: {exc}")]) from None
+        raise ConfigErrors([ConfigError("", f"invalid TOML: {exc}")]) from None
     loader = _Loader(Path(path), os.environ if environ is None else environ)
+    loader.scripts = scripts
     config = loader.load(raw)
     if loader.errors:
         raise ConfigErrors(loader.errors)
@@ -77,6 +80,8 @@ class _Loader:
         # None: any file may be named (the operator's own config); else the only folders a
         # workflow's files may lie in (one stored through the admin API: stored_file_roots)
         self.file_roots: tuple[Path, ...] | None = None
+        self.scripts: list | None = None     # see load_config
+        self.reading = path                  # the file the workflow being loaded is written in
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(ConfigError(path, message))
@@ -214,6 +219,11 @@ class _Loader:
         url = self.take(t, "url", p, str, StorageConfig.url)
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             self.error(f"{p}.url", f"must start with sqlite:// or postgresql://, not {url!r}")
+        file = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if file and file != ":memory:" and not os.path.isabs(file):
+            # relative to the config file, as tls_cert is: the server and the CLI's reads, run
+            # from any folder, open the one database
+            url = "sqlite:///" + os.path.abspath(self.path.parent / file)
         durability = self.choice(t, "durability", p, Durability, Durability.COMMIT)
         retention = self.convert(parse_duration, t.get("retention", "7d"), f"{p}.retention", StorageConfig.retention)
         budget = self.convert(parse_duration, t.get("statement_timeout", "250ms"), f"{p}.statement_timeout",
@@ -273,6 +283,7 @@ class _Loader:
 
     def workflows(self, raw: dict, server: ServerConfig) -> dict[str, Workflow]:
         tables = dict(self.table(raw, "workflows", ""))
+        files: dict[str, Path] = {}
         directory = raw.get("workflows_dir")
         if directory:
             folder = (self.path.parent / directory)
@@ -285,12 +296,14 @@ class _Loader:
                         continue
                     try:
                         tables[file.stem] = self.substitute(tomllib.loads(file.read_text()), f"workflows.{file.stem}")
+                        files[file.stem] = file
                     except (OSError, tomllib.TOMLDecodeError) as exc:
                         self.error(f"workflows.{file.stem}", f"cannot load {file}: {exc}")
         workflows: dict[str, Workflow] = {}
         claimed: dict[tuple[str, str], str] = {}
         for key, table in tables.items():
             path = f"workflows.{key}"
+            self.reading = files.get(key, self.path)
             workflow = load_workflow_table(self, key, table, path, server)
             if workflow is not None and self.claim_routes(workflow, claimed):
                 workflows[key] = workflow

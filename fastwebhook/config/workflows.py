@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -13,6 +15,7 @@ from .model import (ADMIN_PAGE, ADMIN_PREFIX, METHODS, RESERVED_PATHS, Mode, OnS
                     NodeSpec, ResponseConfig, ServerConfig, VerifyConfig, Workflow)
 from ..core.errors import ConfigError
 from ..workflow.nodes import NODE_TYPES
+from ..workflow.scripts import Script
 from ..door.ratelimit import parse_rate
 from ..door.schema import compile_schema
 from ..workflow.templates import check_references, compile_value
@@ -221,6 +224,7 @@ def _nodes(loader, entries: Any, path: str, keys: set[str], upstream: frozenset[
             check_references(compile_value(value), f"{where}.{name}", loader.error, upstream=upstream,
                              env=loader.known.env)
         prepared = node_type.prepare(fields, where, loader.error, loader.known)
+        _note_script(loader, where, prepared)
         if not node_type.branches:
             for branch in ("then", "else"):
                 if branch in entry:
@@ -234,6 +238,26 @@ def _nodes(loader, entries: Any, path: str, keys: set[str], upstream: frozenset[
             then=then, otherwise=otherwise))
         upstream = inside | _all_keys(then) | _all_keys(otherwise)
     return tuple(specs)
+
+
+@dataclass(frozen=True)
+class ScriptSite:
+    """A script as `check` compiles it (load_config's `scripts`): its TOML path, the file it is
+    written in (the config or a workflows_dir file) and how many errors the loader had found
+    before it, which is where its own error goes in the list."""
+
+    path: str
+    script: Script
+    file: Path
+    errors_before: int
+
+
+def _note_script(loader, where: str, prepared) -> None:
+    script = getattr(prepared, "script", None)   # a script node's code, a condition's expression
+    if loader.scripts is None or not isinstance(script, Script):
+        return
+    field = "code" if script.body == script.source else "expression"
+    loader.scripts.append(ScriptSite(f"{where}.{field}", script, loader.reading, len(loader.errors)))
 
 
 def _all_keys(nodes: tuple[NodeSpec, ...]) -> frozenset[str]:

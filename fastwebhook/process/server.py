@@ -17,7 +17,6 @@ import dataclasses
 import gc
 import logging
 import signal
-import socket
 import ssl
 import sys
 import time
@@ -32,6 +31,7 @@ from ..core.errors import ConfigErrors, StoreError
 from ..http.protocol import HttpProtocol, Limits
 from ..service.service import Service
 from ..admin.stored import StoredWorkflows
+from .binding import bind_all
 from .pipe import WorkerPipe, Worker
 from .systemd import Notifier, listen_sockets
 
@@ -71,7 +71,18 @@ class Server:
         server = self.config.server
         if server.tls_enabled:  # before the store opens: a bad certificate stops the start cleanly
             self.ssl_context = tls.server_context(server.tls_cert, server.tls_key)
-        await self.service.start()
+        worker = self.worker
+        inherited = listen_sockets() if worker is None else worker.sockets
+        # Bound before the store opens too, and likewise: a busy port is one error at once.
+        # Several workers: each its own socket on the port, the kernel spreading connections.
+        bound = [] if inherited else bind_all(server.listen if worker is None else worker.listen,
+                                              reuse_port=worker is not None)
+        try:
+            await self.service.start()
+        except BaseException:
+            for sock in bound:
+                sock.close()
+            raise
         self.config = self.service.config      # with the workflows stored through the admin API
         self.app = WebhookApp(self.config, self.service, StoredWorkflows(
             self.service.store, lambda: self.config, self._workflows_changed))
@@ -86,22 +97,13 @@ class Server:
         def make_protocol() -> HttpProtocol:   # self.limits: a reload may lengthen answer_timeout
             return HttpProtocol(app, self.limits, loop, time.time)
 
-        worker = self.worker
-        inherited = listen_sockets() if worker is None else worker.sockets
         if inherited and worker is None:
             log.info("listening on the sockets systemd passed (server.listen is not used)",
                      extra={"sockets": len(inherited)})
-        for sock in inherited:
+        for sock in [*inherited, *bound]:
             self._listening(await loop.create_server(
                 make_protocol, sock=sock, backlog=4096, ssl=self.ssl_context,
                 ssl_handshake_timeout=handshake_timeout))
-        # several workers: each its own socket on the port, the kernel spreading connections
-        listen = server.listen if worker is None else worker.listen
-        for host, port in () if inherited else listen:
-            self._listening(await loop.create_server(
-                make_protocol, host, port, backlog=4096, reuse_port=worker is not None,
-                family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
-                ssl=self.ssl_context, ssl_handshake_timeout=handshake_timeout))
 
     async def _follow_other_hosts(self) -> None:
         """Hosts on one PostgreSQL database: a NOTIFY wakes this one's claim when another

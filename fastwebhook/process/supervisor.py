@@ -34,6 +34,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 import traceback
@@ -43,8 +44,9 @@ import uvloop
 
 from ..config.model import Config
 from ..config.loader import load_config
-from ..core.errors import ConfigErrors
+from ..core.errors import ConfigErrors, FastwebhookError
 from ..core.ids import reseed
+from .binding import bind, check_free
 from .pipe import REFRESH_WAIT, REPLY, Worker, new_buffer, new_pipe, receive, send, send_bytes
 from .server import run_worker, serve
 from .systemd import Notifier, listen_sockets
@@ -98,11 +100,11 @@ class ProcessSupervisor:
 
     # -- the supervisor's life -----------------------------------------------------------------
     def run(self) -> int:
-        self.metrics_dir = tempfile.mkdtemp(prefix="fastwebhook-metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
         self.shared_sockets = listen_sockets()
         self.placeholders, self.listen = [], ()
-        if not self.shared_sockets:
+        if not self.shared_sockets:   # before anything starts: a busy port is one error at once
             self.listen = self._reserve_ports()
+        self.metrics_dir = tempfile.mkdtemp(prefix="fastwebhook-metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
         self.wakeup_read, self.wakeup_write = socket.socketpair()
         for end in (self.wakeup_read, self.wakeup_write):
             end.setblocking(False)
@@ -127,15 +129,12 @@ class ProcessSupervisor:
     def _reserve_ports(self) -> tuple[tuple[str, int], ...]:
         """Each listen address bound once here, with SO_REUSEPORT and never listening: port 0
         becomes one port for every worker, and the port stays ours while a worker restarts."""
+        check_free(self.config.server.listen)
         bound = []
         for host, port in self.config.server.listen:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            self.placeholders.append(sock)
-            bound.append((host, sock.getsockname()[1]))
+            sockets = bind(host, port, reuse_port=True)
+            self.placeholders += sockets
+            bound.append((host, sockets[0].getsockname()[1]))
         return tuple(bound)
 
     def _on_signal(self, signum: int, frame) -> None:
@@ -237,6 +236,8 @@ class ProcessSupervisor:
 
                 code = run_worker(self._current_config(), Worker(index, theirs, self.shared_sockets,
                                                                  self.listen, self.metrics_dir))
+            except FastwebhookError as exc:   # a port taken since the supervisor's check, say
+                print(f"fastwebhook: worker {index}: {exc}", file=sys.stderr)
             except BaseException:  # noqa: BLE001 - whatever it was, the worker ends here, loudly
                 traceback.print_exc()
             finally:

@@ -15,14 +15,23 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
     if url.startswith("sqlite://"):
         from .sqlite import SqliteConnector, SqliteStore  # noqa: PLC0415
 
-        # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
         synchronous = "FULL" if storage.durability == Durability.COMMIT else "NORMAL"
-        return SqliteStore(SqliteConnector(path or ":memory:", synchronous=synchronous, shared=shared,
-                                     statement_timeout=storage.statement_timeout))
+        return SqliteStore(SqliteConnector(sqlite_file(storage) or ":memory:", synchronous=synchronous,
+                                           shared=shared, statement_timeout=storage.statement_timeout))
     from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
 
     return PostgresStore(PostgresConnector(url, statement_timeout=storage.statement_timeout))
+
+
+def sqlite_file(storage: StorageConfig) -> str | None:
+    """The SQLite database file `storage.url` names (the config loader made a relative one
+    absolute); None for PostgreSQL or an in-memory database."""
+    url = storage.url
+    if not url.startswith("sqlite://"):
+        return None
+    # sqlite:///./x.db and sqlite:///relative are relative paths; sqlite:////abs is absolute.
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else urlparse(url).path
+    return path if path and path != ":memory:" else None
 
 
 async def reach_store(storage: StorageConfig) -> None:
@@ -34,4 +43,4 @@ async def reach_store(storage: StorageConfig) -> None:
         await PostgresConnector(storage.url).reach()
 
 
-__all__ = ["StatementTimeout", "Store", "open_store", "reach_store"]
+__all__ = ["StatementTimeout", "Store", "open_store", "reach_store", "sqlite_file"]

@@ -239,20 +239,19 @@ def js_string(text: str) -> str:
     return orjson.dumps(text).decode()
 
 
-async def syntax_errors(bodies: dict[str, tuple[str, bool]]) -> dict[str, str]:
+async def syntax_errors(bodies: dict[str, str]) -> dict[str, tuple[str, int | None]]:
     """For `fastwebhook check` (a process that never forks, so V8 may start in it): each function
-    body that does not compile, by its key, with the line V8 names where the body's lines are
-    the user's (a condition's expression is wrapped in a body of ours)."""
+    body that does not compile, by its key: V8's message and the line of the body it names."""
     racer = MiniRacer()
     try:
         found = {}
-        for key, (body, own_lines) in bodies.items():
+        for key, body in bodies.items():
             try:
                 await racer.eval_cancelable("(function(){throw 0;(function(){" + body + "\n})})")
             except JSParseException as error:
                 match = _PARSE_LINE.match(str(error))
                 message = str(error).splitlines()[0].split(": ", 1)[-1]
-                found[key] = f"script does not compile: {message}" + (f" (line {match[1]})" if match and own_lines else "")
+                found[key] = (message, int(match[1]) if match else None)
         return found
     finally:
         racer.close()

@@ -387,19 +387,93 @@ return a;
     assert done.returncode == 1, done.stdout
     lines = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
     assert lines[-1] == "2 error(s)"
+    # lines of the config file (issue 21, item 5), not of the script
+    written = config.read_text().splitlines()
     expression = [line for line in lines if line.startswith("workflows.w.nodes[1].expression:")]
-    assert expression and "script does not compile" in expression[0] and "line" not in expression[0], lines
+    at = written.index('expression = "$context.data.n >"') + 1
+    assert expression and "script does not compile" in expression[0] and f"(line {at})" in expression[0], lines
     broken = [line for line in lines if line.startswith("workflows.w.nodes[1].then[0].code:")]
-    assert broken and "(line 2)" in broken[0], lines   # TOML drops the newline after the opening quotes
+    at = written.index("const b = ;") + 1
+    assert broken and broken[0].endswith(f"(line {at})"), lines
 
 
 def test_workflows_are_listed_from_the_file_when_the_store_cannot_be_read(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text('[storage]\nurl = "sqlite:////proc/no-such-folder/db.sqlite"\n[workflows.a]\n')
+    (tmp_path / "junk.db").write_bytes(b"not a database, " * 8)
+    config.write_text('[storage]\nurl = "sqlite:///junk.db"\n[workflows.a]\n')
     done = cli("workflows", "-c", str(config))
     assert done.returncode == 0
     assert done.stdout.splitlines()[1].split() == ["a", "/api/webhooks/a", "POST", "async", "True", "none", "file"]
-    assert "the config file's workflows only: cannot make the folder of /proc/no-such-folder" in done.stderr
+    assert f"the config file's workflows only: SQLite open of {tmp_path / 'junk.db'} failed" in done.stderr
+
+
+# --- the store, wherever the CLI runs from (issue 21, item 4) ---------------------------------
+
+SITE = """
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+url = "sqlite:///./data/hooks.db"
+[log]
+level = "warning"
+[admin]
+token = "test-token"
+[collections.notes]
+fields = { text = "string" }
+[workflows.hook]
+[workflows.gh.verify]
+scheme = "github"
+secret_file = "gh-secret"
+"""
+
+
+def test_read_commands_from_another_folder_read_the_servers_database(serve, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "gh-secret").write_text("beside the config\n")
+    server = serve(SITE)
+    assert Path(server.db) == tmp_path / "data" / "hooks.db"       # the server resolves it so too
+    status, answer = post(server, "/api/webhooks/hook", b'{"n": 1}')
+    assert status == 202
+    wait_final(server.db, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for config in (str(tmp_path / "config.toml"), "../config.toml"):
+        listed = cli_json("executions", "-c", config, cwd=elsewhere)
+        assert [e["id"] for e in listed["items"]] == [answer["execution_id"]]
+        shown = cli_json("execution", answer["execution_id"], "-c", config, cwd=elsewhere)
+        assert shown["status"] == "resolved"
+        checked = cli("check", "-c", config, cwd=elsewhere)          # the secret_file beside the config
+        assert checked.returncode == 0, checked.stderr
+    assert list(elsewhere.iterdir()) == [], "nothing created in the working directory"
+
+
+@pytest.mark.parametrize("command", [("executions",), ("execution", "01900000-0000-7000-8000-000000000000"),
+                                     ("requests",), ("records", "notes"),
+                                     ("replay", "01900000-0000-7000-8000-000000000000")])
+def test_a_read_command_without_a_database_says_so_and_creates_none(tmp_path, command):
+    config = tmp_path / "config.toml"
+    config.write_text(SITE.replace('secret_file = "gh-secret"', 'secret = "s"'))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = cli(*command, "-c", str(config), cwd=elsewhere)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"fastwebhook: no database at {tmp_path}/data/hooks.db: no server has run with {config} yet "
+        "(a relative storage.url is relative to that file's folder)"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.toml", "elsewhere"]
+
+
+def test_workflows_without_a_database_lists_the_files_and_creates_none(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(SITE.replace('secret_file = "gh-secret"', 'secret = "s"'))
+    done = cli("workflows", "-c", str(config), cwd=tmp_path.parent)
+    assert done.returncode == 0
+    assert [row.split()[0] for row in done.stdout.splitlines()[1:]] == ["hook", "gh"]
+    assert done.stderr == (f"fastwebhook: no database at {tmp_path}/data/hooks.db: no server has run with {config} "
+                           "yet (a relative storage.url is relative to that file's folder), so these are the "
+                           "config file's workflows only\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.toml"]
 
 
 def test_serve_says_so_when_the_database_server_cannot_be_reached(tmp_path):

@@ -77,7 +77,7 @@ def test_an_empty_config_has_the_documented_defaults(tmp_path):
     assert (server.read_timeout, server.keepalive_timeout) == (15.0, 75.0)
     assert (server.trusted_proxies, server.tls_cert, server.tls_key) == ((), "", "")
     assert (config.storage.url, config.storage.durability, config.storage.retention) == (
-        "sqlite:///./fastwebhook.db", "commit", 7 * 86400.0)
+        f"sqlite:///{tmp_path}/fastwebhook.db", "commit", 7 * 86400.0)
     assert (config.queue.capacity, config.queue.workers) == (10000, 64)
     assert config.metrics_path == "/metrics"
     assert config.admin_token == ""
@@ -242,6 +242,28 @@ def test_missing_secret_file_is_an_error(tmp_path, monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     found = errors(tmp_path, '[workflows.a.verify]\nscheme = "github"\nsecret_file = "/nonexistent/secret"\n')
     assert found["workflows.a.verify.secret_file"] == "no such file: /nonexistent/secret"
+
+
+def test_relative_files_are_relative_to_the_config_file_not_the_working_directory(tmp_path, monkeypatch):
+    """The database and a secret_file, as tls_cert and schema: a server and the CLI's reads
+    run from any folder find the same files."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    (etc / "gh").write_text("beside-the-config\n")
+    (elsewhere / "gh").write_text("in-the-working-directory\n")
+    monkeypatch.chdir(elsewhere)
+    for url, expected in (("sqlite:///./data/hooks.db", f"sqlite:///{etc}/data/hooks.db"),
+                          ("sqlite:///hooks.db", f"sqlite:///{etc}/hooks.db"),
+                          (f"sqlite:///{tmp_path}/abs.db", f"sqlite:///{tmp_path}/abs.db"),
+                          ("sqlite:///:memory:", "sqlite:///:memory:")):
+        config = load(etc, f'[storage]\nurl = "{url}"\n[workflows.a.verify]\nscheme = "github"\nsecret_file = "gh"\n')
+        assert config.storage.url == expected
+        assert config.workflows["a"].verify.secrets == (b"beside-the-config",)
+    (etc / "gh").unlink()
+    found = errors(etc, '[workflows.a.verify]\nscheme = "github"\nsecret_file = "gh"\n')
+    assert found["workflows.a.verify.secret_file"] == f"no such file: gh (looked for {etc / 'gh'})"
 
 
 def test_secret_file_uses_the_given_environment(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from burst_support import wait_until
 from cli_support import start_server
 from client_support import metric
 from conftest import log_entries, wait_for_entry, write_config
+from fastwebhook.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -69,6 +70,25 @@ def test_both_units_pass_systemd_analyze_verify(tmp_path):
     for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "DynamicUser=yes",
                  "StateDirectory=fastwebhook", "LimitNOFILE="):
         assert line in service
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_socket_unit_listens_where_the_config_does_by_default_on_loopback(tmp_path):
+    """Socket activation must not open the admin API and /metrics to the network: the address
+    is read the way systemd reads it (verify's debug output dumps the loaded unit)."""
+    executable = Path(sys.executable).parent / "fastwebhook"
+    for unit in ("fastwebhook.service", "fastwebhook.socket"):
+        text = (REPO / "systemd" / unit).read_text()
+        (tmp_path / unit).write_text(text.replace("/usr/local/bin/fastwebhook", str(executable)))
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "fastwebhook.socket")],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, SYSTEMD_LOG_LEVEL="debug"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    dump = done.stdout.split("-> Unit fastwebhook.socket:", 1)[1].split("-> Unit ", 1)[0]
+    listening = [line.split(":", 1)[1].strip() for line in dump.splitlines() if line.strip().startswith("ListenStream:")]
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    default = load_config(str(empty)).server.listen
+    assert listening == [f"{host}:{port}" for host, port in default] == ["127.0.0.1:8080"], dump
 
 
 # --- notify ----------------------------------------------------------------------------------
