@@ -27,7 +27,8 @@ import orjson
 
 import payload
 from fastwebhook.service.maintenance import PURGE_FIRST
-from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
+from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store.sqlite_connector import SqliteConnector
 from load import BENCH_DIR, Receiver, fastwebhook, run_wrk, running, say
 
 PURGE = Receiver("purge", "fastwebhook-commit, 7-day retention, a store full of expired executions",

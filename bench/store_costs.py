@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastwebhook.core.ids import new_id  # noqa: E402
 from fastwebhook.store.rows import Delivery, StoredRequest  # noqa: E402
-from fastwebhook.store.sqlite import SqliteConnector, SqliteStore  # noqa: E402
+from fastwebhook.store.sqlite import SqliteStore  # noqa: E402
+from fastwebhook.store.sqlite_connector import SqliteConnector  # noqa: E402
 
 BODY = b"x" * 1160
 HEADERS = [("host", "127.0.0.1"), ("content-type", "application/json"), ("x-github-event", "push"),

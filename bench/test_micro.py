@@ -201,7 +201,8 @@ def test_whole_batch_of_64_commit_durability(benchmark, tmp_path):
 
     from fastwebhook.service.app import WebhookApp
     from fastwebhook.service.service import Service
-    from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
+    from fastwebhook.store.sqlite import SqliteStore
+    from fastwebhook.store.sqlite_connector import SqliteConnector
 
     path = tmp_path / "config.toml"
     path.write_text(CONFIG.replace('durability = "memory"', 'durability = "commit"'))

@@ -13,12 +13,14 @@ def open_store(storage: StorageConfig, *, shared: bool = False) -> Store:
     processes of this server write to it."""
     url = storage.url
     if url.startswith("sqlite://"):
-        from .sqlite import SqliteConnector, SqliteStore  # noqa: PLC0415
+        from .sqlite import SqliteStore  # noqa: PLC0415
+        from .sqlite_connector import SqliteConnector  # noqa: PLC0415
 
         synchronous = "FULL" if storage.durability == Durability.COMMIT else "NORMAL"
         return SqliteStore(SqliteConnector(sqlite_file(storage) or ":memory:", synchronous=synchronous,
                                            shared=shared, statement_timeout=storage.statement_timeout))
-    from .postgres import PostgresConnector, PostgresStore  # noqa: PLC0415
+    from .postgres import PostgresStore  # noqa: PLC0415
+    from .postgres_connector import PostgresConnector  # noqa: PLC0415
 
     return PostgresStore(PostgresConnector(url, statement_timeout=storage.statement_timeout))
 
@@ -38,7 +40,7 @@ async def reach_store(storage: StorageConfig) -> None:
     """Raise StoreError when the database server `storage.url` names cannot be reached (a
     SQLite file needs no server: nothing to do, and nothing is created)."""
     if storage.url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresConnector  # noqa: PLC0415
+        from .postgres_connector import PostgresConnector  # noqa: PLC0415
 
         await PostgresConnector(storage.url).reach()
 

@@ -24,7 +24,8 @@ from conftest import ChildServer, start_server, write_config
 from fastwebhook.core.errors import StoreError
 from fastwebhook.store.rows import Delivery, Final, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
-from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
+from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store.sqlite_connector import SqliteConnector
 from durability_support import CHILD_CONFIG, FINAL, HOOK, child_config, executions_by_delivery, post, query, terminate
 from store_support import ids, none_in_memory, runs_something
 

@@ -15,7 +15,7 @@ import uuid
 from burst_support import burst, rss_kib, wait_until
 from client_support import request
 from conftest import write_config
-from fastwebhook.store.sqlite import CACHE_KIB
+from fastwebhook.store.sqlite_connector import CACHE_KIB
 from durability_support import child_config, executions_by_delivery, post, query, terminate, unfinished, wait_all_final
 
 QUEUED_CONFIG = """

@@ -23,7 +23,8 @@ from fastwebhook.core.errors import ConstraintError
 from fastwebhook.core.ids import to_text
 from fastwebhook.store import open_store
 from fastwebhook.store.rows import Effect, Job, StoredRequest
-from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
+from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store.sqlite_connector import SqliteConnector
 from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import MAX_BATCH, Effects
 from fastwebhook.workflow.resources import Resources

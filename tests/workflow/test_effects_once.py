@@ -10,7 +10,8 @@ import threading
 from burst_support import burst, wait_until
 from fastwebhook.core.errors import ConstraintError
 from fastwebhook.store.rows import Effect, Job
-from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
+from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store.sqlite_connector import SqliteConnector
 from fastwebhook.workflow.collections import Collection
 from fastwebhook.workflow.effects import Effects
 from conftest import write_config
