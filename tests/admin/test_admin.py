@@ -9,11 +9,11 @@ import http.client
 import json
 import os
 import re
-import time
 
 import pytest
 
 from cli_support import fastwebhook
+from wait_support import wait_for
 
 TOKEN = {"Authorization": "Bearer test-token"}
 WORKFLOWS = """
@@ -63,15 +63,6 @@ def admin(server, path: str, headers: dict | None = TOKEN):
 def send(server, path: str, data: dict | None = None, headers: dict | None = None):
     return call(server, "POST", path, json.dumps(data or {}).encode(),
                 {"Content-Type": "application/json", **(headers or {})})
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from fastwebhook.store.reads import Reads
 from fastwebhook.store.sqlite import SqliteConnector, SqliteStore
 from durability_support import CHILD_CONFIG, FINAL, HOOK, child_config, executions_by_delivery, post, query, terminate
 from store_support import ids, none_in_memory, runs_something
+from wait_support import wait_for
 
 
 class Load:
@@ -70,19 +71,18 @@ class Load:
                 elif 200 <= status < 300:
                     self.odd.append((delivery, status, body))
             if self.pause:
-                time.sleep(self.pause)
+                time.sleep(self.pause)   # a sender pacing itself
 
 
 def wait_until_final(db: Path, acked: dict[str, str], timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def pending(found: dict) -> list[str]:
+        return [d for d in acked if not any(s in FINAL for _, s, _ in found.get(d, []))]
+
+    def all_final() -> dict | None:
         found = executions_by_delivery(db)
-        pending = [d for d in acked if not any(s in FINAL for _, s, _ in found.get(d, []))]
-        if not pending:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{len(pending)} acknowledged executions never finished, e.g. {pending[:3]}")
-        time.sleep(0.1)
+        return None if pending(found) else found
+    return wait_for(all_final, timeout, step=0.05, failure=lambda: f"acknowledged executions never finished, "
+                                                                   f"e.g. {pending(executions_by_delivery(db))[:3]}")
 
 
 # --- kill -9 mid-load -------------------------------------------------------------------------
@@ -424,12 +424,11 @@ def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
     with_store_path(db, leave_work)
     running = start_server(config)
     try:
-        deadline = time.monotonic() + 10
-        while True:
+        def all_three_final() -> list | None:
             rows = query(db, "SELECT status, attempts FROM executions ORDER BY id")
-            if (len(rows) == 3 and all(status in FINAL for status, _ in rows)) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return rows if len(rows) == 3 and all(status in FINAL for status, _ in rows) else None
+        rows = wait_for(all_three_final, 10,
+                        failure=lambda: f"not all final: {query(db, 'SELECT status, attempts FROM executions')}")
         assert rows == [("resolved", 2), ("resolved", 2), ("resolved", 1)]
     finally:
         running.stop()
