@@ -25,16 +25,16 @@ from wait_support import wait_for
 from fastwebhook.config.loader import load_config
 from fastwebhook.process.server import Server
 
-BASE_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "warning"
-[admin]
-token = "test-token"
-"""
+
+def base_config(*, server: str = "", log: str = 'level = "warning"', admin: str = "") -> str:
+    """The [server], [storage], [log] and [admin] tables write_config puts before a body that has
+    none, with more settings (TOML lines) in [server] and [admin], or [log] as given: for a test
+    that needs one of them changed.  `{db}` is left for write_config to fill."""
+    return (f'\n[server]\nlisten = ["127.0.0.1:0"]\n{server}\n[storage]\nurl = "sqlite:///{{db}}"\n'
+            f'[log]\n{log}\n[admin]\ntoken = "test-token"\n{admin}\n')
+
+
+BASE_CONFIG = base_config()
 
 
 def write_config(tmp_path: Path, body: str, db_name: str = "fastwebhook.db") -> Path:

@@ -15,6 +15,7 @@ import pytest
 
 from burst_support import wait_until
 from client_support import Answer, post_json, request
+from conftest import base_config
 from wait_support import wait_for
 from fastwebhook.admin.api import list_executions
 from fastwebhook.verify import sign
@@ -22,21 +23,10 @@ from fastwebhook.verify import sign
 SECRET = "s3cret-for-tests"
 ADMIN = {"Authorization": "Bearer test-token"}
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
+CONFIG = base_config(server="""
 read_timeout = "2s"
 keepalive_timeout = "2s"
-
-[storage]
-url = "sqlite:///{db}"
-
-[log]
-level = "warning"
-
-[admin]
-token = "test-token"
-
+""") + """
 [workflows.plain]
 path = "/plain"
 

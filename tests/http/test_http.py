@@ -16,25 +16,15 @@ import orjson
 import pytest
 
 from fastwebhook.admin.api import list_executions, list_requests
+from conftest import base_config
 from wait_support import wait_for
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
+CONFIG = base_config(server="""
 max_header_size = "2KiB"
 max_body_size = "8KiB"
 read_timeout = "1s"
 keepalive_timeout = "1s"
-
-[storage]
-url = "sqlite:///{db}"
-
-[log]
-level = "warning"
-
-[admin]
-token = "test-token"
-
+""") + """
 [workflows.hook]
 path = "/hook"
 

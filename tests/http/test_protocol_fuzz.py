@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from fastwebhook.http.messages import Response
 from fastwebhook.http.protocol import HttpProtocol, Limits
+from conftest import base_config
 from wait_support import wait_for
 
 LIMITS = Limits(max_header_size=2048, max_body_size=4096, read_timeout=5.0, keepalive_timeout=10.0)
@@ -573,23 +574,12 @@ def test_connection_lost_with_answers_pending_drops_them_quietly():
 
 # --- the real server, over real sockets ---------------------------------------------------------
 
-SERVER_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
+SERVER_CONFIG = base_config(server="""
 max_header_size = "2KiB"
 max_body_size = "4KiB"
 read_timeout = "1s"
 keepalive_timeout = "1s"
-
-[storage]
-url = "sqlite:///{db}"
-
-[log]
-level = "warning"
-
-[admin]
-token = "test-token"
-
+""") + """
 [workflows.hook]
 path = "/hook"
 

@@ -9,16 +9,9 @@ import signal
 import orjson
 
 from client_support import post_json, request
-from conftest import wait_for_entry, write_config
+from conftest import base_config, wait_for_entry, write_config
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "info"
-{access}
+CONFIG = base_config(log='level = "info"\n{access}') + """
 [workflows.hook]
 path = "/hook"
 [workflows.gh]
