@@ -240,27 +240,31 @@ def test_dedup_survives_a_restart(serve, tmp_path):
 
 
 def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
-    body = CHILD_CONFIG % {"workers": 4, "ttl": "2s"}
+    ttl = 2.0
+    body = CHILD_CONFIG % {"workers": 4, "ttl": f"{ttl:g}s"}
     first = serve(body)
     conn = http.client.HTTPConnection(first.host, first.port, timeout=5)
-    sent = time.monotonic()
+    sent = time.monotonic()   # the key expires no sooner than ttl after this
     assert post(conn, "short-lived")[0] == 202
     conn.close()
     first.stop()
     second = serve(body)
-    assert time.monotonic() - sent < 1.5, "the restart was too slow for this test"
     conn = http.client.HTTPConnection(second.host, second.port, timeout=5)
-    answers = []
+    answers = []   # (seconds since `sent` the repeat was sent, status, its answer's status)
 
     def accepted() -> bool:   # a repeat within the ttl is a duplicate, and costs nothing more
+        asked = time.monotonic() - sent
         status, answer = post(conn, "short-lived")
-        answers.append((status, answer["status"]))
+        answers.append((asked, status, answer["status"]))
         return status == 202
     assert wait_until(accepted, timeout=10, step=0.05), answers
     waited = time.monotonic() - sent
     conn.close()
-    assert answers[0] == (200, "duplicate"), "after the restart, within its ttl, the key still holds"
-    assert answers[-1] == (202, "queued") and waited >= 2.0, "accepted again once the ttl passed, not before"
+    # Judged by when each repeat was sent, not by how fast the restart was (a loaded machine's
+    # restart can take most of the ttl): every repeat sent within it is a duplicate.
+    within = [(status, told) for asked, status, told in answers if asked < ttl]
+    assert within == [(200, "duplicate")] * len(within), f"after the restart, within its ttl, the key holds: {answers}"
+    assert answers[-1][1:] == (202, "queued") and waited >= ttl, "accepted again once the ttl passed, not before"
 
 
 # --- the store's intake, claims, leases and dedup, unit level (real SQLite file) ---------------
