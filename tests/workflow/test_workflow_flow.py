@@ -50,13 +50,15 @@ body = "got {{$context.data.seq}}"
 
 
 def test_past_sync_timeout_the_caller_gets_202_and_the_execution_goes_on(serve, endpoint):
-    endpoint.replies = [Reply(delay=0.8)]
+    released = threading.Event()
+    endpoint.replies = [Reply(hold=released)]   # the call answers only once the caller has its answer
     running = serve("""
 [workflows.w]
 mode = "sync"
 sync_timeout = "200ms"
 """ + slow_call(endpoint.url))
     answer = post_json(running, "/api/webhooks/w", {"seq": 1})
+    released.set()
     assert answer.status == 202
     body = answer.json()
     assert body["status"] == "started" and answer.headers["x-execution-id"] == body["execution_id"]
@@ -65,7 +67,8 @@ sync_timeout = "200ms"
 
 
 def test_on_sync_timeout_error_answers_504(serve, endpoint):
-    endpoint.replies = [Reply(delay=0.6)]
+    released = threading.Event()
+    endpoint.replies = [Reply(hold=released)]
     running = serve("""
 [workflows.w]
 mode = "sync"
@@ -73,6 +76,7 @@ sync_timeout = "150ms"
 on_sync_timeout = "error"
 """ + slow_call(endpoint.url))
     answer = post_json(running, "/api/webhooks/w", {"seq": 1})
+    released.set()
     assert answer.status == 504 and answer.json()["status"] == "started"
     assert wait_for_execution(running, answer.json()["execution_id"])["status"] == "resolved"
 
