@@ -16,13 +16,20 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, *, step: float =
              failure: str | Callable[[], str] = "the condition never held") -> T:
     """The first truthy value of `condition()`, asked every `step` s until `timeout` has passed;
     then AssertionError with `failure` (a callable is asked only then, e.g. for a log's tail)."""
+    value = wait_until(condition, timeout, step)
+    if not value:
+        raise AssertionError(f"{failure() if callable(failure) else failure} (waited {timeout} s)")
+    return value
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, step: float = 0.1) -> T:
+    """`wait_for` that gives the last value back instead of failing, for a caller that asserts
+    with a message of its own (`assert wait_until(...), what_was_seen`)."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
-        if value:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
             return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{failure() if callable(failure) else failure} (waited {timeout} s)")
         time.sleep(step)
 
 
