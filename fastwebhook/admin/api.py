@@ -17,7 +17,7 @@ from ..core.ids import new_id
 from ..store import StatementTimeout, Store
 from ..store.reads import Reads
 from ..store.rows import Delivery, Status
-from .stored import Refused, StoredWorkflows, summary
+from .stored import Refused, StoredWorkflows, detail, summary
 from ..workflow.collections import RecordError, filter_terms
 
 MAX_LIMIT = 1000
@@ -218,8 +218,8 @@ class AdminApi:
             case [] if method == "POST":
                 return Response.json(201, await workflows.create(_json_body(request)))
             case [key] if method == "GET":
-                found = await workflows.get(key) if workflows else next(
-                    (w for w in list_workflows(self.config) if w["key"] == key), None)
+                found = await workflows.get(key) if workflows else (
+                    detail(self.config.workflows[key]) if key in self.config.workflows else None)
                 return Response.json(200, found) if found else Response.error(404, f"no workflow {key!r}")
             case [key] if method == "PUT":
                 saved, created = await workflows.put(key, _json_body(request))

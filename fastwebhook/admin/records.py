@@ -43,6 +43,8 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
     }
     if record.duplicate_of is not None:
         shown["duplicate_of"] = execution_id(record.duplicate_of)
+    if record.failure_of is not None:   # a failure workflow's execution: the failed one it reports
+        shown["failure_of"] = execution_id(record.failure_of)
     if record.jobs is not None:
         shown["jobs"] = [{
             "node": job.node, "type": job.type, "status": job.status,

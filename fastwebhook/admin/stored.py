@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from ..config.model import Config, Workflow
 from ..config.loader import with_stored
+from ..config.workflows import dangling_on_failure
 from ..door.context import REDACTED_HEADERS
 from ..store import Store
 
@@ -42,7 +43,20 @@ def summary(workflow: Workflow) -> dict:
     """What lists of workflows show (the API's and `fastwebhook workflows`)."""
     return {"key": workflow.key, "title": workflow.title, "path": workflow.path, "methods": list(workflow.methods),
             "mode": workflow.mode, "enabled": workflow.enabled, "verify": workflow.verify.scheme,
-            "version": workflow.version, "origin": workflow.origin}
+            "version": workflow.version, "origin": workflow.origin, "on_failure": workflow.on_failure or None}
+
+
+def detail(workflow: Workflow) -> dict:
+    """One workflow as its page shows it: the summary, and its nodes as the tree they run in."""
+    return {**summary(workflow), "nodes": node_tree(workflow.nodes)}
+
+
+def node_tree(nodes) -> list[dict]:
+    """Each node's key, type and title, in order; a condition's branches under "then" and "else"
+    (no settings: those may hold secrets, and `definition` shows a stored workflow's, redacted)."""
+    return [{"key": node.key, "type": node.type, "title": node.title,
+             **({"then": node_tree(node.then)} if node.then else {}),
+             **({"else": node_tree(node.otherwise)} if node.otherwise else {})} for node in nodes]
 
 
 def redacted(value: Any, headers: frozenset[str]) -> Any:
@@ -82,7 +96,7 @@ class StoredWorkflows:
         stored = await self.store.stored_workflows()
         if workflow is None and key not in stored:
             return None
-        found = summary(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
+        found = detail(workflow) if workflow is not None else {"key": key, "origin": "api", "enabled": False}
         if key in stored:
             found["definition"] = self._shown(stored[key])
             if workflow is None or workflow.origin != "api":   # stored, but not in force: say why
@@ -148,8 +162,10 @@ class StoredWorkflows:
         if create is False and key not in stored:
             raise Refused(404, f"no workflow {key!r}")
         trial, refused = with_stored(self.config_now(), {**stored, key: table})
-        if key in refused:
-            errors = [{"path": error.path, "message": error.message} for error in refused[key]]
+        # (its failure workflow must exist now; one deleted later is logged at the failure)
+        found = refused.get(key) or dangling_on_failure([trial.workflows[key]], trial.workflows)
+        if found:
+            errors = [{"path": error.path, "message": error.message} for error in found]
             raise Refused(422, f"workflow {key!r} was not saved: {len(errors)} error(s)", errors)
         new = key not in stored
         if not await self.store.put_workflow(key, table, self.clock(), create=new):

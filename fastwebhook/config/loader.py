@@ -25,7 +25,7 @@ from ..workflow.outbound import DEFAULT_DENY
 from .model import (Config, Durability, Known, OutboundConfig, QueueConfig, ServerConfig, StorageConfig,
                     Workflow)
 from .units import parse_duration, parse_size
-from .workflows import load_workflow
+from .workflows import dangling_on_failure, load_workflow
 
 DEFAULT_LOCATIONS = ("./config.toml", "/etc/fastwebhook/config.toml")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -294,6 +294,8 @@ class _Loader:
             workflow = load_workflow_table(self, key, table, path, server)
             if workflow is not None and self.claim_routes(workflow, claimed):
                 workflows[key] = workflow
+        # a failure workflow of the file's is the file's: `check` and a reload see it, the store's may be gone
+        self.errors.extend(dangling_on_failure(workflows.values(), tables.keys()))
         return workflows
 
     def claim_routes(self, workflow: Workflow, claimed: dict[tuple[str, str], str]) -> bool:

@@ -139,6 +139,7 @@ class Workflow:
     concurrency: int = 0
     max_queued: int = 0             # most of its executions in the queue; 0: a fair share (Config.share)
     public_url: str = ""
+    on_failure: str = ""            # the workflow an execution of this one that ends failed or error queues
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     response: ResponseConfig = field(default_factory=ResponseConfig)

@@ -23,7 +23,7 @@ from ..verify import SCHEMES, build_verifier, public_url_base
 WORKFLOW_FIELDS = {
     "title", "path", "methods", "mode", "enabled", "sync_timeout", "on_sync_timeout", "ip_allow",
     "max_body_size", "content_types", "rate_limit", "schema", "order_key", "concurrency",
-    "max_queued", "public_url", "verify", "dedup", "response", "nodes",
+    "max_queued", "public_url", "on_failure", "verify", "dedup", "response", "nodes",
 }
 NODE_COMMON_FIELDS = {"key", "type", "title", "ignore_fail", "then", "else"}
 _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -80,6 +80,7 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         concurrency=concurrency,
         max_queued=max_queued,
         public_url=_public_url(loader, t, path),
+        on_failure=loader.take(t, "on_failure", path, str, ""),
         verify=verify,
         dedup=_dedup(loader, loader.table(t, "dedup", path), f"{path}.dedup", verify),
         response=_response(loader, loader.table(t, "response", path), f"{path}.response"),
@@ -87,6 +88,13 @@ def load_workflow(loader, key: str, t: dict, path: str, server: ServerConfig) ->
         version=hashlib.sha256(orjson.dumps(t, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12],
     )
     return workflow if len(loader.errors) == errors_before else None
+
+
+def dangling_on_failure(workflows, keys) -> list[ConfigError]:
+    """An error for each of `workflows` whose `on_failure` names none of `keys` (a failure
+    workflow must exist when the failure comes: it is not looked for then)."""
+    return [ConfigError(f"workflows.{w.key}.on_failure", f"no workflow {w.on_failure!r} to run when this one fails")
+            for w in workflows if w.on_failure and w.on_failure not in keys]
 
 
 def _public_url(loader, t: dict, path: str) -> str:

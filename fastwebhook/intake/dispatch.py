@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from ..store import Store
-from ..store.rows import Claim, Final, Records, RequestLine
+from ..store.rows import Claim, Delivery, Final, Records, RequestLine
 from .balance import CLAIM_BATCH, Balance
 from .intake import Intake
 from .workers import WorkerPool
@@ -91,6 +91,12 @@ class Dispatcher:
 
     def add_jobs(self, jobs) -> None:
         self.records.jobs.extend(jobs)
+        self._wake.set()
+
+    def queue_alert(self, alert: Delivery) -> None:
+        """A failure workflow's delivery: written with its failed execution's final status
+        (so the two are in the store together or not at all), then claimed like any other."""
+        self.records.alerts.append(alert)
         self._wake.set()
 
     def log_request(self, line: RequestLine) -> None:
@@ -185,10 +191,13 @@ class Dispatcher:
                 return
             records, self.records = self.records, Records()
             try:
-                await self.store.record(records)
+                appended = await self.store.record(records)
             except BaseException:
                 self.records.merge_back(records)
                 raise
+            if appended:   # in the intake now: counted in the queue, and a claim takes them
+                self.intake.enqueued(appended)
+                self.poke_claim()
 
     async def renew(self) -> None:
         if self.pool.backlog:

@@ -28,6 +28,7 @@ from ..store.rows import FINAL, Claim, Delivery, Final, Status
 from ..workflow.resources import Resources
 from ..workflow.runner import Outcome, Run, job_rows, run_cohort
 from ..workflow.templates import render_value
+from .alerts import FAILING, alert_of
 from .dispatch import Dispatcher
 from .intake import Intake
 
@@ -130,6 +131,9 @@ class Executions:
                                                       [], None)
                 execution.run = None
             dispatcher.change(Final(delivery.id, Status(outcome.status), started, finished, outcome.error))
+            workflow = execution.workflow   # (a workflow without on_failure stops at its first test)
+            if workflow is not None and workflow.on_failure and outcome.status in FAILING and delivery.failure_of is None:
+                self._alert(execution, workflow.on_failure, finished)
         if jobs:
             dispatcher.add_jobs(jobs)
         self.intake.release_all(execution.delivery for execution in executions)
@@ -144,6 +148,18 @@ class Executions:
                     response = Response.json(500, {"execution_id": id_text, "status": "failed", "error": str(exc)},
                                              id_header(id_text))
                 reply.set_result(response)
+
+    def _alert(self, execution: _Execution, on_failure: str, now: float) -> None:
+        """The failure workflow's delivery, written with the failed execution's final status."""
+        target = self.config().workflows.get(on_failure)
+        if target is None:   # a stored one deleted since (the file's are checked at load)
+            log.error("a failed execution's on_failure names no workflow: no alert queued", extra={
+                "execution": execution.id_text, "workflow": execution.delivery.workflow, "on_failure": on_failure})
+            return
+        outcome = execution.outcome
+        node = outcome.jobs[-1].node if outcome.jobs else None   # where the run stopped
+        self.dispatcher.queue_alert(alert_of(execution.delivery, Status(outcome.status), outcome.error, node,
+                                             target, now))
 
     def _reply_for(self, delivery: Delivery, workflow: Workflow | None) -> asyncio.Future | None:
         """Where a sync delivery's answer goes: this process's waiting sender, or, with several

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from .dedup import DoorCache
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import Delivery
+from ..store.rows import ClaimCopies, Delivery
 
 log = logging.getLogger("fastwebhook.intake")
 
@@ -28,6 +28,9 @@ MAX_BATCH = 1000          # deliveries per append: bounds the latency of one com
 # Committed deliveries kept in memory for the claim; the rest are read back.  A claim keeping up
 # finds its batches here (a few of them); one that fell behind reads back whatever the size.
 WINDOW = 2048
+# ... and past those, claim copies of batches whose workflows run nothing (~250 bytes a delivery):
+# a backlog of such deliveries as deep as the default capacity resolves without a read-back.
+COPIES_WINDOW = 10_000
 # durability = "memory" answers before the commit only while less than one batch waits: past
 # that it answers after the commit, as "commit" does.  That bounds what a crash can lose and
 # what the process holds, and turns a store that falls behind into slower answers.
@@ -82,6 +85,9 @@ class Intake:
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
         self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
         self.window_size = 0
+        self.copies: dict[int, ClaimCopies] = {}       # ... past the window, those that run nothing
+        self.copies_size = 0
+        self.runs_nothing: Callable[[str], bool] = lambda workflow: False   # Service sets it
         self.replies: dict[bytes, asyncio.Future] = {}  # sync mode: where the answer goes
         self.on_committed: Callable[[], None] = lambda: None
         self.on_room: Callable[[], None] = lambda: None   # slots were released (the door admits)
@@ -139,6 +145,14 @@ class Intake:
             self._idle.clear()
         return Receipt(Offered.ACCEPTED, delivery.id) if answer_now else None
 
+    def enqueued(self, deliveries: list[Delivery]) -> None:
+        """Deliveries the work side put in the store's intake itself (failure workflows'):
+        they hold slots until they are final, as offered ones do.  They are not refused for a
+        full queue: each takes the slot its failed execution has just given back."""
+        self.depth += len(deliveries)
+        for delivery in deliveries:
+            self.queued[delivery.workflow] += 1
+
     def release(self, delivery: Delivery) -> None:
         """An execution became final (or never will run): its slot is free again."""
         self.depth -= 1
@@ -155,7 +169,8 @@ class Intake:
             self.on_room()
 
     def in_window(self, seq: int) -> list[Delivery] | None:
-        return self.window.get(seq)
+        """A committed batch, or its claim copies, if memory still holds it."""
+        return self.window.get(seq) or self.copies.get(seq)
 
     def claimed(self, finished: list[int], partial: tuple[int, list[Delivery]] | None) -> None:
         """A claim took these batches whole (they leave the window) and part of `partial`
@@ -164,9 +179,18 @@ class Intake:
             batch = self.window.pop(seq, None)
             if batch is not None:
                 self.window_size -= len(batch)
-        if partial is not None and partial[0] not in self.window:
-            self.window[partial[0]] = partial[1]
-            self.window_size += len(partial[1])
+            copies = self.copies.pop(seq, None)
+            if copies is not None:
+                self.copies_size -= len(copies)
+        if partial is not None:
+            seq, batch = partial
+            if isinstance(batch, ClaimCopies):
+                if seq not in self.copies:
+                    self.copies[seq] = batch
+                    self.copies_size += len(batch)
+            elif seq not in self.window:
+                self.window[seq] = batch
+                self.window_size += len(batch)
 
     # -- the group commit -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -190,20 +214,19 @@ class Intake:
                 self.in_flight, self.committing = 0, []
 
     async def _commit(self, batch: list[Delivery], settles: list[Settle | None]) -> None:
-        if self.unchecked:
-            batch, settles = await self._drop_held(batch, settles)
-            if not batch:
-                return
         started = time.perf_counter()
-        replies = self.replies   # a sync sender waits here: this host claims that batch (held_by)
-        waiting = bool(replies) and any(d.id in replies for d in batch)
-        seq = await self.store.append(batch, held_by=self.owner if waiting else None)
+        seq, batch, settles = await self._append(batch, settles)
+        if seq is None:
+            return
         self.healthy = True
         self.metrics.store_commit.observe(time.perf_counter() - started)
         self.metrics.store_batch.observe(len(batch))
         if self.window_size + len(batch) <= WINDOW:
             self.window[seq] = batch
             self.window_size += len(batch)
+        elif self.copies_size + len(batch) <= COPIES_WINDOW and all(self.runs_nothing(d.workflow) for d in batch):
+            self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
+            self.copies_size += len(batch)
         _call(self.on_committed)
         for delivery, settle in zip(batch, settles):
             waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
@@ -215,13 +238,29 @@ class Intake:
                 for waiter in waiters:
                     _call(waiter, duplicate)
 
-    async def _drop_held(self, batch, settles):
-        """Other processes or hosts take keys too: check the batch's misses against the shared index."""
-        hashes = [d.dedup_hash for d in batch if d.dedup_hash in self.unchecked]
-        self.unchecked.difference_update(hashes)
-        held = await self.store.held_keys(sorted(set(hashes)), self.clock()) if hashes else {}
-        if not held:
-            return batch, settles
+    async def _append(self, batch: list[Delivery], settles: list[Settle | None]):
+        """The batch as one append: (its seq, what was appended).  Where other processes or hosts
+        take keys too, the batch's misses of the window are checked against the shared index in
+        the same round trip; repeats found there are answered and dropped, the rest appended
+        (seq None: nothing was left)."""
+        hashes = sorted({d.dedup_hash for d in batch if d.dedup_hash in self.unchecked}) if self.unchecked else None
+        if hashes:
+            self.unchecked.difference_update(hashes)
+            seq, held = await self.store.append_unless_held(batch, hashes, self.clock(), self._held_by(batch))
+            if seq is not None:
+                return seq, batch, settles
+            batch, settles = self._drop_held(batch, settles, held)
+            if not batch:
+                return None, batch, settles
+        return await self.store.append(batch, held_by=self._held_by(batch)), batch, settles
+
+    def _held_by(self, batch: list[Delivery]) -> str | None:
+        """This host, if a sync sender waits here for one of the batch (it claims that batch)."""
+        replies = self.replies
+        return self.owner if replies and any(d.id in replies for d in batch) else None
+
+    def _drop_held(self, batch: list[Delivery], settles: list[Settle | None], held: dict[int, bytes]):
+        """Answer the repeats of keys the shared index holds for another execution; keep the rest."""
         kept, kept_settles = [], []
         for delivery, settle in zip(batch, settles):
             original = held.get(delivery.dedup_hash)

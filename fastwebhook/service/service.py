@@ -67,6 +67,7 @@ class Service:
                                      self.metrics, clock)
         self.pool.execute_cohort, self.dispatcher.settled = self.executions.execute_cohort, self.executions.settled
         self.intake.owner = self.dispatcher.owner
+        self.intake.runs_nothing = self.dispatcher.runs_nothing
         # the door's admission and what the triggers share
         self.admission = Admission(self.intake, self.metrics, self.dispatcher.log_request, config.queue.hold,
                                    _shares(config))
@@ -104,7 +105,7 @@ class Service:
         self.order_keys = _order_keys(config)
         if self.pool.gate is None:   # a gate that has nothing to do costs little: it stays
             self.pool.gate = self._gate(config)
-        self.dispatcher.runs_nothing = _runs_nothing(config)
+        self.intake.runs_nothing = self.dispatcher.runs_nothing = _runs_nothing(config)
         self.resources.channels, self.resources.collections = config.channels, config.collections
         self.admission.use(self.admission.hold_for, _shares(config))   # [queue] hold takes a restart
 

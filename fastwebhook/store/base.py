@@ -17,7 +17,7 @@ import orjson
 
 from ..core.errors import StoreError
 from . import batch_codec
-from .rows import (Claim, Delivery, Effect, ExecutionRecord, Final, Job, Records,
+from .rows import (Claim, ClaimCopies, Delivery, Effect, ExecutionRecord, Final, Job, Records,
                    RequestLine, Status, StoredRequest)
 
 
@@ -58,6 +58,17 @@ def placeholders(count: int) -> str:
     return ",".join("?" * count)
 
 
+def held_in_memory(in_memory: Callable[[int], list[Delivery] | None], seq: int,
+                   runs_nothing: Callable[[str], bool]) -> list[Delivery] | None:
+    """Intake batch `seq` as the claimer's memory holds it, if that is enough for a claim: claim
+    copies are not, once a delivery among them has something to run (a reload gave its workflow
+    nodes): that batch is read back."""
+    batch = in_memory(seq)
+    if isinstance(batch, ClaimCopies) and not all(runs_nothing(d.workflow) for d in batch):
+        return None
+    return batch
+
+
 class Store:
     shared_by_hosts = False     # several hosts on one database (PostgreSQL): they follow each other
 
@@ -78,6 +89,16 @@ class Store:
         """Of these dedup hashes, those the unique index holds for a live execution."""
         raise NotImplementedError
 
+    async def append_unless_held(self, deliveries: list[Delivery], hashes: list[int], now: float,
+                                 held_by: str | None = None) -> tuple[int | None, dict[int, bytes]]:
+        """`append`, unless the unique index holds one of `hashes` (keys other processes or hosts
+        may have taken) for a live execution: then nothing is appended and those keys come back
+        with their executions.  (A dialect may do both in one round trip.)"""
+        held = await self.held_keys(hashes, now)
+        if held:
+            return None, held
+        return await self.append(deliveries, held_by), {}
+
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory: Callable[[int], list[Delivery] | None],
                     runs_nothing: Callable[[str], bool]) -> Claim:
@@ -93,8 +114,11 @@ class Store:
     async def renew(self, owner: str, lease_until: float) -> None:
         raise NotImplementedError
 
-    async def record(self, records: Records) -> None:
-        """Status changes, jobs and request-log lines, in one transaction."""
+    async def record(self, records: Records) -> list[Delivery]:
+        """Status changes, jobs and request-log lines, in one transaction; and in it, each of
+        `records.alerts` (a failure workflow's delivery) appended to the intake as a batch of
+        its own if, and only if, this transaction is the one that makes its failed execution
+        final (another attempt may have done so first).  Returns the alerts appended."""
         raise NotImplementedError
 
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],

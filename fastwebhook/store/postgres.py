@@ -32,7 +32,7 @@ import asyncpg
 from ..core.errors import ConstraintError, StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .base import StatementTimeout, Store
+from .base import StatementTimeout, Store, held_in_memory
 from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sql import queries
 
@@ -342,6 +342,17 @@ class PostgresStore(Store):
     async def held_keys(self, hashes: list[int], now: float) -> dict[int, bytes]:
         return dict(await self.db.fetch(self.sql["find_dedup"], (now, hashes)))
 
+    async def append_unless_held(self, deliveries: list[Delivery], hashes: list[int], now: float,
+                                 held_by: str | None = None) -> tuple[int | None, dict[int, bytes]]:
+        """One round trip (the check and the append were two, each acknowledgement waiting on both)."""
+        blob = batch_codec.encode(deliveries)
+        first, last = deliveries[0], deliveries[-1]
+        rows = await self.db.fetch(self.sql["append_unless_held"], (
+            first.id, last.id, first.request.received_at, len(deliveries), blob, held_by, now, hashes))
+        if len(rows) == 1 and rows[0][0] is not None:
+            return rows[0][0], {}
+        return None, {hash_: execution for _, hash_, execution in rows}
+
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory, runs_nothing) -> Claim:
         """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, as many
@@ -367,7 +378,7 @@ class PostgresStore(Store):
             total += count
         if not wanted:
             return claim, None
-        held = {seq: batch for seq in wanted if (batch := in_memory(seq)) is not None}
+        held = {seq: batch for seq in wanted if (batch := held_in_memory(in_memory, seq, runs_nothing)) is not None}
         async with self.db.transaction() as session:
             picked = await session.fetch(self.sql["claim_pick"], (wanted, list(held)))
             taken: list[tuple[int, int, Delivery]] = []
@@ -420,14 +431,26 @@ class PostgresStore(Store):
     async def renew(self, owner: str, lease_until: float) -> None:
         await self.db.execute(self.sql["renew"], (max(0.0, lease_until - time.time()), owner))
 
-    async def record(self, records: Records) -> None:
+    async def record(self, records: Records) -> list[Delivery]:
         finals = list(zip(*[(f.id, f.status.value, f.started_at, f.finished_at, f.error)
                             for f in records.finals.values()])) or [()] * 5
         jobs = list(zip(*[(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs,
                            j.duration_ms) for j in records.jobs])) or [()] * 9
         requests = list(zip(*[(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size,
                                r.duration_ms, r.request_id, r.execution) for r in records.requests])) or [()] * 11
-        await self.db.fetch(self.sql["record_apply"], tuple(list(column) for column in (*finals, *jobs, *requests)))
+        params = tuple(list(column) for column in (*finals, *jobs, *requests))
+        if not records.alerts:
+            await self.db.fetch(self.sql["record_apply"], params)
+            return []
+        # Alerts first, in the same transaction: their failed executions' rows are locked, so
+        # an attempt of another host that makes one final first leaves this one out.
+        async with self.db.transaction() as session:
+            appended = {row[0] for row in await session.fetch(self.sql["alerts_apply"], (
+                [d.failure_of for d in records.alerts], [d.id for d in records.alerts],
+                [d.request.received_at for d in records.alerts],
+                [batch_codec.encode_alert(d) for d in records.alerts]))}
+            await session.fetch(self.sql["record_apply"], params)
+        return [d for d in records.alerts if d.id in appended]
 
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
                           now: float) -> tuple[int, int, bool]:

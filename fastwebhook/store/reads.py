@@ -64,17 +64,17 @@ class Reads:
     async def _record(self, row: tuple, with_request: bool = True) -> ExecutionRecord:
         (id_, workflow, version, status, dedup_key, duplicate_of, created, started, finished,
          attempts, error, seq, index) = row
-        request, body = None, b""
+        request, body, failure_of = None, b"", None
         if with_request:
             fetched = await self._read("intake_batch", (seq,))
             if fetched:
                 deliveries = batch_codec.decode(fetched[0][0], only=index)
                 if deliveries:
-                    request, body = deliveries[0].request, deliveries[0].body
+                    request, body, failure_of = deliveries[0].request, deliveries[0].body, deliveries[0].failure_of
         return ExecutionRecord(id_, workflow, version, Status(status), dedup_key, duplicate_of, created,
-                               started, finished, attempts, error, request, body)
+                               started, finished, attempts, error, request, body, failure_of=failure_of)
 
 
 def _queued(d: Delivery, jobs: list | None) -> ExecutionRecord:
     return ExecutionRecord(d.id, d.workflow, d.version, Status.QUEUED, d.dedup_key, None,
-                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs)
+                           d.request.received_at, None, None, 0, None, d.request, d.body, jobs, d.failure_of)

@@ -35,7 +35,7 @@ import aiosqlite
 from ..core.errors import ConstraintError, StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .base import StatementTimeout, Store, placeholders
+from .base import StatementTimeout, Store, held_in_memory, placeholders
 from .rows import TRANSITIONS, Claim, Delivery, Records
 from .sql import queries
 
@@ -606,7 +606,7 @@ class SqliteStore(Store):
         taken: list[tuple[int, int, Delivery]] = []
         new_cursor, new_partial, finished, left = cursor, partial, [], None
         for seq in seqs:
-            batch = in_memory(seq)
+            batch = held_in_memory(in_memory, seq, runs_nothing)
             if batch is None:
                 fetched = await db.fetch(self.sql["intake_batch"], (seq,))
                 batch = batch_codec.decode(fetched[0][0])
@@ -669,19 +669,32 @@ class SqliteStore(Store):
             await db.execute(self.sql["renew"], (lease_until, owner))
 
     # -- records, in batches --------------------------------------------------------------------
-    async def record(self, records: Records) -> None:
+    async def record(self, records: Records) -> list[Delivery]:
         """Status changes, jobs and request-log lines in one transaction, written by one script
         (one thread crossing) from staged rows; a change the transition table does not allow is
-        left out."""
+        left out.  Alerts (failure workflows' deliveries) go into the intake in that script,
+        before the changes, for the failed executions it makes final; records without any
+        run the plain script, at no cost of theirs."""
         finals = [(f.id, f.status.value, f.started_at, f.finished_at, f.error) for f in records.finals.values()]
         jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
                 for j in records.jobs]
         requests = [(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
                      r.request_id, r.execution) for r in records.requests]
-        await self.db.stage(self.sql["record_clear"], [(self.sql["stage_final"], finals),
-                                                       (self.sql["stage_job"], jobs),
-                                                       (self.sql["stage_request"], requests)])
-        await self.db.script(self.sql["record_apply"])
+        staged = [(self.sql["stage_final"], finals), (self.sql["stage_job"], jobs),
+                  (self.sql["stage_request"], requests)]
+        if not records.alerts:
+            await self.db.stage(self.sql["record_clear"], staged)
+            await self.db.script(self.sql["record_apply"])
+            return []
+        alerts = [(d.failure_of, d.id, d.request.received_at, batch_codec.encode_alert(d)) for d in records.alerts]
+        await self.db.stage(self.sql["record_clear"] + "\n" + self.sql["alerts_clear"],
+                            [*staged, (self.sql["stage_alert"], alerts)])
+        await self.db.script(self.sql["record_apply"].replace("BEGIN IMMEDIATE;", self.sql["alerts_apply"], 1))
+        try:
+            appended = {row[0] for row in await self.db.fetch(self.sql["alerts_appended"])}
+        except StoreError:   # committed: raising would have the records written twice
+            return list(records.alerts)   # (at worst the queue's depth counts one too many)
+        return [d for d in records.alerts if d.id in appended]
 
     # -- retention ------------------------------------------------------------------------------
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],

@@ -76,15 +76,19 @@ def test_a_form_submission_creates_the_customer_assigns_an_owner_and_emails_a_co
     assert len(inbox.mails) == 2
 
 
-def push(running, ref: str) -> dict:
-    body = orjson.dumps({"ref": ref, "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-                         "repository": {"full_name": "octo/app"}, "pusher": {"name": "octocat"}})
+def deliver(running, event: str, payload: dict) -> dict:
+    body = orjson.dumps(payload)
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     answer = request(running, "POST", "/api/webhooks/github-deploy", body,
                      {"Content-Type": "application/json", "X-Hub-Signature-256": signature,
-                      "X-GitHub-Delivery": str(uuid.uuid4()), "X-GitHub-Event": "push"})
+                      "X-GitHub-Delivery": str(uuid.uuid4()), "X-GitHub-Event": event})
     assert answer.status == 202, answer.body
     return wait_for_execution(running, answer.json()["execution_id"])
+
+
+def push(running, ref: str) -> dict:
+    return deliver(running, "push", {"ref": ref, "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+                                     "repository": {"full_name": "octo/app"}, "pusher": {"name": "octocat"}})
 
 
 def test_a_push_to_main_calls_the_deploy_endpoint_and_tells_the_team(demo):
@@ -110,6 +114,15 @@ def test_a_push_to_another_branch_deploys_nothing(demo):
     assert execution["status"] == "resolved"
     assert [job["node"] for job in execution["jobs"]] == ["branch", "is_main"]
     assert execution["jobs"][1]["result"] is False
+    assert endpoint.received == [] and records(running, "deployments") == []
+
+
+def test_githubs_ping_ends_resolved_and_calls_nothing(demo):
+    """The first delivery GitHub sends a new webhook has no `ref`: it must not fail."""
+    running, _, endpoint = demo
+    execution = deliver(running, "ping", {"zen": "Design for failure.", "hook_id": 1})
+    assert execution["status"] == "resolved", execution
+    assert [(job["node"], job["result"]) for job in execution["jobs"]] == [("branch", None), ("is_main", False)]
     assert endpoint.received == [] and records(running, "deployments") == []
 
 

@@ -19,7 +19,7 @@ import pytest
 from fastwebhook.config.model import StorageConfig
 from fastwebhook.core.errors import ConstraintError, StoreError
 from fastwebhook.store import StatementTimeout, open_store
-from fastwebhook.store.rows import Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
+from fastwebhook.store.rows import ClaimCopies, Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
 from store_support import POSTGRES, ids, none_in_memory, postgres_reachable, runs_something
@@ -104,6 +104,36 @@ def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_k
         later = await store.claim("me", now + 50, now + 80, 10, none_in_memory, runs_something)
         assert ids(later.run) == [5] and ids(d for d, _ in later.duplicates) == [4]
         assert await store.held_keys([7, 8, 9], now + 60) == {7: (1).to_bytes(16, "big"), 8: (5).to_bytes(16, "big")}
+        # the append of a batch whose keys another host may have taken: nothing, while one is held
+        before = await store.unfinished()
+        assert await store.append_unless_held([delivery(6, dedup=9), delivery(7, dedup=8)], [8, 9], now + 60) == \
+            (None, {8: (5).to_bytes(16, "big")})
+        assert await store.unfinished() == before
+        seq, held = await store.append_unless_held([delivery(6, dedup=9)], [9], now + 60)
+        assert seq is not None and held == {} and await store.unfinished() == before + 1
+
+    run(url, scenario)
+
+
+def test_claim_copies_resolve_what_runs_nothing_and_a_batch_with_work_is_read_back_whole(url):
+    """The intake keeps claim copies (no headers, no body) of batches whose workflows run nothing;
+    a claim resolves those from memory, but one that finds work among them (a reload gave the
+    workflow nodes) runs it on the stored request, read back."""
+    async def scenario(store):
+        now = time.time()
+        first, second = [delivery(n, dedup=n, dedup_expires=now + 600) for n in (1, 2, 3)], \
+            [delivery(n, dedup=n, dedup_expires=now + 600) for n in (4, 5)]
+        held = {await store.append(first): ClaimCopies(d.claim_copy() for d in first),
+                await store.append(second): ClaimCopies(d.claim_copy() for d in second)}
+        assert all(not d.body and not d.request.headers for copies in held.values() for d in copies)
+        resolved = await store.claim("me", now, now + 30, 3, held.get, lambda workflow: True)
+        assert ids(resolved.resolved) == [1, 2, 3] and (resolved.run, resolved.duplicates) == ([], [])
+        assert {r.status for r in await Reads(store).list_executions(None, None, 10, None)
+                if int.from_bytes(r.id, "big") <= 3} == {Status.RESOLVED}
+        ran = await store.claim("me", now, now + 30, 10, held.get, runs_something)
+        assert ids(ran.run) == [4, 5] and ran.resolved == []
+        assert [(d.body, d.request.headers, d.request.request_id) for d in ran.run] == \
+            [(b'{"n": %d}' % n, [("content-type", "application/json")], f"req-{n}") for n in (4, 5)]
 
     run(url, scenario)
 
@@ -216,6 +246,25 @@ def test_the_purge_takes_what_finished_before_the_cut(url):
         assert executions == 2 and removed == 5 and not more     # 2 executions, 2 jobs, their batch
         assert await Reads(store).get_execution((1).to_bytes(16, "big")) is None
         assert (await Reads(store).get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
+
+
+def test_a_delivery_appended_after_the_purge_emptied_the_intake_is_still_claimed(url):
+    """The purge always leaves the newest batch: SQLite numbers a new row after the highest one
+    left, and a number at or below the claim cursor would never be claimed."""
+    async def scenario(store):
+        now = time.time()
+        await store.append([delivery(1)])
+        await store.append([delivery(2)])
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        records = Records()
+        for d in claim.run:
+            records.finals[d.id] = Final(d.id, Status.RESOLVED, now, now, None)
+        await store.record(records)
+        await store.purge_batch(time.time() + 1, 500, (-(1 << 63), (1 << 63) - 1), time.time())
+        await store.append([delivery(3)])
+        assert await store.unfinished() == 1
+        later = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert ids(later.run) == [3]
 
     run(url, scenario)
 

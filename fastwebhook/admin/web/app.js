@@ -156,10 +156,10 @@ async function workflowsView(view) {
       el("td", {}, el("a", { href: `#/executions?workflow=${encodeURIComponent(w.key)}` }, w.key)),
       el("td", { class: "wrap" }, w.title), el("td", {}, w.path), el("td", {}, w.mode),
       el("td", {}, w.enabled ? "yes" : "no"), el("td", { class: "wrap" }, byStatus.length ? byStatus : "-"),
-      el("td", {}, chart(samples.get(w.key) || [])));
+      el("td", {}, chart(samples.get(w.key) || [])), el("td", {}, workflowLink(w.key, `nodes-${w.key}`, "nodes")));
   });
   view.replaceChildren(el("h1", {}, "Workflows"),
-    table(["key", "title", "path", "mode", "enabled", "executions by status", "requests"], rows));
+    table(["key", "title", "path", "mode", "enabled", "executions by status", "requests", "nodes"], rows));
   return () => render(workflowsView);   // refreshed
 }
 
@@ -220,12 +220,55 @@ async function executionView(view, id) {
     el("dl", {}, el("dt", {}, "workflow"), el("dd", {}, x.workflow), el("dt", {}, "created"), el("dd", {}, when(x.created_at)),
       el("dt", {}, "started"), el("dd", {}, when(x.started_at)), el("dt", {}, "finished"), el("dd", {}, when(x.finished_at)),
       el("dt", {}, "dedup key"), el("dd", {}, x.dedup_key || "-"), el("dt", {}, "error"), el("dd", { class: "error" }, x.error || "-")),
+    failureOfNote(x),
     el("div", {}, replay, note),
     el("h2", {}, "Request"),
     el("p", {}, el("code", {}, `${r.method || ""} ${r.path || ""}`), ` from ${r.ip || "-"}`),
     table(["header", "value"], Object.entries(r.headers || {}).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "wrap" }, v)))),
     json("query", r.query || {}), json("params", r.params || {}), json("data", r.data),
     el("h2", {}, `Jobs (${(x.jobs || []).length})`), ...jobs);
+}
+
+// -- a workflow's nodes: the tree they run in, each with its figures since the server started --
+async function workflowView(view, key) {
+  const [w, stats] = await Promise.all([api(`/workflows/${encodeURIComponent(key)}`), api("/stats")]);
+  const figures = (stats.workflows[key] || {}).nodes || {};
+  view.replaceChildren(
+    el("h1", {}, "Workflow ", el("code", {}, w.key)),
+    el("dl", {}, el("dt", {}, "title"), el("dd", {}, w.title || "-"), el("dt", {}, "path"), el("dd", {}, w.path || "-"),
+      el("dt", {}, "mode"), el("dd", {}, w.mode || "-"), el("dt", {}, "enabled"), el("dd", {}, w.enabled ? "yes" : "no"),
+      el("dt", {}, "on failure"), el("dd", {}, w.on_failure ? workflowLink(w.on_failure, "on-failure") : "-")),
+    el("p", {}, el("a", { href: `#/executions?workflow=${encodeURIComponent(w.key)}` }, "Its executions")),
+    el("h2", {}, "Nodes"),
+    w.nodes && w.nodes.length ? nodeTree(w.nodes, figures) : el("p", {}, "No nodes: its requests are only recorded."));
+  return () => render(workflowView, key);   // refreshed
+}
+
+function workflowLink(key, id, label = key) {
+  return el("a", { href: `#/workflow/${encodeURIComponent(key)}`, id }, label);
+}
+
+function nodeTree(nodes, figures) {
+  return el("ol", { class: "nodes" }, nodes.map((n) => el("li", { class: "node", "data-node": n.key },
+    el("div", { class: "node-line" }, el("strong", {}, n.key), ` (${n.type})`, n.title ? ` ${n.title}` : "", " ",
+      nodeFigures(figures[n.key])),
+    ["then", "else"].filter((branch) => n[branch]).map((branch) => el("div", { class: "branch", "data-branch": branch },
+      el("span", { class: "branch-label" }, branch), nodeTree(n[branch], figures))))));
+}
+
+function nodeFigures(f) {
+  if (!f || !f.count) return el("span", { class: "figures" }, "not run yet");
+  const bound = (ms) => (ms === null || ms === undefined ? "over the top bucket" : `≤ ${ms} ms`);
+  const rate = ((100 * f.failures) / f.count).toFixed(1);
+  return el("span", { class: "figures" }, `${f.count} run${f.count === 1 ? "" : "s"} · `,
+    el("span", { class: f.failures ? "error" : "" }, `${rate}% failed`), ` · p50 ${bound(f.p50_ms)} · p99 ${bound(f.p99_ms)}`);
+}
+
+function failureOfNote(x) {
+  // a failure workflow's execution (on_failure): the failed execution it reports
+  if (!x.failure_of) return document.createDocumentFragment();   // (replaceChildren would write null out)
+  return el("p", { class: "failure-of" }, "Reports the failed execution ",
+    el("a", { href: `#/execution/${encodeURIComponent(x.failure_of)}`, id: "failure-of" }, x.failure_of), ".");
 }
 
 async function requestsView(view) {
@@ -277,6 +320,11 @@ function route() {
     let id;
     try { id = decodeURIComponent(path.slice("/execution/".length)); } catch { id = ""; }
     return render(executionView, id);
+  }
+  if (path.startsWith("/workflow/")) {
+    let key;
+    try { key = decodeURIComponent(path.slice("/workflow/".length)); } catch { key = ""; }
+    return render(workflowView, key);
   }
   if (path === "/executions") return render(executionsView);
   if (path === "/requests") return render(requestsView);

@@ -88,6 +88,20 @@ WITH appended AS (
     RETURNING seq)
 SELECT seq, pg_notify('fastwebhook_intake', '') FROM appended;
 
+-- name: append_unless_held
+-- The append of a batch some of whose dedup keys ($8) another process or host may have taken, in
+-- one round trip: the batch's row only if none of them is held for a live execution; else the
+-- held ones (hash, execution) and nothing appended.
+WITH held AS (
+    SELECT hash, execution FROM dedup WHERE expires_at > $7 AND hash = ANY($8::bigint[])),
+appended AS (
+    INSERT INTO intake (first_id, last_id, first_at, count, deliveries, held_by)
+    SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT FROM held)
+    RETURNING seq)
+SELECT seq, NULL::bigint AS hash, NULL::bytea AS execution FROM appended, pg_notify('fastwebhook_intake', '')
+UNION ALL
+SELECT NULL, hash, execution FROM held;
+
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
 
@@ -184,6 +198,23 @@ new_requests AS (
                          $21::text[], $22::int[], $23::float8[], $24::text[], $25::bytea[])
     RETURNING 1)
 SELECT (SELECT count(*) FROM finals), (SELECT count(*) FROM new_jobs), (SELECT count(*) FROM new_requests);
+
+-- name: alerts_apply
+-- Failure workflows' deliveries ($2: ids, $3: received at, $4: blobs), each an intake batch of
+-- its own, for those of their failed executions ($1) still pending: this transaction's
+-- record_apply then makes them final.  A row another host is making final is waited for (FOR
+-- UPDATE), then seen final and left out.  Each appended one's id comes back.
+WITH pending AS (
+    SELECT id FROM executions WHERE id = ANY($1::bytea[]) AND status IN ('queued', 'started')
+    FOR UPDATE),
+appended AS (
+    INSERT INTO intake (first_id, last_id, first_at, count, deliveries)
+    SELECT a.id, a.id, a.at, 1, a.deliveries
+    FROM unnest($1::bytea[], $2::bytea[], $3::float8[], $4::bytea[]) WITH ORDINALITY AS a(failed, id, at, deliveries, n)
+    WHERE a.failed IN (SELECT id FROM pending)
+    ORDER BY a.n
+    RETURNING first_id)
+SELECT first_id, pg_notify('fastwebhook_intake', '') FROM appended;
 
 -- name: pending_by_workflow
 SELECT workflow, count(*) FROM executions WHERE status IN ('queued', 'started') GROUP BY workflow;

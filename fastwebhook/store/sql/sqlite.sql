@@ -183,6 +183,10 @@ CREATE TEMP TABLE IF NOT EXISTS new_requests (
     request_id TEXT NOT NULL, execution BLOB
 );
 CREATE TEMP TABLE IF NOT EXISTS transitions (before TEXT NOT NULL, after TEXT NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS new_alerts (
+    failed BLOB NOT NULL, id BLOB NOT NULL, at REAL NOT NULL, deliveries BLOB NOT NULL,
+    appended INTEGER NOT NULL DEFAULT 0
+);
 
 -- name: record_clear
 DELETE FROM temp.finals; DELETE FROM temp.new_jobs; DELETE FROM temp.new_requests;
@@ -195,6 +199,27 @@ INSERT INTO temp.new_jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: stage_request
 INSERT INTO temp.new_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: alerts_clear
+DELETE FROM temp.new_alerts;
+
+-- name: stage_alert
+INSERT INTO temp.new_alerts (failed, id, at, deliveries) VALUES (?, ?, ?, ?);
+
+-- name: alerts_apply
+-- record_apply's start when failure workflows' deliveries come with the records: each goes
+-- into the intake, a batch of its own, if its failed execution is still pending, so that this
+-- transaction's status change is the one that makes it final (not another attempt's, earlier).
+-- The alert and the final status commit together, or neither does.
+BEGIN IMMEDIATE;
+UPDATE temp.new_alerts SET appended = 1
+WHERE failed IN (SELECT id FROM executions WHERE id IN (SELECT failed FROM temp.new_alerts)
+                 AND status IN ('queued', 'started'));
+INSERT INTO intake (first_id, last_id, first_at, count, deliveries)
+    SELECT id, id, at, 1, deliveries FROM temp.new_alerts WHERE appended = 1 ORDER BY rowid;
+
+-- name: alerts_appended
+SELECT id FROM temp.new_alerts WHERE appended = 1;
 
 -- name: stage_transition
 INSERT INTO temp.transitions VALUES (?, ?);
@@ -272,8 +297,11 @@ DELETE FROM jobs WHERE execution IN ({ids});
 DELETE FROM executions WHERE id IN ({ids});
 
 -- name: purge_intake
+-- The newest batch always stays: a new row is numbered after the highest one left, and in an
+-- emptied table that would be 1, at or below the claim cursor, never to be claimed.
 DELETE FROM intake WHERE seq IN (
     SELECT seq FROM intake WHERE seq <= (SELECT claimed_seq FROM claims WHERE id = 1) AND first_at < ?1
+      AND seq < (SELECT max(seq) FROM intake)
       AND seq NOT IN (SELECT intake_seq FROM executions INDEXED BY executions_pending
                       WHERE status IN ('queued', 'started'))
     ORDER BY seq LIMIT ?2);
