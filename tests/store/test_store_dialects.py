@@ -10,9 +10,7 @@ $FASTWEBHOOK_REQUIRE_POSTGRES is set (CI sets it): then they fail.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 
 import pytest
 
@@ -22,30 +20,11 @@ from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import ClaimCopies, Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
-from store_support import POSTGRES, ids, none_in_memory, postgres_reachable, runs_something
+import store_support
+from store_support import ids, none_in_memory, runs_something
 from wait_support import wait_for_async
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not postgres_reachable():
-        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
-        pytest.skip(f"no PostgreSQL at {POSTGRES}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES}?schema={schema}"
-    import asyncpg  # noqa: PLC0415
-
-    async def drop():
-        connection = await asyncpg.connect(POSTGRES)
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await connection.close()
-
-    asyncio.run(drop())
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def run(url: str, scenario, stores: int = 1) -> None:
