@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import orjson
+
+from wait_support import wait_until  # noqa: F401 - where the tests have long imported it from
 
 
 def request_bytes(path: str, delivery: str, body: bytes) -> bytes:
@@ -77,12 +78,3 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def wait_until(predicate, timeout: float = 30.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)

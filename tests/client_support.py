@@ -4,11 +4,10 @@ API's answers read back (executions, request-log entries)."""
 from __future__ import annotations
 
 import http.client
-import time
 
 import orjson
 
-from burst_support import wait_until
+from wait_support import wait_for
 
 ADMIN = {"Authorization": "Bearer test-token"}
 
@@ -81,13 +80,11 @@ def admin(running, path: str) -> Answer:
 
 
 def wait_for_execution(running, execution_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Its record once final."""
+    def final():
         record = admin(running, f"/executions/{execution_id}").json()
-        if record["status"] not in ("queued", "started"):
-            return record
-        assert time.monotonic() < deadline, f"execution {execution_id} still {record['status']}"
-        time.sleep(0.02)
+        return record["status"] not in ("queued", "started") and record
+    return wait_for(final, timeout, failure=f"execution {execution_id} never finished")
 
 
 def wait_until_started(running, execution_id: str, timeout: float = 10.0) -> None:
@@ -96,16 +93,12 @@ def wait_until_started(running, execution_id: str, timeout: float = 10.0) -> Non
         status = admin(running, f"/executions/{execution_id}").json()["status"]
         assert status in ("queued", "started"), f"execution {execution_id} is {status}"
         return status == "started"
-    assert wait_until(started, timeout, step=0.01), f"execution {execution_id} did not start"
+    wait_for(started, timeout, step=0.01, failure=f"execution {execution_id} did not start")
 
 
 def log_entry(running, answer: Answer, timeout: float = 5.0) -> dict:
     """The request-log entry of the request `answer` answered (by its X-Request-Id)."""
     request_id = answer.headers["x-request-id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        for item in admin(running, "/requests?limit=1000").json()["items"]:
-            if item["request_id"] == request_id:
-                return item
-        assert time.monotonic() < deadline, f"no request log entry for {request_id}"
-        time.sleep(0.02)
+    return wait_for(lambda: next((item for item in admin(running, "/requests?limit=1000").json()["items"]
+                                  if item["request_id"] == request_id), None),
+                    timeout, failure=f"no request log entry for {request_id}")

@@ -21,19 +21,20 @@ import pytest
 import uvloop
 
 import cli_support
+from wait_support import wait_for
 from fastwebhook.config.loader import load_config
 from fastwebhook.process.server import Server
 
-BASE_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "warning"
-[admin]
-token = "test-token"
-"""
+
+def base_config(*, server: str = "", log: str = 'level = "warning"', admin: str = "") -> str:
+    """The [server], [storage], [log] and [admin] tables write_config puts before a body that has
+    none, with more settings (TOML lines) in [server] and [admin], or [log] as given: for a test
+    that needs one of them changed.  `{db}` is left for write_config to fill."""
+    return (f'\n[server]\nlisten = ["127.0.0.1:0"]\n{server}\n[storage]\nurl = "sqlite:///{{db}}"\n'
+            f'[log]\n{log}\n[admin]\ntoken = "test-token"\n{admin}\n')
+
+
+BASE_CONFIG = base_config()
 
 
 def write_config(tmp_path: Path, body: str, db_name: str = "fastwebhook.db") -> Path:
@@ -140,38 +141,33 @@ def wait_for_entry(log_path: Path, holds, *, after: int = 0, process: subprocess
                    timeout: float = 30.0) -> dict:
     """The first entry of a child server's log, past its first `after`, that `holds` is true of;
     fails with the log's tail when none comes in time (or the child exits first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def found() -> dict | None:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        for entry in log_entries(log_path)[after:]:
-            if holds(entry):
-                return entry
-        time.sleep(0.05)
-    raise AssertionError(f"no such log line within {timeout} s: {log_path.read_text()[-2000:]}")
+        return next((entry for entry in log_entries(log_path)[after:] if holds(entry)), None)
+    return wait_for(found, timeout, failure=lambda: f"no such log line: {log_path.read_text()[-2000:]}")
 
 
 def spawn_server(config_path: Path, log_path: Path, port: int | None = None) -> ChildServer:
     """`python -m fastwebhook serve` in a child process; returns once it listens."""
     process = cli_support.start_server(config_path, log_path, dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + 30
-    address = None
-    while time.monotonic() < deadline:
+
+    def ready() -> ChildServer | None:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        for line in log_path.read_text().splitlines():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
+        address = None
+        for entry in log_entries(log_path):
             if entry.get("msg") == "listening" and entry.get("pid", process.pid) == process.pid:
                 host, _, bound = entry["address"].rpartition(":")
                 address = (host, int(bound))
             elif entry.get("msg") == "ready" and address is not None:
                 return ChildServer(process, address[0], address[1], log_path)
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("server did not become ready in 30 s")
+        return None
+    try:
+        return wait_for(ready, 30, failure="server did not become ready")
+    except AssertionError:
+        process.kill()
+        raise
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """A recording HTTP endpoint for the outbound nodes' tests: it keeps every request it gets and
-answers scripted replies (status, body, headers, a delay) in order."""
+answers scripted replies (status, body, headers, a delay, or held until the test releases it) in
+order."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ class Reply:
     body: bytes = b'{"ok": true}'
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     delay: float = 0.0
+    # Held until the test sets it (an event, not a guess of how long the other side takes);
+    # never set within HOLD_MOST, the reply is a 504 so the test fails rather than hangs.
+    hold: threading.Event | None = None
+
+
+HOLD_MOST = 30.0
 
 
 class RecordingServer:
@@ -57,6 +64,8 @@ class RecordingServer:
                     reply = recorder.replies.pop(0) if recorder.replies else Reply()
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.hold is not None and not reply.hold.wait(HOLD_MOST):
+                    reply = Reply(504, b"held and never released")
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():

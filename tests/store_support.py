@@ -1,9 +1,13 @@
-"""Shared by the store's tests: the PostgreSQL the suite uses, and the claim's callbacks."""
+"""Shared by the store's tests: the PostgreSQL the suite uses, a storage URL of either engine
+(the `url` fixture), and the claim's callbacks."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+
+import pytest
 
 POSTGRES = os.environ.get("FASTWEBHOOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -20,6 +24,35 @@ def postgres_reachable() -> bool:
         return True
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
+
+
+def require_postgres() -> None:
+    """Skip the test when PostgreSQL cannot be reached, or fail it when $FASTWEBHOOK_REQUIRE_POSTGRES
+    is set (CI sets it: there the store's tests must not skip)."""
+    if not postgres_reachable():
+        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
+        pytest.skip(f"no PostgreSQL at {POSTGRES}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after).
+    A test module takes it with `from store_support import url`."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{POSTGRES}?schema={schema}"
+    import asyncpg  # noqa: PLC0415
+
+    async def drop():
+        connection = await asyncpg.connect(POSTGRES)
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()
+
+    asyncio.run(drop())
 
 
 def none_in_memory(seq: int):

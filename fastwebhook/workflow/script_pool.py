@@ -1,15 +1,12 @@
-"""The V8 contexts scripts run in (mini-racer): a pool of reused contexts per workflow
-(`WorkflowScripts`), each script compiled once per context.
+"""Scripts run in a workflow's V8 contexts (context_pool.py): `WorkflowScripts` keeps a pool per
+workflow, each script compiled once per context.
 
 `ScriptPool.run(script, scope, timeout, memory) -> (value, logs)`, and for a cohort of runs of one
-script `ScriptPool.run_many(script, scopes, timeout, memory)`.  V8 runs on mini-racer's own
-native thread; awaiting a call into it leaves our event loop free to take webhooks while a
-script runs.  A fresh context costs ~2 ms and a call into a reused one ~115 µs of CPU, so
-contexts are kept and reused, one call at a time each, and short runs that wait together go in
-one call (BATCH_MAX), as do a cohort's; more contexts open only while the open ones are stuck
-(STUCK_AFTER).  A context that ran out of memory, was stopped at its timeout or left work
-running after its script returned is closed and replaced rather than trusted again.  Their
-threads run at the lowest CPU priority, so a runaway script costs the webhooks little.
+script `ScriptPool.run_many(script, scopes, timeout, memory)`.  A call into a reused context
+costs ~115 µs of CPU, more than a short script itself, so short runs that wait together go in
+one call (BATCH_MAX), as do a cohort's.  A context that ran out of memory, was stopped at its
+timeout or left work running after its script returned is closed and replaced rather than
+trusted again.
 
 Scripts get plain data (the scope as JSON) and a `console` that writes into their job record;
 no Python callback is exposed, and V8 by itself has no file, network or process access.
@@ -18,11 +15,10 @@ no Python callback is exposed, and V8 by itself has no file, network or process 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 import orjson
-from py_mini_racer import JSEvalException, JSOOMException
 
+from .context_pool import ContextPool, Served, Waiter, duration_text, first_line, waited_too_long
 from .scripts import Script, ScriptError
 from .v8 import Context, js_string, line_in, syntax_error_line
 
@@ -37,24 +33,8 @@ __all__ = ["ScriptPool", "WorkflowScripts"]
 _CONTEXT_UNHARMED = frozenset({"exception", "compile", "result"})
 
 
-class _Waiter:
-    """A run waiting for a context.  Its future gets a context (run it yourself), or the
-    outcome, when a run that got a context took it along (`_Served`, or a ScriptError)."""
-
-    __slots__ = ("future", "script", "scope_text", "memory", "deadline", "timeout", "alone")
-
-    def __init__(self, future, script, scope_text, memory, deadline, timeout):
-        self.future, self.script, self.scope_text = future, script, scope_text
-        self.memory, self.deadline, self.timeout = memory, deadline, timeout
-        self.alone = False        # it was in a batch that failed: it runs by itself from now on
-
-
 class _RunAgain(Exception):
     """The batch a run was in failed as a whole: it runs again, by itself."""
-
-
-def _waited_too_long(timeout: float) -> ScriptError:
-    return ScriptError("timeout", f"script timed out after {_duration_text(timeout)} (waiting for V8)")
 
 
 def _outcomes(answer) -> list[dict]:
@@ -68,13 +48,6 @@ def _outcomes(answer) -> list[dict]:
     return outcomes
 
 
-class _Served:
-    __slots__ = ("value", "logs")
-
-    def __init__(self, value, logs):
-        self.value, self.logs = value, logs
-
-
 # A run that gets a context takes up to BATCH_MAX - 1 waiting runs along (same memory limit)
 # into ONE call into V8: mini-racer's machinery costs ~115 us of CPU a call (handles, the
 # callback from V8's thread, its GIL hand-over), more than a short script itself.  So runs wait
@@ -86,16 +59,8 @@ class _Served:
 # others go back to wait, to run alone.
 BATCH_MAX = 64
 SHORT_RUN = 0.002
-# A new context opens only when every open one has been in its call for STUCK_AFTER (a script
-# spinning to its timeout, a slow batch) and runs are waiting: more contexts would split the
-# batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
-# take tens of milliseconds: V8's threads run at the lowest priority.)
-STUCK_AFTER = 0.1
 # How long the runs a stopped batch finished may take to read back before they run again alone.
 READ_BACK = 1.0
-# How long the microtasks a call's scripts queued may take to run after it answered (a promise's
-# .then does, in microseconds; the margin is for V8's nice-19 thread waiting for the core).
-SETTLE = 0.1
 
 
 # Contexts in all the workflows' pools together, beyond each pool's first: a pool grows past
@@ -131,51 +96,12 @@ class WorkflowScripts:
         await asyncio.gather(*(pool.close() for pool in self._pools.values()))
 
 
-class ScriptPool:
-    """Reused V8 contexts: `initial` opened at `start()` or for the first runs, more (up to
-    `most`, and while `may_grow()` says so) while all are stuck."""
+class ScriptPool(ContextPool):
+    """A workflow's contexts (ContextPool) and the scripts run in them, alone or batched."""
 
     def __init__(self, initial: int = 2, most: int = 6, may_grow=lambda: True):
-        self.initial = initial
-        self.most = max(most, initial, 1)
-        self._may_grow = may_grow
-        self._idle: list[Context] = []
-        self._waiters: deque[_Waiter] = deque()
-        self._size = 0            # contexts open or being opened, idle or busy
-        self._closed = False
-        self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
-        self._closing: set[asyncio.Future] = set()     # contexts being closed on a thread
-        self._calling: dict[Context, float] = {}      # contexts in a call into V8, since when
+        super().__init__(initial, most, may_grow)
         self._took: dict[str, float] = {}             # script name: seconds its last run took
-        self._handing_out = False
-        self._growing: asyncio.TimerHandle | None = None
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def start(self) -> None:
-        self._closed = False
-        while self._size < self.initial:
-            self._size += 1
-            try:
-                self._idle.append(await Context.open())
-            except BaseException:
-                self._size -= 1
-                raise
-
-    async def close(self) -> None:
-        self._closed = True
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(ScriptError("closed", "the script pool is closed"))
-        self._waiters.clear()
-        idle, self._idle = self._idle, []
-        for context in idle:
-            self._size -= 1
-            self._close(context)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def run(self, script: Script, scope: dict | str, timeout: float, memory: int) -> tuple:
         """The script's returned value (None for undefined) and its console lines; `scope` as
@@ -217,7 +143,7 @@ class ScriptPool:
                 results.extend(await self._settle_all(context, script, outcomes))
                 if running is not None:   # stopped at the deadline: that run's time is up, and the rest's
                     if running < len(chunk):
-                        results.append(ScriptError("timeout", f"script timed out after {_duration_text(timeout)}"))
+                        results.append(ScriptError("timeout", f"script timed out after {duration_text(timeout)}"))
                     break
         except BaseException:   # cancelled mid-run, or a failure of ours: not trusted again
             self._discard(context)
@@ -228,7 +154,7 @@ class ScriptPool:
             self._release(context)
         if len(results) < len(texts):
             if asyncio.get_running_loop().time() >= deadline:
-                results.extend([_waited_too_long(timeout)] * (len(texts) - len(results)))
+                results.extend([waited_too_long(timeout)] * (len(texts) - len(results)))
             else:
                 results.extend(await self._each(script, texts[len(results):], deadline, timeout, memory, alone=True))
         return results
@@ -271,7 +197,7 @@ class ScriptPool:
     async def _run(self, script: Script, scope_text: str, deadline: float, timeout: float, memory: int,
                    alone: bool = False) -> tuple:
         got = await self._acquire(script, scope_text, memory, deadline, timeout, alone)
-        if isinstance(got, _Served):
+        if isinstance(got, Served):
             return got.value, got.logs
         context, alone = got
         renew = False
@@ -309,16 +235,19 @@ class ScriptPool:
             self._release(context)
             return value, logs
 
-    def _companions(self, memory: int) -> list[_Waiter]:
-        taken: list[_Waiter] = []
-        kept: list[_Waiter] = []
+    def _short(self, script: Script) -> bool:
+        return self._took.get(script.name, SHORT_RUN + 1) <= SHORT_RUN
+
+    def _companions(self, memory: int) -> list[Waiter]:
+        taken: list[Waiter] = []
+        kept: list[Waiter] = []
         now = asyncio.get_running_loop().time()
         while self._waiters and len(taken) < BATCH_MAX - 1:
             waiter = self._waiters.popleft()
             if waiter.future.done():
                 continue
             if waiter.deadline <= now:   # its time ran out while it waited: it would end the batch at once
-                waiter.future.set_exception(_waited_too_long(waiter.timeout))
+                waiter.future.set_exception(waited_too_long(waiter.timeout))
                 continue
             (kept if waiter.alone or waiter.memory != memory or not self._short(waiter.script)
              else taken).append(waiter)
@@ -326,7 +255,7 @@ class ScriptPool:
         return taken
 
     async def _run_batch(self, context: Context, script: Script, scope_text: str, deadline: float,
-                         timeout: float, memory: int, batch: list[_Waiter]):
+                         timeout: float, memory: int, batch: list[Waiter]):
         """Ours (first) and the batch's runs in one call: ours is returned, theirs are served.
 
         The call is held to the earliest deadline.  When that stops it, the runs that finished
@@ -339,7 +268,7 @@ class ScriptPool:
         runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
                                                              for w in batch]
         settled: set[int] = set()     # indexes into `batch` that were served or failed
-        again: list[_Waiter] = []     # to wait again
+        again: list[Waiter] = []     # to wait again
         try:
             try:
                 outcomes, running = await self._batch_call(context, runs, timeout, memory)
@@ -352,7 +281,7 @@ class ScriptPool:
                     await self._serve(context, waiter, outcomes[index])
                 elif index == running and loop.time() >= waiter.deadline:
                     waiter.future.set_exception(ScriptError(
-                        "timeout", f"script timed out after {_duration_text(waiter.timeout)}"))
+                        "timeout", f"script timed out after {duration_text(waiter.timeout)}"))
                 else:
                     waiter.alone = waiter.alone or index == running
                     again.append(waiter)
@@ -360,7 +289,7 @@ class ScriptPool:
             if outcomes:
                 return await self._settle(context, script, outcomes[0])
             if loop.time() >= deadline:
-                raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}")
+                raise ScriptError("timeout", f"script timed out after {duration_text(timeout)}")
             raise _RunAgain()
         finally:
             again.extend(w for i, w in enumerate(batch, start=1) if i not in settled)
@@ -400,7 +329,7 @@ class ScriptPool:
             self._took[runs[running][0].name] = loop.time() - started   # not in a batch again soon
         return outcomes, running
 
-    async def _serve(self, context: Context, waiter: _Waiter, outcome: dict) -> None:
+    async def _serve(self, context: Context, waiter: Waiter, outcome: dict) -> None:
         if waiter.future.done():   # its caller gave up meanwhile
             return
         try:
@@ -410,16 +339,7 @@ class ScriptPool:
                 waiter.future.set_exception(error)
             return
         if not waiter.future.done():
-            waiter.future.set_result(_Served(value, logs))
-
-    def _wait_again(self, waiters: list[_Waiter]) -> None:
-        """Back to the front of the queue, in their order; failed if the pool closed meanwhile."""
-        waiting = [w for w in waiters if not w.future.done()]
-        if self._closed:
-            for waiter in waiting:
-                waiter.future.set_exception(ScriptError("closed", "the script pool is closed"))
-            return
-        self._waiters.extendleft(reversed(waiting))
+            waiter.future.set_result(Served(value, logs))
 
     async def _run_in(self, context: Context, script: Script, scope_text: str, deadline: float, timeout: float,
                       memory: int):
@@ -434,50 +354,6 @@ class ScriptPool:
             raise
         return await self._settle(context, script, _outcomes(answer)[0])
 
-    async def _call(self, context: Context, function: str, args: tuple, deadline: float, timeout: float,
-                    memory: int) -> str:
-        """One call of a driver function, held to the deadline and the memory limit."""
-        racer = context.racer
-        if context.memory_limit != memory:   # a call into V8 each: only when it changes
-            racer.set_hard_memory_limit(memory)
-            context.memory_limit = memory
-        context.used = True
-        context.harmed = False
-        loop = asyncio.get_running_loop()
-        self._calling[context] = loop.time()
-        # The idle probe goes in right behind the call (V8 takes its tasks in order), so it
-        # answers with no round trip of its own once the call's microtasks have run.
-        call = loop.create_task(context.call(function, *args))
-        idle = loop.create_task(context.idle())
-        answered = False
-        try:
-            # Cancelling the call makes mini-racer terminate the JavaScript (mr_cancel_task).
-            async with asyncio.timeout_at(deadline):
-                answer = await call
-                answered = True
-                async with asyncio.timeout(SETTLE):
-                    await idle   # what its scripts queued has run: the next call may come
-        except TimeoutError:
-            context.harmed = True
-            if answered:
-                raise ScriptError("pending", "script left work running after it returned (a promise or an async "
-                                  "function still going); a script must finish what it starts") from None
-            raise ScriptError("timeout", f"script timed out after {_duration_text(timeout)}") from None
-        except JSEvalException as error:
-            context.harmed = True
-            if isinstance(error, JSOOMException) or racer.was_hard_memory_limit_reached():
-                raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}") from None
-            raise ScriptError("engine", f"script failed: {_first_line(str(error))}") from None
-        finally:
-            self._calling.pop(context, None)
-            for task in (call, idle):
-                if not task.cancel() and not task.cancelled():
-                    task.exception()   # seen: its failure, if any, is the call's (told above)
-        if racer.was_hard_memory_limit_reached():
-            context.harmed = True
-            raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
-        return answer
-
     async def _settle(self, context: Context, script: Script, outcome: dict):
         """One run's outcome (the driver's object) as (value, logs), or its ScriptError."""
         name = script.name
@@ -487,7 +363,7 @@ class ScriptPool:
         if error is None:
             context.compiled.add(name)
             return outcome.get("value"), logs
-        message = _first_line(error["message"])
+        message = first_line(error["message"])
         # A condition's expression is one line inside a body of ours: a line number would mislead.
         lines_are_the_users = script.body == script.source
         if error["reason"] == "compile":
@@ -497,123 +373,6 @@ class ScriptPool:
         line = line_in(error.get("stack", ""), name) if lines_are_the_users else None
         raise ScriptError(error["reason"], f"{message}{_at(line)}", logs, line)
 
-    async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float,
-                       alone: bool = False):
-        """(a context, whether to run alone), or the outcome when a batch took this run along
-        (never one that waits `alone`: no batch takes it)."""
-        if self._closed:
-            raise ScriptError("closed", "the script pool is closed")
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
-        waiter.alone = alone
-        self._waiters.append(waiter)
-        self._offer()
-        future = waiter.future
-        try:
-            async with asyncio.timeout_at(deadline):   # its time runs while it waits too
-                got = await future
-        except (asyncio.CancelledError, TimeoutError) as stopped:
-            if future.done() and not future.cancelled() and future.exception() is None \
-                    and isinstance(future.result(), Context):
-                self._release(future.result())   # handed a context just as we stopped waiting
-            future.cancel()
-            if isinstance(stopped, TimeoutError):
-                raise _waited_too_long(timeout) from None
-            raise
-        return got if isinstance(got, _Served) else (got, waiter.alone)
-
-    def _short(self, script: Script) -> bool:
-        return self._took.get(script.name, SHORT_RUN + 1) <= SHORT_RUN
-
-    def _offer(self) -> None:
-        """Runs wait: an idle context goes to the oldest at the next loop iteration (with those
-        who came meanwhile), or, none idle, a new one opens if all stay stuck."""
-        loop = asyncio.get_running_loop()
-        if self._idle:
-            if not self._handing_out:
-                self._handing_out = True
-                loop.call_soon(self._hand_out)
-        elif self._size < self.initial:   # one was given up (out of memory): its slot refills now
-            self._open_for_waiters()
-        elif self._size < self.most and self._growing is None:
-            self._growing = loop.call_later(STUCK_AFTER, self._grow)
-
-    def _hand_out(self) -> None:
-        self._handing_out = False
-        if self._idle and not self._closed:
-            self._release(self._idle.pop())   # the most recently used: its compiled scripts are warm
-
-    def _grow(self) -> None:
-        self._growing = None
-        if self._closed or self._idle or self._size >= self.most or not self._may_grow() \
-                or not any(not waiter.future.done() for waiter in self._waiters):
-            return
-        loop = asyncio.get_running_loop()
-        busy_for = loop.time() - max(self._calling.values(), default=loop.time())
-        if self._calling and busy_for >= STUCK_AFTER:
-            self._open_for_waiters()
-            busy_for = 0.0
-        self._growing = loop.call_later(STUCK_AFTER - busy_for, self._grow)
-
-    def _close(self, context: Context) -> None:
-        closing = context.close()
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-
-    def _release(self, context: Context) -> None:
-        if self._closed:
-            self._size -= 1
-            self._close(context)
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_result(context)
-                return
-        self._idle.append(context)
-
-    async def _renew(self, context: Context) -> Context:
-        """A fresh context in the slot of `context`, which is closed.  If none opens, the slot
-        is given up (a waiter gets a replacement, or is failed)."""
-        self._close(context)
-        try:
-            return await Context.open()
-        except BaseException as error:
-            self._size -= 1
-            self._replace_for_waiters()
-            if isinstance(error, Exception):
-                raise ScriptError("unavailable", f"could not open a V8 context: {error}") from None
-            raise
-
-    def _discard(self, context: Context) -> None:
-        self._size -= 1
-        self._close(context)
-        self._replace_for_waiters()
-
-    def _replace_for_waiters(self) -> None:
-        """Whoever waits for a context gets a fresh one in place of one given up."""
-        if not self._closed and any(not waiter.future.done() for waiter in self._waiters):
-            self._open_for_waiters()
-
-    def _open_for_waiters(self) -> None:
-        self._size += 1
-        task = asyncio.get_running_loop().create_task(self._replace())
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
-
-    async def _replace(self) -> None:
-        try:
-            context = await Context.open()
-        except Exception as error:  # noqa: BLE001 - told to the waiter, which has no context to use
-            self._size -= 1
-            failure = ScriptError("unavailable", f"could not open a V8 context: {error}")
-            for waiter in self._waiters:   # one fails; all do when no context is left to wait for
-                if not waiter.future.done():
-                    waiter.future.set_exception(failure)
-                    if self._size > 0:
-                        break
-            return
-        self._release(context)
-
 
 def _scope_text(scope: dict | str) -> str:
     return scope if isinstance(scope, str) else orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -621,20 +380,3 @@ def _scope_text(scope: dict | str) -> str:
 
 def _at(line: int | None) -> str:
     return f" (line {line})" if line else ""
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"
-
-
-def _duration_text(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
-
-
-def _size_text(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} bytes"

@@ -1,6 +1,6 @@
 """What a script is (`Script`: a node's function body, or a condition's expression) and how
 one fails (`ScriptError`).  They run in V8 contexts (v8.py), pooled per workflow
-(script_pool.py)."""
+(context_pool.py), batched and judged by script_pool.py."""
 
 from __future__ import annotations
 

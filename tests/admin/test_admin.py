@@ -9,11 +9,11 @@ import http.client
 import json
 import os
 import re
-import time
 
 import pytest
 
 from cli_support import fastwebhook
+from wait_support import wait_for
 
 TOKEN = {"Authorization": "Bearer test-token"}
 WORKFLOWS = """
@@ -65,15 +65,6 @@ def send(server, path: str, data: dict | None = None, headers: dict | None = Non
                 {"Content-Type": "application/json", **(headers or {})})
 
 
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def server(serve):
     return serve(WORKFLOWS)
@@ -94,7 +85,7 @@ def history(server):
         items = admin(server, "/api/admin/executions")[2]["items"]
         return len(items) == 7 and all(e["status"] in FINAL for e in items)
 
-    assert wait_for(finished), "executions did not finish"
+    wait_for(finished, failure="executions did not finish")
     return ids
 
 
@@ -252,8 +243,7 @@ def test_request_log_lists_rejected_requests_too(server):
                  if not i["path"].startswith("/api/admin")]
         return items if len(items) >= 4 else None
 
-    items = wait_for(logged)
-    assert items, "the request log stayed empty"
+    items = wait_for(logged, failure="the request log stayed empty")
     assert [(i["method"], i["path"], i["workflow"], i["status"]) for i in items] == [
         ("GET", "/api/webhooks/hook", "hook", 405),
         ("POST", "/nowhere", None, 404),
@@ -298,8 +288,7 @@ def test_reserved_endpoints_are_in_the_request_log(server):
         found = {i["request_id"]: i for i in items if i["request_id"] in ids}
         return found if len(found) == len(ids) else None
 
-    found = wait_for(logged)
-    assert found, "the reserved endpoints' requests never reached the request log"
+    found = wait_for(logged, failure="the reserved endpoints' requests never reached the request log")
     assert {request_id: entry["status"] for request_id, entry in found.items()} == ids
     assert all(entry["workflow"] is None and entry["method"] == "GET" for entry in found.values())
 

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from cli_support import fastwebhook
+from conftest import base_config
 from test_admin import TOKEN, admin, call, send
 
 FILE_WORKFLOWS = """
@@ -182,17 +183,7 @@ def test_a_stored_workflow_takes_no_environment_variables(server, monkeypatch):
 
 # --- files a stored workflow may name (issue 18, item 7) -------------------------------------
 
-SECRETS_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "warning"
-[admin]
-token = "test-token"
-secrets_dir = "secrets"
-"""
+SECRETS_CONFIG = base_config(admin='secrets_dir = "secrets"')
 
 
 def signed_by_file(name: str) -> dict:

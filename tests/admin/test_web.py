@@ -13,12 +13,12 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from test_admin import admin, call, send
+from wait_support import wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WORKFLOWS = """
@@ -85,12 +85,9 @@ def server(serve):
     signed = json.dumps({"zen": "ok"}).encode()
     signature = "sha256=" + hmac.new(b"gh-secret", signed, hashlib.sha256).hexdigest()
     assert call(running, "POST", "/gh", signed, {"Content-Type": "application/json", "X-Hub-Signature-256": signature})[0] == 202
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        items = admin(running, "/api/admin/executions")[2]["items"]
-        if len(items) == 5 and all(x["status"] not in ("queued", "started") for x in items):
-            break
-        time.sleep(0.05)
+    wait_for(lambda: (items := admin(running, "/api/admin/executions")[2]["items"]) and len(items) == 5
+             and all(x["status"] not in ("queued", "started") for x in items), 10,
+             failure="the five executions never finished")
     return running
 
 
@@ -344,7 +341,10 @@ def test_a_hostile_payload_is_shown_as_text_and_runs_nothing(server, browser):
     assert '<img src=x onerror=\\"window.pwned = 1\\">' in shown and "<script>window.pwned = 2</script>" in shown
     assert "<IMG SRC=X ONERROR" in shown          # the script's result, as text too
     assert browser.find_elements(By.CSS_SELECTOR, "#view img, #view script") == []
-    time.sleep(0.3)
+    # Had the payload become an <img src=x>, its onerror would follow a request for "x": ask for
+    # "x" ourselves and wait for the answer and one more task, by then it would have run.
+    browser.execute_async_script("const done = arguments[arguments.length - 1];"
+                                 "fetch('x').catch(() => null).finally(() => setTimeout(done, 0));")
     assert browser.execute_script("return window.pwned === undefined")
     shoot(browser, "hostile")
 

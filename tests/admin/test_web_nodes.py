@@ -7,9 +7,9 @@ No console error anywhere."""
 from __future__ import annotations
 
 import re
-import time
 
 from test_admin import admin, send
+from wait_support import wait_for
 from test_web import browser, chromium, console_errors, shoot, sign_in, text, until  # noqa: F401 - fixtures
 
 WORKFLOWS = """
@@ -44,22 +44,12 @@ def _settled(running, workflow: str, count: int) -> list[dict] | None:
     return items if len(items) == count and all(x["status"] not in ("queued", "started") for x in items) else None
 
 
-def _wait(condition, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("never came")
-
-
 def _server(serve):
     running = serve(WORKFLOWS)
     for n in (1, 2, 3, 0):
         assert send(running, "/orders", {"n": n})[0] == 202
-    orders = _wait(lambda: _settled(running, "orders", 4))
-    alerts = _wait(lambda: _settled(running, "alerts", 1))
+    orders = wait_for(lambda: _settled(running, "orders", 4), failure="the four orders never finished")
+    alerts = wait_for(lambda: _settled(running, "alerts", 1), failure="the alert never finished")
     return running, orders, alerts
 
 

@@ -10,13 +10,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from cli_support import fastwebhook
 from conftest import RunningServer, write_config
+from wait_support import wait_for
 
 WORKFLOWS = """
 [workflows.hook]
@@ -71,17 +71,14 @@ def post(server: RunningServer, path: str, body: bytes = b"{}", headers: dict | 
 
 
 def wait_final(db: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def statuses() -> list[str]:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            statuses = [row[0] for row in conn.execute("SELECT status FROM executions")]
+            return [row[0] for row in conn.execute("SELECT status FROM executions")]
         finally:
             conn.close()
-        if len(statuses) == count and all(s in FINAL for s in statuses):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"executions did not finish: {statuses}")
+    wait_for(lambda: (found := statuses()) and len(found) == count and all(s in FINAL for s in found), 10,
+             failure=lambda: f"executions did not finish: {statuses()}")
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import re
 import shlex
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import free_port, start_server
 from docs_support import REPO, block_under, commands
+from wait_support import wait_for
 from fastwebhook.cli.main import main as fastwebhook_main
 
 README = REPO / "README.md"
@@ -71,18 +71,15 @@ class Reader:
 
     def wait_idle(self) -> None:
         """Until every acknowledged request has an execution, and every execution is final."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def idle() -> bool:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
             try:
                 conn.request("GET", "/readyz")
                 depth = json.loads(conn.getresponse().read())["queue_depth"]
             finally:
                 conn.close()
-            if depth == 0 and all(s in FINAL for found in self.statuses().values() for s in found):
-                return
-            time.sleep(0.02)
-        pytest.fail(f"executions did not finish: {self.statuses()}")
+            return depth == 0 and all(s in FINAL for found in self.statuses().values() for s in found)
+        wait_for(idle, 10, failure=lambda: f"executions did not finish: {self.statuses()}")
 
     def newest_execution(self) -> str:
         """The id of the execution the latest answer named (a reader copies it from there)."""

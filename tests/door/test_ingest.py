@@ -15,27 +15,18 @@ import pytest
 
 from burst_support import wait_until
 from client_support import Answer, post_json, request
+from conftest import base_config
+from wait_support import wait_for
 from fastwebhook.admin.api import list_executions
 from fastwebhook.verify import sign
 
 SECRET = "s3cret-for-tests"
 ADMIN = {"Authorization": "Bearer test-token"}
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
+CONFIG = base_config(server="""
 read_timeout = "2s"
 keepalive_timeout = "2s"
-
-[storage]
-url = "sqlite:///{db}"
-
-[log]
-level = "warning"
-
-[admin]
-token = "test-token"
-
+""") + """
 [workflows.plain]
 path = "/plain"
 
@@ -128,24 +119,18 @@ def admin(running, path: str) -> Answer:
 
 
 def wait_for_execution(running, execution_id: str, status: str = "resolved", timeout: float = 5.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def reached():
         answer = admin(running, f"/executions/{execution_id}")
-        if answer.status == 200 and answer.json()["status"] == status:
-            return answer.json()
-        assert time.monotonic() < deadline, f"execution {execution_id}: {answer.status} {answer.body!r}"
-        time.sleep(0.02)
+        return answer.status == 200 and answer.json()["status"] == status and answer.json()
+    return wait_for(reached, timeout, failure=lambda: f"execution {execution_id} never {status}: "
+                                                     f"{admin(running, f'/executions/{execution_id}').body!r}")
 
 
 def request_log(running, predicate, timeout: float = 5.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        items = admin(running, "/requests?limit=1000").json()["items"]
-        found = [item for item in items if predicate(item)]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"no such request log entry in {items}"
-        time.sleep(0.02)
+    def found():
+        return next((item for item in admin(running, "/requests?limit=1000").json()["items"] if predicate(item)), None)
+    return wait_for(found, timeout, failure=lambda: f"no such request log entry in "
+                                                   f"{admin(running, '/requests?limit=1000').json()['items']}")
 
 
 def execution_count(running) -> int:

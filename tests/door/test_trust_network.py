@@ -270,6 +270,7 @@ def test_rate_limit_burst_gets_429_with_retry_after_then_recovers(plain):
     entry = log_entry(plain, limited[0])
     assert (entry["status"], entry["workflow"], entry["execution_id"]) == (429, "limited", None)
     assert "rate limit" in entry["reason"]
+    # The behaviour: waiting what Retry-After asks (whole seconds; a token every 0.5 s) is enough.
     time.sleep(int(limited[-1].headers["retry-after"]))
     again = post_json(plain, "/n/limited", {"i": "later"})
     assert again.status == 202, again.body

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import socket
-import time
 from collections import deque
 
 import orjson
@@ -23,6 +22,8 @@ from hypothesis import strategies as st
 
 from fastwebhook.http.messages import Response
 from fastwebhook.http.protocol import HttpProtocol, Limits
+from conftest import base_config
+from wait_support import wait_for
 
 LIMITS = Limits(max_header_size=2048, max_body_size=4096, read_timeout=5.0, keepalive_timeout=10.0)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -573,23 +574,12 @@ def test_connection_lost_with_answers_pending_drops_them_quietly():
 
 # --- the real server, over real sockets ---------------------------------------------------------
 
-SERVER_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
+SERVER_CONFIG = base_config(server="""
 max_header_size = "2KiB"
 max_body_size = "4KiB"
 read_timeout = "1s"
 keepalive_timeout = "1s"
-
-[storage]
-url = "sqlite:///{db}"
-
-[log]
-level = "warning"
-
-[admin]
-token = "test-token"
-
+""") + """
 [workflows.hook]
 path = "/hook"
 
@@ -649,10 +639,8 @@ def test_real_server_survives_random_and_mutated_requests(fuzz_server, caplog):
             received += piece
     [(status, headers, body)] = responses(received)
     assert status == 202 and orjson.loads(body)["status"] == "queued"
-    deadline = time.monotonic() + 3
-    while running.server.service.metrics.connections_open and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert running.server.service.metrics.connections_open == 0
+    wait_for(lambda: running.server.service.metrics.connections_open == 0, 3, step=0.01,
+             failure="a connection stayed open")
     internal = [r for r in caplog.records if "internal error" in r.getMessage()]
     assert internal == [], internal
 

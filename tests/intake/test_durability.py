@@ -28,6 +28,7 @@ from fastwebhook.store.sqlite import SqliteStore
 from fastwebhook.store.sqlite_connector import SqliteConnector
 from durability_support import CHILD_CONFIG, FINAL, HOOK, child_config, executions_by_delivery, post, query, terminate
 from store_support import ids, none_in_memory, runs_something
+from wait_support import wait_for
 
 
 class Load:
@@ -71,19 +72,18 @@ class Load:
                 elif 200 <= status < 300:
                     self.odd.append((delivery, status, body))
             if self.pause:
-                time.sleep(self.pause)
+                time.sleep(self.pause)   # a sender pacing itself
 
 
 def wait_until_final(db: Path, acked: dict[str, str], timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def pending(found: dict) -> list[str]:
+        return [d for d in acked if not any(s in FINAL for _, s, _ in found.get(d, []))]
+
+    def all_final() -> dict | None:
         found = executions_by_delivery(db)
-        pending = [d for d in acked if not any(s in FINAL for _, s, _ in found.get(d, []))]
-        if not pending:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{len(pending)} acknowledged executions never finished, e.g. {pending[:3]}")
-        time.sleep(0.1)
+        return None if pending(found) else found
+    return wait_for(all_final, timeout, step=0.05, failure=lambda: f"acknowledged executions never finished, "
+                                                                   f"e.g. {pending(executions_by_delivery(db))[:3]}")
 
 
 # --- kill -9 mid-load -------------------------------------------------------------------------
@@ -241,27 +241,31 @@ def test_dedup_survives_a_restart(serve, tmp_path):
 
 
 def test_dedup_key_expires_at_its_ttl_after_a_restart(serve, tmp_path):
-    body = CHILD_CONFIG % {"workers": 4, "ttl": "2s"}
+    ttl = 2.0
+    body = CHILD_CONFIG % {"workers": 4, "ttl": f"{ttl:g}s"}
     first = serve(body)
     conn = http.client.HTTPConnection(first.host, first.port, timeout=5)
-    sent = time.monotonic()
+    sent = time.monotonic()   # the key expires no sooner than ttl after this
     assert post(conn, "short-lived")[0] == 202
     conn.close()
     first.stop()
     second = serve(body)
-    assert time.monotonic() - sent < 1.5, "the restart was too slow for this test"
     conn = http.client.HTTPConnection(second.host, second.port, timeout=5)
-    answers = []
+    answers = []   # (seconds since `sent` the repeat was sent, status, its answer's status)
 
     def accepted() -> bool:   # a repeat within the ttl is a duplicate, and costs nothing more
+        asked = time.monotonic() - sent
         status, answer = post(conn, "short-lived")
-        answers.append((status, answer["status"]))
+        answers.append((asked, status, answer["status"]))
         return status == 202
     assert wait_until(accepted, timeout=10, step=0.05), answers
     waited = time.monotonic() - sent
     conn.close()
-    assert answers[0] == (200, "duplicate"), "after the restart, within its ttl, the key still holds"
-    assert answers[-1] == (202, "queued") and waited >= 2.0, "accepted again once the ttl passed, not before"
+    # Judged by when each repeat was sent, not by how fast the restart was (a loaded machine's
+    # restart can take most of the ttl): every repeat sent within it is a duplicate.
+    within = [(status, told) for asked, status, told in answers if asked < ttl]
+    assert within == [(200, "duplicate")] * len(within), f"after the restart, within its ttl, the key holds: {answers}"
+    assert answers[-1][1:] == (202, "queued") and waited >= ttl, "accepted again once the ttl passed, not before"
 
 
 # --- the store's intake, claims, leases and dedup, unit level (real SQLite file) ---------------
@@ -425,12 +429,11 @@ def test_a_restarted_in_process_server_runs_work_left_queued(tmp_path):
     with_store_path(db, leave_work)
     running = start_server(config)
     try:
-        deadline = time.monotonic() + 10
-        while True:
+        def all_three_final() -> list | None:
             rows = query(db, "SELECT status, attempts FROM executions ORDER BY id")
-            if (len(rows) == 3 and all(status in FINAL for status, _ in rows)) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return rows if len(rows) == 3 and all(status in FINAL for status, _ in rows) else None
+        rows = wait_for(all_three_final, 10,
+                        failure=lambda: f"not all final: {query(db, 'SELECT status, attempts FROM executions')}")
         assert rows == [("resolved", 2), ("resolved", 2), ("resolved", 1)]
     finally:
         running.stop()

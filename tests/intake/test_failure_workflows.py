@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
-
-import asyncpg
-import pytest
 
 from burst_support import wait_until
 from client_support import ADMIN, exchange, request
@@ -27,30 +23,11 @@ from fastwebhook.store import open_store
 from fastwebhook.store.rows import Delivery, Final, Records, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from http_support import Reply
-from store_support import POSTGRES, none_in_memory, postgres_reachable, runs_something
+import store_support
+from store_support import none_in_memory, runs_something
 
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 FINAL = ("resolved", "failed", "error", "aborted")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not postgres_reachable():
-        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
-        pytest.skip(f"no PostgreSQL at {POSTGRES}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES}?schema={schema}"
-
-    async def drop():
-        connection = await asyncpg.connect(POSTGRES)
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await connection.close()
-
-    asyncio.run(drop())
 
 
 # -- the store's rule ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import uuid
 
 from burst_support import burst, rss_kib, wait_until
 from client_support import request
-from conftest import write_config
+from conftest import base_config, write_config
 from fastwebhook.store.sqlite_connector import CACHE_KIB
 from durability_support import child_config, executions_by_delivery, post, query, terminate, unfinished, wait_all_final
 
@@ -153,17 +153,7 @@ def test_a_duplicate_racing_its_original_into_another_process_runs_once(spawn, t
     assert raced > 0, "no delivery raced past both doors: the test proved nothing"
 
 
-STORE_CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "warning"
-[admin]
-token = "test-token"
-[workflows.plain]
-"""
+STORE_CONFIG = base_config() + "[workflows.plain]\n"
 
 
 def test_a_store_that_fails_its_commits_answers_503_then_the_server_recovers(serve):

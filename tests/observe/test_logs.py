@@ -4,21 +4,14 @@
 from __future__ import annotations
 
 import logging
-import time
+import signal
 
 import orjson
 
 from client_support import post_json, request
-from conftest import wait_for_entry, write_config
+from conftest import base_config, wait_for_entry, write_config
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "info"
-{access}
+CONFIG = base_config(log='level = "info"\n{access}') + """
 [workflows.hook]
 path = "/hook"
 [workflows.gh]
@@ -54,7 +47,9 @@ def test_without_access_requests_get_no_line_of_their_own(tmp_path, spawn):
     child = spawn(write_config(tmp_path, CONFIG.replace("{access}", "")), tmp_path / "server.log")
     assert post_json(child, "/hook", {"n": 1}).status == 202
     assert request(child, "GET", "/nowhere").status == 404
-    time.sleep(0.3)
+    # A barrier, not a pause: the reload's line is written after any line those requests wrote.
+    child.process.send_signal(signal.SIGHUP)
+    wait_for_entry(child.log, lambda e: e.get("msg") == "SIGHUP: config reloaded", process=child.process)
     logged = entries(child.log)
     assert [e["msg"] for e in logged if e.get("msg") in ("listening", "ready")] == ["listening", "ready"]
     assert not [e for e in logged if e.get("msg") == "request"]

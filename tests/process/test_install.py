@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 
 from cli_support import fastwebhook
+from conftest import log_entries
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -57,16 +58,11 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves_without_the_checkout(tmp_
         process = subprocess.Popen([str(venv / "bin" / "fastwebhook"), "serve", "-c", "config.toml"], cwd=site,
                                    env=dict(env, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT)
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None:
+        def listening() -> int | None:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            for line in log.read_text().splitlines():
-                entry = orjson.loads(line)
-                if entry.get("msg") == "listening":
-                    port = int(entry["address"].rpartition(":")[2])
-            time.sleep(0.1)
+            return next((int(entry["address"].rpartition(":")[2]) for entry in log_entries(log)
+                         if entry.get("msg") == "listening"), None)
+        port = wait_for(listening, 60, failure=log.read_text)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("POST", "/hook", body=b'{"n": 21}', headers={"Content-Type": "application/json"})
         answer = connection.getresponse()
@@ -78,15 +74,13 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves_without_the_checkout(tmp_
             assert served.status == 200 and served.read(), asset
         connection.close()
         # its record, read back with the installed CLI
-        deadline = time.monotonic() + 30
-        while True:
+        def final() -> dict | None:
             shown = subprocess.run([str(venv / "bin" / "fastwebhook"), "execution", execution, "--json",
                                     "-c", "config.toml"], cwd=site, env=env, capture_output=True, text=True, timeout=60)
             assert shown.returncode == 0, shown.stderr
             record = orjson.loads(shown.stdout)
-            if record["status"] not in ("queued", "started") or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return record if record["status"] not in ("queued", "started") else None
+        record = wait_for(final, 30, step=0.2, failure=f"execution {execution} never finished")
         assert record["status"] == "resolved"
         assert [(job["node"], job["result"]) for job in record["jobs"]] == [("double", 42)]
         process.send_signal(signal.SIGTERM)

@@ -184,7 +184,7 @@ class Load(threading.Thread):
                 self.cut += 1
                 connection.close()
                 connection = None
-                time.sleep(0.01)
+                time.sleep(0.01)   # a sender backing off before it connects again
         if connection is not None:
             connection.close()
 

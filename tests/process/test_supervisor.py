@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fastwebhook.process.tasks import HEALTHY_AFTER, TaskSupervisor
+from wait_support import wait_for_async
 
 
 def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_others_run(caplog):
@@ -22,14 +23,15 @@ def test_a_task_that_raises_is_marked_failing_restarted_and_healthy_again_while_
         async def steady():
             while True:
                 runs["steady"] += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)   # a task that keeps working, a round every 10 ms
 
         supervisor.start("flaky", flaky)
         supervisor.start("steady", steady)
-        await asyncio.sleep(0.02)
-        failing = dict(supervisor.failing)
+        failing = dict(await wait_for_async(lambda: supervisor.failing, 5, failure="flaky never failed"))
         steady_then = runs["steady"]
-        await asyncio.sleep(HEALTHY_AFTER + 0.3)
+        # Healthy again takes the restart's back-off and HEALTHY_AFTER without failing.
+        await wait_for_async(lambda: supervisor.healthy and runs["steady"] > steady_then, HEALTHY_AFTER + 5,
+                             failure=lambda: f"still failing: {supervisor.failing}")
         result = failing, runs["flaky"], runs["steady"] > steady_then, supervisor.healthy
         await supervisor.stop()
         return result
@@ -55,7 +57,7 @@ def test_a_periodic_job_that_fails_is_reported_retried_and_cleared_by_its_next_s
                 seen.update(supervisor.failing)   # the round after the failure, before it succeeds
 
         supervisor.every("job", 0.01, job)
-        await asyncio.sleep(0.3)
+        await wait_for_async(lambda: len(rounds) > 3, 5, failure=lambda: f"only {len(rounds)} rounds ran")
         await supervisor.stop()
         return len(rounds), seen, dict(supervisor.failing)
 

@@ -21,17 +21,11 @@ import pytest
 from burst_support import wait_until
 from cli_support import start_server
 from client_support import metric
-from conftest import log_entries, wait_for_entry, write_config
+from conftest import base_config, log_entries, wait_for_entry, write_config
 from fastwebhook.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "info"
+CONFIG = base_config(log='level = "info"') + """
 [workflows.hook]
 path = "/hook"
 """

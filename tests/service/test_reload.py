@@ -12,17 +12,9 @@ import threading
 
 from burst_support import wait_until
 from client_support import jobs_by_node, post_json, request, wait_for_execution, wait_until_started
-from conftest import log_entries, wait_for_entry, write_config
+from conftest import base_config, log_entries, wait_for_entry, write_config
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-url = "sqlite:///{db}"
-[log]
-level = "info"
-[admin]
-token = "test-token"
+CONFIG = base_config(log='level = "info"') + """
 [workflows.greet]
 path = "/greet"
 mode = "sync"

@@ -15,6 +15,7 @@ from fastwebhook.service import maintenance
 from fastwebhook.config.loader import load_config
 from fastwebhook.service.service import Service
 from fastwebhook.store.rows import Delivery, RequestLine, StoredRequest
+from wait_support import wait_for_async
 
 DAY = 86400.0
 CONFIG = """
@@ -65,10 +66,8 @@ def test_the_purge_removes_what_is_older_than_the_retention_in_batches_and_keeps
             for item in old + new:
                 await service.submit(item)
             stats = service.execution_stats["hook"]
-            deadline = time.monotonic() + 60
-            while sum(c.value for c in stats.by_status.values()) < len(old) + len(new):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_for_async(lambda: sum(c.value for c in stats.by_status.values()) >= len(old) + len(new), 60,
+                                 step=0.01, failure="the executions never all ran")
             for at in (old_at, new_at):
                 service.dispatcher.log_request(RequestLine(at, "127.0.0.1", "GET", "/nowhere", None, 404,
                                                            "not found", 0, 0.1, f"q{at}", None))

@@ -22,7 +22,7 @@ from burst_support import wait_until
 from cli_support import start_server
 from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry
-from store_support import POSTGRES, postgres_reachable
+from store_support import POSTGRES, require_postgres
 
 CONFIG = """
 [server]
@@ -85,10 +85,7 @@ class Host:
 @pytest.fixture
 def cluster(tmp_path):
     """start(n) -> n hosts on a fresh schema; query(sql) reads it."""
-    if not postgres_reachable():
-        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
-        pytest.skip(f"no PostgreSQL at {POSTGRES}")
+    require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     hosts: list[Host] = []
 

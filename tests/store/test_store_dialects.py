@@ -10,9 +10,7 @@ $FASTWEBHOOK_REQUIRE_POSTGRES is set (CI sets it): then they fail.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 
 import pytest
 
@@ -22,29 +20,11 @@ from fastwebhook.store import StatementTimeout, open_store
 from fastwebhook.store.rows import ClaimCopies, Delivery, Effect, Final, Job, Records, RequestLine, Status, StoredRequest
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
-from store_support import POSTGRES, ids, none_in_memory, postgres_reachable, runs_something
+import store_support
+from store_support import ids, none_in_memory, runs_something
+from wait_support import wait_for_async
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not postgres_reachable():
-        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
-        pytest.skip(f"no PostgreSQL at {POSTGRES}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES}?schema={schema}"
-    import asyncpg  # noqa: PLC0415
-
-    async def drop():
-        connection = await asyncpg.connect(POSTGRES)
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await connection.close()
-
-    asyncio.run(drop())
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def run(url: str, scenario, stores: int = 1) -> None:
@@ -154,7 +134,7 @@ def test_two_hosts_claiming_side_by_side_take_each_delivery_once_and_each_key_on
                 # (a SQLite claim that lost the race to the other store's comes back empty)
                 claim = await store.claim(name, now, now + 30, 32, none_in_memory, runs_something)
                 taken[name] += [(d, "run") for d in claim.run] + [(d, "duplicate") for d, _ in claim.duplicates]
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)   # the other store's turn: the two claim side by side
 
         await asyncio.gather(claim_all("one", one), claim_all("two", two))
         every = taken["one"] + taken["two"]
@@ -202,8 +182,9 @@ def test_work_whose_lease_lapsed_is_taken_over_by_another_owner(url):
         await store.append([delivery(1), delivery(2)])
         await store.claim("dead-host", now, now + 0.3, 10, none_in_memory, runs_something)
         assert await store.reclaim("me", time.time(), time.time() + 30, 10) == []   # still leased
-        await asyncio.sleep(0.6)
-        taken = await store.reclaim("me", time.time(), time.time() + 30, 10)
+        # The lease lapses by the database's clock (PostgreSQL's now()): asked until it has.
+        taken = await wait_for_async(lambda: store.reclaim("me", time.time(), time.time() + 30, 10), 10, step=0.02,
+                                     failure="the lapsed lease was never taken over")
         assert ids(taken) == [1, 2] and {d.attempts for d in taken} == {2}
         assert await store.pending_owners() == ["me"]
         await store.renew("me", time.time() + 30)

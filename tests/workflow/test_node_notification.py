@@ -4,6 +4,7 @@ in for Slack / DingTalk, and the `[channels]` settings refused at load with thei
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 
@@ -41,6 +42,26 @@ def text(part) -> str:
     return part.get_content().replace("\r\n", "\n").strip()
 
 
+WORKFLOW = """
+[workflows.w]
+path = "/api/webhooks/w"
+"""
+MAIL = """
+[channels.mail]
+type = "smtp"
+host = "127.0.0.1"
+from = "fastwebhook@example.com"
+"""
+
+
+def notification(key: str, channel: str = "mail", **settings) -> str:
+    """A notification node of workflow w as TOML: each setting's value as JSON writes it (a
+    string, a list, a number or a boolean in JSON is the same in TOML)."""
+    lines = [f'key = "{key}"', 'type = "notification"', f'channel = "{channel}"']
+    lines += [f"{name} = {json.dumps(value)}" for name, value in settings.items()]
+    return "\n[[workflows.w.nodes]]\n" + "\n".join(lines) + "\n"
+
+
 def smtp_channel(name: str, port: int, extra: str = "") -> str:
     # The port as a string, as `port = "${SMTP_PORT:-25}"` gives it.
     return f"""
@@ -58,17 +79,9 @@ timeout = "2s"
 
 def test_a_mail_goes_out_with_from_to_subject_message_id_and_text(serve, smtp_servers):
     inbox, port = smtp_servers()
-    running = serve(smtp_channel("mail", port) + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "mail"
-type = "notification"
-channel = "mail"
-to = "{{$context.data.email}}"
-subject = "Hi {{$context.data.name}}"
-text = "Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."
-""")
+    running = serve(smtp_channel("mail", port) + WORKFLOW + notification(
+        "mail", to="{{$context.data.email}}", subject="Hi {{$context.data.name}}",
+        text="Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."))
     record = run_to_end(running, "/api/webhooks/w", {"email": "ada@example.org", "name": "Ada", "order": 42})
     assert record["status"] == "resolved", record
     (mail,) = inbox.mails
@@ -89,18 +102,10 @@ text = "Thanks, {{$context.data.name}}: order {{$context.data.order}} is paid."
 
 def test_text_and_html_go_as_multipart_alternative_to_every_listed_recipient(serve, smtp_servers):
     inbox, port = smtp_servers()
-    running = serve(smtp_channel("mail", port) + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "mail"
-type = "notification"
-channel = "mail"
-to = ["{{$context.data.owner}}", "Bea <bea@example.org>, cy@example.org"]
-subject = "{{$context.data.title}}"
-text = "Plain: {{$context.data.title}}"
-html = "<p>Rich: <b>{{$context.data.title}}</b></p>"
-""")
+    running = serve(smtp_channel("mail", port) + WORKFLOW + notification(
+        "mail", to=["{{$context.data.owner}}", "Bea <bea@example.org>, cy@example.org"],
+        subject="{{$context.data.title}}", text="Plain: {{$context.data.title}}",
+        html="<p>Rich: <b>{{$context.data.title}}</b></p>"))
     record = run_to_end(running, "/api/webhooks/w", {"owner": "ada@example.org", "title": "Two\nlines"})
     assert record["status"] == "resolved", record
     (mail,) = inbox.mails
@@ -119,25 +124,9 @@ def test_starttls_and_auth_deliver_and_a_wrong_password_fails_with_the_servers_r
                                authenticator=authenticate)
     auth = f'starttls = true\nusername = "{USER}"\nca_file = "ca.pem"'
     running = serve(smtp_channel("mail", port, f'{auth}\npassword = "{PASSWORD}"')
-                    + smtp_channel("wrong", port, f'{auth}\npassword = "guess"') + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "bad"
-type = "notification"
-channel = "wrong"
-to = "ada@example.org"
-text = "never"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "good"
-type = "notification"
-channel = "mail"
-to = "ada@example.org"
-subject = "Secure"
-text = "Over TLS"
-""")
+                    + smtp_channel("wrong", port, f'{auth}\npassword = "guess"') + WORKFLOW
+                    + notification("bad", "wrong", to="ada@example.org", text="never", ignore_fail=True)
+                    + notification("good", to="ada@example.org", subject="Secure", text="Over TLS"))
     record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     bad = jobs_by_node(record)["bad"]
@@ -151,16 +140,8 @@ text = "Over TLS"
 
 def test_implicit_tls_delivers(serve, smtp_servers, tls_files):
     inbox, port = smtp_servers(ssl_context=tls_files)
-    running = serve(smtp_channel("mail", port, 'tls = true\nca_file = "ca.pem"') + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "mail"
-type = "notification"
-channel = "mail"
-to = "ada@example.org"
-text = "From the first byte"
-""")
+    running = serve(smtp_channel("mail", port, 'tls = true\nca_file = "ca.pem"') + WORKFLOW
+                    + notification("mail", to="ada@example.org", text="From the first byte"))
     record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     assert text(inbox.mails[0].message) == "From the first byte"
@@ -169,24 +150,9 @@ text = "From the first byte"
 def test_an_untrusted_certificate_fails_unless_tls_verify_is_off(serve, smtp_servers, tls_files):
     inbox, port = smtp_servers(tls_context=tls_files, require_starttls=True)
     running = serve(smtp_channel("strict", port, "starttls = true")
-                    + smtp_channel("lab", port, "starttls = true\ntls_verify = false") + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "strict"
-type = "notification"
-channel = "strict"
-to = "ada@example.org"
-text = "checked"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "lab"
-type = "notification"
-channel = "lab"
-to = "ada@example.org"
-text = "unchecked"
-""")
+                    + smtp_channel("lab", port, "starttls = true\ntls_verify = false") + WORKFLOW
+                    + notification("strict", "strict", to="ada@example.org", text="checked", ignore_fail=True)
+                    + notification("lab", "lab", to="ada@example.org", text="unchecked"))
     record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "resolved", record
     assert jobs_by_node(record)["strict"]["status"] == "failed"
@@ -196,39 +162,11 @@ text = "unchecked"
 
 def test_refused_recipients_and_an_unreachable_server(serve, smtp_servers):
     inbox, port = smtp_servers()
-    running = serve(smtp_channel("mail", port) + smtp_channel("down", free_port()) + """
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "nobody"
-type = "notification"
-channel = "mail"
-to = "nobody@example.org"
-text = "lost"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "down"
-type = "notification"
-channel = "down"
-to = "ada@example.org"
-text = "lost"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "some"
-type = "notification"
-channel = "mail"
-to = ["ada@example.org", "nobody@example.org"]
-text = "half"
-
-[[workflows.w.nodes]]
-key = "garbage"
-type = "notification"
-channel = "mail"
-to = "{{$context.data.missing}}"
-text = "nowhere"
-""")
+    running = serve(smtp_channel("mail", port) + smtp_channel("down", free_port()) + WORKFLOW
+                    + notification("nobody", to="nobody@example.org", text="lost", ignore_fail=True)
+                    + notification("down", "down", to="ada@example.org", text="lost", ignore_fail=True)
+                    + notification("some", to=["ada@example.org", "nobody@example.org"], text="half")
+                    + notification("garbage", to="{{$context.data.missing}}", text="nowhere"))
     record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
     assert "550 5.1.1 no such mailbox here" in jobs_by_node(record)["nobody"]["error"]
@@ -242,22 +180,11 @@ text = "nowhere"
 
 def test_a_templated_recipient_is_one_address_a_list_from_the_data_is_bounded_and_no_header_gets_in(serve, smtp_servers):
     inbox, port = smtp_servers()
-    node = """
-[[workflows.w.nodes]]
-key = "{key}"
-type = "notification"
-channel = "mail"
-to = "{{{{$context.data.{field}}}}}"
-text = "hello"
-ignore_fail = true
-{extra}
-"""
-    running = serve(smtp_channel("mail", port) + '[workflows.w]\npath = "/api/webhooks/w"\n'
-                    + node.format(key="several", field="several", extra="")
-                    + node.format(key="injected", field="injected", extra="")
-                    + node.format(key="team", field="team", extra="")
-                    + node.format(key="crowd", field="crowd", extra="")
-                    + node.format(key="capped", field="team", extra="max_recipients = 2"))
+    def node(key: str, field: str, **extra) -> str:
+        return notification(key, to=f"{{{{$context.data.{field}}}}}", text="hello", ignore_fail=True, **extra)
+    running = serve(smtp_channel("mail", port) + WORKFLOW
+                    + node("several", "several") + node("injected", "injected") + node("team", "team")
+                    + node("crowd", "crowd") + node("capped", "team", max_recipients=2))
     team = ["ada@example.org", "Bea <bea@example.org>", "cy@example.org"]
     record = run_to_end(running, "/api/webhooks/w", {
         "several": "a@example.org, b@example.org, c@example.org",
@@ -289,21 +216,8 @@ type = "http"
 method = "GET"
 url = "{endpoint.url}/send?to=123&text={{{{message}}}}"
 headers = {{ Authorization = "Bearer gw-token" }}
-
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "chat"
-type = "notification"
-channel = "chat"
-message = "Deploying {{{{$context.data.commit}}}} by {{{{$context.data.who}}}}"
-
-[[workflows.w.nodes]]
-key = "sms"
-type = "notification"
-channel = "sms"
-message = "{{{{$context.data.who}}}} & co"
-""")
+""" + WORKFLOW + notification("chat", "chat", message="Deploying {{$context.data.commit}} by {{$context.data.who}}")
+                    + notification("sms", "sms", message="{{$context.data.who}} & co"))
     who = 'Ada "the first" \\ Lovelace\nlondon'
     record = run_to_end(running, "/api/webhooks/w", {"commit": "abc123", "who": who})
     assert record["status"] == "resolved", record
@@ -324,22 +238,8 @@ def test_an_http_channel_answering_non_2xx_or_an_errcode_fails_the_node(serve, e
 [channels.chat]
 type = "http"
 url = "{endpoint.url}/robot/send?access_token=tok"
-
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "slack"
-type = "notification"
-channel = "chat"
-message = "one"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "dingtalk"
-type = "notification"
-channel = "chat"
-message = "two"
-""")
+""" + WORKFLOW + notification("slack", "chat", message="one", ignore_fail=True)
+                    + notification("dingtalk", "chat", message="two"))
     record = run_to_end(running, "/api/webhooks/w", {})
     assert record["status"] == "failed"
     assert "answered 403: invalid_token" in jobs_by_node(record)["slack"]["error"]
@@ -364,22 +264,8 @@ headers = {{ Authorization = "Bearer chat-token" }}
 [channels.inside]
 type = "http"
 url = "http://127.0.0.2:{endpoint.url.rpartition(":")[2]}/hooks/abc"
-
-[workflows.w]
-path = "/api/webhooks/w"
-[[workflows.w.nodes]]
-key = "chat"
-type = "notification"
-channel = "chat"
-message = "hi"
-ignore_fail = true
-
-[[workflows.w.nodes]]
-key = "inside"
-type = "notification"
-channel = "inside"
-message = "hi"
-""")
+""" + WORKFLOW + notification("chat", "chat", message="hi", ignore_fail=True)
+                        + notification("inside", "inside", message="hi"))
         record = run_to_end(running, "/api/webhooks/w", {})
         assert "answered 302" in jobs_by_node(record)["chat"]["error"]
         assert len(endpoint.received) == 1 and other.received == []
@@ -436,42 +322,12 @@ type = "pigeon"
 
 
 def test_bad_notification_nodes_are_refused_with_their_toml_paths(tmp_path):
-    found = config_errors(tmp_path, """
-[channels.mail]
-type = "smtp"
-host = "127.0.0.1"
-from = "fastwebhook@example.com"
-
+    found = config_errors(tmp_path, MAIL + """
 [channels.chat]
 type = "http"
 url = "https://hooks.example.com/abc"
-
-[workflows.w]
-[[workflows.w.nodes]]
-key = "a"
-type = "notification"
-channel = "team-chat"
-message = "hi"
-
-[[workflows.w.nodes]]
-key = "b"
-type = "notification"
-channel = "mail"
-subject = "no one to send to"
-
-[[workflows.w.nodes]]
-key = "c"
-type = "notification"
-channel = "chat"
-to = "ada@example.org"
-
-[[workflows.w.nodes]]
-key = "d"
-type = "notification"
-channel = "mail"
-to = 42
-text = "x"
-""")
+""" + WORKFLOW + notification("a", "team-chat", message="hi") + notification("b", subject="no one to send to")
+                          + notification("c", "chat", to="ada@example.org") + notification("d", to=42, text="x"))
     p = "workflows.w.nodes"
     assert "team-chat" in found[f"{p}[0].channel"] and "chat, mail" in found[f"{p}[0].channel"]
     assert "recipient" in found[f"{p}[1].to"]
@@ -482,36 +338,11 @@ text = "x"
 
 
 def test_recipients_and_max_recipients_are_checked_at_load(tmp_path):
-    found = config_errors(tmp_path, """
-[channels.mail]
-type = "smtp"
-host = "127.0.0.1"
-from = "fastwebhook@example.com"
-
-[workflows.w]
-[[workflows.w.nodes]]
-key = "a"
-type = "notification"
-channel = "mail"
-to = ["a@example.org, b@example.org", "c@example.org"]
-max_recipients = 2
-text = "x"
-
-[[workflows.w.nodes]]
-key = "b"
-type = "notification"
-channel = "mail"
-to = "ada@example.org\\nBcc: eve@example.org"
-text = "x"
-
-[[workflows.w.nodes]]
-key = "c"
-type = "notification"
-channel = "mail"
-to = "ada@example.org"
-max_recipients = 0
-text = "x"
-""")
+    found = config_errors(tmp_path, MAIL + WORKFLOW
+                          + notification("a", to=["a@example.org, b@example.org", "c@example.org"], max_recipients=2,
+                                         text="x")
+                          + notification("b", to="ada@example.org\nBcc: eve@example.org", text="x")
+                          + notification("c", to="ada@example.org", max_recipients=0, text="x"))
     p = "workflows.w.nodes"
     assert "3 recipients, over max_recipients = 2" in found[f"{p}[0].to"]
     assert "line break" in found[f"{p}[1].to"]

@@ -5,6 +5,7 @@ slowly, with Retry-After ...)."""
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from pathlib import Path
 
@@ -138,7 +139,8 @@ url = "{endpoint.url}/never"
 
 
 def test_a_slow_answer_times_out_and_the_retry_gets_through(serve, endpoint):
-    endpoint.replies.append(Reply(200, delay=0.6))
+    released = threading.Event()
+    endpoint.replies.append(Reply(200, hold=released))   # answers only after the test: past any timeout
     running = serve(workflow(f"""
 [[workflows.w.nodes]]
 key = "call"
@@ -149,6 +151,7 @@ retries = 1
 retry_backoff = "10ms"
 """))
     record = run_to_end(running, "/api/webhooks/w", {})
+    released.set()
     assert record["status"] == "resolved", record
     assert len(endpoint.received) == 2
     logs = jobs_by_node(record)["call"]["logs"]

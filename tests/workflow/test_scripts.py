@@ -13,6 +13,7 @@ import uvloop
 from fastwebhook.core.errors import FastwebhookError
 from fastwebhook.workflow.script_pool import ScriptPool
 from fastwebhook.workflow.scripts import MAX_LOG_LINES, Script, ScriptError
+from wait_support import wait_for_async
 
 MiB = 1 << 20
 SCOPE = {
@@ -38,6 +39,17 @@ def in_pool(body, runner=asyncio.run, **sizes):
         finally:
             await pool.close()
     return runner(main())
+
+
+async def in_v8(pool, calls: int = 1) -> None:
+    """Until `calls` runs are inside their call into V8 (holding a context)."""
+    await wait_for_async(lambda: len(pool._calling) >= calls, 5, failure="no run got into V8")
+
+
+async def waiting(pool, count: int) -> None:
+    """Until `count` runs wait for a context."""
+    await wait_for_async(lambda: sum(not w.future.done() for w in pool._waiters) >= count, 5,
+                         failure=lambda: f"{len(pool._waiters)} runs wait, not {count}")
 
 
 def run_one(code: str, timeout: float = 1.0, memory: int = 64 * MiB, scope: dict = SCOPE):
@@ -160,7 +172,7 @@ def test_the_driver_is_out_of_a_scripts_reach():
 def test_a_timer_callback_never_runs_after_its_script():
     async def body(pool):
         await pool.run(Script.function_body("setTimeout(() => { globalThis.late = 1; }, 5);"), SCOPE, 1.0, 64 * MiB)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)   # the behaviour: ten times the timer's 5 ms pass, and it never fires
         return await pool.run(Script.function_body("return typeof globalThis.late;"), SCOPE, 1.0, 64 * MiB)
     assert in_pool(body, initial=1, most=1) == ("undefined", [])
 
@@ -195,7 +207,7 @@ def test_a_script_that_leaves_a_promise_loop_fails_and_its_context_is_never_used
         async def ticking():
             nonlocal ticks
             while True:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)   # the behaviour: the loop's own timers keep firing
                 ticks += 1
         ticker = asyncio.ensure_future(ticking())
         with pytest.raises(ScriptError) as info:
@@ -228,10 +240,10 @@ def test_a_promise_loop_in_a_cohort_fails_only_its_own_run():
 def test_the_loop_stays_free_while_a_script_spins():
     async def body(pool):
         spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 0.5, 64 * MiB))
-        await asyncio.sleep(0.05)
+        await in_v8(pool)
         gaps, last = [], time.perf_counter()
         for _ in range(10):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)   # the behaviour: how late a 10 ms timer fires while V8 spins
             now = time.perf_counter()
             gaps.append(now - last)
             last = now
@@ -284,7 +296,7 @@ def test_a_memory_bomb_in_a_reused_context_is_still_stopped():
 def test_a_cancelled_run_gives_up_its_context():
     async def body(pool):
         spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 5.0, 64 * MiB))
-        await asyncio.sleep(0.05)
+        await in_v8(pool)
         spin.cancel()
         with pytest.raises(asyncio.CancelledError):
             await spin
@@ -416,7 +428,7 @@ def test_a_quick_run_batched_with_a_runaway_gets_its_value_not_a_timeout():
     async def body(pool):
         blocker = asyncio.ensure_future(pool.run(Script.function_body("let t = Date.now(); while (Date.now() - t < 100) {} return 0;"),
                                                  SCOPE, 1.0, 64 * MiB))
-        await asyncio.sleep(0.02)   # the one context is busy: these three wait, then go in one batch
+        await in_v8(pool)   # the one context is busy: these three wait, then go in one batch
         runs = [pool.run(quick, {**SCOPE, "$context": {"data": {"n": 1}}}, 0.5, 64 * MiB),
                 pool.run(spin, SCOPE, 1.0, 64 * MiB),
                 pool.run(quick, {**SCOPE, "$context": {"data": {"n": 2}}}, 0.5, 64 * MiB)]
@@ -431,11 +443,11 @@ def test_a_quick_run_batched_with_a_runaway_gets_its_value_not_a_timeout():
 def test_closing_the_pool_while_a_batch_runs_fails_its_waiting_runs_instead_of_leaving_them():
     async def body(pool):
         spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 1.0, 64 * MiB))
-        await asyncio.sleep(0.02)
-        waiting = [asyncio.ensure_future(pool.run(COUNTER, SCOPE, 2.0, 64 * MiB)) for _ in range(3)]
-        await asyncio.sleep(0.02)
+        await in_v8(pool)
+        waiters = [asyncio.ensure_future(pool.run(COUNTER, SCOPE, 2.0, 64 * MiB)) for _ in range(3)]
+        await waiting(pool, 3)
         await pool.close()
-        return await asyncio.wait_for(asyncio.gather(spin, *waiting, return_exceptions=True), 3)
+        return await asyncio.wait_for(asyncio.gather(spin, *waiters, return_exceptions=True), 3)
     outcomes = in_pool(body, initial=1, most=1)
     assert all(isinstance(o, ScriptError) for o in outcomes[1:]), outcomes
 
@@ -443,7 +455,7 @@ def test_closing_the_pool_while_a_batch_runs_fails_its_waiting_runs_instead_of_l
 def test_a_run_waiting_for_a_busy_pool_ends_at_its_own_timeout():
     async def body(pool):
         spin = asyncio.ensure_future(pool.run(Script.function_body("while (true) {}"), SCOPE, 1.5, 64 * MiB))
-        await asyncio.sleep(0.02)
+        await in_v8(pool)
         started = time.perf_counter()
         with pytest.raises(ScriptError) as info:
             await pool.run(COUNTER, SCOPE, 0.1, 64 * MiB)

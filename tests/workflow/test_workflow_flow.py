@@ -3,7 +3,7 @@ answers slowly stands in for a slow workflow step (the request node calls it).""
 
 from __future__ import annotations
 
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -29,7 +29,8 @@ body = {{ seq = "{{{{$context.data.seq}}}}", account = "{{{{$context.data.accoun
 # --- sync mode ---------------------------------------------------------------------------------
 
 def test_the_response_node_answers_at_once_while_the_workflow_goes_on(serve, endpoint):
-    endpoint.replies = [Reply(delay=0.6)]
+    released = threading.Event()
+    endpoint.replies = [Reply(hold=released)]   # the call after the answer is held until it came
     running = serve("""
 [workflows.w]
 mode = "sync"
@@ -40,24 +41,24 @@ status = 201
 headers = { "X-Order" = "{{$context.data.seq}}" }
 body = "got {{$context.data.seq}}"
 """ + slow_call(endpoint.url))
-    started = time.monotonic()
-    answer = post_json(running, "/api/webhooks/w", {"seq": 7})
-    took = time.monotonic() - started
+    answer = post_json(running, "/api/webhooks/w", {"seq": 7})   # had it waited for the call, it would hang
+    released.set()
     assert answer.status == 201 and answer.body == b"got 7" and answer.headers["x-order"] == "7"
     assert answer.headers["content-type"].startswith("text/plain")
-    assert took < 0.5, f"the answer waited for the rest of the workflow ({took:.2f} s)"
     record = wait_for_execution(running, answer.headers["x-execution-id"])
     assert record["status"] == "resolved" and [j["node"] for j in record["jobs"]] == ["answer", "call"]
 
 
 def test_past_sync_timeout_the_caller_gets_202_and_the_execution_goes_on(serve, endpoint):
-    endpoint.replies = [Reply(delay=0.8)]
+    released = threading.Event()
+    endpoint.replies = [Reply(hold=released)]   # the call answers only once the caller has its answer
     running = serve("""
 [workflows.w]
 mode = "sync"
 sync_timeout = "200ms"
 """ + slow_call(endpoint.url))
     answer = post_json(running, "/api/webhooks/w", {"seq": 1})
+    released.set()
     assert answer.status == 202
     body = answer.json()
     assert body["status"] == "started" and answer.headers["x-execution-id"] == body["execution_id"]
@@ -66,7 +67,8 @@ sync_timeout = "200ms"
 
 
 def test_on_sync_timeout_error_answers_504(serve, endpoint):
-    endpoint.replies = [Reply(delay=0.6)]
+    released = threading.Event()
+    endpoint.replies = [Reply(hold=released)]
     running = serve("""
 [workflows.w]
 mode = "sync"
@@ -74,6 +76,7 @@ sync_timeout = "150ms"
 on_sync_timeout = "error"
 """ + slow_call(endpoint.url))
     answer = post_json(running, "/api/webhooks/w", {"seq": 1})
+    released.set()
     assert answer.status == 504 and answer.json()["status"] == "started"
     assert wait_for_execution(running, answer.json()["execution_id"])["status"] == "resolved"
 
@@ -120,21 +123,21 @@ workers = 16
 [workflows.w]
 order_key = "{{$context.data.account}}"
 """ + slow_call(endpoint.url))
-    started = time.monotonic()
     ids = []
     for seq in range(30):   # sent one by one: arrival order is seq order
         ids.append(post_json(running, "/api/webhooks/w", {"seq": seq, "account": "abc"[seq % 3]}).json()["execution_id"])
     for execution_id in ids:
         assert wait_for_execution(running, execution_id)["status"] == "resolved"
-    elapsed = time.monotonic() - started
     calls = intervals(endpoint.received)
     for account in "abc":
         mine = [(seq, at) for seq, who, at in calls if who == account]
         assert [seq for seq, _ in mine] == sorted(seq for seq, _ in mine), f"{account} ran out of order: {mine}"
         gaps = [b - a for (_, a), (_, b) in zip(mine, mine[1:])]
         assert min(gaps) >= delay * 0.9, f"two executions of {account} overlapped: {gaps}"
-    # three keys side by side: ten calls in a row per key, not thirty
-    assert elapsed < 30 * delay, f"keys did not run in parallel ({elapsed:.2f} s)"
+    # Keys side by side: some call of one key came while another key's call was held, which a
+    # one-at-a-time run never shows (a total time would also grow with a loaded machine's delays).
+    assert any(a != b and abs(at - other) < delay for (_, a, at), (_, b, other) in zip(calls, calls[1:])), \
+        f"keys did not run in parallel: {calls}"
 
 
 def test_concurrency_caps_the_executions_running_at_once(serve, endpoint):
