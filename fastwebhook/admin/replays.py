@@ -103,7 +103,7 @@ async def replay(store: Store, config: Config, id_text: str, submit=None) -> dic
     if submit is not None:
         await submit(delivery)
     else:
-        await store.append([delivery])
+        await store.append_outside([delivery])
     return {"execution_id": records.execution_id(delivery.id), "status": "queued", "replay_of": id_text}
 
 
@@ -166,7 +166,7 @@ async def _submit(store: Store, ready: list[Delivery], answer: dict, submit_many
         outcomes = await submit_many(ready, PATH)
     else:
         for start in range(0, len(ready), 1000):   # a server's claim takes them from the store
-            await store.append(ready[start:start + 1000])
+            await store.append_outside(ready[start:start + 1000])
         outcomes = [None] * len(ready)
     for delivery, refused in zip(ready, outcomes):
         if refused is None:

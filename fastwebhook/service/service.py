@@ -116,6 +116,7 @@ class Service:
     async def start(self) -> None:
         self.loop = self.executions.loop = self.door.loop = asyncio.get_running_loop()
         await self.store.open()
+        self.store.mark_served()
         self.stored_signature = await self.store.workflows_signature()   # before them: see Server
         self._use(await self.with_stored(self.config))   # before the first claim: they may have work queued
         self.intake.queued = Counter(await self.store.unfinished_by_workflow())

@@ -129,6 +129,15 @@ class Store:
     async def close(self) -> None:
         await self.db.close()
 
+    def mark_served(self) -> None:
+        """A server runs on this store from now until `close` (see `append_outside`)."""
+
+    async def append_outside(self, deliveries: list[Delivery]) -> int:
+        """An append by no server (the command line's replays, for the next claim to find).
+        Where a server's queue counts only what it acknowledged itself, it is refused while one
+        serves: that server's claim would release deliveries it never counted."""
+        return await self.append(deliveries)
+
     async def ping(self) -> None:
         await self.db.fetch("SELECT 1")
 

@@ -63,6 +63,7 @@ class SqliteConnector:
         self.path = path
         self.synchronous = synchronous
         self.shared = _FileLock(f"{path}-writer") if shared and path != ":memory:" else None
+        self._serving: int | None = None   # the descriptor of the served mark, while serving
         self.sql = queries(self.dialect)
         self._db: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
@@ -256,7 +257,38 @@ class SqliteConnector:
             async with self._writing():  # only the frames of the last moments are left: short
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    # -- a server on the file ----------------------------------------------------------------
+    # A server counts what it acknowledges; a delivery appended beside it (the command line's
+    # replay, when no server answered it) would be claimed and released uncounted, and the queue's
+    # depth would drift below the truth.  So each server process holds a shared lock on a file
+    # beside the database while it serves, and an append from outside first makes sure none does.
+    def mark_served(self) -> None:
+        if self.path == ":memory:" or self._serving is not None:
+            return
+        fd = os.open(f"{self.path}-served", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)   # never waits: only `served` takes it exclusively, and at once
+        self._serving = fd
+
+    def served(self) -> bool:
+        """Whether a server (of this process or another) is serving this file now."""
+        if self._serving is not None:
+            return True
+        try:
+            fd = os.open(f"{self.path}-served", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)   # (and with it the lock, if it was taken)
+        return False
+
     async def close(self) -> None:
+        if self._serving is not None:
+            os.close(self._serving)
+            self._serving = None
         self._effects_budget.close()
         if self._readers is not None:
             readers, self._readers = self._readers, None

@@ -168,13 +168,23 @@ def test_the_cli_replays_in_bulk_with_the_same_filter(serve, url, tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert [item["replay_of"] for item in json.loads(dry.stdout)["items"]] == failed
 
-    done = fastwebhook("replay", "--workflow", "other", "--since", "1h", "--until", rfc3339(time.time() + 1),
+    until = rfc3339(time.time() + 1)
+    if url.startswith("sqlite"):   # unreachable here (port 0): never appended beside a server
+        refused = fastwebhook("replay", "--workflow", "other", "--since", "1h", "--until", until,
+                              "--idempotency-key", "cli-0", "-c", config, "--json", text=True)
+        assert refused.returncode == 1 and "a server is serving" in refused.stderr
+        running.stop()
+    done = fastwebhook("replay", "--workflow", "other", "--since", "1h", "--until", until,
                        "--idempotency-key", "cli-1", "-c", config, "--json", text=True)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["replayed"] == 2 and [item["replay_of"] for item in answer["items"]] == failed
-    for item in answer["items"]:   # appended to the store: the running server's claim finds them
+    if url.startswith("sqlite"):
+        running = serve(config_text(url))   # the next server's claim finds them
+    for item in answer["items"]:   # in the store: a server's claim finds them
         assert wait_for_execution(running, item["id"], timeout=15)["replay_of"] == item["replay_of"]
+    # (on PostgreSQL other hosts append too: each server counts its queue's depth again every second)
+    assert wait_until(lambda: request(running, "GET", "/readyz").json()["queue_depth"] == 0, 5, 0.05)
     again = fastwebhook("replay", "--workflow", "other", "--since", "1h", "--until", rfc3339(time.time() + 1),
                         "--idempotency-key", "cli-1", "-c", config, "--json", text=True)
     assert again.returncode == 0 and json.loads(again.stdout) == answer
@@ -182,8 +192,11 @@ def test_the_cli_replays_in_bulk_with_the_same_filter(serve, url, tmp_path):
     both = fastwebhook("replay", failed[0], "--workflow", "other", "-c", config, text=True)
     assert both.returncode == 2 and "not both" in both.stderr
     single = fastwebhook("replay", failed[0], "-c", config, "--json", text=True)   # the single form still works
-    assert single.returncode == 0, single.stderr
-    assert json.loads(single.stdout)["replay_of"] == failed[0]
+    if url.startswith("sqlite"):   # ... and is refused beside the server it cannot reach, as the bulk one
+        assert single.returncode == 1 and "a server is serving" in single.stderr
+    else:
+        assert single.returncode == 0, single.stderr
+        assert json.loads(single.stdout)["replay_of"] == failed[0]
 
 
 def test_replays_the_queue_cannot_take_at_once_wait_their_turn_within_the_hold(serve, tmp_path):

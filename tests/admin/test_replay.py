@@ -71,12 +71,18 @@ def test_the_cli_replays_and_lists_records_beside_the_running_server(serve):
     running = serve(CONFIG)
     original = send(running, "d-3", "from the cli")
     wait_for_execution(running, original)
-    code, answer, err = cli(running, "replay", original)
+    # the CLI cannot reach this server (port 0): it never appends beside it, whose queue would
+    # then release a delivery it never counted
+    code, _, err = cli(running, "replay", original)
+    assert code == 1 and "a server is serving" in err and "admin API" in err
+    running.stop()
+    code, answer, err = cli(running, "replay", original)   # no server: into the store
     assert code == 0, err
     assert answer["replay_of"] == original
-    # appended to the store by the CLI: the running server's claim finds it
+    running = serve(CONFIG)   # the next server's claim finds it
     replayed = wait_for_execution(running, answer["execution_id"], timeout=15)
     assert replayed["status"] == "resolved"
+    assert request(running, "GET", "/readyz").json()["queue_depth"] == 0
     code, page, err = cli(running, "records", "seen", "--filter", '{"note": "from the cli"}')
     assert code == 0, err
     assert [r["delivery"] for r in page["items"]] == ["d-3", "d-3"]
