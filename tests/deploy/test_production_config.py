@@ -17,6 +17,7 @@ import pytest
 
 from cli_support import fastwebhook
 from docs_support import REPO, block_under, commands
+from systemd_support import systemd_analyze
 from fastwebhook.cli.main import main as fastwebhook_main
 
 CONFIG = REPO / "deploy" / "config.toml"
@@ -103,9 +104,9 @@ def test_the_drop_in_gives_the_service_what_the_config_reads():
     assert "/etc/fastwebhook/fastwebhook.env" in DEPLOYMENT.read_text()
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_systemd_reads_the_drop_in_without_a_complaint(tmp_path):
     """The unit with the drop-in beside it, as installed (the binary's path made one that exists)."""
+    systemd_analyze()
     unit = (REPO / "systemd" / "fastwebhook.service").read_text().replace("/usr/local/bin/fastwebhook", "/bin/true")
     (tmp_path / "fastwebhook.service").write_text(unit)
     (tmp_path / "fastwebhook.service.d").mkdir()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,13 +15,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 
 from burst_support import wait_until
 from cli_support import start_server
 from client_support import metric
 from conftest import base_config, log_entries, wait_for_entry, write_config
 from fastwebhook.config.loader import load_config
+from systemd_support import systemd_analyze
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = base_config(log='level = "info"') + """
@@ -48,8 +47,8 @@ def wait_for_log(log: Path, process: subprocess.Popen, message: str) -> list[dic
 
 # --- the units -------------------------------------------------------------------------------
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_both_units_pass_systemd_analyze_verify(tmp_path):
+    systemd_analyze()
     # verify checks that ExecStart's program exists: the installed one stands in for /usr/local/bin
     executable = Path(sys.executable).parent / "fastwebhook"
     assert executable.exists()
@@ -66,10 +65,10 @@ def test_both_units_pass_systemd_analyze_verify(tmp_path):
         assert line in service
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_the_socket_unit_listens_where_the_config_does_by_default_on_loopback(tmp_path):
     """Socket activation must not open the admin API and /metrics to the network: the address
     is read the way systemd reads it (verify's debug output dumps the loaded unit)."""
+    systemd_analyze()
     executable = Path(sys.executable).parent / "fastwebhook"
     for unit in ("fastwebhook.service", "fastwebhook.socket"):
         text = (REPO / "systemd" / unit).read_text()
