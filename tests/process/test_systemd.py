@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-
 from burst_support import wait_until
 from cli_support import start_server
 from client_support import metric
