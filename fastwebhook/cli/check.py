@@ -8,6 +8,7 @@ line of the file it is written in: the config, or its workflows_dir file.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -16,7 +17,7 @@ from ..config.loader import demo_token_error, display_url, load_config
 from ..config.positions import StringValue, string_values
 from ..config.workflows import ScriptSite
 from ..core.errors import ConfigError, ConfigErrors, StoreError
-from ..store import reach_store
+from ..store import reach_store, sqlite_file
 
 
 def check(path: str, environ: Mapping[str, str]) -> int:
@@ -37,6 +38,10 @@ def check(path: str, environ: Mapping[str, str]) -> int:
         if len(errors) > 1:
             print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
         return 1
+    moved = _moved_database(config.storage, Path(path))
+    if moved is not None:
+        print(f"{path}: storage.url: {moved}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(reach_store(config.storage))   # a database server that cannot be reached is an error
     except StoreError as exc:
@@ -44,6 +49,23 @@ def check(path: str, environ: Mapping[str, str]) -> int:
         return 1
     print(f"{path}: ok: {len(config.workflows)} workflow(s), storage {display_url(config.storage.url)}")
     return 0
+
+
+def _moved_database(storage, config_file: Path) -> str | None:
+    """Earlier versions took a relative SQLite path as relative to the working directory; it is
+    now relative to the config file's folder.  An upgrade whose database is only where the old
+    rule put it would start on an empty one (and leave what it had acknowledged unrun): that is
+    an error here, naming both paths."""
+    file = sqlite_file(storage)
+    if file is None or os.path.exists(file):
+        return None
+    relative = os.path.relpath(file, config_file.resolve().parent)
+    legacy = os.path.abspath(relative)
+    if relative.startswith("..") or legacy == file or not os.path.exists(legacy):
+        return None
+    return (f"the database is {file} (a relative path is relative to the config file's folder), which "
+            f"does not exist, but {legacy} (relative to the working directory) does: move it there, "
+            "or give storage.url as an absolute path")
 
 
 async def script_errors(sites: list[ScriptSite], config_file: Path) -> list[tuple[ScriptSite, ConfigError]]:

@@ -115,3 +115,18 @@ def test_string_values_are_placed_on_their_file_lines():
     assert placed == [("one", 2, False), ("x\ny", 5, True), ("first\nsecond", 7, True), ("joined line", 9, False)]
     [multi] = [v for v in string_values(text, "code") if v.value == "x\ny"]
     assert (multi.file_line(1), multi.file_line(2), multi.file_line(9)) == (5, 6, 6)
+
+
+def test_check_refuses_a_database_left_where_a_relative_path_used_to_point(tmp_path):
+    """A relative SQLite path is relative to the config file's folder; one an earlier version
+    resolved against the working directory must not be left behind by an upgrade unnoticed."""
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    (etc / "config.toml").write_text('[storage]\nurl = "sqlite:///fastwebhook.db"\n[workflows.hook]\n')
+    (state / "fastwebhook.db").write_bytes(b"")   # where the old rule put it
+    done = fastwebhook("check", "-c", str(etc / "config.toml"), cwd=state, text=True)
+    assert done.returncode == 1
+    assert f"the database is {etc / 'fastwebhook.db'}" in done.stderr and str(state / "fastwebhook.db") in done.stderr
+    moved = fastwebhook("check", "-c", str(etc / "config.toml"), cwd=etc, text=True)   # where it is now looked for
+    assert moved.returncode == 0, moved.stderr
