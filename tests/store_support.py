@@ -38,7 +38,8 @@ def require_postgres() -> None:
 @pytest.fixture(params=["sqlite", "postgres"])
 def url(request, tmp_path):
     """A storage URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after).
-    A test module takes it with `from store_support import url`."""
+    The one way a test runs on both engines: a test module takes it with
+    `url = store_support.url` (an assignment, so a test's `url` argument redefines no import)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
@@ -66,30 +67,3 @@ def runs_something(workflow: str) -> bool:
 def ids(deliveries) -> list[int]:
     return [int.from_bytes(d.id, "big") for d in deliveries]
 
-
-def storage_url(kind: str, tmp_path):
-    """A fixture body: a storage URL of its own, a SQLite file or a fresh PostgreSQL schema
-    (dropped after); without PostgreSQL the test is skipped, or fails under
-    $FASTWEBHOOK_REQUIRE_POSTGRES."""
-    import os  # noqa: PLC0415
-    import uuid  # noqa: PLC0415
-
-    import pytest  # noqa: PLC0415
-
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not postgres_reachable():
-        if os.environ.get("FASTWEBHOOK_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here and {POSTGRES} cannot be reached")
-        pytest.skip(f"no PostgreSQL at {POSTGRES}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES}?schema={schema}"
-    import asyncpg  # noqa: PLC0415
-
-    async def drop():
-        connection = await asyncpg.connect(POSTGRES)
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await connection.close()
-
-    asyncio.run(drop())

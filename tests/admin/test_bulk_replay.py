@@ -10,12 +10,11 @@ import time
 from datetime import datetime, timezone
 
 import orjson
-import pytest
 
 from burst_support import wait_until
 from cli_support import fastwebhook
 from client_support import ADMIN, admin, post_json, request, wait_for_execution
-from store_support import storage_url
+import store_support
 
 SERVER = """
 [server]
@@ -46,9 +45,7 @@ status = "failed"
 """
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    yield from storage_url(request.param, tmp_path)
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def config_text(url: str) -> str:

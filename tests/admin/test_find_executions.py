@@ -8,11 +8,10 @@ import json
 from urllib.parse import quote
 
 import orjson
-import pytest
 
 from cli_support import fastwebhook
 from client_support import admin, request, wait_for_execution
-from store_support import storage_url
+import store_support
 
 CONFIG = """
 [server]
@@ -46,9 +45,7 @@ BODIES = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    yield from storage_url(request.param, tmp_path)
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def send_all(running) -> list[tuple[str, str]]:

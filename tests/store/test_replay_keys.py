@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from fastwebhook.config.model import StorageConfig
 from fastwebhook.store import open_store
 from fastwebhook.store.replay_keys import ReplayKeys
-from store_support import storage_url
+import store_support
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    yield from storage_url(request.param, tmp_path)
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def run(url: str, scenario, stores: int = 1) -> None:
