@@ -12,10 +12,10 @@ import re
 
 import pytest
 
+from admin_support import TOKEN, admin, call, send
 from cli_support import fastwebhook
 from wait_support import wait_for
 
-TOKEN = {"Authorization": "Bearer test-token"}
 WORKFLOWS = """
 [workflows.hook]
 [[workflows.hook.nodes]]
@@ -43,26 +43,6 @@ status = "failed"
 """
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 FINAL = ("resolved", "failed", "error", "aborted")
-
-
-def call(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, dict(response.getheaders()), json.loads(raw) if raw else None
-    finally:
-        conn.close()
-
-
-def admin(server, path: str, headers: dict | None = TOKEN):
-    return call(server, "GET", path, headers=headers)
-
-
-def send(server, path: str, data: dict | None = None, headers: dict | None = None):
-    return call(server, "POST", path, json.dumps(data or {}).encode(),
-                {"Content-Type": "application/json", **(headers or {})})
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
+from admin_support import TOKEN, admin, call, send
 from cli_support import fastwebhook
 from conftest import base_config
-from test_admin import TOKEN, admin, call, send
 
 FILE_WORKFLOWS = """
 [workflows.filed]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 
-from test_admin import admin, send
+import web_support
+from admin_support import admin, send
 from wait_support import wait_for
-from test_web import browser, chromium, console_errors, shoot, sign_in, text, until  # noqa: F401 - fixtures
+from web_support import console_errors, shoot, sign_in, text, until
+
+chromium, browser = web_support.chromium, web_support.browser   # the fixtures
 
 WORKFLOWS = """
 [workflows.orders]
@@ -59,7 +62,7 @@ def _signed_in(driver, running) -> None:
     assert console_errors(driver) == []
 
 
-def test_a_workflow_shows_its_nodes_as_the_tree_they_run_in_with_their_figures(serve, browser):  # noqa: F811
+def test_a_workflow_shows_its_nodes_as_the_tree_they_run_in_with_their_figures(serve, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     running, _, _ = _server(serve)
@@ -89,7 +92,7 @@ def test_a_workflow_shows_its_nodes_as_the_tree_they_run_in_with_their_figures(s
     assert console_errors(browser) == []
 
 
-def test_a_failure_workflows_execution_links_to_the_failed_execution_it_reports(serve, browser):  # noqa: F811
+def test_a_failure_workflows_execution_links_to_the_failed_execution_it_reports(serve, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     running, orders, alerts = _server(serve)

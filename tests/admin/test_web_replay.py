@@ -10,8 +10,11 @@ import time
 
 import pytest
 
-from test_admin import admin, call
-from test_web import browser, chromium, console_errors, refresh, shoot, sign_in, text, until  # noqa: F401 - its fixtures too
+import web_support
+from admin_support import admin, call
+from web_support import console_errors, refresh, shoot, sign_in, text, until
+
+chromium, browser = web_support.chromium, web_support.browser   # the fixtures
 
 WORKFLOWS = """
 [workflows.flaky]
@@ -76,7 +79,7 @@ def find_by(driver, name: str, value: str) -> None:
     driver.find_element(By.ID, "find").click()
 
 
-def test_the_list_finds_an_execution_by_what_it_carried(server, browser):  # noqa: F811 - test_web's fixture
+def test_the_list_finds_an_execution_by_what_it_carried(server, browser):
     (_, _), (wanted, request_id) = server.orders
     signed_in(browser, server)
     for name, value in (("dedup_key", "d-42"), ("request_id", request_id), ("data", "order.id=42")):
@@ -91,7 +94,7 @@ def test_the_list_finds_an_execution_by_what_it_carried(server, browser):  # noq
     assert console_errors(browser) == []
 
 
-def test_replay_n_matching_confirms_n_and_replays_them_once(server, browser):  # noqa: F811 - test_web's fixture
+def test_replay_n_matching_confirms_n_and_replays_them_once(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     signed_in(browser, server)
@@ -129,7 +132,7 @@ def test_replay_n_matching_confirms_n_and_replays_them_once(server, browser):  #
     assert console_errors(browser) == []
 
 
-def test_no_bulk_replay_is_offered_for_a_search_by_what_was_carried(server, browser):  # noqa: F811 - test_web's fixture
+def test_no_bulk_replay_is_offered_for_a_search_by_what_was_carried(server, browser):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     signed_in(browser, server)
