@@ -1,17 +1,17 @@
 """The executions page's operator tools (issue 20) in headless Chromium, against a real server:
 finding an execution by its dedup key, request id or a body field; "Replay N matching" with a
-confirmation that states N, which survives the list's refresh and replays once; an execution's
-replay_of link.  No console error."""
+confirmation that states N, which survives the list's refresh and replays those N once (not one
+that failed after the count); an execution's replay_of link.  No console error."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 import web_support
 from admin_support import admin, call
+from wait_support import wait_for
 from web_support import console_errors, refresh, shoot, sign_in, text, until
 
 chromium, browser = web_support.chromium, web_support.browser   # the fixtures
@@ -51,10 +51,7 @@ def server(serve):
     running = serve(WORKFLOWS)
     running.flaky = [send(running, "/flaky", {"n": n})[0] for n in range(3)]
     running.orders = [send(running, "/orders", {"order": {"id": n}}, {"X-Delivery": f"d-{n}"}) for n in (41, 42)]
-    deadline = time.monotonic() + 10
-    while not all_final(running, 5):
-        assert time.monotonic() < deadline, "the executions did not finish"
-        time.sleep(0.05)
+    wait_for(lambda: all_final(running, 5), failure="the executions did not finish")
     return running
 
 
@@ -108,19 +105,20 @@ def test_replay_n_matching_confirms_n_and_replays_them_once(server, browser):
     assert all_final(server, 5)
 
     browser.find_element(By.ID, "replay-matching").click()
-    until(browser, lambda d: text(d, "#replay-confirmation"))
+    asked = until(browser, lambda d: text(d, "#replay-confirmation"))
+    assert "Replay 3 matching executions (workflow flaky, status failed) created before " in asked
+    late = send(server, "/flaky", {"n": 3})[0]                            # fails after the count: not in the 3
+    wait_for(lambda: all_final(server, 6), failure="the late execution did not finish")
     refresh(browser)                                                      # the list refreshes meanwhile
-    until(browser, lambda d: "Replay 3 matching" in text(d, "#replay-confirm"))
+    until(browser, lambda d: len(rows(d)) == 4 and "Replay 3 matching" in text(d, "#replay-confirm"))
     shoot(browser, "replay-matching-confirm")
     browser.find_element(By.ID, "replay-confirm").click()
     assert until(browser, lambda d: text(d, "#replay-outcome")) == "Replayed 3 of 3."
-    deadline = time.monotonic() + 10
-    while not all_final(server, 8):
-        assert time.monotonic() < deadline, "the replays did not finish"
-        time.sleep(0.05)
+    wait_for(lambda: all_final(server, 9), failure="the replays did not finish")
     replays = [x for x in admin(server, "/api/admin/executions?workflow=flaky&limit=100")[2]["items"]
                if x.get("replay_of")]
-    assert sorted(x["replay_of"] for x in replays) == sorted(server.flaky)
+    assert sorted(x["replay_of"] for x in replays) == sorted(server.flaky)   # the late one is not among them
+    assert late not in [x["replay_of"] for x in replays]
 
     browser.get(f"{server.url}/admin/#/execution/{replays[0]['id']}")
     link = until(browser, lambda d: d.find_element(By.ID, "replay-of") if d.find_elements(By.ID, "replay-of") else None)

@@ -46,10 +46,16 @@ function bulkFilter(params) {
   return filter;
 }
 
-function describe(filter) {
-  const parts = [filter.workflow ? `workflow ${filter.workflow}` : "every workflow", `status ${filter.status.join(" or ")}`];
-  if (filter.until) parts.push(`before ${filter.until}`);
-  return parts.join(", ");
+function describe(filter) {   // its time bound is the count's, said apart
+  return [filter.workflow ? `workflow ${filter.workflow}` : "every workflow", `status ${filter.status.join(" or ")}`].join(", ");
+}
+
+function countedUntil(filter) {
+  // The count's time bounds the replay: what fails between the count and the confirmation was
+  // not in the N the operator confirmed, so it is not replayed.  A list that ends earlier (its
+  // `before`) keeps its own bound.  ISO 8601 times in UTC compare as strings.
+  const now = new Date().toISOString();
+  return filter.until && filter.until < now ? filter.until : now;
 }
 
 function newKey() {   // an Idempotency-Key: a second click, a retry, replays nothing twice
@@ -78,11 +84,11 @@ function drawBulk(filter) {
     redraw();
   };
   const count = async () => {
-    Object.assign(state, { stage: "counting" });
+    Object.assign(state, { stage: "counting", until: countedUntil(filter) });
     redraw();
     try {
       const dry = await api("/executions/replay", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ ...filter, dry_run: true }) });
+        body: JSON.stringify({ ...filter, until: state.until, dry_run: true }) });
       Object.assign(state, { stage: "confirm", count: dry.items.length, cannot: dry.not_replayed.length, key: newKey() });
     } catch (error) { return fail(error); }
     redraw();
@@ -92,7 +98,8 @@ function drawBulk(filter) {
     redraw();
     try {
       const done = await api("/executions/replay", { method: "POST",
-        headers: { "Content-Type": "application/json", "Idempotency-Key": state.key }, body: JSON.stringify(filter) });
+        headers: { "Content-Type": "application/json", "Idempotency-Key": state.key },
+        body: JSON.stringify({ ...filter, until: state.until }) });
       Object.assign(state, { stage: "done", answer: done });
     } catch (error) { return fail(error); }
     redraw();
@@ -103,7 +110,8 @@ function drawBulk(filter) {
     counting: () => ["Counting the matching executions…"],
     confirm: () => state.count === 0 ? ["No execution matches to replay.", again] : [
       el("span", { id: "replay-confirmation" }, `Replay ${state.count} matching execution${state.count === 1 ? "" : "s"} `
-        + `(${describe(filter)})? Each runs its stored request again as a new execution.`
+        + `(${describe(filter)}) created before ${state.until}? Each runs its stored request again as a new execution;`
+        + " those that arrive after this count are not."
         + (state.cannot ? ` ${state.cannot} more cannot be replayed.` : "")),
       el("button", { type: "button", id: "replay-confirm", onclick: replay }, `Replay ${state.count} matching`),
       el("button", { type: "button", id: "replay-cancel", onclick: () => { Object.assign(state, { stage: "idle" }); redraw(); } }, "Cancel")],
