@@ -23,7 +23,7 @@ from burst_support import wait_until
 from cli_support import start_server
 from client_support import exchange, metric
 from conftest import free_port, log_entries, wait_for_entry, write_config
-from test_systemd import NotifySocket
+from systemd_support import NotifySocket
 
 CONFIG = """
 [server]

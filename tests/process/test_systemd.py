@@ -20,7 +20,7 @@ from cli_support import start_server
 from client_support import metric
 from conftest import base_config, log_entries, wait_for_entry, write_config
 from fastwebhook.config.loader import load_config
-from systemd_support import systemd_analyze
+from systemd_support import NotifySocket, systemd_analyze
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = base_config(log='level = "info"') + """
@@ -84,34 +84,6 @@ def test_the_socket_unit_listens_where_the_config_does_by_default_on_loopback(tm
 
 
 # --- notify ----------------------------------------------------------------------------------
-
-class NotifySocket:
-    """The datagram socket systemd would own: every message the server sends, as dicts."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.messages: list[dict[str, str]] = []
-
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
-        """The first message from now on that holds key (=value)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            message = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.messages.append(message)
-            if key in message and (value is None or message[key] == value):
-                return message
-        raise AssertionError(f"no {key}={value} from the server within {timeout} s; got {self.messages}")
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 def test_the_server_tells_systemd_ready_status_watchdog_reloading_and_stopping(tmp_path):
     config = write_config(tmp_path, CONFIG)
