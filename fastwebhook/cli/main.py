@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import sys
 from importlib import metadata
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
 from ..admin import api as admin, finding
-from . import bulk_replay, send
+from . import replays, send
 from .check import check
+from .output import print_json
 from ..config.model import Config
 from ..config.loader import demo_token_error, find_config, load_config, with_stored
 from ..core.errors import ConfigErrors, FastwebhookError, StoreError
@@ -24,6 +23,8 @@ from ..store import open_store, sqlite_file
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "replay":
+        replays.check_arguments(args)   # before any config is read: a usage error is exit 2
     if args.command == "send":  # a client: it needs no config, and its receiver may be elsewhere
         return send.send(args)
     return _with_config(args)
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 EXIT_CODES = """exit codes (every command):
   0  done
   1  not found or refused: no such execution, collection or store file; a config with errors;
-     a server that cannot start (a busy port, an unreadable certificate); send: a non-2xx answer
-  2  usage: an unknown command or option, a bad value (--limit, --status, --cursor, --filter)"""
+     a server that cannot start (a busy port, an unreadable certificate); send: a non-2xx answer;
+     replay: a server that got the replay but gave no answer (it may have replayed)
+  2  usage: an unknown command or option, a bad value (--limit, --status, --cursor, --filter),
+     replay with neither an ID nor --workflow, --since or --status"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     replay = command("replay", "run an execution's stored request again as a new execution, or (without "
                                "ID) every one --workflow, --status, --since and --until match")
     replay.add_argument("id", nargs="?", help="the id of the execution to run again")
-    bulk_replay.add_arguments(replay)
+    replays.add_arguments(replay)
     records = command("records", "list the records of a collection, newest first")
     records.add_argument("collection", help="a collection named in the config ([collections.NAME])")
     records.add_argument("--filter", help='JSON, e.g. \'{"score": {"gte": 5}}\'')
@@ -154,20 +157,8 @@ async def _read(args, config: Config) -> int:
         if args.command == "requests":
             page = await admin.list_requests(store, args.limit, args.cursor)
             return _show(args, page, ("at", "ip", "method", "path", "workflow", "status", "reason"))
-        if args.command == "replay" and bulk_replay.is_bulk(args):
-            return await bulk_replay.run(args, config, store)
         if args.command == "replay":
-            answer = _replay_through_server(config, args.id)
-            if answer is False:   # no server to ask: into the store, where the next one finds it
-                answer = await admin.replay(store, config, args.id)
-            if answer is None:
-                print(f"fastwebhook: no execution {args.id}", file=sys.stderr)
-                return 1
-            if args.json:
-                print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
-            else:
-                print(f"replaying {args.id} as {answer['execution_id']} (queued)")
-            return 0
+            return await replays.run(args, config, store)
         if args.command == "records":
             await store.ensure_collections(config.collections.values())   # a server may not have run yet
             page = await admin.list_records(store, config, args.collection, args.filter, args.limit, args.cursor)
@@ -180,7 +171,7 @@ async def _read(args, config: Config) -> int:
             print(f"fastwebhook: no execution {args.id}", file=sys.stderr)
             return 1
         if args.json:
-            print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+            print_json(record)
         else:
             _print_execution(record)
         return 0
@@ -212,33 +203,9 @@ async def _workflows(args, config: Config) -> int:
                  ("key", "path", "methods", "mode", "enabled", "verify", "origin"))
 
 
-def _replay_through_server(config: Config, id_text: str):
-    """A running server takes the replay through its admin API (the same code path), so its
-    intake counts it like any other; False when none answers there."""
-    if not config.admin_token or config.server.tls_enabled or not config.server.listen:
-        return False
-    host, port = config.server.listen[0]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        connection.request("POST", f"/api/admin/executions/{quote(id_text, safe='')}/replay",
-                           headers={"Authorization": f"Bearer {config.admin_token}", "Content-Length": "0"})
-        response = connection.getresponse()
-        body = response.read()
-    except OSError:
-        return False
-    finally:
-        connection.close()
-    if response.status == 404:
-        return None
-    if response.status != 202:
-        raise FastwebhookError(f"the server at {host}:{port} refused the replay: {response.status} {body[:200]!r}")
-    return orjson.loads(body)
-
-
 def _show(args, data: Any, columns: tuple[str, ...]) -> int:
     if args.json:
-        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        print_json(data)
         return 0
     rows = data["items"] if isinstance(data, dict) else data
     table = [columns] + [tuple(_cell(row.get(c)) for c in columns) for row in rows]

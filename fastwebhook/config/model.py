@@ -15,6 +15,7 @@ RESERVED_PATHS = ("/metrics", "/healthz", "/readyz")
 ADMIN_PREFIX = "/api/admin"
 ADMIN_PAGE = "/admin"                 # the executions page (web/), served with the admin API
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ANSWER_SLACK = 60.0                   # seconds past the longest wait a response may take (answer_timeout)
 
 
 class Mode(StrEnum):
@@ -176,3 +177,9 @@ class Config:
             return min(workflow.max_queued, self.queue.capacity)
         enabled = sum(1 for w in self.workflows.values() if w.enabled)
         return max(1, self.queue.capacity // min(4, max(1, enabled)))
+
+    def answer_timeout(self) -> float:
+        """The server's bound on any answer, the admin API's too (a hold, then a commit and a
+        sync run answer before it): a response not ready by then is a bug, answered 503.  A
+        client that waits less may give up on an answer still coming."""
+        return self.queue.hold + max((w.sync_timeout for w in self.workflows.values()), default=0.0) + ANSWER_SLACK

@@ -39,7 +39,6 @@ log = logging.getLogger("fastwebhook.server")
 SHUTDOWN_GRACE = 10.0
 DRAIN_REQUESTS = 5.0
 GC_THRESHOLDS = (50_000, 20, 100)
-ANSWER_SLACK = 60.0
 SWITCH_INTERVAL = 0.001
 STATUS_EVERY = 5.0          # seconds between systemd STATUS= updates
 HOSTS_POLL = 0.5            # seconds between two looks at what other hosts changed (PostgreSQL)
@@ -89,7 +88,7 @@ class Server:
         if self.service.store.shared_by_hosts:
             await self._follow_other_hosts()
         self.limits = Limits(server.max_header_size, server.max_body_size, server.read_timeout,
-                             server.keepalive_timeout, _answer_timeout(self.config))
+                             server.keepalive_timeout, self.config.answer_timeout())
         app = self.app
         # The handshake comes before the protocol's own read deadline, so it gets the same limit.
         handshake_timeout = server.read_timeout if self.ssl_context is not None else None
@@ -197,7 +196,7 @@ class Server:
                 return False
             self.app.reload(config)
             self.config = config
-            self.limits = dataclasses.replace(self.limits, answer_timeout=_answer_timeout(config))
+            self.limits = dataclasses.replace(self.limits, answer_timeout=config.answer_timeout())
         before = {key: w.version for key, w in old.workflows.items()}
         after = {key: w.version for key, w in config.workflows.items()}
         log.info(f"{why}: config reloaded", extra={
@@ -232,12 +231,6 @@ class Server:
             log.warning("the store did not take the last batch within %ss", DRAIN_REQUESTS)
         await self.service.stop(SHUTDOWN_GRACE)
         self.stopped.set()
-
-
-def _answer_timeout(config: Config) -> float:
-    """A response not ready by then is a bug (a hold, then a commit and a sync run answer before
-    it): 503.  (A connection keeps the limit it was opened with.)"""
-    return config.queue.hold + max((w.sync_timeout for w in config.workflows.values()), default=0.0) + ANSWER_SLACK
 
 
 async def serve(config: Config, worker: Worker | None = None) -> None:
