@@ -505,3 +505,11 @@ def test_a_workflows_share_is_its_max_queued_or_a_fair_part_of_the_capacity(tmp_
     assert shares(2, w1=10) == {"w0": 500, "w1": 10}       # its own, when it says
     assert shares(1, w0=5000) == {"w0": 1000}              # never more than the queue
     assert load(tmp_path, '[workflows.k]\npath = "/k"\n').queue.hold == 2.0
+
+
+def test_every_answer_is_bounded_by_the_hold_the_longest_sync_run_and_a_minute(tmp_path):
+    """What the server waits for an answer before its 503, and what the CLI's replay waits past."""
+    config = load(tmp_path, '[queue]\nhold = "5s"\n[workflows.a]\npath = "/a"\nmode = "sync"\nsync_timeout = "45s"\n'
+                            '[workflows.b]\npath = "/b"\nsync_timeout = "10s"\n')
+    assert config.answer_timeout() == 5 + 45 + 60
+    assert load(tmp_path, '[queue]\nhold = "0s"\n').answer_timeout() == 60
