@@ -93,17 +93,17 @@ async def _replay_one(args, config: Config, store: Store) -> int:
 
 async def _replay_bulk(args, config: Config, store: Store) -> int:
     body = request_body(args, time.time())
-    headers, key = {"Content-Type": "application/json"}, args.idempotency_key
+    headers = {"Content-Type": "application/json"}
     lost = f"see `fastwebhook executions{' --workflow ' + args.workflow if args.workflow else ''}`"
     if not args.dry_run:
         # Made up when not given: a request that went out is then never replayed twice, since
         # the same key again answers what the first did (the error says which key to retry with).
-        key = headers["Idempotency-Key"] = key or f"cli-{uuid.uuid4()}"
+        key = headers["Idempotency-Key"] = args.idempotency_key or f"cli-{uuid.uuid4()}"
         lost += f"; to retry without replaying anything twice, add --idempotency-key {key}"
     try:
         answer = _through_server(config, PATH, orjson.dumps(body), headers, lost)
-        if answer is NO_SERVER:
-            answer = await bulk_replay(store, config, replay_filter(body), key)
+        if answer is NO_SERVER:   # appended by the CLI itself: only a key someone may give again counts
+            answer = await bulk_replay(store, config, replay_filter(body), args.idempotency_key)
     except KeyInUse as exc:
         print(f"fastwebhook: {exc}", file=sys.stderr)
         return 1
