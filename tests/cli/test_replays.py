@@ -147,6 +147,7 @@ def dropping_peer():
 def test_a_single_replay_whose_answer_is_lost_is_not_made_again_from_the_store(serve, dropping_peer, tmp_path):
     running = serve(SERVER.replace("{port}", "0").replace("{url}", "http://127.0.0.1:9"))
     [original] = failed_executions(running, 1)
+    running.stop()                     # the store is free: nothing but the answer stops an append
     config = tmp_path / "config.toml"
     config.write_text(config.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{dropping_peer.port}"'))
 
@@ -160,6 +161,7 @@ def test_a_single_replay_whose_answer_is_lost_is_not_made_again_from_the_store(s
 def test_replay_without_an_id_or_a_filter_is_a_usage_error_and_replays_nothing(serve, tmp_path):
     running = serve(SERVER.replace("{port}", "0").replace("{url}", "http://127.0.0.1:9"))
     failed_executions(running, 1)
+    running.stop()
     config = str(tmp_path / "config.toml")
     for options in ((), ("--limit", "5"), ("--until", "1h"), ("--dry-run",), ("--idempotency-key", "k")):
         done = fastwebhook("replay", *options, "-c", config, text=True)
