@@ -5,9 +5,8 @@ the intake's appends, each statement within the statement budget."""
 from __future__ import annotations
 
 import asyncio
+from itertools import groupby
 from typing import Callable
-
-import orjson
 
 from . import batch_codec
 from .base import Store
@@ -73,20 +72,16 @@ class Reads:
                                 until: bytes, limit: int) -> list[tuple[bytes, Delivery | None]]:
         """A bulk replay's executions, oldest first, made from `since` up to `until` (ids):
         each one's id and its stored delivery (None when its request is no longer stored).
-        One range read of an index, then each intake batch read once (the ids of one batch
-        come together)."""
-        wanted = [s.value for s in statuses]
-        rows = await self._read("replay_candidates", (
-            workflow, wanted if self.store.db.dialect == "postgres" else orjson.dumps(wanted).decode(),
-            since, until, limit))
+        One range read of an index (the dialect's store picks which), then each intake batch
+        read once (the ids of one batch come together) and only its wanted deliveries decoded."""
         found: list[tuple[bytes, Delivery | None]] = []
-        seq_read, batch = None, []
-        for id_, seq, index in rows:
-            if seq != seq_read:
-                fetched = await self._read("intake_batch", (seq,))
-                seq_read, batch = seq, batch_codec.decode(fetched[0][0]) if fetched else []
-            delivery = batch[index] if index < len(batch) and batch[index].id == id_ else None
-            found.append((id_, delivery))
+        rows = await self.store.replay_candidates(workflow, statuses, since, until, limit)
+        for seq, of_batch in groupby(rows, key=lambda row: row[1]):
+            of_batch = list(of_batch)
+            fetched = await self._read("intake_batch", (seq,))
+            wanted = {index for _, _, index in of_batch}
+            stored = {d.id: d for d in batch_codec.decode(fetched[0][0], only=wanted)} if fetched else {}
+            found.extend((id_, stored.get(id_)) for id_, _, _ in of_batch)
         return found
 
     async def scan_executions(self, matches: Callable[[Delivery], bool], workflow: str | None,

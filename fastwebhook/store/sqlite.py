@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+import orjson
+
 from ..core.errors import StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
 from .base import Store, held_in_memory, placeholders
-from .rows import TRANSITIONS, Claim, Delivery, Records
+from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sqlite_connector import SqliteConnector
 
 
@@ -172,6 +174,15 @@ class SqliteStore(Store):
         appended = {row[0] for row in await self.db.script_reading(self.record_alerts_script,
                                                                    self.sql["alerts_appended"])}
         return [d for d in records.alerts if d.id in appended]
+
+    # -- admin reads ----------------------------------------------------------------------------
+    async def replay_candidates(self, workflow: str | None, statuses: tuple[Status, ...], since: bytes,
+                                until: bytes, limit: int) -> list[tuple[bytes, int, int]]:
+        wanted = orjson.dumps([status.value for status in statuses]).decode()   # json_each's list
+        if workflow is None:
+            return await self.db.read_alone(self.sql["replay_candidates"], (wanted, since, until, limit))
+        return await self.db.read_alone(self.sql["replay_candidates_of_workflow"],
+                                        (workflow, wanted, since, until, limit))
 
     # -- retention ------------------------------------------------------------------------------
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],

@@ -359,11 +359,16 @@ DELETE FROM replay_keys WHERE key = ? AND answer IS NULL;
 DELETE FROM replay_keys WHERE created_at < ?;
 
 -- name: replay_candidates
--- A bulk replay's executions, oldest first: a range of the primary key (ids are time-ordered),
--- or of executions_by_workflow when the workflow is named; the statuses are a JSON list.
+-- A bulk replay's executions, oldest first, of every workflow: a range of the primary key (ids
+-- are time-ordered); the statuses are a JSON list.
 SELECT id, intake_seq, intake_index FROM executions
-WHERE (?1 IS NULL OR workflow = ?1) AND status IN (SELECT value FROM json_each(?2))
-  AND id >= ?3 AND id < ?4
+WHERE id >= ?2 AND id < ?3 AND status IN (SELECT value FROM json_each(?1))
+ORDER BY id LIMIT ?4;
+
+-- name: replay_candidates_of_workflow
+-- The same of one workflow: a range of executions_by_workflow.
+SELECT id, intake_seq, intake_index FROM executions INDEXED BY executions_by_workflow
+WHERE workflow = ?1 AND id >= ?3 AND id < ?4 AND status IN (SELECT value FROM json_each(?2))
 ORDER BY id LIMIT ?5;
 
 -- name: intake_scan
