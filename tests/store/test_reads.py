@@ -1,16 +1,19 @@
 """The admin reads over a store (store/reads.py), on real SQLite and real PostgreSQL: a bulk
 replay's candidates read through the index its filter names, each stored request decoded only
-when wanted."""
+when wanted; a scan of the stored requests lets the event loop run every few bodies, however big
+the intake's batches are."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from itertools import groupby
 from urllib.parse import parse_qs, urlparse
 
+from fastwebhook.admin.finding import carried, matcher
 from fastwebhook.config.model import StorageConfig
 from fastwebhook.store import batch_codec, open_store
-from fastwebhook.store.reads import Reads
+from fastwebhook.store.reads import SCAN_STEP_BYTES, SCAN_STEP_DELIVERIES, Reads
 from fastwebhook.store.rows import Delivery, Final, Records, Status, StoredRequest
 import store_support
 from store_support import none_in_memory, runs_something
@@ -100,5 +103,38 @@ def test_replay_candidates_read_the_index_their_filter_names(url):
         assert "executions_by_workflow" in named, named
         assert "executions_by_workflow" not in every and ("PRIMARY KEY" in every or "executions_pkey" in every), every
         assert await store.replay_candidates("a", statuses, FIRST, LAST, 10) == []
+
+    run(url, scenario)
+
+
+def test_a_scan_lets_the_loop_run_every_few_bodies_however_big_the_batch(url):
+    big = b'{"n": 0, "pad": "%s"}' % (b"x" * 40_000)
+    async def scenario(store):
+        await store.append([delivery(n, body=big) for n in range(1, 101)])       # one batch of 4 MB
+        await store.append([delivery(n) for n in range(101, 1101)])             # one of 1000 small bodies
+        turns, done = 0, False
+
+        async def other_work():   # what else the loop has to do: a webhook, say
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+        inner = matcher(carried({"data.n": "-1"}))
+        given: list[tuple[int, int]] = []   # (the loop's turn, the body's size) for each delivery matched
+
+        def matches(d: Delivery) -> bool:
+            given.append((turns, len(d.body)))
+            return inner(d)
+        other = asyncio.ensure_future(other_work())
+        try:
+            found, next_id = await Reads(store).scan_executions(matches, None, None, 10, None, 5_000)
+        finally:
+            done = True
+            await other
+        assert (found, next_id, len(given)) == ([], None, 1100)
+        for _, step in groupby(given, key=lambda pair: pair[0]):
+            sizes = [size for _, size in step]
+            assert len(sizes) <= SCAN_STEP_DELIVERIES
+            assert sum(sizes) - max(sizes) < SCAN_STEP_BYTES
 
     run(url, scenario)
