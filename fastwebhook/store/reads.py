@@ -105,9 +105,10 @@ class Reads:
         SCAN_STEP_BYTES, so a step parses at most that many bytes plus one body, however large
         the batches.  Measured here (CPU of the loop's thread, a `data.` filter): 0.3-0.6 ms a
         step with 100 KB JSON bodies, about 1 ms with 200-byte ones, and a full batch's
-        metadata, decoded in one go, about 1 ms.  Not bounded by it: the driver copies a row's
-        blob holding the GIL, about 0.5-1 ms per MB (a batch of 1000 bodies of 100 KB: 55-120
-        ms); reading a row at a time keeps that to one batch's blob."""
+        metadata, decoded in one go, about 1 ms.  Not bounded by it: a row's blob comes in
+        whole, copied while the GIL is held (SQLite's reader thread) or on the loop itself
+        (asyncpg): with SQLite 0.5-1 ms per MB (a batch of 1000 bodies of 100 KB: 55-120 ms);
+        reading big rows one at a time keeps that to one batch's blob."""
         found: list[ExecutionRecord] = []
         scanned, before_seq, page = 0, None, 1
         step_bytes = step_deliveries = 0
