@@ -40,9 +40,9 @@ def _limit(value: Any) -> int:
 
 
 async def list_executions(store: Store, workflow: str | None = None, status: str | None = None,
-                          limit: Any = None, cursor: str | None = None, carried: Carried | None = None) -> dict:
-    """Newest first; with `carried` (dedup key, request id, data fields) a bounded scan whose
-    `next` goes on where it stopped (finding.py)."""
+                          limit: Any = None, cursor: str | None = None, wanted: Carried | None = None) -> dict:
+    """Newest first; with `wanted` (what the request carried: dedup key, request id, data
+    fields) a bounded scan whose `next` goes on where it stopped (finding.py)."""
     limit = _limit(limit)
     if status is not None and status not in STATUSES:
         raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
@@ -51,8 +51,8 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
         before = records.parse_execution_id(cursor)
         if before is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
-    if carried:
-        found, next_id = await Reads(store).scan_executions(matcher(carried), workflow or None,
+    if wanted:
+        found, next_id = await Reads(store).scan_executions(matcher(wanted), workflow or None,
                                                             Status(status) if status else None, limit, before, SCAN_BOUND)
         return {"items": [records.execution(record) for record in found],
                 "next": records.execution_id(next_id) if next_id is not None else None}

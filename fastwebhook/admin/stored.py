@@ -126,9 +126,11 @@ class StoredWorkflows:
 
     async def delete(self, key: str) -> None:
         async with self.lock:
-            if key not in await self.store.stored_workflows():   # (one the file's hides can go)
+            stored = await self.store.stored_workflows()
+            if key not in stored:   # (one the file's hides can go)
                 self._not_the_files(key)
                 raise Refused(404, f"no workflow {key!r}")
+            self._not_a_failure_workflow(key, stored)
             if not await self.store.delete_workflow(key):
                 raise Refused(404, f"no workflow {key!r}")
             await self.put_in_force()
@@ -140,6 +142,23 @@ class StoredWorkflows:
         if table is None:
             raise Refused(404, f"no workflow {key!r}")
         return table
+
+    def _not_a_failure_workflow(self, key: str, stored: dict[str, dict]) -> None:
+        """Refuses to delete the stored workflow `key` while another names it in `on_failure`
+        (a workflow in force, or a stored table not in force now that may be again): their
+        failures would have nothing to run.  When the file's workflow of that key hides the
+        stored one, the file's is what they name, and it stays."""
+        workflows = self.config_now().workflows
+        if key in workflows and workflows[key].origin == "file":
+            return
+        naming = {w.key for w in workflows.values() if w.on_failure == key}
+        naming |= {name for name, table in stored.items() if isinstance(table, dict) and table.get("on_failure") == key}
+        naming.discard(key)
+        if naming:
+            names = ", ".join(repr(name) for name in sorted(naming))
+            raise Refused(409, f"workflow {key!r} is the failure workflow of {names}: change their "
+                               "on_failure first", [{"path": f"workflows.{name}.on_failure",
+                                                     "message": f"names {key!r}"} for name in sorted(naming)])
 
     def _not_the_files(self, key: str) -> None:
         config = self.config_now()

@@ -148,7 +148,10 @@ class Intake:
     def enqueued(self, deliveries: list[Delivery]) -> None:
         """Deliveries the work side put in the store's intake itself (failure workflows'):
         they hold slots until they are final, as offered ones do.  They are not refused for a
-        full queue: each takes the slot its failed execution has just given back."""
+        full queue, and the slot of each one's failed execution may be taken already: it was
+        given back when that execution became final, before the flush that appended the alert,
+        and the door may have admitted a webhook into it meanwhile.  So the depth can pass the
+        capacity by one flush's alerts; the door then admits nothing until it is below again."""
         self.depth += len(deliveries)
         for delivery in deliveries:
             self.queued[delivery.workflow] += 1

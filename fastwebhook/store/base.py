@@ -126,6 +126,14 @@ class Store:
         """One short transaction of the retention purge."""
         raise NotImplementedError
 
+    async def replay_candidates(self, workflow: str | None, statuses: tuple[Status, ...], since: bytes,
+                                until: bytes, limit: int) -> list[tuple[bytes, int, int]]:
+        """(id, intake seq, index in that batch) of up to `limit` executions of `workflow` (of
+        every one when None) in one of `statuses`, made from `since` up to `until` (ids), oldest
+        first: a range of executions_by_workflow when a workflow is named, else of the primary
+        key.  A read off the write path, within the statement budget."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         await self.db.close()
 

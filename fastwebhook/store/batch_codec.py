@@ -14,6 +14,7 @@ so the marks cost webhooks nothing.
 from __future__ import annotations
 
 import struct
+from typing import Collection, Iterable, Iterator
 
 import orjson
 
@@ -36,23 +37,44 @@ def encode(deliveries: list[Delivery]) -> bytes:
     return b"".join((_LENGTH.pack(len(head)), head, *(d.body for d in deliveries)))
 
 
-def decode(blob: bytes, only: int | None = None) -> list[Delivery]:
-    """Every delivery of the blob, or only the one at index `only`."""
+def decode(blob: bytes, only: int | Collection[int] | None = None) -> list[Delivery]:
+    """Every delivery of the blob, in order, or only the one at index `only` (or those at the
+    indexes it holds): the others' bodies are not copied out."""
+    metas, starts = _metas(blob)
+    if only is None:
+        indexes: Iterable[int] = range(len(metas))
+    else:
+        wanted = {only} if isinstance(only, int) else set(only)
+        indexes = (index for index in range(len(metas)) if index in wanted)
+    return [_delivery(blob, metas[index], starts[index]) for index in indexes]
+
+
+def newest_first(blob: bytes) -> Iterator[Delivery]:
+    """The blob's deliveries, last first, each made as it is asked for: a reader that stops,
+    or lets the loop run between two of them, has not copied out the bodies it did not reach."""
+    metas, starts = _metas(blob)
+    for index in range(len(metas) - 1, -1, -1):
+        yield _delivery(blob, metas[index], starts[index])
+
+
+def _metas(blob: bytes) -> tuple[list, list[int]]:
+    """The metadata array, and where each delivery's body starts in the blob."""
     (length,) = _LENGTH.unpack_from(blob)
     metas = orjson.loads(memoryview(blob)[4:4 + length])
-    offset = 4 + length
-    deliveries = []
-    for index, m in enumerate(metas):
-        size = m[16]
-        if only is None or index == only:
-            request = StoredRequest(m[3], m[4], m[5], [tuple(pair) for pair in m[6]], m[7], m[8], m[9], m[10])
-            delivery = Delivery(bytes.fromhex(m[0]), m[1], m[2], request, blob[offset:offset + size],
-                                m[11], m[12], m[13], m[14], m[15])
-            if len(m) > 17:
-                delivery.replay_of, delivery.failure_of = _bytes(m[17]), _bytes(m[18])
-            deliveries.append(delivery)
-        offset += size
-    return deliveries
+    starts, offset = [], 4 + length
+    for m in metas:
+        starts.append(offset)
+        offset += m[16]
+    return metas, starts
+
+
+def _delivery(blob: bytes, m: list, start: int) -> Delivery:
+    request = StoredRequest(m[3], m[4], m[5], [tuple(pair) for pair in m[6]], m[7], m[8], m[9], m[10])
+    delivery = Delivery(bytes.fromhex(m[0]), m[1], m[2], request, blob[start:start + m[16]],
+                        m[11], m[12], m[13], m[14], m[15])
+    if len(m) > 17:
+        delivery.replay_of, delivery.failure_of = _bytes(m[17]), _bytes(m[18])
+    return delivery
 
 
 def _hex(value: bytes | None) -> str | None:

@@ -160,6 +160,14 @@ class PostgresStore(Store):
             await session.fetch(self.sql["record_apply"], params)
         return [d for d in records.alerts if d.id in appended]
 
+    async def replay_candidates(self, workflow: str | None, statuses: tuple[Status, ...], since: bytes,
+                                until: bytes, limit: int) -> list[tuple[bytes, int, int]]:
+        wanted = [status.value for status in statuses]
+        if workflow is None:
+            return await self.db.read_alone(self.sql["replay_candidates"], (wanted, since, until, limit))
+        return await self.db.read_alone(self.sql["replay_candidates_of_workflow"],
+                                        (workflow, wanted, since, until, limit))
+
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
                           now: float) -> tuple[int, int, bool]:
         async with self.db.transaction() as session:

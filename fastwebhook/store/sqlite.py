@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+import orjson
+
 from ..core.errors import StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
 from .base import Store, held_in_memory, placeholders
-from .rows import TRANSITIONS, Claim, Delivery, Records
+from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sqlite_connector import SqliteConnector
 
 
@@ -20,6 +22,13 @@ class SqliteStore(Store):
     take turns on the file's lock)."""
 
     db: SqliteConnector
+
+    def __init__(self, connector: SqliteConnector):
+        super().__init__(connector)
+        # record()'s two scripts, made once of statements alone: a BEGIN or COMMIT in them fails here
+        changes, alerts = _statements(self.sql, "record_apply"), _statements(self.sql, "alerts_apply")
+        self.record_script = f"BEGIN IMMEDIATE;\n{changes}\nCOMMIT;"
+        self.record_alerts_script = f"BEGIN IMMEDIATE;\n{alerts}\n{changes}"   # COMMIT: after the read
 
     async def open(self) -> None:   # with the table of allowed transitions record() reads
         await self.db.open()
@@ -155,17 +164,25 @@ class SqliteStore(Store):
                   (self.sql["stage_request"], requests)]
         if not records.alerts:
             await self.db.stage(self.sql["record_clear"], staged)
-            await self.db.script(self.sql["record_apply"])
+            await self.db.script(self.record_script)
             return []
         alerts = [(d.failure_of, d.id, d.request.received_at, batch_codec.encode([d])) for d in records.alerts]
         await self.db.stage(self.sql["record_clear"] + "\n" + self.sql["alerts_clear"],
                             [*staged, (self.sql["stage_alert"], alerts)])
-        await self.db.script(self.sql["record_apply"].replace("BEGIN IMMEDIATE;", self.sql["alerts_apply"], 1))
-        try:
-            appended = {row[0] for row in await self.db.fetch(self.sql["alerts_appended"])}
-        except StoreError:   # committed: raising would have the records written twice
-            return list(records.alerts)   # (at worst the queue's depth counts one too many)
+        # which alerts went in is read before the COMMIT: a failed read leaves nothing written
+        # (the records are retried whole), never alerts counted that no claim will take
+        appended = {row[0] for row in await self.db.script_reading(self.record_alerts_script,
+                                                                   self.sql["alerts_appended"])}
         return [d for d in records.alerts if d.id in appended]
+
+    # -- admin reads ----------------------------------------------------------------------------
+    async def replay_candidates(self, workflow: str | None, statuses: tuple[Status, ...], since: bytes,
+                                until: bytes, limit: int) -> list[tuple[bytes, int, int]]:
+        wanted = orjson.dumps([status.value for status in statuses]).decode()   # json_each's list
+        if workflow is None:
+            return await self.db.read_alone(self.sql["replay_candidates"], (wanted, since, until, limit))
+        return await self.db.read_alone(self.sql["replay_candidates_of_workflow"],
+                                        (workflow, wanted, since, until, limit))
 
     # -- retention ------------------------------------------------------------------------------
     async def purge_batch(self, before: float, limit: int, dedup_slice: tuple[int, int],
@@ -185,3 +202,13 @@ class SqliteStore(Store):
             requests = await db.execute(self.sql["purge_requests"], (before, limit))
             removed += intake + requests + await db.execute(self.sql["purge_dedup"], (*dedup_slice, now))
         return len(ids), removed, limit in (len(ids), intake, requests)
+
+
+def _statements(sql: dict[str, str], name: str) -> str:
+    """Block `name`'s statements, which a script puts in a transaction of its making."""
+    block = sql[name]
+    for word in ("BEGIN", "COMMIT", "ROLLBACK", "END TRANSACTION"):
+        if any(line.lstrip().upper().startswith(word) for line in block.splitlines()):
+            raise StoreError(f"sqlite.sql block {name!r} holds a {word}: the script record() makes of it "
+                             "has its own (BEGIN IMMEDIATE ... COMMIT)")
+    return block

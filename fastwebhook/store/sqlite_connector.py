@@ -404,6 +404,21 @@ class SqliteConnector:
                     await _rollback(db)
                 raise
 
+    async def script_reading(self, sql: str, query: str) -> list[tuple]:
+        """`script` whose transaction (begun by `sql`, left open) reads `query`'s rows before
+        its COMMIT: what was written and what was read commit together, or neither does."""
+        async with self._writing(), self._relaxed() as db:
+            try:
+                with _wrapped("write"):
+                    await db.executescript(sql)
+                    rows = list(await db.execute_fetchall(query))
+                    await db.execute("COMMIT")
+                return rows
+            except BaseException:
+                if db.in_transaction:
+                    await _rollback(db)
+                raise
+
     async def insert_alone(self, sql: str, params: tuple) -> int:
         """One autocommit INSERT, outside any transaction: one thread crossing, one commit
         (a group commit's append).  Returns the new row's id."""

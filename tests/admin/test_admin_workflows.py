@@ -175,6 +175,34 @@ def test_a_stored_workflow_the_file_hides_can_still_be_deleted(serve, tmp_path):
     assert write(second, "DELETE", "/api/admin/workflows/later")[2]["error"].startswith("workflow 'later' is defined in")
 
 
+def test_a_failure_workflow_named_by_another_is_not_deleted(server):
+    assert write(server, "POST", "/api/admin/workflows", {"key": "alerts", "path": "/alerts"})[0] == 201
+    for key in ("orders", "refunds"):
+        body = {"key": key, "path": f"/{key}", "on_failure": "alerts", "enabled": key == "orders"}
+        assert write(server, "POST", "/api/admin/workflows", body)[0] == 201
+    status, _, error = write(server, "DELETE", "/api/admin/workflows/alerts")
+    assert status == 409, error
+    assert error["error"] == ("workflow 'alerts' is the failure workflow of 'orders', 'refunds': "
+                              "change their on_failure first")
+    assert [e["path"] for e in error["errors"]] == ["workflows.orders.on_failure", "workflows.refunds.on_failure"]
+    assert send(server, "/alerts")[0] == 202 and admin(server, "/api/admin/workflows/alerts")[0] == 200
+    assert write(server, "PUT", "/api/admin/workflows/orders", {"path": "/orders"})[0] == 200
+    assert write(server, "DELETE", "/api/admin/workflows/refunds")[0] == 200
+    assert write(server, "DELETE", "/api/admin/workflows/alerts")[0] == 200
+    assert admin(server, "/api/admin/workflows/alerts")[0] == 404
+
+
+def test_a_stored_workflow_the_file_hides_is_deleted_though_the_file_names_its_key_on_failure(serve):
+    first = serve(FILE_WORKFLOWS)
+    assert write(first, "POST", "/api/admin/workflows", {"key": "alerts", "path": "/stored-alerts"})[0] == 201
+    first.stop()
+    # the file's own alerts is the one its orders name: deleting the stored one leaves it in force
+    second = serve(FILE_WORKFLOWS + '[workflows.alerts]\npath = "/alerts"\n'
+                   '[workflows.orders]\npath = "/orders"\non_failure = "alerts"\n')
+    assert write(second, "DELETE", "/api/admin/workflows/alerts")[0] == 200
+    assert admin(second, "/api/admin/workflows/alerts")[2]["origin"] == "file"
+
+
 def test_a_stored_workflow_takes_no_environment_variables(server, monkeypatch):
     body = {"key": "leaky", "path": "/leaky", "mode": "sync", "response": {"body": {"home": "${HOME}"}}}
     assert write(server, "POST", "/api/admin/workflows", body)[0] == 201

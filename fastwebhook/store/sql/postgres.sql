@@ -326,10 +326,16 @@ DELETE FROM replay_keys WHERE key = $1 AND answer IS NULL;
 DELETE FROM replay_keys WHERE created_at < $1;
 
 -- name: replay_candidates
--- A bulk replay's executions, oldest first: a range of the primary key (ids are time-ordered),
--- or of executions_by_workflow when the workflow is named.
+-- A bulk replay's executions, oldest first, of every workflow: a range of the primary key (ids
+-- are time-ordered).
 SELECT id, intake_seq, intake_index FROM executions
-WHERE ($1::text IS NULL OR workflow = $1) AND status = ANY($2::text[]) AND id >= $3 AND id < $4
+WHERE id >= $2 AND id < $3 AND status = ANY($1::text[])
+ORDER BY id LIMIT $4;
+
+-- name: replay_candidates_of_workflow
+-- The same of one workflow: a range of executions_by_workflow.
+SELECT id, intake_seq, intake_index FROM executions
+WHERE workflow = $1 AND id >= $3 AND id < $4 AND status = ANY($2::text[])
 ORDER BY id LIMIT $5;
 
 -- name: intake_scan

@@ -214,11 +214,10 @@ DELETE FROM temp.new_alerts;
 INSERT INTO temp.new_alerts (failed, id, at, deliveries) VALUES (?, ?, ?, ?);
 
 -- name: alerts_apply
--- record_apply's start when failure workflows' deliveries come with the records: each goes
--- into the intake, a batch of its own, if its failed execution is still pending, so that this
--- transaction's status change is the one that makes it final (not another attempt's, earlier).
--- The alert and the final status commit together, or neither does.
-BEGIN IMMEDIATE;
+-- Before record_apply, in its transaction, when failure workflows' deliveries come with the
+-- records: each goes into the intake, a batch of its own, if its failed execution is still
+-- pending, so that this transaction's status change is the one that makes it final (not
+-- another attempt's, earlier). The alert and the final status commit together, or neither does.
 UPDATE temp.new_alerts SET appended = 1
 WHERE failed IN (SELECT id FROM executions WHERE id IN (SELECT failed FROM temp.new_alerts)
                  AND status IN ('queued', 'started'));
@@ -226,15 +225,16 @@ INSERT INTO intake (first_id, last_id, first_at, count, deliveries)
     SELECT id, id, at, 1, deliveries FROM temp.new_alerts WHERE appended = 1 ORDER BY rowid;
 
 -- name: alerts_appended
+-- Read in that transaction, before its COMMIT.
 SELECT id FROM temp.new_alerts WHERE appended = 1;
 
 -- name: stage_transition
 INSERT INTO temp.transitions VALUES (?, ?);
 
 -- name: record_apply
--- One script, one transaction, one thread crossing. A change the transition table does not
--- allow (a late 'failed' after 'resolved') is left out.
-BEGIN IMMEDIATE;
+-- One script, one transaction (sqlite.py puts its BEGIN and COMMIT around), one thread
+-- crossing. A change the transition table does not allow (a late 'failed' after 'resolved')
+-- is left out.
 UPDATE executions SET status = f.status, started_at = coalesce(executions.started_at, f.started_at),
        finished_at = f.finished_at, error = f.error,
        owner = CASE WHEN f.status = 'started' THEN executions.owner END,
@@ -246,7 +246,6 @@ INSERT INTO jobs (execution, position, node, type, status, result, error, logs, 
     SELECT * FROM temp.new_jobs;
 INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
     SELECT * FROM temp.new_requests;
-COMMIT;
 
 -- name: pending_by_workflow
 SELECT workflow, count(*) FROM executions INDEXED BY executions_pending
@@ -360,11 +359,16 @@ DELETE FROM replay_keys WHERE key = ? AND answer IS NULL;
 DELETE FROM replay_keys WHERE created_at < ?;
 
 -- name: replay_candidates
--- A bulk replay's executions, oldest first: a range of the primary key (ids are time-ordered),
--- or of executions_by_workflow when the workflow is named; the statuses are a JSON list.
+-- A bulk replay's executions, oldest first, of every workflow: a range of the primary key (ids
+-- are time-ordered); the statuses are a JSON list.
 SELECT id, intake_seq, intake_index FROM executions
-WHERE (?1 IS NULL OR workflow = ?1) AND status IN (SELECT value FROM json_each(?2))
-  AND id >= ?3 AND id < ?4
+WHERE id >= ?2 AND id < ?3 AND status IN (SELECT value FROM json_each(?1))
+ORDER BY id LIMIT ?4;
+
+-- name: replay_candidates_of_workflow
+-- The same of one workflow: a range of executions_by_workflow.
+SELECT id, intake_seq, intake_index FROM executions INDEXED BY executions_by_workflow
+WHERE workflow = ?1 AND id >= ?3 AND id < ?4 AND status IN (SELECT value FROM json_each(?2))
 ORDER BY id LIMIT ?5;
 
 -- name: intake_scan
