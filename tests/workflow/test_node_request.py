@@ -104,7 +104,9 @@ retry_backoff = "50ms"
     assert {r.headers["idempotency-key"] for r in endpoint.received} == {f"{record['id']}.deploy"}
     assert {r.body for r in endpoint.received} == {b'{"commit":"abc"}'}
     first, second, third = (r.at for r in endpoint.received)
-    assert second - first >= 0.05 and third - second >= 0.1      # 50 ms, then 100 ms
+    # 50 ms, then 100 ms: as the loop's timers keep them (libuv reads its clock once per loop turn,
+    # so a timer set late in a busy turn fires that much early: a few ms under load)
+    assert second - first >= 0.04 and third - second >= 0.08
     logs = jobs_by_node(record)["deploy"]["logs"]
     attempts = [orjson.loads(line.split(" ", 2)[2]) for line in logs if line.startswith("attempt ")]
     assert [a.get("status") for a in attempts] == [500, 503, 200]
