@@ -12,19 +12,17 @@ committing connection the checkpoint is the acknowledgements' latency tail.
 Collection writes run on a third connection, and reads that are not the intake's (collection
 queries, the admin API's) on read-only ones (WAL: readers wait for no writer), each on a
 thread of its own.  On those two every statement has a time budget
-(`[storage] statement_timeout`, `_Budget`); the intake's connection has none: an append is
-never interrupted.
+(`[storage] statement_timeout`, `StatementBudget` in sqlite_effects.py); the intake's connection
+has none: an append is never interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import math
 import os
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -32,9 +30,10 @@ from typing import Any, Callable
 
 import aiosqlite
 
-from ..core.errors import ConstraintError, StoreError
+from ..core.errors import StoreError
 from .base import StatementTimeout
 from .sql import queries
+from .sqlite_effects import StatementBudget, Stopped, write_batch
 
 CACHE_KIB = 16384
 # Collection writes: a row and its unique indexes each; their pages seldom come back.
@@ -72,14 +71,14 @@ class SqliteConnector:
         # so a whole batch is one crossing (aiosqlite crosses per statement).
         self._effects_thread: ThreadPoolExecutor | None = None
         self._effects_db: sqlite3.Connection | None = None
-        self._effects_budget = _Budget(statement_timeout)
+        self._effects_budget = StatementBudget(statement_timeout)
         # Reads that are not the intake's: read-only connections on threads of their own, so a
         # long one holds up neither the intake nor the collection writes (nor, READERS being
         # two, every other read).
         self.statement_timeout = statement_timeout
         self._readers: ThreadPoolExecutor | None = None
         self._reader = threading.local()     # each reader thread's connection and budget
-        self._reader_dbs: list[tuple[sqlite3.Connection, _Budget]] = []
+        self._reader_dbs: list[tuple[sqlite3.Connection, StatementBudget]] = []
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -135,13 +134,13 @@ class SqliteConnector:
             self._effects_budget.watch(db)
             self._effects_db = db
 
-    def _open_reader(self) -> tuple[sqlite3.Connection, _Budget]:
+    def _open_reader(self) -> tuple[sqlite3.Connection, StatementBudget]:
         """This reader thread's connection, opened at its first read."""
         with _wrapped(f"open of {self.path} for reads"):
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
             db.execute("PRAGMA query_only=ON")
             db.execute("PRAGMA busy_timeout=10000")
-        budget = _Budget(self.statement_timeout)
+        budget = StatementBudget(self.statement_timeout)
         budget.watch(db)
         self._reader.db, self._reader.budget = db, budget
         self._reader_dbs.append((db, budget))
@@ -173,46 +172,13 @@ class SqliteConnector:
                 try:
                     outcomes += await self._on_effects_thread(self._apply_effects, effects, len(outcomes),
                                                               stopped, insert_job)
-                except _Stopped as over:
+                except Stopped as over:
                     stopped[over.index] = over.timeout
         return outcomes
 
     def _apply_effects(self, effects: list, start: int, stopped: dict, insert_job: str) -> list:
-        db = self._effects_db
         with _wrapped("collection write"):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                try:   # the batch as it comes: almost always every effect goes in
-                    outcomes = self._write_part(db, effects, start, stopped, insert_job, _write_one)
-                except _Refused:   # one did not: again, each effect under a savepoint of its own
-                    db.execute("ROLLBACK")
-                    db.execute("BEGIN IMMEDIATE")
-                    outcomes = self._write_part(db, effects, start, stopped, insert_job, _apply_one)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:   # (a write the budget stopped has rolled it back already)
-                    db.execute("ROLLBACK")
-                raise
-        return outcomes
-
-    def _write_part(self, db: sqlite3.Connection, effects: list, start: int, stopped: dict, insert_job: str,
-                    write: Callable) -> list:
-        """The effects from `start` on, until about one budget has passed (at least one)."""
-        budget = self._effects_budget
-        ends = time.monotonic() + budget.seconds
-        outcomes = []
-        for index in range(start, len(effects)):
-            if index in stopped:
-                outcomes.append(stopped[index])
-            else:
-                try:
-                    with budget.running():
-                        outcomes.append(write(db, effects[index], insert_job))
-                except StatementTimeout as exc:
-                    raise _Stopped(index, exc) from None
-            if time.monotonic() > ends:
-                break
-        return outcomes
+            return write_batch(self._effects_db, self._effects_budget, effects, start, stopped, insert_job)
 
     async def read_alone(self, sql: str, params: tuple = ()) -> list[tuple]:
         """A read on a read-only connection, within the budget (an in-memory store has one
@@ -453,142 +419,6 @@ class _FileLock:
             os.close(self._fd)
             self._thread.shutdown(wait=False)
             self._fd = self._thread = None
-
-
-# Primary result codes that mean the database, not one statement, is in trouble.
-_CONNECTION_ERRORS = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})   # BUSY LOCKED NOMEM READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
-
-
-class _Refused(Exception):
-    """An effect of a batch written without savepoints failed by itself (a constraint)."""
-
-
-class _Stopped(Exception):
-    """The effect at `index` ran past the budget; SQLite rolled its transaction back."""
-
-    def __init__(self, index: int, timeout: StatementTimeout):
-        super().__init__(index)
-        self.index, self.timeout = index, timeout
-
-
-class _Budget:
-    """How long a statement on one connection may run.  A watchdog thread interrupts the
-    connection (sqlite3's `interrupt()`, made to be called from another thread) once the
-    deadline `running()` set has passed; SQLite stops the statement at its next row.  The
-    deadline is cleared under the lock the watchdog takes, so an interrupt never reaches a
-    statement still within its budget.  (A progress handler counts steps of SQLite's virtual
-    machine, not time: a LIKE over a large value is one step, and 120 such rows did not reach
-    100,000 steps in 2 s; called more often, it takes the GIL from the event loop per row.)"""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.deadline = math.inf
-        self._lock = threading.Lock()
-        self._busy = threading.Event()    # set while a deadline may be pending: the watchdog ticks
-        self._db: sqlite3.Connection | None = None
-
-    def watch(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        threading.Thread(target=self._watch, name="fastwebhook-budget", daemon=True).start()
-
-    def close(self) -> None:
-        self._db = None
-        self._busy.set()
-
-    def _watch(self) -> None:
-        tick = self.seconds / 8
-        while True:
-            self._busy.wait()
-            with self._lock:
-                db = self._db
-                if db is None:
-                    return
-                if self.deadline == math.inf:
-                    self._busy.clear()   # idle until the next statement
-                    continue
-                if time.monotonic() > self.deadline:
-                    db.interrupt()
-                    self.deadline = math.inf
-            time.sleep(tick)
-
-    def running(self) -> "_Budget":
-        """`with budget.running():` one statement (or an effect's few) within the budget; one
-        stopped raises StatementTimeout.  (A class, not a generator: it runs per effect.)"""
-        return self
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.deadline = time.monotonic() + self.seconds
-            if not self._busy.is_set():   # (the watchdog clears it only under the lock)
-                self._busy.set()
-
-    def __exit__(self, kind, exc, traceback) -> None:
-        with self._lock:
-            self.deadline = math.inf
-        if isinstance(exc, sqlite3.OperationalError) and _interrupted(exc):
-            raise StatementTimeout(self.seconds) from None
-
-
-def _interrupted(exc: sqlite3.Error) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_INTERRUPT
-
-
-def _write_one(db: sqlite3.Connection, effect, insert_job: str):
-    """One effect and its job row; an error of the database itself fails the batch, any other
-    raises _Refused (the batch is then written again, with savepoints: _apply_one)."""
-    raw: Any = None
-    changed = 0
-    try:
-        for write in effect.writes:
-            cursor = db.execute(write.sql, write.params)
-            if effect.shape == "row":
-                raw = cursor.fetchone()
-                cursor.fetchall()
-            elif effect.shape == "rows":
-                raw = cursor.fetchall()
-            changed += max(cursor.rowcount, 0)
-        given = raw if effect.shape in ("row", "rows") else changed if effect.shape == "count" else None
-        result = effect.finish(given) if effect.finish is not None else None
-        job = effect.job
-        db.execute(insert_job, (job.execution, job.position, job.node, job.type, job.status,
-                                effect.encode(result), job.error, job.logs, job.duration_ms))
-    except sqlite3.DatabaseError as exc:
-        if not isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", None) is not None \
-                and exc.sqlite_errorcode & 0xFF in _CONNECTION_ERRORS:
-            raise   # the database itself is in trouble: the batch fails, and says so
-        if _interrupted(exc):
-            raise   # past the budget: the transaction is gone, the batch is written again without it
-        raise _Refused() from exc
-    except Exception as exc:  # noqa: BLE001 - the node's own finish failed
-        raise _Refused() from exc
-    return result
-
-
-def _apply_one(db: sqlite3.Connection, effect, insert_job: str):
-    """One effect under its own savepoint: one that fails is undone alone, its slot in the
-    answer holding the error."""
-    db.execute("SAVEPOINT effect")
-    try:
-        result = _write_one(db, effect, insert_job)
-        db.execute("RELEASE effect")
-        return result
-    except _Refused as refused:
-        _undo(db)
-        exc = refused.__cause__
-        if isinstance(exc, sqlite3.IntegrityError):
-            return ConstraintError(str(exc))
-        if isinstance(exc, sqlite3.DatabaseError):
-            return StoreError(f"SQLite refused the write: {exc}")   # this statement alone (a LIKE too complex)
-        return exc
-    except BaseException:
-        if db.in_transaction:   # (a write the budget stopped has rolled it back already)
-            _undo(db)
-        raise
-
-
-def _undo(db: sqlite3.Connection) -> None:
-    db.execute("ROLLBACK TO effect")
-    db.execute("RELEASE effect")
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:
