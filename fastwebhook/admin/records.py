@@ -11,7 +11,7 @@ from ..door.body import decode_content, parse_body
 from ..door.context import headers_of, query_of
 from ..core.ids import from_text, to_text
 from ..store.rows import ExecutionRecord, RequestLine
-from ..config.units import timestamp
+from ..core.units import timestamp
 
 SHOW_LIMIT = 64 << 20
 

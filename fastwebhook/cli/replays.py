@@ -23,7 +23,7 @@ from ..admin.api import STATUSES
 from ..admin.records import BadQuery
 from ..admin.replays import PATH, KeyInUse, bulk_replay, replay, replay_filter
 from ..config.model import Config
-from ..config.units import parse_duration
+from ..core.units import parse_duration
 from ..core.errors import ConfigError, FastwebhookError
 from ..store import Store
 from .output import print_json

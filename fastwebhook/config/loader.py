@@ -24,7 +24,7 @@ from ..workflow.collections import load_collections
 from ..workflow.outbound import DEFAULT_DENY
 from .model import (Config, Durability, Known, OutboundConfig, QueueConfig, ServerConfig, StorageConfig,
                     Workflow)
-from .units import parse_duration, parse_size
+from ..core.units import parse_duration, parse_size
 from .workflows import dangling_on_failure, load_workflow
 
 DEFAULT_LOCATIONS = ("./config.toml", "/etc/fastwebhook/config.toml")

@@ -20,7 +20,7 @@ from ..door.ratelimit import parse_rate
 from ..door.schema import compile_schema
 from ..workflow.templates import check_references, compile_value
 from .files import read_secret_file, stored_file
-from .units import parse_duration, parse_size
+from ..core.units import parse_duration, parse_size
 from ..verify import SCHEMES, build_verifier, public_url_base
 
 WORKFLOW_FIELDS = {

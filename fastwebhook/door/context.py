@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 from ..core.errors import RequestError
 from ..http.messages import parse_query
 from ..store.rows import StoredRequest
-from ..config.units import timestamp
+from ..core.units import timestamp
 from .body import decode_content, parse_body, raw_text
 
 # Headers that carry credentials or signatures: never stored, never shown.  `[storage]

@@ -39,7 +39,7 @@ from .maintenance import Maintenance
 from ..observe.metrics import Metrics, SharedCells
 from ..store import Store, open_store
 from ..store.rows import Delivery
-from ..process.tasks import TaskSupervisor
+from .tasks import TaskSupervisor
 from ..workflow.resources import Resources
 from ..workflow.templates import compile_value, render_value, stringify
 

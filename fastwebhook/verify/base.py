@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..core.errors import ConfigError, RequestError
-from ..config.units import parse_duration
+from ..core.units import parse_duration
 from .request import RequestView
 
 # Keys of a `[workflows.K.verify]` table that belong to the config loader, not to a scheme;

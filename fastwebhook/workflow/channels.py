@@ -24,7 +24,7 @@ import orjson
 
 from ..core.errors import FastwebhookError
 from ..config.files import read_secret_file
-from ..config.units import parse_duration
+from ..core.units import parse_duration
 from .outbound import Denied, HttpClient, is_http_url, read_limited
 
 SMTP_KEYS = {"type", "host", "port", "starttls", "tls", "username", "password", "password_file",

@@ -20,7 +20,7 @@ import orjson
 
 from ..core.errors import FastwebhookError
 from ..store.rows import Write
-from ..config.units import timestamp
+from ..core.units import timestamp
 from .templates import compile_value
 
 TYPES = {"string": "TEXT", "text": "TEXT", "integer": "INTEGER", "number": "REAL",

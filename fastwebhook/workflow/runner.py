@@ -29,7 +29,7 @@ import orjson
 from ..config.model import NodeSpec, Workflow
 from ..core.ids import to_text
 from ..store.rows import Effect, Job, Status, Write, encode_result
-from ..config.units import timestamp
+from ..core.units import timestamp
 from .nodes import NODE_TYPES, NodeType
 from .nodes.end import EndExecution
 from .templates import render_value

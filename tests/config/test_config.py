@@ -11,7 +11,7 @@ import pytest
 
 from fastwebhook.config.loader import load_config, parse_listen
 from fastwebhook.core.errors import ConfigError, ConfigErrors
-from fastwebhook.config.units import parse_duration, parse_size
+from fastwebhook.core.units import parse_duration, parse_size
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

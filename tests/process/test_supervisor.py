@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastwebhook.process.tasks import HEALTHY_AFTER, TaskSupervisor
+from fastwebhook.service.tasks import HEALTHY_AFTER, TaskSupervisor
 from wait_support import wait_for_async
 
 

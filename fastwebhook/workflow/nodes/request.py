@@ -27,7 +27,7 @@ import orjson
 
 from ... import verify
 from ...core.errors import ConfigError
-from ...config.units import parse_duration
+from ...core.units import parse_duration
 from ..outbound import Denied, HttpClient, ResponseTooLarge, display_url, is_http_url, read_limited
 from ..templates import Template, compile_value, stringify
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ...config.units import parse_duration, parse_size
+from ...core.units import parse_duration, parse_size
 from ..scripts import Script, ScriptError
 
 NAME = "script"
