@@ -46,16 +46,18 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
     limit = _limit(limit)
     if status is not None and status not in STATUSES:
         raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
-    before = None
+    before = resume = None
     if cursor:
         before = records.parse_execution_id(cursor)
-        if before is None:
+        resume = records.parse_scan_cursor(cursor) if wanted and before is None else None
+        if before is None and resume is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
     if wanted:
-        found, next_id = await Reads(store).scan_executions(matcher(wanted), workflow or None,
-                                                            Status(status) if status else None, limit, before, SCAN_BOUND)
+        found, position = await Reads(store).scan_executions(matcher(wanted), workflow or None,
+                                                             Status(status) if status else None, limit, before,
+                                                             SCAN_BOUND, resume)
         return {"items": [records.execution(record) for record in found],
-                "next": records.execution_id(next_id) if next_id is not None else None}
+                "next": records.scan_cursor(*position) if position is not None else None}
     found = await Reads(store).list_executions(workflow or None, Status(status) if status else None, limit, before)
     items = [records.execution(record) for record in found]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}

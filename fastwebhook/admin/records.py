@@ -78,3 +78,15 @@ def parse_request_cursor(text: str) -> tuple[float, str] | None:
         return (float(at), request_id) if separator else None
     except ValueError:
         return None
+
+
+def scan_cursor(seq: int, index: int) -> str:
+    """Where a search by what executions carried goes on: a position in the intake."""
+    return f"{seq}.{index}"
+
+
+def parse_scan_cursor(text: str) -> tuple[int, int] | None:
+    seq, separator, index = text.partition(".")
+    if not (separator and seq.isdigit() and index.isdigit()):
+        return None
+    return int(seq), int(index)

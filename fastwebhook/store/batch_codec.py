@@ -49,12 +49,13 @@ def decode(blob: bytes, only: int | Collection[int] | None = None) -> list[Deliv
     return [_delivery(blob, metas[index], starts[index]) for index in indexes]
 
 
-def newest_first(blob: bytes) -> Iterator[Delivery]:
-    """The blob's deliveries, last first, each made as it is asked for: a reader that stops,
-    or lets the loop run between two of them, has not copied out the bodies it did not reach."""
+def newest_first(blob: bytes, below: int | None = None) -> Iterator[tuple[int, Delivery]]:
+    """The blob's deliveries with their indexes, last first (only those below index `below`),
+    each made as it is asked for: a reader that stops, or lets the loop run between two of them,
+    has not copied out the bodies it did not reach."""
     metas, starts = _metas(blob)
-    for index in range(len(metas) - 1, -1, -1):
-        yield _delivery(blob, metas[index], starts[index])
+    for index in range(min(len(metas), len(metas) if below is None else below) - 1, -1, -1):
+        yield index, _delivery(blob, metas[index], starts[index])
 
 
 def _metas(blob: bytes) -> tuple[list, list[int]]:

@@ -92,11 +92,15 @@ class Reads:
 
     async def scan_executions(self, matches: Callable[[Delivery], bool], workflow: str | None,
                               status: Status | None, limit: int, before: bytes | None,
-                              bound: int) -> tuple[list[ExecutionRecord], bytes | None]:
-        """Newest first, the executions whose stored request `matches` (a field of the request
-        no index holds: its request id, its dedup key, its body), among at most `bound` stored
-        requests made before `before`: what it found and where a next page goes on from (None
-        when nothing older is stored).  The cost is that bound: the intake's rows read newest
+                              bound: int, resume: tuple[int, int] | None = None
+                              ) -> tuple[list[ExecutionRecord], tuple[int, int] | None]:
+        """The executions whose stored request `matches` (a field of the request no index holds:
+        its request id, its dedup key, its body), among at most `bound` stored requests made
+        before `before`, in the intake's order, newest batch first: what it found and where a
+        next page goes on from, `(seq, index)` of the last request it read (None when nothing
+        older is stored), which `resume` takes.  A position, not an id: with several processes
+        the ids of two batches interleave, and a page that stopped at an id would skip the newer
+        ids of an older batch.  The cost is that bound: the intake's rows read newest
         first (about SCAN_READ_BYTES of them a read, at least one row), each delivery's
         metadata decoded and given to `matches`, and one primary-key read per match.
 
@@ -110,7 +114,10 @@ class Reads:
         (asyncpg): with SQLite 0.5-1 ms per MB (a batch of 1000 bodies of 100 KB: 55-120 ms);
         reading big rows one at a time keeps that to one batch's blob."""
         found: list[ExecutionRecord] = []
-        scanned, before_seq, page = 0, None, 1
+        scanned, page = 0, 1
+        before_seq = resume[0] + 1 if resume is not None else None
+        if resume is not None:
+            before = None   # the position says where: the id bound was the first page's
         step_bytes = step_deliveries = 0
         while True:
             rows = await self._read("intake_scan", (before, before_seq, page))
@@ -119,7 +126,8 @@ class Reads:
             page = max(1, min(SCAN_PAGE, SCAN_READ_BYTES * len(rows) // max(1, sum(len(blob) for _, blob in rows))))
             for seq, blob in rows:
                 before_seq = seq
-                for d in batch_codec.newest_first(blob):
+                below = resume[1] if resume is not None and seq == resume[0] else None
+                for index, d in batch_codec.newest_first(blob, below):
                     if step_bytes >= SCAN_STEP_BYTES or step_deliveries >= SCAN_STEP_DELIVERIES:
                         await asyncio.sleep(0)
                         step_bytes = step_deliveries = 0
@@ -133,9 +141,9 @@ class Reads:
                         if status is None or record.status == status:
                             found.append(record)
                             if len(found) >= limit:
-                                return found, d.id
+                                return found, (seq, index)
                     if scanned >= bound:
-                        return found, d.id
+                        return found, (seq, index)
 
     async def _record_of(self, d: Delivery) -> ExecutionRecord:
         """A stored delivery's execution: its row with the request in hand, or queued."""

@@ -50,7 +50,9 @@ def test_a_batch_decodes_only_the_deliveries_asked_for():
     assert [number(d.id) for d in batch_codec.decode(blob)] == [1, 2, 3, 4, 5]
     assert [number(d.id) for d in batch_codec.decode(blob, only=3)] == [4]
     assert [(number(d.id), d.body) for d in batch_codec.decode(blob, only={4, 0, 9})] == [(1, b'{"n": 1}'), (5, b'{"n": 5}')]
-    assert [number(d.id) for d in batch_codec.newest_first(blob)] == [5, 4, 3, 2, 1]
+    assert [(index, number(d.id)) for index, d in batch_codec.newest_first(blob)] == \
+        [(4, 5), (3, 4), (2, 3), (1, 2), (0, 1)]
+    assert [number(d.id) for _, d in batch_codec.newest_first(blob, below=2)] == [2, 1]
 
 
 def test_replay_candidates_of_a_workflow_or_of_all_and_their_requests(url):
@@ -136,5 +138,25 @@ def test_a_scan_lets_the_loop_run_every_few_bodies_however_big_the_batch(url):
             sizes = [size for _, size in step]
             assert len(sizes) <= SCAN_STEP_DELIVERIES
             assert sum(sizes) - max(sizes) < SCAN_STEP_BYTES
+
+    run(url, scenario)
+
+
+def test_a_search_pages_through_batches_whose_ids_interleave_and_misses_none(url):
+    """Two processes commit batches whose ids interleave (the one committed first holds the
+    newest id): a search that stops mid-way goes on at the position it stopped, not at an id,
+    so every stored request is read once over the pages."""
+    async def scenario(store):
+        await store.append([delivery(n) for n in (10, 11, 30)])   # committed first, newest id last
+        await store.append([delivery(n) for n in (20, 21)])
+        def everything(d: Delivery) -> bool:
+            return True
+        seen, resume = [], None
+        for _ in range(5):   # two stored requests read a page
+            found, resume = await Reads(store).scan_executions(everything, None, None, 10, None, 2, resume)
+            seen += [number(record.id) for record in found]
+            if resume is None:
+                break
+        assert sorted(seen) == [10, 11, 20, 21, 30] and len(seen) == 5
 
     run(url, scenario)
