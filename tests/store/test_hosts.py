@@ -169,7 +169,10 @@ def test_a_delivery_sent_to_two_hosts_at_once_runs_once(cluster):
         counts = dict(cluster.query("SELECT status, count(*) FROM executions WHERE workflow = 'once' GROUP BY status"))
         return counts if sum(counts.values()) == accepted and not counts.keys() & {"queued", "started"} else None
 
-    assert wait_until(settled) == {"resolved": 1, "duplicate": accepted - 1}
+    # every repeat the other host's door did not answer itself was acknowledged, and its claim
+    # found it a duplicate (none, when the doors answered all of them)
+    expected = {"resolved": 1, "duplicate": accepted - 1} if accepted > 1 else {"resolved": 1}
+    assert wait_until(settled) == expected
     assert all(host.stop() == 0 for host in hosts)
 
 
