@@ -32,6 +32,7 @@ class SqliteStore(Store):
 
     async def open(self) -> None:   # with the table of allowed transitions record() reads
         await self.db.open()
+        await self.db.execute(self.sql["repair_cursor"])
         await self.db.stage("DELETE FROM temp.transitions", [(self.sql["stage_transition"], [
             (before.value, after.value) for before, afters in TRANSITIONS.items() for after in afters])])
 

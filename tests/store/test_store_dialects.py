@@ -227,6 +227,29 @@ def test_the_purge_takes_what_finished_before_the_cut(url):
         assert (await Reads(store).get_execution((3).to_bytes(16, "big"))).status == Status.QUEUED   # still running
 
 
+def test_a_store_an_earlier_purge_emptied_claims_what_comes_next(tmp_path):
+    """An earlier version's purge could delete every intake row: the next row is then numbered 1,
+    at or below the claim cursor.  Opening the store brings the cursor back to the highest row."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    async def emptied(store):
+        now = time.time()
+        await store.append([delivery(1)])
+        await store.append([delivery(2)])
+        await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        await store.db.execute("DELETE FROM intake")   # what the earlier purge left
+
+    async def upgraded(store):
+        now = time.time()
+        await store.append([delivery(3)])
+        assert await store.unfinished() == 3   # 1 and 2 claimed and pending, 3 unclaimed
+        later = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert ids(later.run) == [3]
+
+    run(url, emptied)
+    run(url, upgraded)
+
+
 def test_a_delivery_appended_after_the_purge_emptied_the_intake_is_still_claimed(url):
     """The purge always leaves the newest batch: SQLite numbers a new row after the highest one
     left, and a number at or below the claim cursor would never be claimed."""

@@ -92,6 +92,13 @@ INSERT INTO intake (first_id, last_id, first_at, count, deliveries) VALUES (?, ?
 -- name: find_dedup
 SELECT hash, execution FROM dedup WHERE expires_at > ? AND hash IN ({hashes});
 
+-- name: repair_cursor
+-- A claim cursor past every intake row: the purge of an earlier version emptied the table, and
+-- SQLite numbers the next row after the highest one left (1), which the cursor would pass by.
+-- Brought back to the highest row (no row above it exists: nothing is skipped).
+UPDATE claims SET claimed_seq = (SELECT coalesce(max(seq), 0) FROM intake), partial = 0
+WHERE id = 1 AND claimed_seq > (SELECT coalesce(max(seq), 0) FROM intake);
+
 -- name: claim_cursor
 SELECT claimed_seq, partial FROM claims WHERE id = 1;
 
