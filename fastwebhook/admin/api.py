@@ -49,15 +49,17 @@ async def list_executions(store: Store, workflow: str | None = None, status: str
     before = resume = None
     if cursor:
         before = records.parse_execution_id(cursor)
-        resume = records.parse_scan_cursor(cursor) if wanted and before is None else None
-        if before is None and resume is None:
+        scan = records.parse_scan_cursor(cursor) if wanted and before is None else None
+        if before is None and scan is None:
             raise BadQuery(f"not a cursor: {cursor!r}")
+        if scan is not None:
+            *resume, before = scan
     if wanted:
         found, position = await Reads(store).scan_executions(matcher(wanted), workflow or None,
                                                              Status(status) if status else None, limit, before,
-                                                             SCAN_BOUND, resume)
+                                                             SCAN_BOUND, tuple(resume) if resume else None)
         return {"items": [records.execution(record) for record in found],
-                "next": records.scan_cursor(*position) if position is not None else None}
+                "next": records.scan_cursor(*position, before) if position is not None else None}
     found = await Reads(store).list_executions(workflow or None, Status(status) if status else None, limit, before)
     items = [records.execution(record) for record in found]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}

@@ -80,13 +80,23 @@ def parse_request_cursor(text: str) -> tuple[float, str] | None:
         return None
 
 
-def scan_cursor(seq: int, index: int) -> str:
-    """Where a search by what executions carried goes on: a position in the intake."""
-    return f"{seq}.{index}"
+def scan_cursor(seq: int, index: int, before: bytes | None) -> str:
+    """Where a search by what executions carried goes on: a position in the intake, and the
+    id the first page was bounded by (pages after it keep that bound)."""
+    return f"{seq}.{index}" + (f".{before.hex()}" if before is not None else "")
 
 
-def parse_scan_cursor(text: str) -> tuple[int, int] | None:
-    seq, separator, index = text.partition(".")
-    if not (separator and seq.isdigit() and index.isdigit()):
+def parse_scan_cursor(text: str) -> tuple[int, int, bytes | None] | None:
+    parts = text.split(".")
+    if len(parts) not in (2, 3) or not all(part.isascii() and part.isdigit() for part in parts[:2]):
         return None
-    return int(seq), int(index)
+    seq, index = int(parts[0]), int(parts[1])
+    if seq >= 1 << 63 or index >= 1 << 31:
+        return None
+    try:
+        before = bytes.fromhex(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+    if before is not None and len(before) != 16:
+        return None
+    return seq, index, before

@@ -252,7 +252,9 @@ class Intake:
             seq, held = await self.store.append_unless_held(batch, hashes, self.clock(), self._held_by(batch))
             if seq is not None:
                 return seq, batch, settles
-            batch, settles = self._drop_held(batch, settles, held)
+            # in place: should the append below fail, `run` answers what is left, not the repeats
+            # answered here already
+            batch[:], settles[:] = self._drop_held(batch, settles, held)
             if not batch:
                 return None, batch, settles
         return await self.store.append(batch, held_by=self._held_by(batch)), batch, settles

@@ -96,9 +96,9 @@ class Reads:
                               ) -> tuple[list[ExecutionRecord], tuple[int, int] | None]:
         """The executions whose stored request `matches` (a field of the request no index holds:
         its request id, its dedup key, its body), among at most `bound` stored requests made
-        before `before`, in the intake's order, newest batch first: what it found and where a
-        next page goes on from, `(seq, index)` of the last request it read (None when nothing
-        older is stored), which `resume` takes.  A position, not an id: with several processes
+        before `before` (a bound every page keeps), in the intake's order, newest batch first:
+        what it found and where a next page goes on from, `(seq, index)` of the last request it
+        read (None when nothing older is stored), which `resume` takes.  A position, not an id: with several processes
         the ids of two batches interleave, and a page that stopped at an id would skip the newer
         ids of an older batch.  The cost is that bound: the intake's rows read newest
         first (about SCAN_READ_BYTES of them a read, at least one row), each delivery's
@@ -116,8 +116,6 @@ class Reads:
         found: list[ExecutionRecord] = []
         scanned, page = 0, 1
         before_seq = resume[0] + 1 if resume is not None else None
-        if resume is not None:
-            before = None   # the position says where: the id bound was the first page's
         step_bytes = step_deliveries = 0
         while True:
             rows = await self._read("intake_scan", (before, before_seq, page))

@@ -103,5 +103,9 @@ def test_a_scan_pages_with_next_until_nothing_older_is_stored(serve, url):
     assert [item["id"] for item in page["items"]] == [third] and page["next"]   # where the scan stopped
     after = admin(running, f"/executions?workflow=orders&dedup_key=d-3&limit=1&cursor={page['next']}").json()
     assert after == {"items": [], "next": None}
+    for bad in ("1.\u00b2", "99999999999999999999.0", "1.2.zz", "1.2.3.4"):   # a 400, never our 500
+        answer = request(running, "GET", f"/api/admin/executions?workflow=orders&dedup_key=d-3&cursor={quote(bad)}",
+                         headers={"Authorization": "Bearer test-token"})
+        assert answer.status == 400 and "not a cursor" in answer.json()["error"], bad
     assert "a data filter names a field" in request(running, "GET", "/api/admin/executions?data.=1",
                                                    headers={"Authorization": "Bearer test-token"}).json()["error"]

@@ -158,5 +158,13 @@ def test_a_search_pages_through_batches_whose_ids_interleave_and_misses_none(url
             if resume is None:
                 break
         assert sorted(seen) == [10, 11, 20, 21, 30] and len(seen) == 5
+        bounded, resume = [], None   # ... and an id bound holds on every page, not the first alone
+        for _ in range(5):
+            found, resume = await Reads(store).scan_executions(everything, None, None, 10, (25).to_bytes(16, "big"),
+                                                               1, resume)
+            bounded += [number(record.id) for record in found]
+            if resume is None:
+                break
+        assert sorted(bounded) == [10, 11, 20, 21]
 
     run(url, scenario)
