@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tomllib
 from pathlib import Path
 from typing import Mapping
 
 from ..config.loader import demo_token_error, display_url, load_config
+from ..config.model import StorageConfig
 from ..config.positions import StringValue, string_values
 from ..config.workflows import ScriptSite
 from ..core.errors import ConfigError, ConfigErrors, StoreError
@@ -38,7 +40,7 @@ def check(path: str, environ: Mapping[str, str]) -> int:
         if len(errors) > 1:
             print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
         return 1
-    moved = _moved_database(config.storage, Path(path))
+    moved = moved_database(config.storage, Path(path))
     if moved is not None:
         print(f"{path}: storage.url: {moved}", file=sys.stderr)
         return 1
@@ -51,21 +53,37 @@ def check(path: str, environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _moved_database(storage, config_file: Path) -> str | None:
+def moved_database(storage: StorageConfig, config_file: Path) -> str | None:
     """Earlier versions took a relative SQLite path as relative to the working directory; it is
     now relative to the config file's folder.  An upgrade whose database is only where the old
-    rule put it would start on an empty one (and leave what it had acknowledged unrun): that is
-    an error here, naming both paths."""
+    rule put it would start on an empty one (and leave what it had acknowledged unrun): named
+    here, both paths, for `check` and `serve` to refuse."""
     file = sqlite_file(storage)
     if file is None or os.path.exists(file):
         return None
-    relative = os.path.relpath(file, config_file.resolve().parent)
+    written = _written_url(config_file)
+    if written is None or "${" in written or not written.startswith("sqlite:///"):
+        return None   # (a substituted url: whoever sets the variable chose the path)
+    relative = written[len("sqlite:///"):]
+    if not relative or relative == ":memory:" or os.path.isabs(relative):
+        return None
     legacy = os.path.abspath(relative)
-    if relative.startswith("..") or legacy == file or not os.path.exists(legacy):
+    if legacy == file or not os.path.exists(legacy):
         return None
     return (f"the database is {file} (a relative path is relative to the config file's folder), which "
             f"does not exist, but {legacy} (relative to the working directory) does: move it there, "
             "or give storage.url as an absolute path")
+
+
+def _written_url(config_file: Path) -> str | None:
+    """storage.url as the file writes it (its default when it writes none)."""
+    try:
+        raw = tomllib.loads(config_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    storage = raw.get("storage", {})
+    url = storage.get("url", StorageConfig.url) if isinstance(storage, dict) else None
+    return url if isinstance(url, str) else None
 
 
 async def script_errors(sites: list[ScriptSite], config_file: Path) -> list[tuple[ScriptSite, ConfigError]]:

@@ -7,13 +7,14 @@ import asyncio
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..admin import api as admin, finding
 from . import replays, send
-from .check import check
+from .check import check, moved_database
 from .output import print_json
 from ..config.model import Config
 from ..config.loader import demo_token_error, find_config, load_config, with_stored
@@ -114,6 +115,10 @@ def _with_config(args) -> int:
         return 1
     try:
         if args.command == "serve":
+            moved = moved_database(config.storage, Path(path))
+            if moved is not None:
+                print(f"{path}: storage.url: {moved}", file=sys.stderr)
+                return 1
             return _serve(config)
         if args.command == "workflows":
             return asyncio.run(_workflows(args, config))

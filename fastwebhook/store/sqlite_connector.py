@@ -227,29 +227,38 @@ class SqliteConnector:
     # A server counts what it acknowledges; a delivery appended beside it (the command line's
     # replay, when no server answered it) would be claimed and released uncounted, and the queue's
     # depth would drift below the truth.  So each server process holds a shared lock on a file
-    # beside the database while it serves, and an append from outside first makes sure none does.
+    # beside the database while it serves, and an append from outside holds it exclusively for
+    # as long as it writes (a server starting meanwhile waits that long, then counts it).
     def mark_served(self) -> None:
         if self.path == ":memory:" or self._serving is not None:
             return
         fd = os.open(f"{self.path}-served", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)   # never waits: only `served` takes it exclusively, and at once
+        fcntl.flock(fd, fcntl.LOCK_SH)   # waits for an outside append under way, no longer
         self._serving = fd
 
-    def served(self) -> bool:
-        """Whether a server (of this process or another) is serving this file now."""
+    @contextmanager
+    def unserved(self):
+        """The file held against servers while the block runs; StoreError if one serves it."""
+        if self.path == ":memory:":
+            yield
+            return
+        refused = StoreError(f"a server is serving {self.path}: replay through its admin API (the command "
+                             "line reaches it at the config's first listen address, with [admin] token)")
         if self._serving is not None:
-            return True
+            raise refused
         try:
-            fd = os.open(f"{self.path}-served", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
+            fd = os.open(f"{self.path}-served", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:   # another user's server made it: not ours to append beside
+            raise StoreError(f"cannot tell whether a server is serving {self.path} ({exc}): replay "
+                             "through its admin API") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise refused from None
+            yield
         finally:
-            os.close(fd)   # (and with it the lock, if it was taken)
-        return False
+            os.close(fd)   # (and with it the lock)
 
     async def close(self) -> None:
         if self._serving is not None:

@@ -128,5 +128,16 @@ def test_check_refuses_a_database_left_where_a_relative_path_used_to_point(tmp_p
     done = fastwebhook("check", "-c", str(etc / "config.toml"), cwd=state, text=True)
     assert done.returncode == 1
     assert f"the database is {etc / 'fastwebhook.db'}" in done.stderr and str(state / "fastwebhook.db") in done.stderr
+    served = fastwebhook("serve", "-c", str(etc / "config.toml"), cwd=state, text=True)   # nor does it serve
+    assert served.returncode == 1 and f"the database is {etc / 'fastwebhook.db'}" in served.stderr
     moved = fastwebhook("check", "-c", str(etc / "config.toml"), cwd=etc, text=True)   # where it is now looked for
     assert moved.returncode == 0, moved.stderr
+    # an absolute url, or one that leaves the folder, is judged by what the file writes
+    (etc / "config.toml").write_text(f'[storage]\nurl = "sqlite:///{etc}/fastwebhook.db"\n[workflows.hook]\n')
+    assert fastwebhook("check", "-c", str(etc / "config.toml"), cwd=state, text=True).returncode == 0
+    (etc / "config.toml").write_text('[storage]\nurl = "sqlite:///../var/old.db"\n[workflows.hook]\n')
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    (tmp_path / "work" / "var").mkdir()
+    (tmp_path / "work" / "var" / "old.db").write_bytes(b"")   # ../var/old.db from work/sub, the old rule
+    up = fastwebhook("check", "-c", str(etc / "config.toml"), cwd=tmp_path / "work" / "sub", text=True)
+    assert up.returncode == 1 and str(tmp_path / "work" / "var" / "old.db") in up.stderr
