@@ -28,7 +28,7 @@ MAX_BATCH = 1000          # deliveries per append: bounds the latency of one com
 # Committed deliveries kept in memory for the claim; the rest are read back.  A claim keeping up
 # finds its batches here (a few of them); one that fell behind reads back whatever the size.
 WINDOW = 2048
-# ... and past those, claim copies of batches whose workflows run nothing (~250 bytes a delivery):
+# ... and past those, claim copies of batches whose workflows run nothing (~600 bytes a delivery):
 # a backlog of such deliveries as deep as the default capacity resolves without a read-back.
 COPIES_WINDOW = 10_000
 # durability = "memory" answers before the commit only while less than one batch waits: past

@@ -1,0 +1,60 @@
+"""The intake's claim copies (intake.py), over a real SQLite store: past the window of committed
+batches, copies of those whose workflows all run nothing, counted through whole and partial
+claims; a batch with work in it is never copied."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastwebhook.intake.intake import WINDOW, Intake
+from fastwebhook.observe.metrics import Metrics
+from fastwebhook.store.rows import ClaimCopies, Delivery, StoredRequest
+from fastwebhook.store.sqlite import SqliteStore
+from fastwebhook.store.sqlite_connector import SqliteConnector
+
+
+def delivery(n: int, workflow: str) -> Delivery:
+    request = StoredRequest("POST", "/hook", "", [("content-type", "application/json")], {}, "127.0.0.1",
+                            time.time(), f"req-{n}")
+    return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, b'{"n": %d}' % n, None, None, 0.0)
+
+
+def test_copies_are_kept_past_the_window_only_for_batches_that_run_nothing(tmp_path):
+    async def main():
+        store = SqliteStore(SqliteConnector(str(tmp_path / "store.db")))
+        await store.open()
+        intake = Intake(store, Metrics(), 100_000, True)
+        intake.runs_nothing = lambda workflow: workflow == "quiet"
+        writer = asyncio.create_task(intake.run())
+        answered: list = []
+        try:
+            async def offer(numbers, workflow):   # one batch each: the writer takes what waits
+                for n in numbers:
+                    assert intake.offer(delivery(n, workflow), answered.append) is None
+                await intake.drain()
+
+            for start in range(0, WINDOW, 512):
+                await offer(range(start, start + 512), "quiet")    # the window, full
+            await offer(range(10_000, 10_300), "quiet")            # past it: copies
+            await offer(range(20_000, 20_010), "busy")             # work in it: read back later
+            await offer([30_000, 30_001], "quiet")                 # copies again
+            assert intake.window_size == WINDOW and len(answered) == WINDOW + 312
+            assert intake.copies_size == 302 and all(isinstance(c, ClaimCopies) for c in intake.copies.values())
+            assert all(d.body == b"" and d.request.headers == [] for c in intake.copies.values() for d in c)
+
+            claimed = 0
+            while claimed < WINDOW + 312:   # claims of 700: whole batches and parts of them
+                now = time.time()
+                claim = await store.claim("me", now, now + 30, 700, intake.in_window, intake.runs_nothing)
+                intake.claimed(claim.finished, claim.partial)
+                claimed += len(claim.run) + len(claim.resolved)
+                assert [int.from_bytes(d.id, "big") // 10_000 for d in claim.run] in ([], [2] * 10)
+                assert all(d.body for d in claim.run)   # the busy batch came back whole from the store
+            assert (intake.window, intake.window_size, intake.copies, intake.copies_size) == ({}, 0, {}, 0)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await store.close()
+
+    asyncio.run(main())
