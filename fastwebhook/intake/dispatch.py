@@ -163,7 +163,7 @@ class Dispatcher:
         now = self.clock()
         claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), size),
                                        self.intake.in_window, self.runs_nothing)
-        self.intake.claimed(claim.finished, claim.partial)
+        self.intake.claimed(claim.finished, claim.partial, claim.done_below)
         if not (claim.run or claim.resolved or claim.duplicates):
             self.unclaimed = False
             return False

@@ -175,9 +175,13 @@ class Intake:
         """A committed batch, or its claim copies, if memory still holds it."""
         return self.window.get(seq) or self.copies.get(seq)
 
-    def claimed(self, finished: list[int], partial: tuple[int, list[Delivery]] | None) -> None:
+    def claimed(self, finished: list[int], partial: tuple[int, list[Delivery]] | None,
+                done_below: int | None = None) -> None:
         """A claim took these batches whole (they leave the window) and part of `partial`
-        (kept, read back or not, so the next claim need not decode it again)."""
+        (kept, read back or not, so the next claim need not decode it again).  Those below
+        `done_below` were claimed by someone (another process or host, maybe): they leave too."""
+        if done_below is not None:
+            finished = [*finished, *(seq for seq in (*self.window, *self.copies) if seq < done_below)]
         for seq in finished:
             batch = self.window.pop(seq, None)
             if batch is not None:

@@ -67,10 +67,13 @@ class PostgresStore(Store):
         as make `limit` deliveries (at least one), in one transaction: their dedup keys into
         the unique index, their execution rows, the mark."""
         after: int | None = 0
+        done_below = None
         for _ in range(CLAIM_TRIES):   # another host taking the same candidates: look past them
             claim, after = await self._claim_from(after, owner, now, lease_until, limit, in_memory, runs_nothing)
+            done_below = claim.done_below if done_below is None else done_below   # (the first try's)
             if claim.finished or after is None:
                 break
+        claim.done_below = done_below
         return claim
 
     async def _claim_from(self, after: int, owner: str, now: float, lease_until: float, limit: int,
@@ -80,6 +83,8 @@ class PostgresStore(Store):
         claim = Claim()
         wanted, total = [], 0
         for seq, count in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR, after)):
+            if after == 0 and not wanted:   # the oldest this host may take: below it, all are claimed
+                claim.done_below = seq
             if wanted and total + count > limit:
                 break
             wanted.append(seq)

@@ -197,6 +197,9 @@ class Claim:
     duplicates: list[tuple[Delivery, bytes]] = field(default_factory=list)  # (delivery, original id)
     finished: list[int] = field(default_factory=list)        # intake batches now claimed whole
     partial: tuple[int, list[Delivery]] | None = None        # the batch it took part of (seq, all of it)
+    # every intake batch below this seq (of those this claimer could take) is claimed, whoever
+    # claimed it: what the claimer's memory holds of them is stale (None: not known)
+    done_below: int | None = None
 
 
 @dataclass(slots=True)

@@ -81,6 +81,7 @@ class SqliteStore(Store):
         claim = Claim()
         db = self.db
         (cursor, partial), = await db.fetch(self.sql["claim_cursor"])
+        claim.done_below = cursor + 1   # (another process of the server may have claimed them)
         seqs = [row[0] for row in await db.fetch(self.sql["unclaimed"], (cursor, limit))]
         taken: list[tuple[int, int, Delivery]] = []
         new_cursor, new_partial, finished, left = cursor, partial, [], None

@@ -7,11 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+from fastwebhook.config.model import StorageConfig
 from fastwebhook.intake.intake import WINDOW, Intake
 from fastwebhook.observe.metrics import Metrics
+from fastwebhook.store import open_store
 from fastwebhook.store.rows import ClaimCopies, Delivery, StoredRequest
 from fastwebhook.store.sqlite import SqliteStore
 from fastwebhook.store.sqlite_connector import SqliteConnector
+import store_support
+from store_support import none_in_memory
+
+url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
 def delivery(n: int, workflow: str) -> Delivery:
@@ -58,3 +64,44 @@ def test_copies_are_kept_past_the_window_only_for_batches_that_run_nothing(tmp_p
             await store.close()
 
     asyncio.run(main())
+
+
+def test_what_another_process_claimed_leaves_this_ones_memory(url):
+    """With worker processes or hosts, others claim most of a process's batches: its next claim
+    learns that everything below some seq is claimed, and its window and copies let them go."""
+    async def main():
+        mine, theirs = (open_store(StorageConfig(url=url), shared=True) for _ in range(2))
+        await mine.open()
+        await theirs.open()
+        intake = Intake(mine, Metrics(), 100_000, True)
+        intake.runs_nothing = lambda workflow: True
+        writer = asyncio.create_task(intake.run())
+        try:
+            for start in range(0, WINDOW + 400, 400):   # the window and some copies
+                for n in range(start, start + 400):
+                    intake.offer(delivery(n, "quiet"), lambda outcome: None)
+                await intake.drain()
+            assert intake.window and intake.copies
+            now = time.time()
+            while (await theirs.claim("them", now, now + 30, 1000, none_in_memory, runs_nothing)).resolved:
+                pass   # another process took them all
+            claim = await mine.claim("me", now, now + 30, 1000, intake.in_window, intake.runs_nothing)
+            assert (claim.run, claim.resolved) == ([], [])
+            intake.claimed(claim.finished, claim.partial, claim.done_below)
+            # (PostgreSQL learns it from the oldest batch still unclaimed: one more comes first)
+            if claim.done_below is None:
+                await mine.append([delivery(99_999, "quiet")])
+                claim = await mine.claim("me", now, now + 30, 1000, intake.in_window, intake.runs_nothing)
+                intake.claimed(claim.finished, claim.partial, claim.done_below)
+            assert (intake.window, intake.window_size, intake.copies, intake.copies_size) == ({}, 0, {}, 0)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await mine.close()
+            await theirs.close()
+
+    asyncio.run(main())
+
+
+def runs_nothing(workflow: str) -> bool:
+    return True
