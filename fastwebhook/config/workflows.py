@@ -174,9 +174,6 @@ def _dedup(loader, t: dict, path: str, verify: VerifyConfig) -> DedupConfig:
     enabled = loader.take(t, "enabled", path, bool, bool(key) or bool(has_default))
     if enabled and not key and not has_default:
         loader.error(f"{path}.key", f"scheme {verify.scheme!r} has no default dedup key: set one")
-    if "ttl" in t and not enabled:   # a ttl alone would be taken for dedup that is not there
-        loader.error(f"{path}.ttl", f"does nothing: dedup is off (scheme {verify.scheme!r} has no default "
-                                    "dedup key): set dedup.key too, or leave the ttl out")
     ttl = loader.convert(parse_duration, t.get("ttl", "24h"), f"{path}.ttl", 86400.0)
     return DedupConfig(enabled=enabled, key=key, ttl=ttl)
 

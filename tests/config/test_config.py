@@ -513,10 +513,3 @@ def test_every_answer_is_bounded_by_the_hold_the_longest_sync_run_and_a_minute(t
                             '[workflows.b]\npath = "/b"\nsync_timeout = "10s"\n')
     assert config.answer_timeout() == 5 + 45 + 60
     assert load(tmp_path, '[queue]\nhold = "0s"\n').answer_timeout() == 60
-
-
-def test_a_dedup_ttl_without_dedup_is_an_error_and_with_a_default_key_it_sets_the_ttl(tmp_path):
-    found = errors(tmp_path, '[workflows.plain.dedup]\nttl = "1h"\n')   # scheme none: no default key
-    assert set(found) == {"workflows.plain.dedup.ttl"} and "does nothing: dedup is off" in found["workflows.plain.dedup.ttl"]
-    config = load(tmp_path, '[workflows.gh.dedup]\nttl = "1h"\n[workflows.gh.verify]\nscheme = "github"\nsecret = "s"\n')
-    assert (config.workflows["gh"].dedup.enabled, config.workflows["gh"].dedup.ttl) == (True, 3600.0)
