@@ -18,8 +18,7 @@ from typing import Any, Callable
 
 import orjson
 
-from ..door.body import decode_content, parse_body
-from ..door.context import headers_of
+from ..door.context import context_of
 from ..store.rows import Delivery
 from .records import SHOW_LIMIT, BadQuery
 
@@ -84,13 +83,9 @@ def matcher(wanted: Carried) -> Callable[[Delivery], bool]:
 
 
 def _data(d: Delivery) -> Any:
-    """The body parsed as the intake parsed it (`_UNREADABLE` when it no longer parses)."""
-    headers = headers_of(d.request.headers)
-    try:
-        return parse_body(decode_content(d.body, headers.get("content-encoding"), SHOW_LIMIT),
-                          headers.get("content-type"))
-    except Exception:  # noqa: BLE001 - a body that does not parse carries no field
-        return _UNREADABLE
+    """The body parsed as the intake parsed it: `$context.data` (None when it no longer parses,
+    which has no field to match)."""
+    return context_of(d.request, d.body, SHOW_LIMIT)["data"]
 
 
 def _field(data: Any, path: tuple[str, ...]) -> Any:
