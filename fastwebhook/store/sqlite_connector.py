@@ -358,25 +358,35 @@ class SqliteConnector:
                 raise
 
     async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None:
-        """Empty and fill TEMP tables (this connection's own: no database lock is taken)."""
-        async with self.lock:
-            with _wrapped("staging"):
-                db = self._connection()
+        """Empty and fill TEMP tables (this connection's own: no database lock is taken).  The
+        lock is held per statement, not across them: an append may go between two (it touches
+        no TEMP table), so it never waits for the loop turns a staging of several takes."""
+        db = self._connection()
+        with _wrapped("staging"):
+            async with self.lock:
                 await db.executescript(clear)
-                for sql, rows in inserts:
-                    if rows:
+            for sql, rows in inserts:
+                if rows:
+                    async with self.lock:
                         await db.executemany(sql, rows)
 
     async def script(self, sql: str) -> None:
         """Several statements (their own BEGIN ... COMMIT) in one thread crossing, with nothing
-        of ours in between; rolled back if one fails."""
-        async with self._writing(), self._relaxed() as db:
+        of ours in between, `synchronous` relaxed inside the same crossing (see `transaction`);
+        rolled back if one fails."""
+        async with self._writing():
+            db = self._connection()
+            relax = self.synchronous == "FULL"
             try:
                 with _wrapped("write"):
-                    await db.executescript(sql)
+                    await db.executescript(f"PRAGMA synchronous=NORMAL;\n{sql}\nPRAGMA synchronous=FULL;"
+                                           if relax else sql)
             except BaseException:
                 if db.in_transaction:
                     await _rollback(db)
+                if relax:   # the script may have stopped between its two pragmas
+                    with _wrapped("restoring synchronous=FULL"):
+                        await db.execute("PRAGMA synchronous=FULL")
                 raise
 
     async def script_reading(self, sql: str, query: str) -> list[tuple]:
