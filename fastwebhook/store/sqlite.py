@@ -102,7 +102,7 @@ class SqliteStore(Store):
                 break
         if not taken:
             return claim
-        keys: set[int] = set()
+        keys: set[int] = set()   # (a key twice in the claim: the second is a duplicate)
         staged = []
         for pos, (seq, index, d) in enumerate(taken):
             first = d.dedup_hash is not None and d.dedup_hash not in keys
@@ -116,10 +116,10 @@ class SqliteStore(Store):
         await db.script(self.sql["claim_apply"].format(
             cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
             token=token))
-        if await db.fetch(self.sql["claimer"]) != [(token,)]:
+        duplicates = dict(await db.fetch(self.sql["claim_outcome"]))
+        if duplicates.pop(-1) != token:
             return claim   # another claim moved the cursor first: these are its deliveries
         claim.finished, claim.partial = finished, left
-        duplicates = dict(await db.fetch(self.sql["claim_duplicates"])) if keys else {}
         for pos, (_, _, delivery) in enumerate(taken):
             if pos in duplicates:
                 claim.duplicates.append((delivery, duplicates[pos]))

@@ -117,20 +117,22 @@ CREATE TEMP TABLE IF NOT EXISTS claiming (
     pos INTEGER PRIMARY KEY, id BLOB NOT NULL, workflow TEXT NOT NULL, version TEXT NOT NULL,
     dedup_key TEXT, hash INTEGER, first_of_hash INTEGER NOT NULL, expires REAL NOT NULL,
     created_at REAL NOT NULL, intake_seq INTEGER NOT NULL, intake_index INTEGER NOT NULL,
-    no_nodes INTEGER NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, now REAL NOT NULL
+    no_nodes INTEGER NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, now REAL NOT NULL,
+    holder BLOB  -- set by claim_apply: the execution holding this key, when another one
 );
 
 -- name: claim_clear
 DELETE FROM temp.claiming;
 
 -- name: claim_stage
-INSERT INTO temp.claiming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+INSERT INTO temp.claiming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL);
 
 -- name: claim_apply
 -- One script, one transaction, one thread crossing. Nothing applies unless the cursor is still
 -- where the claim read it ({cursor}, {partial}): another process's claim got there first.
 -- Each key goes into the unique index unless a live execution holds it; then every staged
--- delivery gets its row, `duplicate` (naming the holder) when the key is another's.
+-- delivery whose key another execution holds notes that holder, and each gets its row,
+-- `duplicate` (naming the holder) when it has one.
 BEGIN IMMEDIATE;
 INSERT INTO dedup (hash, execution, expires_at)
     SELECT hash, id, expires FROM temp.claiming
@@ -138,14 +140,15 @@ INSERT INTO dedup (hash, execution, expires_at)
       AND (SELECT claimed_seq = {cursor} AND partial = {partial} FROM claims WHERE id = 1)
     ON CONFLICT (hash) DO UPDATE SET execution = excluded.execution, expires_at = excluded.expires_at
     WHERE dedup.expires_at <= (SELECT max(now) FROM temp.claiming);
+UPDATE temp.claiming SET holder = d.execution
+    FROM dedup d WHERE d.hash = claiming.hash AND d.execution != claiming.id;
 INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at,
         started_at, finished_at, owner, lease_until, intake_seq, intake_index)
     WITH staged AS (
-        SELECT c.*, d.execution AS holder,
-               CASE WHEN d.execution IS NOT NULL AND d.execution != c.id THEN 'duplicate'
-                    WHEN c.no_nodes = 1 THEN 'resolved' ELSE 'queued' END AS status
-        FROM temp.claiming c LEFT JOIN dedup d ON d.hash = c.hash)
-    SELECT id, workflow, version, status, dedup_key, CASE WHEN status = 'duplicate' THEN holder END,
+        SELECT c.*, CASE WHEN holder IS NOT NULL THEN 'duplicate'
+                         WHEN no_nodes = 1 THEN 'resolved' ELSE 'queued' END AS status
+        FROM temp.claiming c)
+    SELECT id, workflow, version, status, dedup_key, holder,
            created_at, CASE WHEN status != 'queued' THEN now END, CASE WHEN status != 'queued' THEN now END,
            CASE WHEN status = 'queued' THEN owner END, CASE WHEN status = 'queued' THEN lease_until END,
            intake_seq, intake_index
@@ -155,12 +158,12 @@ UPDATE claims SET claimed_seq = {new_cursor}, partial = {new_partial}, claimer =
     WHERE id = 1 AND claimed_seq = {cursor} AND partial = {partial};
 COMMIT;
 
--- name: claimer
-SELECT claimer FROM claims WHERE id = 1;
-
--- name: claim_duplicates
-SELECT c.pos, e.duplicate_of FROM temp.claiming c JOIN executions e ON e.id = c.id
-WHERE c.hash IS NOT NULL AND e.status = 'duplicate' ORDER BY c.pos;
+-- name: claim_outcome
+-- Read after claim_apply, in one crossing: the token of the claim that moved the cursor last
+-- (position -1), then the staged deliveries whose key another execution holds, and which.
+SELECT -1, claimer FROM claims WHERE id = 1
+UNION ALL
+SELECT pos, holder FROM temp.claiming WHERE holder IS NOT NULL;
 
 -- name: reclaim
 UPDATE executions SET owner = ?, lease_until = ?, attempts = attempts + 1
