@@ -38,8 +38,9 @@ order: bare (the ceiling; reused from the rows when measured in this session); t
 fastwebhook-commit.toml (commit, a queue of 1,000,000) under 64 connections for 8 s: its acked
 req/s and p99; the sustained figure of fastwebhook-commit.toml with --steady-seconds of load (the
 sustained run above, reused when its seconds are the same); the same for fastwebhook-workflow.toml
-(condition -> script in V8 -> create); floor-workflow (bench/peers/floor_workflow.py, as
-bench/workflow_load.py runs it); then the steady rows, each on a fresh server with a config that
+(condition -> script in V8 -> create); floor-no-nodes and floor-workflow
+(bench/peers/floor_workflow.py, with --no-nodes and as bench/workflow_load.py runs it: the least
+a receiver does for each workflow here, load + drain, the bounds of the rows); then the steady rows, each on a fresh server with a config that
 has NO [queue] section (the default capacity, workers and hold): no nodes (fastwebhook-steady.toml)
 at 64 and at 256 connections, condition -> script -> create (fastwebhook-steady-workflow.toml) at
 64 and 256, and no nodes on PostgreSQL, one host (fastwebhook-steady-postgres.toml on a fresh
@@ -61,8 +62,8 @@ answer held for seconds is timed, not dropped) and no drain. It reports, over th
 The targets (missing one is reported, not an error): no nodes at 64 and 256 connections >= 10 %
 of bare, the same on PostgreSQL; condition -> script -> create at 64 connections >= 3 %; on
 SQLite, each of these >= 0.9 x its sustained figure; and the burst >= 11 % of bare with p99 <=
-30 ms. CPU per execution by thread is listed for the workflow (sustained and steady) beside
-floor-workflow. With --baseline, the sustained workflow and each steady row are measured again
+30 ms; each target line names its floor's share of bare. CPU per execution by thread is listed
+for the workflow (sustained and steady) beside floor-workflow. With --baseline, the sustained workflow and each steady row are measured again
 with that checkout's code right after ours (before/after from the same run). The tables go to
 stdout and bench/results/steady.md.
 
@@ -336,6 +337,11 @@ SUSTAINED_WORKFLOW = Receiver("sustained-workflow", 'fastwebhook-workflow.toml: 
 FLOOR_WORKFLOW = Receiver("floor-workflow", "bench/peers/floor_workflow.py: floor-log's ingest, then per batch the "
                           "condition in Python, ONE V8 call for the scripts, ONE transaction for the records, jobs "
                           "and executions", peer("floor_workflow.py", "--db", "{workdir}/floor.db"),
+                          verifies=True, metrics=True)
+# ... and for a workflow that runs nothing (bench/fastwebhook-steady.toml's): the no-node rows' bound.
+FLOOR_NO_NODES = Receiver("floor-no-nodes", "bench/peers/floor_workflow.py --no-nodes: floor-log's ingest, then per "
+                          "batch ONE transaction with each delivery's execution row (resolved) and its dedup key in "
+                          "the unique index", peer("floor_workflow.py", "--no-nodes", "--db", "{workdir}/floor.db"),
                           verifies=True, metrics=True)
 
 
@@ -839,7 +845,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds a sustained run's queue may take to drain (default 300)")
     parser.add_argument("--steady", action="store_true",
-                        help="run the steady run (bare, the burst, the sustained figures, floor-workflow, then "
+                        help="run the steady run (bare, the burst, the sustained figures, the floors, then "
                              "the default queue under load that never lets up); alone, only it; with --only, "
                              "--families or --sustained, after those (the same as --only steady)")
     parser.add_argument("--steady-seconds", type=int, default=30,
@@ -977,7 +983,7 @@ def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace) ->
 
 
 def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: report.Sustained | None) -> report.Steady:
-    """The steady run, once: bare, the burst, floor-log, the sustained figures and floor-workflow, then each
+    """The steady run, once: bare, the burst, floor-log, the sustained figures and the floors, then each
     steady row, its --baseline row right after it. bare and the sustained run are reused when this
     session measured them already (the latter with the same seconds of load)."""
     checkout, seconds = args.baseline, args.steady_seconds
@@ -997,7 +1003,8 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                             body_file, Path(session))
         workflow_baseline = [older(checkout, SUSTAINED_WORKFLOW.name, SUSTAINED_WORKFLOW.description, "workflow")
                              ] if checkout else []
-        for receiver in (SUSTAINED_RECEIVER, SUSTAINED_WORKFLOW, *workflow_baseline, FLOOR_WORKFLOW):
+        for receiver in (SUSTAINED_RECEIVER, FLOOR_NO_NODES, SUSTAINED_WORKFLOW, *workflow_baseline,
+                         FLOOR_WORKFLOW):
             if receiver.name not in ceilings:
                 ceilings[receiver.name] = run_sustained(receiver, seconds, args)
         steady_rows = [measure_steady_row(case, code, args, body_file, Path(session))

@@ -49,6 +49,10 @@ STEADY_SUSTAINED = {  # steady row: the sustained run of the same work (load, th
     "steady": SUSTAINED, "steady-256": SUSTAINED,
     "steady-workflow": "sustained-workflow", "steady-workflow-256": "sustained-workflow",
 }
+STEADY_FLOORS = {  # steady row: the floor of the same work (bench/peers/floor_workflow.py, load + drain)
+    "steady": "floor-no-nodes", "steady-256": "floor-no-nodes", "steady-postgres": "floor-no-nodes",
+    "steady-postgres-256": "floor-no-nodes", "steady-workflow": "floor-workflow",
+}
 WORKFLOW_CPU = ("sustained-workflow", "baseline-sustained-workflow", "floor-workflow",
                 "steady-workflow", "baseline-steady-workflow")  # CPU by thread listed for these
 
@@ -618,9 +622,12 @@ def steady_targets(steady: Steady) -> str:
     else:
         share = burst.per_second / bare
         met = share >= BURST_TARGET and burst.p99_ms <= BURST_P99_MS
+        floor = steady.floor
         lines.append(f"{goal}: {100 * share:.1f} % of bare, p99 {burst.p99_ms:.2f} ms"
                      + (f", {burst.non_2xx_3xx:,} non-2xx" if burst.non_2xx_3xx else "")
-                     + f" — {'met' if met else 'MISSED'}")
+                     + f" — {'met' if met else 'MISSED'}"
+                     + (_floor_note(floor.name, floor.per_second / bare, BURST_TARGET)
+                        if floor is not None and floor.measured else ""))
     rows = {row.name: row for row in steady.rows}
     for name, of_bare, of_sustained in STEADY_TARGETS:
         goal = f"- {name} ≥ {100 * of_bare:.0f} % of bare" + (f" and ≥ {of_sustained:g}x its sustained figure"
@@ -641,8 +648,19 @@ def steady_targets(steady: Steady) -> str:
                 ratio = rate / sustained.result.per_second
                 line += f", {ratio:.2f}x {STEADY_SUSTAINED[name]} ({sustained.result.per_second:,.0f}/s)"
                 met = met and ratio >= of_sustained
-        lines.append(f"{line} — {'met' if met else 'MISSED'}")
+        floor_name = STEADY_FLOORS.get(name, "")
+        floor = steady.ceilings.get(floor_name)
+        floor_note = _floor_note(floor_name, floor.result.per_second / bare, of_bare) \
+            if floor is not None and floor.result is not None else ""
+        lines.append(f"{line} — {'met' if met else 'MISSED'}{floor_note}")
     return "\n".join(lines)
+
+
+def _floor_note(floor: str, share: float, target: float) -> str:
+    """Where the floor of the same work stands against a target: below it, the target is out of
+    reach of any receiver doing that work on this machine."""
+    verdict = "below the target: beyond any receiver doing this work here" if share < target else "above the target"
+    return f" (its floor, {floor}: {100 * share:.1f} % of bare, {verdict})"
 
 
 def steady_before_after(steady: Steady) -> str:

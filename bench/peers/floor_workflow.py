@@ -20,6 +20,12 @@ implement the recovery; it writes what recovery needs).  No verification schemes
 claims, leases, worker pool, templates, node registry, metrics beyond the two lines the bench
 reads, request log, sync mode, order keys, timeouts or memory limits for scripts.
 
+With `--no-nodes` it is the floor of a workflow that runs nothing (bench/fastwebhook-steady.toml's):
+per batch ONE transaction with what SPEC.md's claim must write for each delivery and nothing
+more, its execution row (final: resolved) and its dedup key in the unique index (a random 64-bit
+key: a B-tree insert each), with synchronous=NORMAL as fastwebhook's claim (the FULL log holds
+every delivery until then).
+
     python bench/peers/floor_workflow.py --port 18080 --secret fastwebhook-bench-secret --db f.db
 """
 
@@ -57,7 +63,9 @@ CREATE INDEX IF NOT EXISTS jobs_by_execution ON jobs (execution, position);
 CREATE TABLE IF NOT EXISTS records_pushes (id INTEGER PRIMARY KEY, delivery TEXT, branch TEXT, "commit" TEXT,
     pusher TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS records_pushes_unique_1 ON records_pushes (delivery);
+CREATE TABLE IF NOT EXISTS dedup (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
 """
+DEDUP_TTL = 86400.0
 METRICS = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n")
 _ids = itertools.count()
 
@@ -70,14 +78,15 @@ def new_id() -> bytes:
 class Runner:
     """Runs what each group commit made durable, a batch at a time."""
 
-    def __init__(self, store: floor.Store):
+    def __init__(self, store: floor.Store, no_nodes: bool = False):
         self.store = store
+        self.no_nodes = no_nodes
         self.db = store.db
         store.thread.submit(self.db.executescript, SCHEMA).result()
         # record ids handed out here, so the records go in with executemany (no RETURNING)
         self.next_record = store.thread.submit(
             lambda: self.db.execute("SELECT coalesce(max(id), 0) FROM records_pushes").fetchone()[0]).result()
-        self.racer = MiniRacer()
+        self.racer = None if no_nodes else MiniRacer()
         self.pending: list[tuple[bytes, dict, float]] = []    # (delivery id, data, received at)
         self.wake = asyncio.Event()
         self.accepted = 0
@@ -90,12 +99,17 @@ class Runner:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        await self.racer.eval_cancelable(DRIVER)
+        if self.racer is not None:
+            await self.racer.eval_cancelable(DRIVER)
         while True:
             await self.wake.wait()
             self.wake.clear()
             while self.pending:
                 batch, self.pending = self.pending[:RUN_BATCH], self.pending[RUN_BATCH:]
+                if self.no_nodes:
+                    await loop.run_in_executor(self.store.thread, self.resolve, batch)
+                    self.finished += len(batch)
+                    continue
                 on_main = [run for run in batch if run[1].get("ref") == "refs/heads/main"]
                 scopes = orjson.dumps([{"data": data, "headers": {"x-github-delivery": key.decode()}}
                                        for key, data, _ in on_main]).decode()
@@ -103,6 +117,25 @@ class Runner:
                     f"__runBatch({orjson.dumps(scopes).decode()})"))
                 await loop.run_in_executor(self.store.thread, self.write, batch, on_main, results)
                 self.finished += len(batch)
+
+    def resolve(self, batch) -> None:
+        """--no-nodes: each delivery's execution row, final, and its key in the unique index."""
+        now = time.time()
+        rows = [(new_id(), key, received) for key, _, received in batch]
+        db = self.db
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO dedup VALUES (?, ?, ?)",
+                           [(hash(key), execution, now + DEDUP_TTL) for execution, key, _ in rows])
+            db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
+                           [(execution, received, now) for execution, _, received in rows])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA synchronous=FULL")   # the log's appends
 
     def write(self, batch, on_main, results) -> None:
         now = time.time()
@@ -185,10 +218,10 @@ class RunningWriter(floor.Writer):
                 self.runner.add(key, parsed)
 
 
-async def serve(port: int, db: str) -> None:
+async def serve(port: int, db: str, no_nodes: bool) -> None:
     loop = asyncio.get_running_loop()
     store = floor.Store(db, log=True)
-    runner = Runner(store)
+    runner = Runner(store, no_nodes)
     WorkflowProtocol.runner = runner
     WorkflowProtocol.writer = RunningWriter(store, runner)
     loop.create_task(WorkflowProtocol.writer.run())
@@ -203,9 +236,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--secret", default="fastwebhook-bench-secret")
     parser.add_argument("--db", default="floor-workflow.db")
+    parser.add_argument("--no-nodes", action="store_true",
+                        help="the floor of a workflow that runs nothing: execution rows and dedup keys only")
     args = parser.parse_args()
     WorkflowProtocol.secret = args.secret.encode()
-    uvloop.run(serve(args.port, args.db))
+    uvloop.run(serve(args.port, args.db, args.no_nodes))
 
 
 if __name__ == "__main__":
