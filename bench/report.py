@@ -657,9 +657,9 @@ def steady_targets(steady: Steady) -> str:
 
 
 def _floor_note(floor: str, share: float, target: float) -> str:
-    """Where the floor of the same work stands against a target: below it, the target is out of
-    reach of any receiver doing that work on this machine."""
-    verdict = "below the target: beyond any receiver doing this work here" if share < target else "above the target"
+    """Where the floor of the same work stands against the target.  (A floor below a target proves
+    the limit only if it used its whole core: see its CPU per execution in the table above.)"""
+    verdict = "below the target" if share < target else "above the target"
     return f" (its floor, {floor}: {100 * share:.1f} % of bare, {verdict})"
 
 

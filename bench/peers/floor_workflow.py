@@ -63,7 +63,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_execution ON jobs (execution, position);
 CREATE TABLE IF NOT EXISTS records_pushes (id INTEGER PRIMARY KEY, delivery TEXT, branch TEXT, "commit" TEXT,
     pusher TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS records_pushes_unique_1 ON records_pushes (delivery);
-CREATE TABLE IF NOT EXISTS dedup (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_keys (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
 """
 DEDUP_TTL = 86400.0
 METRICS = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n")
@@ -126,7 +126,7 @@ class Runner:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR IGNORE INTO dedup VALUES (?, ?, ?)",
+            db.executemany("INSERT OR IGNORE INTO dedup_keys VALUES (?, ?, ?)",
                            [(hash(key), execution, now + DEDUP_TTL) for execution, key, _ in rows])
             db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
                            [(execution, received, now) for execution, _, received in rows])
