@@ -117,7 +117,7 @@ class SqliteStore(Store):
             cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
             token=token))
         duplicates = dict(await db.fetch(self.sql["claim_outcome"]))
-        if duplicates.pop(-1) != token:
+        if duplicates.pop(-1, None) != token:
             return claim   # another claim moved the cursor first: these are its deliveries
         claim.finished, claim.partial = finished, left
         for pos, (_, _, delivery) in enumerate(taken):
