@@ -49,9 +49,9 @@ STEADY_SUSTAINED = {  # steady row: the sustained run of the same work (load, th
     "steady": SUSTAINED, "steady-256": SUSTAINED,
     "steady-workflow": "sustained-workflow", "steady-workflow-256": "sustained-workflow",
 }
-STEADY_FLOORS = {  # steady row: the floor of the same work (bench/peers/floor_workflow.py, load + drain)
-    "steady": "floor-no-nodes", "steady-256": "floor-no-nodes", "steady-postgres": "floor-no-nodes",
-    "steady-postgres-256": "floor-no-nodes", "steady-workflow": "floor-workflow",
+STEADY_FLOORS = {  # steady row: the floor of the same work at the same 64 connections
+    # (bench/peers/floor_workflow.py, load + drain, as the sustained figures)
+    "steady": "floor-no-nodes", "steady-postgres": "floor-no-nodes", "steady-workflow": "floor-workflow",
 }
 WORKFLOW_CPU = ("sustained-workflow", "baseline-sustained-workflow", "floor-workflow",
                 "steady-workflow", "baseline-steady-workflow")  # CPU by thread listed for these
@@ -660,7 +660,7 @@ def _floor_note(floor: str, share: float, target: float) -> str:
     """Where the floor of the same work stands against the target.  (A floor below a target proves
     the limit only if it used its whole core: see its CPU per execution in the table above.)"""
     verdict = "below the target" if share < target else "above the target"
-    return f" (its floor, {floor}: {100 * share:.1f} % of bare, {verdict})"
+    return f" (its floor at 64 connections, {floor}: {100 * share:.1f} % of bare, {verdict})"
 
 
 def steady_before_after(steady: Steady) -> str:
