@@ -3,7 +3,6 @@ which owns the file, its connections and their threads."""
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import orjson
@@ -111,13 +110,11 @@ class SqliteStore(Store):
             staged.append((pos, d.id, d.workflow, d.version, d.dedup_key, d.dedup_hash, int(first),
                            d.dedup_expires, d.request.received_at, seq, index, int(runs_nothing(d.workflow)),
                            owner, lease_until, now))
-        token = os.urandom(8).hex()
         await db.stage(self.sql["claim_clear"], [(self.sql["claim_stage"], staged)])
         await db.script(self.sql["claim_apply"].format(
-            cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial),
-            token=token))
+            cursor=int(cursor), partial=int(partial), new_cursor=int(new_cursor), new_partial=int(new_partial)))
         duplicates = dict(await db.fetch(self.sql["claim_outcome"]))
-        if duplicates.pop(-1, None) != token:
+        if duplicates.pop(-1, 0) != 1:
             return claim   # another claim moved the cursor first: these are its deliveries
         claim.finished, claim.partial = finished, left
         for pos, (_, _, delivery) in enumerate(taken):

@@ -379,14 +379,20 @@ class SqliteConnector:
             relax = self.synchronous == "FULL"
             try:
                 with _wrapped("write"):
-                    await db.executescript(f"PRAGMA synchronous=NORMAL;\n{sql}\nPRAGMA synchronous=FULL;"
+                    # (the lone ";" ends a script whose last statement has none)
+                    await db.executescript(f"PRAGMA synchronous=NORMAL;\n{sql}\n;\nPRAGMA synchronous=FULL;"
                                            if relax else sql)
             except BaseException:
-                if db.in_transaction:
+                # Whatever happened, the lock is not let go with a transaction open or at NORMAL:
+                # the next append would land in it, or commit without an fsync.  Both are queued
+                # behind the script on the connection's thread, so they run after it even when a
+                # cancel reached us while it ran; and a cancel during the ROLLBACK still restores.
+                try:
                     await _rollback(db)
-                if relax:   # the script may have stopped between its two pragmas
-                    with _wrapped("restoring synchronous=FULL"):
-                        await db.execute("PRAGMA synchronous=FULL")
+                finally:
+                    if relax:
+                        with _wrapped("restoring synchronous=FULL"):
+                            await db.execute("PRAGMA synchronous=FULL")
                 raise
 
     async def script_reading(self, sql: str, query: str) -> list[tuple]:
@@ -400,8 +406,7 @@ class SqliteConnector:
                     await db.execute("COMMIT")
                 return rows
             except BaseException:
-                if db.in_transaction:
-                    await _rollback(db)
+                await _rollback(db)   # (unconditional: see `script`)
                 raise
 
     async def insert_alone(self, sql: str, params: tuple) -> int:

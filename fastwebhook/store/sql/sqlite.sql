@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS claims (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     claimed_seq  INTEGER NOT NULL,
     partial      INTEGER NOT NULL DEFAULT 0,
-    claimer      TEXT                              -- the token of the claim that moved it last
+    claimer      TEXT                              -- (no longer written: claim_applied says it)
 );
 INSERT OR IGNORE INTO claims (id, claimed_seq, partial) VALUES (1, 0, 0);
 -- Time-ordered ids as the key: inserts append; the request stays in its intake blob.
@@ -120,9 +120,12 @@ CREATE TEMP TABLE IF NOT EXISTS claiming (
     no_nodes INTEGER NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, now REAL NOT NULL,
     holder BLOB  -- set by claim_apply: the execution holding this key, when another one
 );
+-- Whether claim_apply moved the cursor (1) or found it moved by another process's claim (0):
+-- read from this connection's own table, which no other claim can write in between.
+CREATE TEMP TABLE IF NOT EXISTS claim_applied (moved INTEGER NOT NULL);
 
 -- name: claim_clear
-DELETE FROM temp.claiming;
+DELETE FROM temp.claiming; DELETE FROM temp.claim_applied;
 
 -- name: claim_stage
 INSERT INTO temp.claiming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL);
@@ -154,14 +157,15 @@ INSERT OR IGNORE INTO executions (id, workflow, version, status, dedup_key, dupl
            intake_seq, intake_index
     FROM staged
     WHERE (SELECT claimed_seq = {cursor} AND partial = {partial} FROM claims WHERE id = 1);
-UPDATE claims SET claimed_seq = {new_cursor}, partial = {new_partial}, claimer = '{token}'
+UPDATE claims SET claimed_seq = {new_cursor}, partial = {new_partial}
     WHERE id = 1 AND claimed_seq = {cursor} AND partial = {partial};
+INSERT INTO temp.claim_applied VALUES (changes());
 COMMIT;
 
 -- name: claim_outcome
--- Read after claim_apply, in one crossing: the token of the claim that moved the cursor last
--- (position -1), then the staged deliveries whose key another execution holds, and which.
-SELECT -1, claimer FROM claims WHERE id = 1
+-- Read after claim_apply, in one crossing: whether it moved the cursor (position -1), then the
+-- staged deliveries whose key another execution holds, and which.
+SELECT -1, moved FROM temp.claim_applied
 UNION ALL
 SELECT pos, holder FROM temp.claiming WHERE holder IS NOT NULL;
 
