@@ -39,8 +39,9 @@ fastwebhook-commit.toml (commit, a queue of 1,000,000) under 64 connections for 
 req/s and p99; the sustained figure of fastwebhook-commit.toml with --steady-seconds of load (the
 sustained run above, reused when its seconds are the same); the same for fastwebhook-workflow.toml
 (condition -> script in V8 -> create); floor-no-nodes and floor-workflow
-(bench/peers/floor_workflow.py, with --no-nodes and as bench/workflow_load.py runs it: the least
-a receiver does for each workflow here, load + drain, the bounds of the rows); then the steady rows, each on a fresh server with a config that
+(bench/peers/floor_workflow.py, with --no-nodes and as bench/workflow_load.py runs it: the same
+work done with nothing general in between, load + drain; a bound only where it kept its core
+busy); then the steady rows, each on a fresh server with a config that
 has NO [queue] section (the default capacity, workers and hold): no nodes (fastwebhook-steady.toml)
 at 64 and at 256 connections, condition -> script -> create (fastwebhook-steady-workflow.toml) at
 64 and 256, and no nodes on PostgreSQL, one host (fastwebhook-steady-postgres.toml on a fresh
@@ -62,8 +63,9 @@ answer held for seconds is timed, not dropped) and no drain. It reports, over th
 The targets (missing one is reported, not an error): no nodes at 64 and 256 connections >= 10 %
 of bare, the same on PostgreSQL; condition -> script -> create at 64 connections >= 3 %; on
 SQLite, each of these >= 0.9 x its sustained figure; and the burst >= 11 % of bare with p99 <=
-30 ms; each target line names its floor's share of bare. CPU per execution by thread is listed
-for the workflow (sustained and steady) beside floor-workflow. With --baseline, the sustained workflow and each steady row are measured again
+30 ms; each target line of 64 connections on SQLite names its floor's share of bare and of a
+core. CPU per execution by thread is listed for the workflow (sustained and steady) beside
+floor-workflow. With --baseline, the sustained workflow and each steady row are measured again
 with that checkout's code right after ours (before/after from the same run). The tables go to
 stdout and bench/results/steady.md.
 
