@@ -360,7 +360,9 @@ class SqliteConnector:
     async def stage(self, clear: str, inserts: list[tuple[str, list[tuple]]]) -> None:
         """Empty and fill TEMP tables (this connection's own: no database lock is taken).  The
         lock is held per statement, not across them: an append may go between two (it touches
-        no TEMP table), so it never waits for the loop turns a staging of several takes."""
+        no TEMP table), so it never waits for the loop turns a staging of several takes.  Two
+        stagings of the same tables must not overlap: the claims and the records each have
+        their own tables, and one task makes each."""
         db = self._connection()
         with _wrapped("staging"):
             async with self.lock:
