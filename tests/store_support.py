@@ -1,5 +1,5 @@
 """Shared by the store's tests: the PostgreSQL the suite uses, a storage URL of either engine
-(the `url` fixture), and the claim's callbacks."""
+(the `url` fixture), a scenario run on opened stores, and the claim's callbacks."""
 
 from __future__ import annotations
 
@@ -54,6 +54,23 @@ def url(request, tmp_path):
         await connection.close()
 
     asyncio.run(drop())
+
+
+def run(url: str, scenario, stores: int = 1, **storage) -> None:
+    """`scenario(*stores)` on `stores` stores of `url` (hosts sharing it), opened at once as
+    hosts starting together would, and closed whatever happens; `storage`: more StorageConfig."""
+    from fastwebhook.config.model import StorageConfig  # noqa: PLC0415
+    from fastwebhook.store import open_store  # noqa: PLC0415
+
+    async def main():
+        opened = [open_store(StorageConfig(url=url, **storage)) for _ in range(stores)]
+        await asyncio.gather(*(store.open() for store in opened))
+        try:
+            await scenario(*opened)
+        finally:
+            for store in opened:
+                await store.close()
+    asyncio.run(main())
 
 
 def none_in_memory(seq: int):

@@ -11,27 +11,15 @@ from itertools import groupby
 from urllib.parse import parse_qs, urlparse
 
 from fastwebhook.admin.finding import carried, matcher
-from fastwebhook.config.model import StorageConfig
-from fastwebhook.store import batch_codec, open_store
+from fastwebhook.store import batch_codec
 from fastwebhook.store.reads import SCAN_STEP_BYTES, SCAN_STEP_DELIVERIES, Reads
 from fastwebhook.store.rows import Delivery, Final, Records, Status, StoredRequest
 import store_support
-from store_support import none_in_memory, runs_something
+from store_support import none_in_memory, run, runs_something
 
 url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 FIRST, LAST = bytes(16), b"\xff" * 16
-
-
-def run(url: str, scenario) -> None:
-    async def main():
-        store = open_store(StorageConfig(url=url))
-        await store.open()
-        try:
-            await scenario(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def delivery(n: int, workflow: str = "hook", body: bytes | None = None) -> Delivery:

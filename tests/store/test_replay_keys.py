@@ -6,26 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastwebhook.config.model import StorageConfig
-from fastwebhook.store import open_store
 from fastwebhook.store.replay_keys import ReplayKeys
 import store_support
+from store_support import run
 
 
 url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
-
-
-def run(url: str, scenario, stores: int = 1) -> None:
-    async def main():
-        opened = [open_store(StorageConfig(url=url)) for _ in range(stores)]
-        for store in opened:
-            await store.open()
-        try:
-            await scenario(*opened)
-        finally:
-            for store in opened:
-                await store.close()
-    asyncio.run(main())
 
 
 def test_a_key_is_taken_once_answered_and_forgotten_after_it_is_kept(url):

@@ -21,22 +21,10 @@ from fastwebhook.store.rows import ClaimCopies, Delivery, Effect, Final, Job, Re
 from fastwebhook.store.reads import Reads
 from fastwebhook.workflow.collections import Collection
 import store_support
-from store_support import ids, none_in_memory, runs_something
+from store_support import ids, none_in_memory, run, runs_something
 from wait_support import wait_for_async
 
 url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
-
-
-def run(url: str, scenario, stores: int = 1) -> None:
-    async def main():
-        opened = [open_store(StorageConfig(url=url)) for _ in range(stores)]
-        await asyncio.gather(*(store.open() for store in opened))   # hosts starting at once
-        try:
-            await scenario(*opened)
-        finally:
-            for store in opened:
-                await store.close()
-    asyncio.run(main())
 
 
 def delivery(n: int, *, dedup: int | None = None, dedup_expires: float = 0.0, at: float | None = None,
@@ -377,11 +365,4 @@ def test_a_statement_past_the_budget_fails_alone_and_the_store_goes_on(url):
         sql, params = NOTES.select([("body", "in", ["before", "after"])])
         assert [NOTES.decode(row)["body"] for row in await store.read_records(sql, params)] == ["before", "after"]
 
-    async def main():
-        store = open_store(StorageConfig(url=url, statement_timeout=0.05))
-        await store.open()
-        try:
-            await scenario(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
+    run(url, scenario, statement_timeout=0.05)
