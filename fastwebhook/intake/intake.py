@@ -6,6 +6,12 @@ recorded), a place in the open batch.  The group commit writes batch N as ONE ap
 loop fills batch N+1; when N lands its offers are settled in order (their 2xx go out) and the
 batch is handed to the claim, kept in memory while the window has room.  A slot is released
 when its execution is final (`release`), or at once when the offer did not become one.
+
+Where the store takes several appends at once (PostgreSQL: each on its own connection, the
+server group-commits them), as many writers run (`Store.appenders`), each taking the next
+batch: a commit's round trip no longer holds up the batch behind it.  Batches may then land out
+of order, so while a workflow in force has an `order_key` (its executions run in arrival order)
+only the first writer appends.
 """
 
 from __future__ import annotations
@@ -80,8 +86,8 @@ class Intake:
         self.open: list[Delivery] = []
         self.settles: list[Settle | None] = []
         self.unchecked: set[int] = set()  # dedup hashes of the open batch to check (check_misses)
-        self.in_flight = 0                # deliveries in the append under way
-        self.committing: list[Delivery] = []   # ... and which
+        self.in_flight = 0                # deliveries in the appends under way
+        self.committing: dict[int, list[Delivery]] = {}   # ... and which, by batch
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
         self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
         self.window_size = 0
@@ -94,6 +100,7 @@ class Intake:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._parallel = asyncio.Event()   # set: writers after the first may append too
 
     @property
     def room(self) -> int:
@@ -105,7 +112,7 @@ class Intake:
         return len(self.open) + self.in_flight
 
     def uncommitted_deliveries(self) -> list[Delivery]:
-        return self.open + self.committing
+        return [*self.open, *(d for batch in self.committing.values() for d in batch)]
 
     @property
     def busy(self) -> bool:
@@ -200,25 +207,40 @@ class Intake:
                 self.window_size += len(batch)
 
     # -- the group commit -------------------------------------------------------------------------
-    async def run(self) -> None:
-        """The writer: supervised, so an unexpected error costs one batch (its senders get 503)
-        and the loop goes on."""
+    def in_order(self, ordered: bool) -> None:
+        """Whether batches must land in the order they were made (a workflow has an order_key)."""
+        if ordered:
+            self._parallel.clear()
+        else:
+            self._parallel.set()
+
+    async def run(self, writer: int = 0) -> None:
+        """Writer number `writer`: supervised, so an unexpected error costs one batch (its
+        senders get 503) and the loop goes on."""
         while True:
+            if writer:
+                await self._parallel.wait()
             await self._wake.wait()
+            if writer and not self._parallel.is_set():
+                continue
             if not self.open:
                 self._wake.clear()
-                self._idle.set()
                 continue
             batch, settles = self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
             del self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
-            self.in_flight, self.committing = len(batch), batch
+            taken = len(batch)   # (the append may drop repeats from the batch in place)
+            self.in_flight += taken
+            self.committing[id(batch)] = batch
             try:
                 await self._commit(batch, settles)
             except BaseException as exc:
                 self._failed(batch, settles, exc)
                 raise
             finally:
-                self.in_flight, self.committing = 0, []
+                self.in_flight -= taken
+                del self.committing[id(batch)]
+                if not self.open and not self.in_flight:
+                    self._idle.set()
 
     async def _commit(self, batch: list[Delivery], settles: list[Settle | None]) -> None:
         started = time.perf_counter()
@@ -309,6 +331,7 @@ class Intake:
                       len(retry), exc)
             self.open[:0] = retry
             self.settles[:0] = retry_settles
+            self._wake.set()   # another writer may have found nothing open meanwhile
 
     async def drain(self) -> None:
         """Until everything offered so far has been committed (or refused)."""

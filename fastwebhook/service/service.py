@@ -15,6 +15,7 @@ that in the order that loses nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -86,6 +87,8 @@ class Service:
         self.metrics.queue_capacity = config.queue.capacity
         self.metrics.queue_held = lambda: self.admission.held
         self.stored_signature: tuple | None = None   # the stored workflows' as start read them
+        # the group commit's writers: as many as the store takes appends at once
+        self.writers = ["writer", *(f"writer-{n}" for n in range(1, self.store.appenders))]
 
     @property
     def healthy(self) -> bool:
@@ -109,6 +112,7 @@ class Service:
         if self.pool.gate is None:   # a gate that has nothing to do costs little: it stays
             self.pool.gate = self._gate(config)
         self.intake.runs_nothing = self.dispatcher.runs_nothing = _runs_nothing(config)
+        self.intake.in_order(bool(self.order_keys))
         self.resources.channels, self.resources.collections = config.channels, config.collections
         self.admission.use(self.admission.hold_for, _shares(config))   # [queue] hold takes a restart
 
@@ -130,7 +134,8 @@ class Service:
         await self.resources.start(self.supervisor)
         self.pool.start()
         supervise = self.supervisor
-        supervise.start("writer", self.intake.run)
+        for writer, name in enumerate(self.writers):
+            supervise.start(name, functools.partial(self.intake.run, writer))
         supervise.start("dispatcher", self.dispatcher.run)
         supervise.every("lease", self.config.queue.lease / 3, self.dispatcher.renew)
         self.maintenance.start(supervise, leader=self.worker is None or self.worker.leader,
@@ -155,7 +160,7 @@ class Service:
         self.dispatcher.stopping = True
         self.admission.close()
         await self.pool.stop(grace)
-        await self.supervisor.stop("lease", "purge", "checkpoint", "writer")
+        await self.supervisor.stop("lease", "purge", "checkpoint", *self.writers)
         await self.supervisor.stop()
         await self.resources.close()
         try:

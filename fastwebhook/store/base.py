@@ -71,6 +71,7 @@ def held_in_memory(in_memory: Callable[[int], list[Delivery] | None], seq: int,
 
 class Store:
     shared_by_hosts = False     # several hosts on one database (PostgreSQL): they follow each other
+    appenders = 1               # group commits in flight at once (SQLite: one writer at a time)
 
     def __init__(self, connector: Connector):
         self.db = connector

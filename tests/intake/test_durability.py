@@ -461,10 +461,15 @@ def test_memory_durability_answers_after_the_commit_once_the_writer_falls_behind
         assert post(timeout=2) == 202   # answered although nothing is on disk yet
 
         async def behind():
-            s.server.service.intake.in_flight = MAX_BATCH
+            s.server.service.intake.in_flight += MAX_BATCH
         s.call(behind)
-        with pytest.raises(TimeoutError):
-            post(timeout=0.5)           # now it waits for its commit, which cannot happen
+        try:
+            with pytest.raises(TimeoutError):
+                post(timeout=0.5)           # now it waits for its commit, which cannot happen
+        finally:
+            async def caught_up():
+                s.server.service.intake.in_flight -= MAX_BATCH
+            s.call(caught_up)
     finally:
         blocker.rollback()
         blocker.close()
