@@ -33,6 +33,9 @@ IN_MEMORY = CLAIM_BATCH      # claimed deliveries ready or running, at most
 # cost the event loop and the store's thread more than the executions themselves.
 RECORD_BATCH = 256
 RECORD_LINGER = 0.02
+# An execution's "started" is written once it has run this long: most end sooner, and their
+# final status is then their one write (a cohort's status rows were half "started" ones).
+STARTED_AFTER = 0.5
 
 
 def new_owner() -> str:
@@ -115,7 +118,7 @@ class Dispatcher:
         while True:
             if not self._wake.is_set():
                 try:
-                    await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
+                    await asyncio.wait_for(self._wake.wait(), self._until_due())
                 except TimeoutError:
                     pass
             self._wake.clear()
@@ -142,6 +145,15 @@ class Dispatcher:
                     break
             if self.stopping:
                 await self.flush()
+
+    def _until_due(self) -> float:
+        """How long the loop may wait for a wake-up: a sweep's interval, or less when the oldest
+        "started" not yet written falls due sooner."""
+        starts = self.records.starts
+        if not starts:
+            return SWEEP_EVERY
+        oldest = next(iter(starts.values())).started_at
+        return min(SWEEP_EVERY, max(RECORD_LINGER, oldest + STARTED_AFTER - self.clock()))
 
     def _room(self) -> int:
         """How many to claim now.  What RAM holds of the backlog stays bounded (the rest waits in
@@ -185,11 +197,14 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Write the records so far; a flush under way is waited for, so after this returns
-        everything recorded before the call is in the store."""
+        everything recorded before the call is in the store (but the "started" of executions
+        not yet STARTED_AFTER into their run)."""
         async with self._flushing:
+            self.records.due(self.clock() - STARTED_AFTER)
             if not self.records:
                 return
-            records, self.records = self.records, Records()
+            records = self.records
+            self.records = Records(starts=records.starts)
             try:
                 appended = await self.store.record(records)
             except BaseException:

@@ -159,12 +159,16 @@ class RequestLine:
 @dataclass(slots=True)
 class Records:
     """What the worker side writes in batches: status changes, jobs, request-log lines, and
-    failure workflows' deliveries (`alerts`), each written with its failed execution's status."""
+    failure workflows' deliveries (`alerts`), each written with its failed execution's status.
+
+    An execution's "started" waits in `starts` until it has run for a while (`due`): most end
+    sooner, and then their final status, keeping when they started, is their one write."""
 
     finals: dict[bytes, Final] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     requests: list[RequestLine] = field(default_factory=list)
     alerts: list[Delivery] = field(default_factory=list)
+    starts: dict[bytes, Final] = field(default_factory=dict)   # "started", not yet due
 
     def __bool__(self) -> bool:
         return bool(self.finals or self.jobs or self.requests)   # an alert comes with its final
@@ -174,10 +178,22 @@ class Records:
 
     def change(self, final: Final) -> None:
         """A later change of one execution replaces an earlier one, keeping when it started."""
-        earlier = self.finals.get(final.id)
+        if final.status == Status.STARTED and final.id not in self.finals:
+            self.starts[final.id] = final
+            return
+        earlier = self.starts.pop(final.id, None) or self.finals.get(final.id)
         if earlier is not None and final.started_at is None:
             final.started_at = earlier.started_at
         self.finals[final.id] = final
+
+    def due(self, started_before: float) -> None:
+        """The "started" of executions that started before `started_at` become changes to write."""
+        if not self.starts:
+            return
+        due = [final for final in self.starts.values() if final.started_at <= started_before]
+        for final in due:
+            del self.starts[final.id]
+            self.finals.setdefault(final.id, final)
 
     def merge_back(self, failed: "Records") -> None:
         """A batch that did not commit goes back in front of what came since."""
