@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.server
+import sqlite3
 import threading
 import time
 
@@ -200,6 +201,33 @@ def test_hold_0s_refuses_at_once(serve, valve):
     assert answer.status == 503 and answer.headers["retry-after"] == "1"
     assert time.monotonic() - started < 2.0
     assert held(running) == 0
+
+
+def test_a_held_request_whose_commit_fails_gets_503_and_gives_its_slot_back(serve, valve):
+    """Admitted when room appears, then its append fails (the intake refuses inserts: a trigger
+    another connection puts on it, as a full disk would): the sender gets 503 "store
+    unavailable", never a 2xx, and the slot it took is free again once the store is."""
+    running = serve(config(valve, capacity=2))
+    fill_slow(running, valve)
+    waiting = Sender(running, "/slow", {"n": "held"})
+    assert wait_until(lambda: held(running) == 1, timeout=5), "the request was not held"
+    outside = sqlite3.connect(running.db, isolation_level=None, timeout=10)
+    try:
+        outside.execute("CREATE TRIGGER refuse BEFORE INSERT ON intake BEGIN SELECT RAISE(ABORT, 'no space'); END")
+        valve.opened.set()   # the running executions finish: the held one is admitted, its commit fails
+        waiting.join(HOLD)
+        assert waiting.answer.status == 503 and waiting.answer.headers["retry-after"] == "1"
+        assert waiting.answer.json() == {"error": "store unavailable"}
+        assert held(running) == 0
+    finally:
+        outside.execute("DROP TRIGGER IF EXISTS refuse")
+        outside.close()
+    wait_for(lambda: metric(running, "fastwebhook_queue_depth") == 0, failure="a slot stayed taken")
+    after = post_json(running, "/slow", {"n": "after"})
+    assert after.status == 202, after.body
+    record = wait_for(lambda: (lambda r: r if r["status"] == "resolved" else None)(
+        admin(running, f"/executions/{after.json()['execution_id']}").json()), failure="the next one never ran")
+    assert record["status"] == "resolved"
 
 
 def test_a_flood_on_one_workflow_neither_holds_nor_refuses_another(serve, valve):
