@@ -13,14 +13,13 @@ Collection writes run on a third connection, and reads that are not the intake's
 queries, the admin API's) on read-only ones (WAL: readers wait for no writer), each on a
 thread of its own.  On those two every statement has a time budget
 (`[storage] statement_timeout`, `StatementBudget` in sqlite_effects.py); the intake's connection
-has none: an append is never interrupted.
+has none: an append is never interrupted.  The processes of one server take turns writing, and
+a server marks the file it serves, by file locks beside it (sqlite_locks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from ..core.errors import StoreError
 from .base import StatementTimeout
 from .sql import queries
 from .sqlite_effects import StatementBudget, Stopped, write_batch
+from .sqlite_locks import ServedMark, WriterLock
 
 CACHE_KIB = 16384
 # Collection writes: a row and its unique indexes each; their pages seldom come back.
@@ -61,8 +61,8 @@ class SqliteConnector:
                  statement_timeout: float = 0.25):
         self.path = path
         self.synchronous = synchronous
-        self.shared = _FileLock(f"{path}-writer") if shared and path != ":memory:" else None
-        self._serving: int | None = None   # the descriptor of the served mark, while serving
+        self.shared = WriterLock(f"{path}-writer") if shared and path != ":memory:" else None
+        self.served = ServedMark(path)
         self.sql = queries(self.dialect)
         self._db: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
@@ -223,47 +223,16 @@ class SqliteConnector:
             async with self._writing():  # only the frames of the last moments are left: short
                 await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    # -- a server on the file ----------------------------------------------------------------
-    # A server counts what it acknowledges; a delivery appended beside it (the command line's
-    # replay, when no server answered it) would be claimed and released uncounted, and the queue's
-    # depth would drift below the truth.  So each server process holds a shared lock on a file
-    # beside the database while it serves, and an append from outside holds it exclusively for
-    # as long as it writes (a server starting meanwhile waits that long, then counts it).
+    # -- a server on the file (sqlite_locks.ServedMark) ------------------------------------------
     def mark_served(self) -> None:
-        if self.path == ":memory:" or self._serving is not None:
-            return
-        fd = os.open(f"{self.path}-served", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)   # waits for an outside append under way, no longer
-        self._serving = fd
+        self.served.mark()
 
-    @contextmanager
     def unserved(self):
         """The file held against servers while the block runs; StoreError if one serves it."""
-        if self.path == ":memory:":
-            yield
-            return
-        refused = StoreError(f"a server is serving {self.path}: replay through its admin API (the command "
-                             "line reaches it at the config's first listen address, with [admin] token)")
-        if self._serving is not None:
-            raise refused
-        try:
-            fd = os.open(f"{self.path}-served", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:   # another user's server made it: not ours to append beside
-            raise StoreError(f"cannot tell whether a server is serving {self.path} ({exc}): replay "
-                             "through its admin API") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise refused from None
-            yield
-        finally:
-            os.close(fd)   # (and with it the lock)
+        return self.served.unserved()
 
     async def close(self) -> None:
-        if self._serving is not None:
-            os.close(self._serving)
-            self._serving = None
+        self.served.close()
         self._effects_budget.close()
         if self._readers is not None:
             readers, self._readers = self._readers, None
@@ -417,34 +386,6 @@ class SqliteConnector:
         async with self._writing():
             with _wrapped("append"):
                 return (await self._connection().execute(sql, params)).lastrowid
-
-
-class _FileLock:
-    """An exclusive flock on a file beside the database, shared by the processes of one server.
-    Free, it is taken with one system call; else it is waited for on a thread of its own."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._fd: int | None = None
-        self._thread: ThreadPoolExecutor | None = None
-
-    async def acquire(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="fastwebhook-writer-lock")
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            await asyncio.get_running_loop().run_in_executor(self._thread, fcntl.flock, self._fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._thread.shutdown(wait=False)
-            self._fd = self._thread = None
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:
