@@ -187,7 +187,8 @@ class Records:
         self.finals[final.id] = final
 
     def due(self, started_before: float) -> None:
-        """The "started" of executions that started before `started_at` become changes to write."""
+        """The "started" of executions that started at `started_before` or earlier become
+        changes to write."""
         if not self.starts:
             return
         due = [final for final in self.starts.values() if final.started_at <= started_before]
