@@ -11,54 +11,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import socket
 from collections import deque
-from dataclasses import dataclass
-from enum import Enum
 from typing import Callable, Protocol as TypingProtocol
 
 import httptools
 from multidict import CIMultiDict
 
+from .limits import (BAD_HOST, HEADERS_TOO_LARGE, MALFORMED, UNSUPPORTED_UPGRADE, VERSION_NOT_SUPPORTED,
+                     Deadline, Limits, valid_host)
 from .messages import Request, Response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# (answer, reason for the request log and rejected_total; None: the application logged it)
-MALFORMED = (Response.error(400, "malformed HTTP request", close=True), "malformed")
-HEADERS_TOO_LARGE = (Response.error(431, "request headers too large", close=True), "header_size")
-UNSUPPORTED_UPGRADE = (Response.error(400, "protocol upgrade is not supported", close=True), "upgrade")
-VERSION_NOT_SUPPORTED = (Response.error(505, "HTTP version not supported", close=True), "version")
+# our own bug in a callback: the connection pays, never the process (limits.py has the others)
 INTERNAL_ERROR = (Response.error(500, "internal error", close=True), "internal")
-BAD_HOST = (Response.error(400, "missing, repeated or invalid Host header", close=True), "malformed")
 FAILED_ANSWER = Response.error(500, "internal error")   # our bug; the framing is intact: go on
 NO_ANSWER = Response.error(503, "no answer in time", ((b"retry-after", b"1"),), close=True)
-# A host is a reg-name, an IPv4 address or a bracketed IPv6 literal, with an optional port.
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 MAX_PIPELINE = 32           # responses waiting to go out before we stop reading
 HEAD_SLACK = 1024           # raw head bytes allowed past max_header_size: request line, delimiters
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _request_counter = itertools.count(1)
-
-
-class Deadline(Enum):
-    """What a connection's one timer waits for."""
-    READ = "read"        # the rest of a request that began
-    IDLE = "idle"        # the next request on a quiet keep-alive connection
-    ANSWER = "answer"    # the application's answer to a request read
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_header_size: int
-    max_body_size: int
-    read_timeout: float
-    keepalive_timeout: float
-    answer_timeout: float = 60.0    # a response still not ready after this: 503 and close
-
-    @property
-    def tick(self) -> float:
-        return min(self.read_timeout, self.keepalive_timeout)
 
 
 class Application(TypingProtocol):
@@ -439,9 +411,3 @@ class _Raw(Response):
 
     def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
         return self.data
-
-
-def valid_host(value: str) -> bool:
-    if value.replace(".", "").replace(":", "").isalnum():  # the common "host:port" or "a.b.c"
-        return True
-    return _HOST.fullmatch(value.strip()) is not None
