@@ -134,6 +134,43 @@ def test_two_hosts_claiming_side_by_side_take_each_delivery_once_and_each_key_on
     run(url, scenario, stores=2)
 
 
+def test_records_and_claims_keep_every_value_exactly(url):
+    """What a claim and batches of records write comes back bit for bit: ids, times to the last
+    bit of a float, 64-bit dedup keys at both ends of their range, text with quotes, escapes and
+    other scripts, and job results and logs as the bytes they were (one that is not UTF-8 too)."""
+    async def scenario(store):
+        now = time.time()
+        first = delivery(1, dedup=-(2 ** 63), dedup_expires=now + 86400.123456789)
+        first.dedup_key = 'k "\\ \u00e9\u4e2d\x01'
+        second = delivery(2, dedup=2 ** 63 - 1, dedup_expires=now + 1000.5)
+        await store.append([first, second])
+        claim = await store.claim("me", now, now + 30, 10, none_in_memory, runs_something)
+        assert [d.id for d in claim.run] == [first.id, second.id]
+        assert sorted(await store.live_keys(now, 10)) == [(-(2 ** 63), first.id, first.dedup_expires),
+                                                          (2 ** 63 - 1, second.id, second.dedup_expires)]
+        found = await Reads(store).get_execution(first.id)
+        assert found.dedup_key == first.dedup_key and found.created_at == first.request.received_at
+        records = Records()
+        started, finished = now + 0.1234567891011, now + 0.9876543210123
+        records.finals[first.id] = Final(first.id, Status.FAILED, started, finished, 'it said "no" \u00e9\t')
+        results = [b'{"a":"\\"\xc3\xa9\\u00e9","n":12345678901234567890,"f":1e-07,"c":"\\u0001"}', b'"text"',
+                   None, b"\xff\xfe not utf-8"]
+        for position, result in enumerate(results):
+            records.jobs.append(Job(first.id, position, f"n{position}", "script", "resolved", result,
+                                    None, b'["line \\"one\\""]' if position else None, 0.1 * position))
+        odd = Records(jobs=[records.jobs.pop()])   # not UTF-8, in a batch of its own
+        await store.record(records)
+        await store.record(odd)
+        found = await Reads(store).get_execution(first.id)
+        assert (found.status, found.started_at, found.finished_at) == (Status.FAILED, started, finished)
+        assert found.error == 'it said "no" \u00e9\t'
+        assert [(j.position, j.result, j.logs, j.duration_ms) for j in found.jobs] == [
+            (position, result, b'["line \\"one\\""]' if position else None, 0.1 * position)
+            for position, result in enumerate(results)]
+
+    run(url, scenario)
+
+
 def test_records_change_statuses_as_allowed_and_add_jobs_and_request_lines(url):
     async def scenario(store):
         now = time.time()
