@@ -47,7 +47,7 @@ def test_a_quick_execution_writes_its_final_status_only_and_a_long_one_shows_sta
     try:
         # Its call held until the endpoint has it, then let go: long enough for the records to
         # be flushed meanwhile (each claim round flushes), short of STARTED_AFTER on any machine
-        # but a stalled one, which the last assertion allows for.
+        # but a stalled one, which the assertions allow for.
         quick = post_json(running, "/held", {}).json()["execution_id"]
         wait_for(lambda: len(endpoint.received) == 1, failure="the quick execution's call never came")
         quick_call.set()
@@ -55,8 +55,10 @@ def test_a_quick_execution_writes_its_final_status_only_and_a_long_one_shows_sta
         [(started_at, finished_at)] = watcher.execute(
             "SELECT started_at, finished_at FROM executions WHERE id = ?", (from_text(quick),)).fetchall()
         assert started_at is not None
-        assert _written(watcher, quick) == (["resolved"] if finished_at - started_at < STARTED_AFTER
-                                             else ["started", "resolved"])
+        if finished_at - started_at < STARTED_AFTER:
+            assert _written(watcher, quick) == ["resolved"]
+        else:   # a stalled machine: its start fell due, and was written if a flush came in time
+            assert _written(watcher, quick) in (["resolved"], ["started", "resolved"])
 
         held = post_json(running, "/held", {}).json()["execution_id"]
         wait_until_started(running, held)    # its call is held: "started" is written while it waits
