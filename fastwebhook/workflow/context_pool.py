@@ -52,8 +52,10 @@ def waited_too_long(timeout: float) -> ScriptError:
 # batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
 # take tens of milliseconds: V8's threads run at the lowest priority.)
 STUCK_AFTER = 0.1
-# How long the microtasks a call's scripts queued may take to run after it answered (a promise's
-# .then does, in microseconds; the margin is for V8's nice-19 thread waiting for the core).
+# How much of V8's CPU the microtasks a call's scripts queued may take after it answered (a
+# promise's .then does, in microseconds).  Counted in the isolate's CPU time, not in time: under
+# load its nice-19 thread can wait far longer than that for the core, and a script that did
+# nothing wrong then failed "left work running" (and had its context closed).
 SETTLE = 0.1
 
 
@@ -199,8 +201,7 @@ class ContextPool:
             async with asyncio.timeout_at(deadline):
                 answer = await call
                 answered = True
-                async with asyncio.timeout(SETTLE):
-                    await idle   # what its scripts queued has run: the next call may come
+                await _settled(context, idle)   # what its scripts queued has run: the next call may come
         except TimeoutError:
             context.harmed = True
             if answered:
@@ -215,7 +216,12 @@ class ContextPool:
         finally:
             self._calling.pop(context, None)
             for task in (call, idle):
-                if not task.cancel() and not task.cancelled():
+                task.cancel()
+            # Their cancellation reaches mini-racer (mr_cancel_task) before the caller may close
+            # the context: nothing of ours still talks to an isolate being freed.
+            await asyncio.wait((call, idle))
+            for task in (call, idle):
+                if not task.cancelled():
                     task.exception()   # seen: its failure, if any, is the call's (told above)
         if racer.was_hard_memory_limit_reached():
             context.harmed = True
@@ -286,3 +292,18 @@ def _size_text(size: int) -> str:
         if size >= scale and size % scale == 0:
             return f"{size // scale} {unit}"
     return f"{size} bytes"
+
+
+async def _settled(context: Context, idle: asyncio.Task) -> None:
+    """Until the isolate says it is idle; TimeoutError once it has spent SETTLE of its CPU since
+    the call answered without becoming so (a script left a promise loop running).  Where the
+    isolate's CPU time cannot be read, SETTLE of time."""
+    spent = context.cpu_time()
+    while True:
+        done, _ = await asyncio.wait((idle,), timeout=SETTLE)
+        if done:
+            idle.result()   # (a failure of the probe is the call's)
+            return
+        now = context.cpu_time()
+        if now is None or spent is None or now - spent >= SETTLE:
+            raise TimeoutError

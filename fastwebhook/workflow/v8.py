@@ -193,6 +193,17 @@ class Context:
         never lets it go."""
         await self.racer.eval_cancelable("0")
 
+    def cpu_time(self) -> float | None:
+        """Seconds of CPU the isolate's threads have run (Linux), else None."""
+        total = 0
+        for tid in self.threads:
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
+                    total += int(stat.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                return None
+        return total / 1e9 if self.threads else None
+
     def close(self) -> asyncio.Future:
         """Closed on a thread: freeing an isolate joins its threads, which at their low priority
         may wait behind other spinning scripts for milliseconds; the loop must not."""
