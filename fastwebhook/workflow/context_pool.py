@@ -201,6 +201,9 @@ class ContextPool:
             async with asyncio.timeout_at(deadline):
                 answer = await call
                 answered = True
+                # out of its call: waiting for the probe's answer is not being stuck in a script,
+                # and opens no context (more would only split the batches)
+                self._calling.pop(context, None)
                 await _settled(context, idle)   # what its scripts queued has run: the next call may come
         except TimeoutError:
             context.harmed = True
