@@ -65,9 +65,9 @@ of bare, the same on PostgreSQL; condition -> script -> create at 64 connections
 SQLite, each of these >= 0.9 x its sustained figure; and the burst >= 11 % of bare with p99 <=
 30 ms; each target line of 64 connections on SQLite names its floor's share of bare and of a
 core. CPU per execution by thread is listed for no nodes and for the workflow (sustained and
-steady) beside each one's floor. With --baseline, the sustained workflow and each steady row are measured again
-with that checkout's code right after ours (before/after from the same run). The tables go to
-stdout and bench/results/steady.md.
+steady) beside each one's floor. With --baseline, the sustained workflow and each steady row
+are measured again with that checkout's code right after ours (before/after from the same run).
+The tables go to stdout and bench/results/steady.md.
 
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
     .venv/bin/python bench/load.py --families   # fastwebhook-commit and the family rows only

@@ -54,8 +54,9 @@ def waited_too_long(timeout: float) -> ScriptError:
 STUCK_AFTER = 0.1
 # How much of V8's CPU the microtasks a call's scripts queued may take after it answered (a
 # promise's .then does, in microseconds).  Counted in the isolate's CPU time, not in time: under
-# load its nice-19 thread can wait far longer than that for the core, and a script that did
-# nothing wrong then failed "left work running" (and had its context closed).
+# load the probe's answer is read far later than that (a saturated loop takes tens of
+# milliseconds a turn, V8's nice-19 thread waits for the core), and a script that did nothing
+# wrong then failed "left work running" (and had its context closed).
 SETTLE = 0.1
 
 
