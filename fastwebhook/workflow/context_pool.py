@@ -219,11 +219,13 @@ class ContextPool:
             raise ScriptError("engine", f"script failed: {first_line(str(error))}") from None
         finally:
             self._calling.pop(context, None)
-            for task in (call, idle):
+            unfinished = [task for task in (call, idle) if not task.done()]
+            for task in unfinished:
                 task.cancel()
-            # Their cancellation reaches mini-racer (mr_cancel_task) before the caller may close
-            # the context: nothing of ours still talks to an isolate being freed.
-            await asyncio.wait((call, idle))
+            if unfinished:
+                # Their cancellation reaches mini-racer (mr_cancel_task) before the caller may
+                # close the context: nothing of ours still talks to an isolate being freed.
+                await asyncio.wait(unfinished)
             for task in (call, idle):
                 if not task.cancelled():
                     task.exception()   # seen: its failure, if any, is the call's (told above)
@@ -300,14 +302,26 @@ def _size_text(size: int) -> str:
 
 async def _settled(context: Context, idle: asyncio.Task) -> None:
     """Until the isolate says it is idle; TimeoutError once it has spent SETTLE of its CPU since
-    the call answered without becoming so (a script left a promise loop running).  Where the
-    isolate's CPU time cannot be read, SETTLE of time."""
+    the call answered without becoming so (a script left a promise loop running: the probe is
+    then given up).  Where the isolate's CPU time cannot be read, SETTLE of time.  The probe is
+    awaited directly: on a busy loop every hop between it and us costs a turn."""
+    loop = asyncio.get_running_loop()
     spent = context.cpu_time()
-    while True:
-        done, _ = await asyncio.wait((idle,), timeout=SETTLE)
-        if done:
-            idle.result()   # (a failure of the probe is the call's)
-            return
+    timer: list[asyncio.TimerHandle] = []
+
+    def look() -> None:
         now = context.cpu_time()
         if now is None or spent is None or now - spent >= SETTLE:
-            raise TimeoutError
+            idle.cancel()
+        else:
+            timer[0] = loop.call_later(SETTLE, look)
+
+    timer.append(loop.call_later(SETTLE, look))
+    try:
+        await idle
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():   # we are cancelled (or the deadline passed)
+            raise
+        raise TimeoutError from None   # the probe was given up
+    finally:
+        timer[0].cancel()
