@@ -19,18 +19,18 @@ from py_mini_racer import JSEvalException, JSOOMException
 from .scripts import Script, ScriptError
 from .v8 import Context
 
-__all__ = ["ContextPool", "Served", "Waiter", "duration_text", "first_line", "waited_too_long"]
+__all__ = ["ContextPool", "Served", "Waiter", "duration_text", "first_line"]
 
 
 class Waiter:
     """A run waiting for a context.  Its future gets a context (run it yourself), or the
     outcome, when a run that got a context took it along (`Served`, or a ScriptError)."""
 
-    __slots__ = ("future", "script", "scope_text", "memory", "deadline", "timeout", "alone")
+    __slots__ = ("future", "script", "scope_text", "memory", "timeout", "alone")
 
-    def __init__(self, future, script, scope_text, memory, deadline, timeout):
+    def __init__(self, future, script, scope_text, memory, timeout):
         self.future, self.script, self.scope_text = future, script, scope_text
-        self.memory, self.deadline, self.timeout = memory, deadline, timeout
+        self.memory, self.timeout = memory, timeout
         self.alone = False        # it was in a batch that failed: it runs by itself from now on
 
 
@@ -43,20 +43,19 @@ class Served:
         self.value, self.logs = value, logs
 
 
-def waited_too_long(timeout: float) -> ScriptError:
-    return ScriptError("timeout", f"script timed out after {duration_text(timeout)} (waiting for V8)")
-
-
 # A new context opens only when every open one has been in its call for STUCK_AFTER (a script
 # spinning to its timeout, a slow batch) and runs are waiting: more contexts would split the
 # batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
 # take tens of milliseconds: V8's threads run at the lowest priority.)
 STUCK_AFTER = 0.1
+# A script's time is its own: a call is held to its timeout of the isolate's CPU, never of time.
+# Under load V8's nice-19 thread gets about 1/70 of the core the loop leaves, and a run that
+# waits for a context waits for other runs: counted in time, both failed scripts that did
+# nothing wrong (483 "timed out" in one sustained run of the workflow bench).  A call that
+# cannot get the CPU is still stopped after WALL_SLACK times its timeout of time.
+WALL_SLACK = 10
 # How much of V8's CPU the microtasks a call's scripts queued may take after it answered (a
-# promise's .then does, in microseconds).  Counted in the isolate's CPU time, not in time: under
-# load the probe's answer is read far later than that (a saturated loop takes tens of
-# milliseconds a turn, V8's nice-19 thread waits for the core), and a script that did nothing
-# wrong then failed "left work running" (and had its context closed).
+# promise's .then does, in microseconds), counted the same way.
 SETTLE = 0.1
 
 
@@ -106,27 +105,24 @@ class ContextPool:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def _acquire(self, script: Script, scope_text: str, memory: int, deadline: float, timeout: float,
-                       alone: bool = False):
+    async def _acquire(self, script: Script, scope_text: str, memory: int, timeout: float, alone: bool = False):
         """(a context, whether to run alone), or the outcome when a batch took this run along
-        (never one that waits `alone`: no batch takes it)."""
+        (never one that waits `alone`: no batch takes it).  Waiting costs a run none of its time:
+        every call ahead of it ends at its own timeout, and then it is its turn."""
         if self._closed:
             raise ScriptError("closed", "the script pool is closed")
-        waiter = Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, deadline, timeout)
+        waiter = Waiter(asyncio.get_running_loop().create_future(), script, scope_text, memory, timeout)
         waiter.alone = alone
         self._waiters.append(waiter)
         self._offer()
         future = waiter.future
         try:
-            async with asyncio.timeout_at(deadline):   # its time runs while it waits too
-                got = await future
-        except (asyncio.CancelledError, TimeoutError) as stopped:
+            got = await future
+        except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None \
                     and isinstance(future.result(), Context):
                 self._release(future.result())   # handed a context just as we stopped waiting
             future.cancel()
-            if isinstance(stopped, TimeoutError):
-                raise waited_too_long(timeout) from None
             raise
         return got if isinstance(got, Served) else (got, waiter.alone)
 
@@ -181,9 +177,9 @@ class ContextPool:
             return
         self._waiters.extendleft(reversed(waiting))
 
-    async def _call(self, context: Context, function: str, args: tuple, deadline: float, timeout: float,
-                    memory: int) -> str:
-        """One call of a driver function, held to the deadline and the memory limit."""
+    async def _call(self, context: Context, function: str, args: tuple, timeout: float, memory: int) -> str:
+        """One call of a driver function, held to `timeout` of the isolate's CPU (`_within`) and
+        to the memory limit."""
         racer = context.racer
         if context.memory_limit != memory:   # a call into V8 each: only when it changes
             racer.set_hard_memory_limit(memory)
@@ -197,15 +193,16 @@ class ContextPool:
         call = loop.create_task(context.call(function, *args))
         idle = loop.create_task(context.idle())
         answered = False
+        stop_by = loop.time() + WALL_SLACK * timeout
         try:
             # Cancelling the call makes mini-racer terminate the JavaScript (mr_cancel_task).
-            async with asyncio.timeout_at(deadline):
-                answer = await call
-                answered = True
-                # out of its call: waiting for the probe's answer is not being stuck in a script,
-                # and opens no context (more would only split the batches)
-                self._calling.pop(context, None)
-                await _settled(context, idle)   # what its scripts queued has run: the next call may come
+            answer = await _within(context, call, timeout, stop_by)
+            answered = True
+            # out of its call: waiting for the probe's answer is not being stuck in a script,
+            # and opens no context (more would only split the batches)
+            self._calling.pop(context, None)
+            # what its scripts queued has run: the next call may come
+            await _within(context, idle, SETTLE, stop_by)
         except TimeoutError:
             context.harmed = True
             if answered:
@@ -300,28 +297,31 @@ def _size_text(size: int) -> str:
     return f"{size} bytes"
 
 
-async def _settled(context: Context, idle: asyncio.Task) -> None:
-    """Until the isolate says it is idle; TimeoutError once it has spent SETTLE of its CPU since
-    the call answered without becoming so (a script left a promise loop running: the probe is
-    then given up).  Where the isolate's CPU time cannot be read, SETTLE of time.  The probe is
-    awaited directly: on a busy loop every hop between it and us costs a turn."""
+async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float):
+    """`task`'s result; TimeoutError (the task cancelled) once the isolate has spent `budget`
+    of its CPU since this began, or at the loop time `stop_by`, whichever comes first.  Where the
+    isolate's CPU time cannot be read, `budget` of time.  The task is awaited directly: on a busy
+    loop every hop between it and us costs a turn."""
     loop = asyncio.get_running_loop()
-    spent = context.cpu_time()
+    began = context.cpu_time()
+    if began is None:
+        stop_by = min(stop_by, loop.time() + budget)
+    tick = min(SETTLE, budget)
     timer: list[asyncio.TimerHandle] = []
 
     def look() -> None:
-        now = context.cpu_time()
-        if now is None or spent is None or now - spent >= SETTLE:
-            idle.cancel()
+        spent = context.cpu_time()
+        if loop.time() >= stop_by or (began is not None and (spent is None or spent - began >= budget)):
+            task.cancel()
         else:
-            timer[0] = loop.call_later(SETTLE, look)
+            timer[0] = loop.call_at(min(stop_by, loop.time() + tick), look)
 
-    timer.append(loop.call_later(SETTLE, look))
+    timer.append(loop.call_at(min(stop_by, loop.time() + tick), look))
     try:
-        await idle
+        return await task
     except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():   # we are cancelled (or the deadline passed)
+        if asyncio.current_task().cancelling():   # we are cancelled ourselves
             raise
-        raise TimeoutError from None   # the probe was given up
+        raise TimeoutError from None   # its time was up
     finally:
         timer[0].cancel()

@@ -18,7 +18,7 @@ import asyncio
 
 import orjson
 
-from .context_pool import ContextPool, Served, Waiter, duration_text, first_line, waited_too_long
+from .context_pool import ContextPool, Served, Waiter, duration_text, first_line
 from .scripts import Script, ScriptError
 from .v8 import Context, js_string, line_in, syntax_error_line
 
@@ -106,42 +106,38 @@ class ScriptPool(ContextPool):
     async def run(self, script: Script, scope: dict | str, timeout: float, memory: int) -> tuple:
         """The script's returned value (None for undefined) and its console lines; `scope` as
         data, or already as JSON text."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        return await self._run(script, _scope_text(scope), deadline, timeout, memory)
+        return await self._run(script, _scope_text(scope), timeout, memory)
 
     async def run_many(self, script: Script, scopes: list, timeout: float, memory: int) -> list:
         """A cohort: the script run for each scope (data, or JSON text), each run's (value, logs)
         or its ScriptError, in order.  A script known to be short runs for the whole cohort on
-        one context, BATCH_MAX runs a call into V8, every run held to the same deadline (they
-        started together, as runs that wait for a context count their wait).  A call that the
-        deadline stops serves the runs that finished and fails the rest; one that fails
-        otherwise (memory, V8 itself) names no culprit: its runs and the rest run alone.  A
-        script not run yet, or a slow one, runs per scope, as `run` runs it."""
+        one context, BATCH_MAX runs a call into V8, the call held to the script's timeout.  A
+        call stopped at its timeout serves the runs that finished and fails the one running; the
+        rest run alone.  One that fails otherwise (memory, V8 itself) names no culprit: its runs
+        and the rest run alone.  A script not run yet, or a slow one, runs per scope, as `run`
+        runs it."""
         if not scopes:
             return []
-        deadline = asyncio.get_running_loop().time() + timeout
         texts = [_scope_text(scope) for scope in scopes]
         if len(texts) == 1 or not self._short(script):
-            return await self._each(script, texts, deadline, timeout, memory)
+            return await self._each(script, texts, timeout, memory)
         try:
-            context, _ = await self._acquire(script, texts[0], memory, deadline, timeout, alone=True)
+            context, _ = await self._acquire(script, texts[0], memory, timeout, alone=True)
         except ScriptError as error:
             return [error] * len(texts)
         results: list = []
         try:
             while len(results) < len(texts) and self._short(script):
-                if asyncio.get_running_loop().time() >= deadline:
-                    break
                 if self._waiters:   # others wait: the next context, idle or opened
                     self._offer()
                 chunk = texts[len(results):len(results) + BATCH_MAX]
                 try:
                     outcomes, running = await self._batch_call(
-                        context, [(script, text, deadline, timeout) for text in chunk], timeout, memory)
+                        context, [(script, text, timeout) for text in chunk], memory)
                 except _RunAgain:   # nothing is known of the chunk: its runs and the rest run alone
                     break
                 results.extend(await self._settle_all(context, script, outcomes))
-                if running is not None:   # stopped at the deadline: that run's time is up, and the rest's
+                if running is not None:   # stopped at its timeout: that run's time is up
                     if running < len(chunk):
                         results.append(ScriptError("timeout", f"script timed out after {duration_text(timeout)}"))
                     break
@@ -153,18 +149,15 @@ class ScriptPool(ContextPool):
         else:
             self._release(context)
         if len(results) < len(texts):
-            if asyncio.get_running_loop().time() >= deadline:
-                results.extend([waited_too_long(timeout)] * (len(texts) - len(results)))
-            else:
-                results.extend(await self._each(script, texts[len(results):], deadline, timeout, memory, alone=True))
+            results.extend(await self._each(script, texts[len(results):], timeout, memory, alone=True))
         return results
 
-    async def _each(self, script: Script, texts: list[str], deadline: float, timeout: float, memory: int,
+    async def _each(self, script: Script, texts: list[str], timeout: float, memory: int,
                     alone: bool = False) -> list:
         """Each run by itself (batched with whatever else waits, unless `alone`)."""
         async def one(text: str):
             try:
-                return await self._run(script, text, deadline, timeout, memory, alone)
+                return await self._run(script, text, timeout, memory, alone)
             except ScriptError as error:
                 return error
         if len(texts) == 1:
@@ -194,9 +187,9 @@ class ScriptPool(ContextPool):
             context.compiled.add(script.name)
         return settled
 
-    async def _run(self, script: Script, scope_text: str, deadline: float, timeout: float, memory: int,
+    async def _run(self, script: Script, scope_text: str, timeout: float, memory: int,
                    alone: bool = False) -> tuple:
-        got = await self._acquire(script, scope_text, memory, deadline, timeout, alone)
+        got = await self._acquire(script, scope_text, memory, timeout, alone)
         if isinstance(got, Served):
             return got.value, got.logs
         context, alone = got
@@ -210,9 +203,9 @@ class ScriptPool(ContextPool):
                 self._offer()
             try:
                 if batch:
-                    value, logs = await self._run_batch(context, script, scope_text, deadline, timeout, memory, batch)
+                    value, logs = await self._run_batch(context, script, scope_text, timeout, memory, batch)
                 else:
-                    value, logs = await self._run_in(context, script, scope_text, deadline, timeout, memory)
+                    value, logs = await self._run_in(context, script, scope_text, timeout, memory)
             except _RunAgain:   # the batch failed as a whole with ours in it: ours again, by itself
                 alone, renew = True, context.harmed
                 continue
@@ -241,37 +234,32 @@ class ScriptPool(ContextPool):
     def _companions(self, memory: int) -> list[Waiter]:
         taken: list[Waiter] = []
         kept: list[Waiter] = []
-        now = asyncio.get_running_loop().time()
         while self._waiters and len(taken) < BATCH_MAX - 1:
             waiter = self._waiters.popleft()
             if waiter.future.done():
-                continue
-            if waiter.deadline <= now:   # its time ran out while it waited: it would end the batch at once
-                waiter.future.set_exception(waited_too_long(waiter.timeout))
                 continue
             (kept if waiter.alone or waiter.memory != memory or not self._short(waiter.script)
              else taken).append(waiter)
         self._waiters.extendleft(reversed(kept))
         return taken
 
-    async def _run_batch(self, context: Context, script: Script, scope_text: str, deadline: float,
-                         timeout: float, memory: int, batch: list[Waiter]):
+    async def _run_batch(self, context: Context, script: Script, scope_text: str, timeout: float, memory: int,
+                         batch: list[Waiter]):
         """Ours (first) and the batch's runs in one call: ours is returned, theirs are served.
 
-        The call is held to the earliest deadline.  When that stops it, the runs that finished
-        are read back and served; the one that was running is failed if its own time is up,
-        else it goes back to wait, to run alone; those not started go back to wait.  A call that
-        failed otherwise (memory, V8 itself) names no culprit: every run goes back, to run
-        alone, ours too (_RunAgain).  Every companion is served, failed or back waiting, whatever
-        happens here."""
-        loop = asyncio.get_running_loop()
-        runs = [(script, scope_text, deadline, timeout)] + [(w.script, w.scope_text, w.deadline, w.timeout)
-                                                             for w in batch]
+        The call is held to the shortest timeout of its runs.  When that stops it, the runs that
+        finished are read back and served; the one that was running is failed if that timeout is
+        its own, else it goes back to wait, to run alone; those not started go back to wait.  A
+        call that failed otherwise (memory, V8 itself) names no culprit: every run goes back, to
+        run alone, ours too (_RunAgain).  Every companion is served, failed or back waiting,
+        whatever happens here."""
+        runs = [(script, scope_text, timeout)] + [(w.script, w.scope_text, w.timeout) for w in batch]
+        held_to = min(run[2] for run in runs)
         settled: set[int] = set()     # indexes into `batch` that were served or failed
         again: list[Waiter] = []     # to wait again
         try:
             try:
-                outcomes, running = await self._batch_call(context, runs, timeout, memory)
+                outcomes, running = await self._batch_call(context, runs, memory)
             except _RunAgain:
                 for waiter in batch:
                     waiter.alone = True
@@ -279,7 +267,7 @@ class ScriptPool(ContextPool):
             for index, waiter in enumerate(batch, start=1):
                 if index < len(outcomes):
                     await self._serve(context, waiter, outcomes[index])
-                elif index == running and loop.time() >= waiter.deadline:
+                elif index == running and waiter.timeout <= held_to:
                     waiter.future.set_exception(ScriptError(
                         "timeout", f"script timed out after {duration_text(waiter.timeout)}"))
                 else:
@@ -288,28 +276,26 @@ class ScriptPool(ContextPool):
                 settled.add(index)
             if outcomes:
                 return await self._settle(context, script, outcomes[0])
-            if loop.time() >= deadline:
+            if running == 0 and timeout <= held_to:
                 raise ScriptError("timeout", f"script timed out after {duration_text(timeout)}")
             raise _RunAgain()
         finally:
             again.extend(w for i, w in enumerate(batch, start=1) if i not in settled)
             self._wait_again(again)
 
-    async def _batch_call(self, context: Context, runs: list[tuple], timeout: float,
-                          memory: int) -> tuple[list[dict], int | None]:
-        """Runs, each (script, scope text, deadline, timeout), in one call into V8, held to the
-        earliest deadline: the outcomes of those that finished, and the index of the one that
-        was running when the deadline stopped the call (None: all finished).  _RunAgain when
+    async def _batch_call(self, context: Context, runs: list[tuple], memory: int) -> tuple[list[dict], int | None]:
+        """Runs, each (script, scope text, timeout), in one call into V8, held to the shortest
+        timeout: the outcomes of those that finished, and the index of the one that was running
+        when that stopped the call (None: all finished).  _RunAgain when
         nothing is known of the runs (memory, V8 itself, or not even the finished ones read back
         after a timeout); the context is marked harmed when it should not be trusted again."""
         loop = asyncio.get_running_loop()
         compiled = context.compiled
         items = "[" + ",".join(f"[{js_string(s.name)},{text},{'null' if s.name in compiled else js_string(s.body)}]"
-                               for s, text, _, _ in runs) + "]"   # each scope's JSON as it is
+                               for s, text, _ in runs) + "]"   # each scope's JSON as it is
         started = loop.time()
         try:
-            return _outcomes(await self._call(context, "runBatch", (items,),
-                                              min(r[2] for r in runs), timeout, memory)), None
+            return _outcomes(await self._call(context, "runBatch", (items,), min(r[2] for r in runs), memory)), None
         except ScriptError as failure:
             context.harmed = True   # whatever failed, this context is not used for another batch
             if failure.reason != "timeout":   # memory, V8, or work left pending: no run to blame
@@ -319,7 +305,7 @@ class ScriptPool(ContextPool):
             # a busy one would block the event loop), and the context is closed after.
             async with asyncio.timeout(READ_BACK):
                 await context.idle()
-            outcomes = _outcomes(await self._call(context, "finished", (), loop.time() + READ_BACK, READ_BACK, memory))
+            outcomes = _outcomes(await self._call(context, "finished", (), READ_BACK, memory))
         except (ScriptError, TimeoutError):   # not even that: nothing is known of the batch
             context.harmed = True
             raise _RunAgain() from None
@@ -341,13 +327,12 @@ class ScriptPool(ContextPool):
         if not waiter.future.done():
             waiter.future.set_result(Served(value, logs))
 
-    async def _run_in(self, context: Context, script: Script, scope_text: str, deadline: float, timeout: float,
-                      memory: int):
+    async def _run_in(self, context: Context, script: Script, scope_text: str, timeout: float, memory: int):
         name = script.name
         body = "null" if name in context.compiled else js_string(script.body)
         try:
             answer = await self._call(context, "runBatch", (f"[[{js_string(name)},{scope_text},{body}]]",),
-                                      deadline, timeout, memory)
+                                      timeout, memory)
         except ScriptError as error:
             if error.reason == "timeout":
                 self._took[name] = timeout   # a slow one: alone from now on
