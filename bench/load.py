@@ -59,6 +59,8 @@ answer held for seconds is timed, not dropped) and no drain. It reports, over th
   the parsed request to its answer, without the wait in the kernel's queues;
 - the server's VmRSS at the end of the load and its VmHWM, CPU per execution by thread (and on
   PostgreSQL, every `postgres` process's CPU per execution, counted apart from "others");
+- how many of those executions ended failed or error (the sustained runs too): these workflows
+  do nothing that should fail, so any is a finding (a script timed out under load, say);
 - its resolved/s as a share of bare's and of the sustained figure of the same run.
 The targets (missing one is reported, not an error): no nodes at 64 and 256 connections >= 10 %
 of bare, the same on PostgreSQL; condition -> script -> create at 64 connections >= 3 %; on
@@ -182,6 +184,7 @@ class SustainedResult:
     peak_rss_kib: int | None  # its VmHWM at the end of the drain (the peak since it started)
     # the server's CPU time over load and drain per execution, each busy thread's (name, us)
     thread_us: tuple[tuple[str, float], ...] = ()
+    failed: int = 0  # of `executed`, those that ended failed or error: none expected of these workflows
 
     @property
     def per_second(self) -> float:
@@ -200,6 +203,7 @@ class SteadyResult:
     # the server's CPU time over the load per execution, each busy thread's (name, us)
     thread_us: tuple[tuple[str, float], ...] = ()
     helper_us: float | None = None  # on PostgreSQL: every `postgres` process's CPU time per execution
+    failed: int = 0  # of `executed`, those that ended failed or error: none expected of these workflows
 
     @property
     def per_second(self) -> float:
@@ -485,6 +489,7 @@ def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int
             raise ReceiverError(f"process {pid} is still taskset, not the server")
         # The warm-up's executions finish first, so that every one counted below is the load's.
         executed_before, _ = wait_for_drain(process, port, time.monotonic() + drain_timeout, "the warm-up")
+        failed_before = read_failed(port)
         threads_before = thread_cpu_seconds(pid)
         with CpuAccount(receiver_group=pid) as account:
             started = time.monotonic()
@@ -498,7 +503,8 @@ def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int
         load = dataclasses.replace(load, others_cpu_share=account.others_share, duplicates=read_duplicates(port))
         return SustainedResult(load=load, executed=executed, drain_seconds=max(0.0, drained - load_ended),
                                seconds=drained - started, rss_kib=rss_kib, peak_rss_kib=memory_kib(pid, "VmHWM"),
-                               thread_us=cpu_per_request(pid, threads_before, thread_cpu_seconds(pid), executed))
+                               thread_us=cpu_per_request(pid, threads_before, thread_cpu_seconds(pid), executed),
+                               failed=read_failed(port) - failed_before)
 
 
 def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, connections: int,
@@ -513,6 +519,7 @@ def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, c
         with CpuAccount(receiver_group=pid, helper=helper) as account:
             started = time.monotonic()
             executed_before, durations_before = read_steady_figures(port)
+            failed_before = read_failed(port)
             load = run_wrk(port, seconds, body_file, request, connections, timeout=STEADY_WRK_TIMEOUT,
                            count_statuses=True)
             rss_kib, peak_rss_kib = memory_kib(pid, "VmRSS"), memory_kib(pid, "VmHWM")
@@ -521,13 +528,15 @@ def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, c
                 raise ReceiverError(f"exited with status {process.poll()} during the load")
             executed_after, durations_after = read_steady_figures(port)
             elapsed = time.monotonic() - started
+            failed = read_failed(port) - failed_before
         executed = executed_after - executed_before
         load = dataclasses.replace(load, others_cpu_share=account.others_share, duplicates=read_duplicates(port))
         return SteadyResult(load=load, seconds=elapsed, executed=executed,
                             server_p99_ms=bucket_p99_ms(durations_before, durations_after),
                             rss_kib=rss_kib, peak_rss_kib=peak_rss_kib,
                             thread_us=cpu_per_request(pid, threads_before, threads_after, executed),
-                            helper_us=1e6 * account.helper_seconds / executed if helper and executed else None)
+                            helper_us=1e6 * account.helper_seconds / executed if helper and executed else None,
+                            failed=failed)
 
 
 @contextlib.contextmanager
@@ -660,6 +669,16 @@ def read_progress(port: int) -> tuple[int, int]:
     if depth is None:
         raise ReceiverError("/metrics has no fastwebhook_queue_depth sample")
     return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), int(float(depth.group(1)))
+
+
+_FAILED = re.compile(r'^fastwebhook_executions_total\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def read_failed(port: int) -> int:
+    """Executions of workflow "bench" that ended failed or error so far: a script timed out, a
+    write refused.  The bench's workflows do nothing that should fail, so any is a finding."""
+    return sum(int(float(count)) for labels, count in _FAILED.findall(read_metrics(port))
+               if 'workflow="bench"' in labels and ('status="failed"' in labels or 'status="error"' in labels))
 
 
 _DURATION_BUCKET = re.compile(r'^fastwebhook_request_duration_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
@@ -978,7 +997,8 @@ def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace) ->
     say(f"  drain: {result.drain_seconds:.1f} s; {result.executed:,} executions in {result.seconds:.1f} s = "
         f"{result.per_second:,.0f}/s sustained  peak RSS "
         + (f"{result.peak_rss_kib / 1024:,.0f} MiB" if result.peak_rss_kib else "—")
-        + f"  other processes {100 * load.others_cpu_share:.0f} % CPU")
+        + f"  other processes {100 * load.others_cpu_share:.0f} % CPU"
+        + (f"  FAILED OR ERROR: {result.failed:,} executions" if result.failed else ""))
     if result.thread_us:
         say("  CPU per execution: " + ", ".join(f"{name} {us:.1f} us" for name, us in result.thread_us))
     return report.Sustained(receiver.description, seconds, result, None)
@@ -1055,7 +1075,8 @@ def measure_steady_row(case: SteadyCase, checkout: Path | None, args: argparse.N
         admitted = f"≤ {p99:g} ms (the server's histogram, all answers)"
     say(f"  {result.per_second:,.0f} executions/s resolved  {result.accepted_per_second:,.0f} 2xx/s  "
         f"{result.refused_per_second:,.0f} 503/s  p99 admitted {admitted}"
-        f"  RSS {result.rss_kib / 1024:,.0f} MiB  other processes {100 * result.load.others_cpu_share:.0f} % CPU")
+        f"  RSS {result.rss_kib / 1024:,.0f} MiB  other processes {100 * result.load.others_cpu_share:.0f} % CPU"
+        + (f"  FAILED OR ERROR: {result.failed:,} executions" if result.failed else ""))
     if result.thread_us:
         say("  CPU per execution: " + ", ".join(f"{thread} {us:.1f} us" for thread, us in result.thread_us)
             + (f"; postgres {result.helper_us:.1f} us" if result.helper_us is not None else ""))

@@ -312,6 +312,8 @@ def sustained_section(sustained: Sustained | None, rows: list[Row]) -> str:
             notes.append(f"{answered - result.executed:,} fewer executions than accepted requests")
         if load.duplicates:
             notes.append(f"{load.duplicates:,} answered as duplicates: dedup keys repeated")
+        if result.failed:
+            notes.append(f"{result.failed:,} executions ended failed or error")
         if load.others_cpu_share > BUSY_WARNING:
             notes.append(f"skewed: other processes took {100 * load.others_cpu_share:.0f} % of the CPUs")
         cpu = sum(us for _, us in result.thread_us)
@@ -323,7 +325,8 @@ def sustained_section(sustained: Sustained | None, rows: list[Row]) -> str:
             f"| {f'{cpu:.1f}' if result.thread_us else '—'} | {_cell('; '.join(notes))} |")
     lines += [
         "",
-        "sustained exec/s: executions finished (any final status) from the load's start until the queue "
+        "sustained exec/s: executions finished (any final status; the note counts those that ended failed or "
+        "error) from the load's start until the queue "
         "was empty and the count stopped growing, over those seconds; % of bare: of bare's req/s in this "
         "session. RSS: the server's VmRSS at the end of the load; peak: its VmHWM after the drain. CPU: "
         "the server's, over load and drain, per execution.",
@@ -555,6 +558,7 @@ def steady_ceilings(steady: Steady) -> str:
         load = result.load
         notes = [f"acked {load.ok_per_second:,.0f} req/s during the load, drain {result.drain_seconds:.1f} s"]
         notes += [f"{load.non_2xx_3xx:,} non-2xx"] if load.non_2xx_3xx else []
+        notes += [f"{result.failed:,} executions ended failed or error"] if result.failed else []
         notes += [f"skewed: other processes took {100 * load.others_cpu_share:.0f} % of the CPUs"] \
             if load.others_cpu_share > BUSY_WARNING else []
         cpu = f"{sum(us for _, us in result.thread_us):.1f}" if result.thread_us else "—"
@@ -588,6 +592,8 @@ def steady_table(steady: Steady) -> str:
         notes = []
         if result.other_answers:
             notes.append(f"{result.other_answers:,} answers neither 2xx nor 503")
+        if result.failed:
+            notes.append(f"{result.failed:,} executions ended failed or error")
         if load.socket_errors:
             notes.append(f"{load.socket_errors:,} socket errors")
         if load.duplicates:
@@ -604,8 +610,9 @@ def steady_table(steady: Steady) -> str:
             f"| {_cell('; '.join(notes))} |")
     lines += [
         "",
-        "executions/s: fastwebhook_executions_total of workflow \"bench\" (all statuses) read just before and just "
-        "after the load, over the seconds between; % of bare: of bare's req/s; of sustained: over the sustained "
+        "executions/s: fastwebhook_executions_total of workflow \"bench\" (all statuses; the note counts those "
+        "that ended failed or error: none is expected) read just before and just after the load, over the seconds "
+        "between; % of bare: of bare's req/s; of sustained: over the sustained "
         "figure of the same work in this session (SQLite). 2xx/s, 503/s: as wrk counted them. p99 admitted: wrk's "
         "p99 when every answer was a 2xx; otherwise \"server\": the bucket bound of the p99 of the server's "
         "fastwebhook_request_duration_seconds over the load, which holds every answer (it has no status label) "
