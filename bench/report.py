@@ -638,7 +638,7 @@ def steady_targets(steady: Steady) -> str:
                      + (f", {burst.non_2xx_3xx:,} non-2xx" if burst.non_2xx_3xx else "")
                      + f" — {'met' if met else 'MISSED'}"
                      + (_floor_note(floor.name, floor.per_second / bare, BURST_TARGET,
-                                    floor.per_second * (floor.cpu_us or 0.0) / 1e6)
+                                    floor.per_second * (floor.cpu_us or 0.0) / 1e6, burst.per_second / floor.per_second)
                         if floor is not None and floor.measured else ""))
     rows = {row.name: row for row in steady.rows}
     for name, of_bare, of_sustained in STEADY_TARGETS:
@@ -663,22 +663,26 @@ def steady_targets(steady: Steady) -> str:
         floor_name = STEADY_FLOORS.get(name, "")
         floor = steady.ceilings.get(floor_name)
         floor_note = _floor_note(floor_name, floor.result.per_second / bare, of_bare,
-                                 floor.result.per_second * sum(us for _, us in floor.result.thread_us) / 1e6) \
+                                 floor.result.per_second * sum(us for _, us in floor.result.thread_us) / 1e6,
+                                 rate / floor.result.per_second) \
             if floor is not None and floor.result is not None else ""
         lines.append(f"{line} — {'met' if met else 'MISSED'}{floor_note}")
     return "\n".join(lines)
 
 
-def _floor_note(floor: str, share: float, target: float, cores: float) -> str:
+def _floor_note(floor: str, share: float, target: float, cores: float, of_floor: float) -> str:
     """Where the floor of the same work stands against the target, and whether it proves a limit:
-    only a floor that kept its core busy does (one that waited bounds its own design alone)."""
+    only a floor that kept its core busy does (one that waited bounds its own design alone); and
+    the row as a multiple of its floor, which holds where bare's share moves with the host (bare
+    read 72,000-208,000 req/s on these machines, the durable rows far less)."""
     if share >= target:
         verdict = "above the target"
     elif cores >= CPU_BOUND:
         verdict = "below the target with its core busy: the target is beyond this work here"
     else:
         verdict = "below the target, but not CPU-bound: no proof of a limit"
-    return f" (its floor at 64 connections, {floor}: {100 * share:.1f} % of bare at {cores:.2f} of a core, {verdict})"
+    return (f" (its floor at 64 connections, {floor}: {100 * share:.1f} % of bare at {cores:.2f} of a core, "
+            f"{verdict}; this row is {of_floor:.2f}x the floor)")
 
 
 def steady_before_after(steady: Steady) -> str:
