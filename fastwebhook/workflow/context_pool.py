@@ -43,10 +43,11 @@ class Served:
         self.value, self.logs = value, logs
 
 
-# A new context opens only when every open one has been in its call for STUCK_AFTER (a script
-# spinning to its timeout, a slow batch) and runs are waiting: more contexts would split the
-# batches, and each costs V8's threads CPU of its own.  (Under load a batch of short runs can
-# take tens of milliseconds: V8's threads run at the lowest priority.)
+# A new context opens only when every open one has spent STUCK_AFTER of its isolate's CPU in its
+# call (a script spinning to its timeout, a slow batch) and runs are waiting: more contexts would
+# split the batches, and each costs memory and V8's threads CPU of their own.  Counted in CPU,
+# not time: under load a batch of short runs takes tens of milliseconds by the clock (V8's
+# threads run at the lowest priority), and more contexts would only wait for the same core.
 STUCK_AFTER = 0.1
 # A script's time is its own: a call is held to its timeout of the isolate's CPU, never of time.
 # Under load V8's nice-19 thread gets about 1/70 of the core the loop leaves, and a run that
@@ -74,7 +75,8 @@ class ContextPool:
         self._closed = False
         self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
         self._closing: set[asyncio.Future] = set()     # contexts being closed on a thread
-        self._calling: dict[Context, float] = {}      # contexts in a call into V8, since when
+        # contexts in a call into V8: when it began, and the isolate's CPU time then
+        self._calling: dict[Context, tuple[float, float | None]] = {}
         self._handing_out = False
         self._growing: asyncio.TimerHandle | None = None
 
@@ -150,7 +152,7 @@ class ContextPool:
                 or not any(not waiter.future.done() for waiter in self._waiters):
             return
         loop = asyncio.get_running_loop()
-        busy_for = loop.time() - max(self._calling.values(), default=loop.time())
+        busy_for = min((_spent(context, *began) for context, began in self._calling.items()), default=0.0)
         if self._calling and busy_for >= STUCK_AFTER:
             self._open_for_waiters()
             busy_for = 0.0
@@ -187,7 +189,7 @@ class ContextPool:
         context.used = True
         context.harmed = False
         loop = asyncio.get_running_loop()
-        self._calling[context] = loop.time()
+        self._calling[context] = (loop.time(), context.cpu_time())
         # The idle probe goes in right behind the call (V8 takes its tasks in order), so it
         # answers with no round trip of its own once the call's microtasks have run.
         call = loop.create_task(context.call(function, *args))
@@ -295,6 +297,15 @@ def _size_text(size: int) -> str:
         if size >= scale and size % scale == 0:
             return f"{size // scale} {unit}"
     return f"{size} bytes"
+
+
+def _spent(context: Context, began: float, cpu_then: float | None) -> float:
+    """How long a context has been in its call: the isolate's CPU since it began (a context
+    waiting for the core is not stuck in a script), else the time."""
+    cpu_now = context.cpu_time() if cpu_then is not None else None
+    if cpu_now is None:
+        return asyncio.get_running_loop().time() - began
+    return cpu_now - cpu_then
 
 
 async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float):
