@@ -189,22 +189,23 @@ class ContextPool:
         context.used = True
         context.harmed = False
         loop = asyncio.get_running_loop()
-        self._calling[context] = (loop.time(), context.cpu_time())
+        began = loop.time(), context.cpu_time()
+        self._calling[context] = began
         # The idle probe goes in right behind the call (V8 takes its tasks in order), so it
         # answers with no round trip of its own once the call's microtasks have run.
         call = loop.create_task(context.call(function, *args))
         idle = loop.create_task(context.idle())
         answered = False
-        stop_by = loop.time() + WALL_SLACK * timeout
+        stop_by = began[0] + WALL_SLACK * timeout
         try:
             # Cancelling the call makes mini-racer terminate the JavaScript (mr_cancel_task).
-            answer = await _within(context, call, timeout, stop_by)
+            answer = await _within(context, call, timeout, stop_by, began[1])
             answered = True
             # out of its call: waiting for the probe's answer is not being stuck in a script,
             # and opens no context (more would only split the batches)
             self._calling.pop(context, None)
             # what its scripts queued has run: the next call may come
-            await _within(context, idle, SETTLE, stop_by)
+            await _within(context, idle, SETTLE, stop_by, context.cpu_time())
         except TimeoutError:
             context.harmed = True
             if answered:
@@ -308,13 +309,12 @@ def _spent(context: Context, began: float, cpu_then: float | None) -> float:
     return cpu_now - cpu_then
 
 
-async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float):
+async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float, began: float | None):
     """`task`'s result; TimeoutError (the task cancelled) once the isolate has spent `budget`
-    of its CPU since this began, or at the loop time `stop_by`, whichever comes first.  Where the
-    isolate's CPU time cannot be read, `budget` of time.  The task is awaited directly: on a busy
-    loop every hop between it and us costs a turn."""
+    of its CPU since `began` (its CPU time when the task began), or at the loop time `stop_by`,
+    whichever comes first.  Where the isolate's CPU time cannot be read, `budget` of time.  The
+    task is awaited directly: on a busy loop every hop between it and us costs a turn."""
     loop = asyncio.get_running_loop()
-    began = context.cpu_time()
     if began is None:
         stop_by = min(stop_by, loop.time() + budget)
     tick = min(SETTLE, budget)
