@@ -321,8 +321,8 @@ async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: 
     timer: list[asyncio.TimerHandle] = []
 
     def look() -> None:
-        spent = context.cpu_time()
-        if loop.time() >= stop_by or (began is not None and (spent is None or spent - began >= budget)):
+        now = context.cpu_time() if began is not None else None
+        if loop.time() >= stop_by or (began is not None and (now is None or now - began >= budget)):
             task.cancel()
         else:
             timer[0] = loop.call_at(min(stop_by, loop.time() + tick), look)
