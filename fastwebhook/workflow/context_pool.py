@@ -199,13 +199,13 @@ class ContextPool:
         stop_by = began[0] + WALL_SLACK * timeout
         try:
             # Cancelling the call makes mini-racer terminate the JavaScript (mr_cancel_task).
-            answer = await _within(context, call, timeout, stop_by, began[1])
+            answer = await _within(context, call, timeout, stop_by, began)
             answered = True
             # out of its call: waiting for the probe's answer is not being stuck in a script,
             # and opens no context (more would only split the batches)
             self._calling.pop(context, None)
             # what its scripts queued has run: the next call may come
-            await _within(context, idle, SETTLE, stop_by, context.cpu_time())
+            await _within(context, idle, SETTLE, stop_by, (loop.time(), context.cpu_time()))
         except TimeoutError:
             context.harmed = True
             if answered:
@@ -301,28 +301,25 @@ def _size_text(size: int) -> str:
 
 
 def _spent(context: Context, began: float, cpu_then: float | None) -> float:
-    """How long a context has been in its call: the isolate's CPU since it began (a context
-    waiting for the core is not stuck in a script), else the time."""
+    """What the isolate has spent since the loop time `began`: its CPU since then (`cpu_then`;
+    one waiting for the core spends none), else, where that cannot be read, the time."""
     cpu_now = context.cpu_time() if cpu_then is not None else None
     if cpu_now is None:
         return asyncio.get_running_loop().time() - began
     return cpu_now - cpu_then
 
 
-async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float, began: float | None):
-    """`task`'s result; TimeoutError (the task cancelled) once the isolate has spent `budget`
-    of its CPU since `began` (its CPU time when the task began), or at the loop time `stop_by`,
-    whichever comes first.  Where the isolate's CPU time cannot be read, `budget` of time.  The
-    task is awaited directly: on a busy loop every hop between it and us costs a turn."""
+async def _within(context: Context, task: asyncio.Task, budget: float, stop_by: float,
+                  began: tuple[float, float | None]):
+    """`task`'s result; TimeoutError (the task cancelled) once the isolate has spent `budget` since
+    `began` (`_spent`: its CPU, else time), or at the loop time `stop_by`, whichever comes first.
+    The task is awaited directly: on a busy loop every hop between it and us costs a turn."""
     loop = asyncio.get_running_loop()
-    if began is None:
-        stop_by = min(stop_by, loop.time() + budget)
     tick = min(SETTLE, budget)
     timer: list[asyncio.TimerHandle] = []
 
     def look() -> None:
-        now = context.cpu_time() if began is not None else None
-        if loop.time() >= stop_by or (began is not None and (now is None or now - began >= budget)):
+        if loop.time() >= stop_by or _spent(context, *began) >= budget:
             task.cancel()
         else:
             timer[0] = loop.call_at(min(stop_by, loop.time() + tick), look)
