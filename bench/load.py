@@ -518,17 +518,15 @@ def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, c
         threads_before = thread_cpu_seconds(pid)
         with CpuAccount(receiver_group=pid, helper=helper) as account:
             started = time.monotonic()
-            executed_before, durations_before = read_steady_figures(port)
-            failed_before = read_failed(port)
+            executed_before, failed_before, durations_before = read_steady_figures(port)
             load = run_wrk(port, seconds, body_file, request, connections, timeout=STEADY_WRK_TIMEOUT,
                            count_statuses=True)
             rss_kib, peak_rss_kib = memory_kib(pid, "VmRSS"), memory_kib(pid, "VmHWM")
             threads_after = thread_cpu_seconds(pid)
             if rss_kib is None:
                 raise ReceiverError(f"exited with status {process.poll()} during the load")
-            executed_after, durations_after = read_steady_figures(port)
+            executed_after, failed_after, durations_after = read_steady_figures(port)
             elapsed = time.monotonic() - started
-            failed = read_failed(port) - failed_before
         executed = executed_after - executed_before
         load = dataclasses.replace(load, others_cpu_share=account.others_share, duplicates=read_duplicates(port))
         return SteadyResult(load=load, seconds=elapsed, executed=executed,
@@ -536,7 +534,7 @@ def measure_steady(receiver: Receiver, workdir: Path, port: int, seconds: int, c
                             rss_kib=rss_kib, peak_rss_kib=peak_rss_kib,
                             thread_us=cpu_per_request(pid, threads_before, threads_after, executed),
                             helper_us=1e6 * account.helper_seconds / executed if helper and executed else None,
-                            failed=failed)
+                            failed=failed_after - failed_before)
 
 
 @contextlib.contextmanager
@@ -675,9 +673,13 @@ _FAILED = re.compile(r'^fastwebhook_executions_total\{([^}]*)\} ([0-9.e+]+)$', r
 
 
 def read_failed(port: int) -> int:
+    return failed_in(read_metrics(port))
+
+
+def failed_in(metrics: str) -> int:
     """Executions of workflow "bench" that ended failed or error so far: a script timed out, a
     write refused.  The bench's workflows do nothing that should fail, so any is a finding."""
-    return sum(int(float(count)) for labels, count in _FAILED.findall(read_metrics(port))
+    return sum(int(float(count)) for labels, count in _FAILED.findall(metrics)
                if 'workflow="bench"' in labels and ('status="failed"' in labels or 'status="error"' in labels))
 
 
@@ -685,13 +687,14 @@ _DURATION_BUCKET = re.compile(r'^fastwebhook_request_duration_seconds_bucket\{([
 _LE = re.compile(r'le="([^"]+)"')
 
 
-def read_steady_figures(port: int) -> tuple[int, dict[float, float]]:
-    """Executions of workflow "bench" finished so far (any final status), and its request-duration
-    histogram: cumulative answers by bucket bound (seconds, +Inf last)."""
+def read_steady_figures(port: int) -> tuple[int, int, dict[float, float]]:
+    """Executions of workflow "bench" finished so far (any final status), those of them that
+    ended failed or error, and its request-duration histogram: cumulative answers by bucket bound
+    (seconds, +Inf last).  One read of /metrics, so the counts are of the same moment."""
     text = read_metrics(port)
     buckets = {float(_LE.search(labels).group(1)): float(count) for labels, count in _DURATION_BUCKET.findall(text)
                if 'workflow="bench"' in labels}
-    return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), buckets
+    return sum(int(float(count)) for count in _EXECUTIONS.findall(text)), failed_in(text), buckets
 
 
 def bucket_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
