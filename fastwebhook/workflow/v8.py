@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 
 import orjson
 from py_mini_racer import JSEvalException, JSParseException, MiniRacer, init_mini_racer
@@ -195,19 +196,28 @@ class Context:
 
     def cpu_time(self) -> float | None:
         """Seconds of CPU the isolate's threads have run (Linux), else None."""
+        if not self.threads:
+            return None
         total = 0
         for tid in self.threads:
             try:
-                with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
-                    total += int(stat.read().split()[0])
-            except (OSError, ValueError, IndexError):
+                total += time.clock_gettime_ns(_cpu_clock(tid))
+            except OSError:   # gone (the isolate closed)
                 return None
-        return total / 1e9 if self.threads else None
+        return total / 1e9
 
     def close(self) -> asyncio.Future:
         """Closed on a thread: freeing an isolate joins its threads, which at their low priority
         may wait behind other spinning scripts for milliseconds; the loop must not."""
         return asyncio.get_running_loop().run_in_executor(None, self.racer.close)
+
+
+def _cpu_clock(tid: int) -> int:
+    """The clock of one thread's CPU time, as Linux numbers it for any thread of the process
+    (glibc's pthread_getcpuclockid: CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED).  A read is one
+    clock_gettime, under the GIL: the /proc file it replaces cost an open and a read, and
+    letting the GIL go for them cost the event loop ~70 us a read under load."""
+    return (~tid << 3) | 6
 
 
 def _threads() -> set[int]:
