@@ -118,7 +118,12 @@ class Write:
 
 def encode_result(value: Any) -> bytes | None:
     """A job's result as stored (orjson; None stays NULL)."""
-    return None if value is None else orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    if value is None:
+        return None
+    try:   # string keys and plain values, as results almost always are: orjson's quickest way
+        return orjson.dumps(value)
+    except TypeError:   # the same text, with the checks for other keys and values
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass(slots=True)
