@@ -108,12 +108,32 @@ class Job:
     duration_ms: float
 
 
+class NewRow:
+    """What an insert of one row that reads it back whole (RETURNING) tells of that row: its
+    id, the values written (`written`, the Write's params in order), NULL in every other
+    column.  So a store may put a batch of such inserts in at once and know the rows without
+    reading them back: `sql` is the insert taking the new row's id as its first parameter,
+    `last_id` reads the table's largest id."""
+
+    __slots__ = ("sql", "last_id", "_picks")
+
+    def __init__(self, sql: str, last_id: str, written: tuple[str, ...], columns: tuple[str, ...], id_column: str = "id"):
+        self.sql, self.last_id = sql, last_id
+        # per column of the row read back: -1 the id, i the i-th value written, None NULL
+        self._picks = tuple(-1 if column == id_column else written.index(column) if column in written else None
+                            for column in columns)
+
+    def row(self, row_id: int, params: tuple) -> tuple:
+        return tuple(row_id if pick == -1 else None if pick is None else params[pick] for pick in self._picks)
+
+
 @dataclass(slots=True)
 class Write:
     """One statement of a collection write (SQL in the store's dialect)."""
 
     sql: str
     params: tuple
+    new_row: NewRow | None = None   # set for an insert of one row read back whole
 
 
 def encode_result(value: Any) -> bytes | None:

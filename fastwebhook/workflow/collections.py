@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from ..core.errors import FastwebhookError
-from ..store.rows import Write
+from ..store.rows import NewRow, Write
 from ..core.units import timestamp
 from .templates import compile_value
 
@@ -36,6 +36,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # characters against one large record held the store 1.7 s).  The count of wildcards adds
 # little (SQLite and PostgreSQL both give up a '%' that cannot match), so the length is bounded.
 MAX_LIKE_PATTERN = 128
+MAX_INSERTS = 64           # insert statements kept made, per collection
 
 
 class RecordError(FastwebhookError):
@@ -79,14 +80,37 @@ class Collection:
     def insert(self, values: Mapping[str, Any], upsert_on: tuple[str, ...] = ()) -> Write:
         row = self.encode_values(values)
         now = _now()
-        names = [*row, "created_at", "updated_at"]
+        sql, new_row = self._insert_sql(tuple(row), upsert_on)
+        return Write(sql, (*row.values(), now, now), new_row)
+
+    @cached_property
+    def _inserts(self) -> dict:
+        return {}
+
+    def _insert_sql(self, fields: tuple[str, ...], upsert_on: tuple[str, ...]) -> tuple[str, NewRow | None]:
+        """The insert of these fields (and the times), made once per set of fields: a cohort's
+        creates all give the same.  A plain insert's new row is known as written (NewRow): the
+        values it was given are what the columns hold (each was encoded to its column's type),
+        NULL elsewhere, as no column has a default."""
+        made = self._inserts.get((fields, upsert_on))
+        if made is not None:
+            return made
+        if len(self._inserts) >= MAX_INSERTS:   # values rendered from webhook data may give any subset
+            self._inserts.clear()
+        names = (*fields, "created_at", "updated_at")
         listed = ", ".join(f'"{n}"' for n in names)
-        sql = f"INSERT INTO {self.table} ({listed}) VALUES ({', '.join('?' * len(names))})"
+        marks = ", ".join("?" * len(names))
+        sql = f"INSERT INTO {self.table} ({listed}) VALUES ({marks})"
+        new_row = None
         if upsert_on:
-            updates = [f'"{n}" = excluded."{n}"' for n in row if n not in upsert_on] + ['"updated_at" = excluded."updated_at"']
+            updates = [f'"{n}" = excluded."{n}"' for n in fields if n not in upsert_on] + ['"updated_at" = excluded."updated_at"']
             conflict = ", ".join(f'"{f}"' for f in upsert_on)
             sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
-        return Write(f"{sql} RETURNING {self._returning}", (*row.values(), now, now))
+        else:
+            new_row = NewRow(f'INSERT INTO {self.table} ("id", {listed}) VALUES (?, {marks})',
+                             f'SELECT max("id") FROM {self.table}', names, self.columns)
+        made = self._inserts[(fields, upsert_on)] = (f"{sql} RETURNING {self._returning}", new_row)
+        return made
 
     def update(self, terms: list, values: Mapping[str, Any]) -> Write:
         row = self.encode_values(values)
