@@ -28,6 +28,10 @@ class SqliteStore(Store):
         changes, alerts = _statements(self.sql, "record_apply"), _statements(self.sql, "alerts_apply")
         self.record_script = f"BEGIN IMMEDIATE;\n{changes}\nCOMMIT;"
         self.record_alerts_script = f"BEGIN IMMEDIATE;\n{alerts}\n{changes}"   # COMMIT: after the read
+        # ... and, on a file, record()'s statements on the second connection: a change to each
+        # status, allowed after the statuses the transition table says
+        self.record_final = {after: self.sql["record_final"].format(allowed=", ".join(f"'{before.value}'" for before in befores))
+                             for after in Status if (befores := [b for b, afters in TRANSITIONS.items() if after in afters])}
 
     async def open(self) -> None:   # with the table of allowed transitions record() reads
         await self.db.open()
@@ -147,16 +151,25 @@ class SqliteStore(Store):
 
     # -- records, in batches --------------------------------------------------------------------
     async def record(self, records: Records) -> list[Delivery]:
-        """Status changes, jobs and request-log lines in one transaction, written by one script
-        (one thread crossing) from staged rows; a change the transition table does not allow is
-        left out.  Alerts (failure workflows' deliveries) go into the intake in that script,
-        before the changes, for the failed executions it makes final; records without any
-        run the plain script, at no cost of theirs."""
-        finals = [(f.id, f.status.value, f.started_at, f.finished_at, f.error) for f in records.finals.values()]
+        """Status changes, jobs and request-log lines in one transaction, in one thread crossing;
+        a change the transition table does not allow is left out.  On a file they go in on the
+        second connection (`write_apart`), a statement for each kind of row; otherwise one
+        script writes them from staged rows.  Alerts (failure workflows' deliveries) go into the
+        intake in that script, before the changes, for the failed executions it makes final."""
         jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
                 for j in records.jobs]
         requests = [(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
                      r.request_id, r.execution) for r in records.requests]
+        if not records.alerts and self.db.apart:
+            changes: dict[str, list[tuple]] = {}
+            for f in records.finals.values():
+                sql = self.record_final.get(f.status)
+                if sql is not None:   # (nothing may become queued again)
+                    changes.setdefault(sql, []).append((f.status.value, f.started_at, f.finished_at, f.error, f.id))
+            await self.db.write_apart([*changes.items(), (self.sql["insert_job"], jobs),
+                                       (self.sql["insert_request"], requests)])
+            return []
+        finals = [(f.id, f.status.value, f.started_at, f.finished_at, f.error) for f in records.finals.values()]
         staged = [(self.sql["stage_final"], finals), (self.sql["stage_job"], jobs),
                   (self.sql["stage_request"], requests)]
         if not records.alerts:

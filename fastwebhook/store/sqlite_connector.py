@@ -176,6 +176,34 @@ class SqliteConnector:
                     stopped[over.index] = over.timeout
         return outcomes
 
+    @property
+    def apart(self) -> bool:
+        """Whether writes may go on the second connection (`write_apart`): a file's (a second
+        connection to :memory: is another, empty database)."""
+        return self.path != ":memory:"
+
+    async def write_apart(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        """Each statement for each of its rows (executemany), in one transaction on the second
+        connection: one thread crossing, where the first connection (aiosqlite, a crossing per
+        statement) would need rows staged in TEMP tables and a script to copy them (~0.6 of the
+        cost without the staging)."""
+        async with self._writing():
+            await self._on_effects_thread(self._write_statements, statements)
+
+    def _write_statements(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        db = self._effects_db
+        with _wrapped("write"):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    if rows:
+                        db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
     def _apply_effects(self, effects: list, start: int, stopped: dict, insert_job: str) -> list:
         with _wrapped("collection write"):
             return write_batch(self._effects_db, self._effects_budget, effects, start, stopped, insert_job)

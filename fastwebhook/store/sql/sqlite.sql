@@ -261,6 +261,18 @@ INSERT INTO jobs (execution, position, node, type, status, result, error, logs, 
 INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
     SELECT * FROM temp.new_requests;
 
+-- name: record_final
+-- One execution's change, when the transition table allows it: {allowed} lists the statuses it
+-- may follow (record() fills them in from store/rows.py's TRANSITIONS, per status).
+UPDATE executions SET status = ?1, started_at = coalesce(started_at, ?2), finished_at = ?3, error = ?4,
+       owner = CASE WHEN ?1 = 'started' THEN owner END,
+       lease_until = CASE WHEN ?1 = 'started' THEN lease_until END
+WHERE id = ?5 AND status IN ({allowed});
+
+-- name: insert_request
+INSERT INTO requests (at, ip, method, path, workflow, status, reason, body_size, duration_ms, request_id, execution)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: pending_by_workflow
 SELECT workflow, count(*) FROM executions INDEXED BY executions_pending
 WHERE status IN ('queued', 'started') GROUP BY workflow;
