@@ -59,6 +59,11 @@ def _outcomes(answer) -> list[dict]:
 # others go back to wait, to run alone.
 BATCH_MAX = 64
 SHORT_RUN = 0.002
+# A cohort's runs are of one script with one timeout, which holds each call as a whole: a call
+# takes COHORT_CHUNK of them, fewer when that many runs of the script (each as long as its last
+# median, RUN_FLOOR at least: V8 times runs to the millisecond) could take a quarter of it.
+COHORT_CHUNK = 256
+RUN_FLOOR = 0.0005
 # How long the runs a stopped batch finished may take to read back before they run again alone.
 READ_BACK = 1.0
 
@@ -111,11 +116,11 @@ class ScriptPool(ContextPool):
     async def run_many(self, script: Script, scopes: list, timeout: float, memory: int) -> list:
         """A cohort: the script run for each scope (data, or JSON text), each run's (value, logs)
         or its ScriptError, in order.  A script known to be short runs for the whole cohort on
-        one context, BATCH_MAX runs a call into V8, the call held to the script's timeout.  A
-        call stopped at its timeout serves the runs that finished and fails the one running; the
-        rest run alone.  One that fails otherwise (memory, V8 itself) names no culprit: its runs
-        and the rest run alone.  A script not run yet, or a slow one, runs per scope, as `run`
-        runs it."""
+        one context, up to COHORT_CHUNK runs a call into V8 (`_chunk`), the call held to the
+        script's timeout.  A call stopped at its timeout serves the runs that finished and fails
+        the one running; the rest run alone.  One that fails otherwise (memory, V8 itself) names
+        no culprit: its runs and the rest run alone.  A script not run yet, or a slow one, runs
+        per scope, as `run` runs it."""
         if not scopes:
             return []
         texts = [_scope_text(scope) for scope in scopes]
@@ -130,7 +135,7 @@ class ScriptPool(ContextPool):
             while len(results) < len(texts) and self._short(script):
                 if self._waiters:   # others wait: the next context, idle or opened
                     self._offer()
-                chunk = texts[len(results):len(results) + BATCH_MAX]
+                chunk = texts[len(results):len(results) + self._chunk(script, timeout)]
                 try:
                     outcomes, running = await self._batch_call(
                         context, [(script, text, timeout) for text in chunk], memory)
@@ -227,6 +232,10 @@ class ScriptPool(ContextPool):
                 raise
             self._release(context)
             return value, logs
+
+    def _chunk(self, script: Script, timeout: float) -> int:
+        took = max(self._took.get(script.name, SHORT_RUN), RUN_FLOOR)
+        return max(1, min(COHORT_CHUNK, int(timeout / (4 * took))))
 
     def _short(self, script: Script) -> bool:
         return self._took.get(script.name, SHORT_RUN + 1) <= SHORT_RUN
