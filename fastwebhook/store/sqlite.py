@@ -28,8 +28,8 @@ class SqliteStore(Store):
         changes, alerts = _statements(self.sql, "record_apply"), _statements(self.sql, "alerts_apply")
         self.record_script = f"BEGIN IMMEDIATE;\n{changes}\nCOMMIT;"
         self.record_alerts_script = f"BEGIN IMMEDIATE;\n{alerts}\n{changes}"   # COMMIT: after the read
-        # ... and, on a file, record()'s statements on the second connection: a change to each
-        # status, allowed after the statuses the transition table says
+        # ... and, on a file, record()'s statements for the collection writes' connection: a
+        # change to each status, allowed after the statuses the transition table says
         self.record_final = {after: self.sql["record_final"].format(allowed=", ".join(f"'{before.value}'" for before in befores))
                              for after in Status if (befores := [b for b, afters in TRANSITIONS.items() if after in afters])}
 
@@ -153,8 +153,8 @@ class SqliteStore(Store):
     async def record(self, records: Records) -> list[Delivery]:
         """Status changes, jobs and request-log lines in one transaction, in one thread crossing;
         a change the transition table does not allow is left out.  On a file they go in on the
-        second connection (`write_apart`), a statement for each kind of row; otherwise one
-        script writes them from staged rows.  Alerts (failure workflows' deliveries) go into the
+        collection writes' connection (`write_apart`), a statement for each kind of row;
+        otherwise one script writes them from staged rows.  Alerts (failure workflows' deliveries) go into the
         intake in that script, before the changes, for the failed executions it makes final."""
         jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
                 for j in records.jobs]

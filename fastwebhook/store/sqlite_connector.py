@@ -9,9 +9,10 @@ The WAL is checkpointed by a second connection on its own thread (`checkpoint`, 
 half second), not by whichever commit happens to cross the autocheckpoint size: on the
 committing connection the checkpoint is the acknowledgements' latency tail.
 
-Collection writes run on a third connection, and reads that are not the intake's (collection
-queries, the admin API's) on read-only ones (WAL: readers wait for no writer), each on a
-thread of its own.  On those two every statement has a time budget
+Collection writes run on a third connection, as do the work's records (statuses, jobs,
+request-log lines: `write_apart`, a batch in one crossing), and reads that are not the intake's
+(collection queries, the admin API's) on read-only ones (WAL: readers wait for no writer), each
+on a thread of its own.  On those two every collection statement and read has a time budget
 (`[storage] statement_timeout`, `StatementBudget` in sqlite_effects.py); the intake's connection
 has none: an append is never interrupted.  The processes of one server take turns writing, and
 a server marks the file it serves, by file locks beside it (sqlite_locks.py).
@@ -178,15 +179,15 @@ class SqliteConnector:
 
     @property
     def apart(self) -> bool:
-        """Whether writes may go on the second connection (`write_apart`): a file's (a second
-        connection to :memory: is another, empty database)."""
+        """Whether writes may go on the collection writes' connection (`write_apart`): a file's
+        (a second connection to :memory: is another, empty database)."""
         return self.path != ":memory:"
 
     async def write_apart(self, statements: list[tuple[str, list[tuple]]]) -> None:
-        """Each statement for each of its rows (executemany), in one transaction on the second
-        connection: one thread crossing, where the first connection (aiosqlite, a crossing per
-        statement) would need rows staged in TEMP tables and a script to copy them (~0.6 of the
-        cost without the staging)."""
+        """Each statement for each of its rows (executemany), in one transaction on the
+        collection writes' connection: one thread crossing, where the intake's (aiosqlite, a
+        crossing per statement) needs the rows staged in TEMP tables and a script to copy them
+        (~0.8 of the cost without the staging)."""
         async with self._writing():
             await self._on_effects_thread(self._write_statements, statements)
 
