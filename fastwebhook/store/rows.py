@@ -117,7 +117,8 @@ class NewRow:
 
     __slots__ = ("sql", "last_id", "_picks")
 
-    def __init__(self, sql: str, last_id: str, written: tuple[str, ...], columns: tuple[str, ...], id_column: str = "id"):
+    def __init__(self, sql: str, last_id: str, written: tuple[str, ...], columns: tuple[str, ...],
+                 id_column: str = "id"):
         self.sql, self.last_id = sql, last_id
         # per column of the row read back: -1 the id, i the i-th value written, None NULL
         self._picks = tuple(-1 if column == id_column else written.index(column) if column in written else None

@@ -30,8 +30,11 @@ class SqliteStore(Store):
         self.record_alerts_script = f"BEGIN IMMEDIATE;\n{alerts}\n{changes}"   # COMMIT: after the read
         # ... and, on a file, record()'s statements for the collection writes' connection: a
         # change to each status, allowed after the statuses the transition table says
-        self.record_final = {after: self.sql["record_final"].format(allowed=", ".join(f"'{before.value}'" for before in befores))
-                             for after in Status if (befores := [b for b, afters in TRANSITIONS.items() if after in afters])}
+        self.record_final = {}
+        for after in Status:
+            befores = [f"'{before.value}'" for before, afters in TRANSITIONS.items() if after in afters]
+            if befores:   # (nothing becomes queued again)
+                self.record_final[after] = self.sql["record_final"].format(allowed=", ".join(befores))
 
     async def open(self) -> None:   # with the table of allowed transitions record() reads
         await self.db.open()
@@ -154,8 +157,9 @@ class SqliteStore(Store):
         """Status changes, jobs and request-log lines in one transaction, in one thread crossing;
         a change the transition table does not allow is left out.  On a file they go in on the
         collection writes' connection (`write_apart`), a statement for each kind of row;
-        otherwise one script writes them from staged rows.  Alerts (failure workflows' deliveries) go into the
-        intake in that script, before the changes, for the failed executions it makes final."""
+        otherwise one script writes them from staged rows.  Alerts (failure workflows'
+        deliveries) go into the intake in that script, before the changes, for the failed
+        executions it makes final."""
         jobs = [(j.execution, j.position, j.node, j.type, j.status, j.result, j.error, j.logs, j.duration_ms)
                 for j in records.jobs]
         requests = [(r.at, r.ip, r.method, r.path, r.workflow, r.status, r.reason, r.body_size, r.duration_ms,
@@ -164,7 +168,7 @@ class SqliteStore(Store):
             changes: dict[str, list[tuple]] = {}
             for f in records.finals.values():
                 sql = self.record_final.get(f.status)
-                if sql is not None:   # (nothing may become queued again)
+                if sql is not None:
                     changes.setdefault(sql, []).append((f.status.value, f.started_at, f.finished_at, f.error, f.id))
             await self.db.write_apart([*changes.items(), (self.sql["insert_job"], jobs),
                                        (self.sql["insert_request"], requests)])

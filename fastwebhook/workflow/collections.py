@@ -103,7 +103,8 @@ class Collection:
         sql = f"INSERT INTO {self.table} ({listed}) VALUES ({marks})"
         new_row = None
         if upsert_on:
-            updates = [f'"{n}" = excluded."{n}"' for n in fields if n not in upsert_on] + ['"updated_at" = excluded."updated_at"']
+            updates = [f'"{n}" = excluded."{n}"' for n in fields if n not in upsert_on] \
+                + ['"updated_at" = excluded."updated_at"']
             conflict = ", ".join(f'"{f}"' for f in upsert_on)
             sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
         else:
