@@ -33,7 +33,7 @@ import aiosqlite
 from ..core.errors import StoreError
 from .base import StatementTimeout
 from .sql import queries
-from .sqlite_effects import StatementBudget, Stopped, write_batch
+from .sqlite_effects import StatementBudget, Stopped, write_batch, write_rows
 from .sqlite_locks import ServedMark, WriterLock
 
 CACHE_KIB = 16384
@@ -184,26 +184,16 @@ class SqliteConnector:
         return self.path != ":memory:"
 
     async def write_apart(self, statements: list[tuple[str, list[tuple]]]) -> None:
-        """Each statement for each of its rows (executemany), in one transaction on the
-        collection writes' connection: one thread crossing, where the intake's (aiosqlite, a
+        """Each statement for each of its rows, in one transaction on the collection writes'
+        connection (`write_rows`): one thread crossing, where the intake's (aiosqlite, a
         crossing per statement) needs the rows staged in TEMP tables and a script to copy them
         (~0.8 of the cost without the staging)."""
         async with self._writing():
-            await self._on_effects_thread(self._write_statements, statements)
+            await self._on_effects_thread(self._write_rows, statements)
 
-    def _write_statements(self, statements: list[tuple[str, list[tuple]]]) -> None:
-        db = self._effects_db
+    def _write_rows(self, statements: list[tuple[str, list[tuple]]]) -> None:
         with _wrapped("write"):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, rows in statements:
-                    if rows:
-                        db.executemany(sql, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            write_rows(self._effects_db, statements)
 
     def _apply_effects(self, effects: list, start: int, stopped: dict, insert_job: str) -> list:
         with _wrapped("collection write"):

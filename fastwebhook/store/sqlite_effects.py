@@ -1,6 +1,7 @@
 """Collection writes on SQLite, on the effects connection's own thread: a batch of effects (a
 node's writes and its job row each) in one transaction, an effect that fails undone alone, each
-within the statement budget (a watchdog that interrupts a statement past it)."""
+within the statement budget (a watchdog that interrupts a statement past it); and, on the same
+thread, the work's records (`write_rows`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,20 @@ def write_batch(db: sqlite3.Connection, budget: StatementBudget, effects: list, 
             db.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def write_rows(db: sqlite3.Connection, statements: list[tuple[str, list[tuple]]]) -> None:
+    """Each statement for each of its rows (executemany), in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            if rows:
+                db.executemany(sql, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 MAX_ROWID = (1 << 63) - 1
