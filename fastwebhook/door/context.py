@@ -59,11 +59,15 @@ class Context(dict):
         self[key] = value
         return value
 
-    def filled(self) -> dict:
+    def filled(self, raw: bool = True) -> dict:
         """Itself with every key computed, for whoever takes the whole context (a dict: JSON
-        writes it as one, with no copy)."""
-        for key in ("headers", "query", "data", "raw", "received_at"):
+        writes it as one, with no copy); without `raw` for one that cannot read it."""
+        for key in ("headers", "query", "data", "received_at"):
             self[key]
+        if raw:
+            self["raw"]
+        elif "raw" in self:   # (a template asked for it)
+            return {key: value for key, value in self.items() if key != "raw"}
         return self
 
 

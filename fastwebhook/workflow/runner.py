@@ -106,9 +106,13 @@ class Run:
         """The running node's key (the request node's Idempotency-Key names it)."""
         return self._node.key
 
-    def script_scope(self) -> dict:
-        """The scope as plain data, for a script: what V8 is handed."""
-        context = self.context.filled() if hasattr(self.context, "filled") else dict(self.context)
+    def script_scope(self, raw: bool = True) -> dict:
+        """The scope as plain data, for a script: what V8 is handed (`$context.raw` only for a
+        script that may read it)."""
+        if hasattr(self.context, "filled"):
+            context = self.context.filled(raw)
+        else:
+            context = {key: value for key, value in self.context.items() if raw or key != "raw"}
         return {"$context": context, "$jobsMapByNodeKey": self.results, "$env": dict(self.env),
                 "$system": SYSTEM.as_dict(), "$execution": {"id": self.id_text},
                 "$workflow": {"key": self.workflow.key}}

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
+import pytest
 from burst_support import burst, wait_until
 from client_support import post_json
 from conftest import write_config
@@ -487,3 +488,61 @@ body = "{{$context.data.d}} {{$nodes.record.key}}"
         else:
             key = "c-4" if delivery == "c-6" else delivery
             assert answer.status == 200 and answer.body.decode() == f"{delivery} {key}"
+
+
+# --- what a script's scope holds ----------------------------------------------------------------
+
+RAW = """
+[workflows.raw]
+[[workflows.raw.nodes]]
+key = "named"
+type = "script"
+code = "return $context.raw;"
+[[workflows.raw.nodes]]
+key = "listed"
+type = "script"
+code = "return Object.keys($context).sort();"
+[[workflows.raw.nodes]]
+key = "through_arguments"
+type = "script"
+code = "return arguments[0].raw.length;"
+[[workflows.raw.nodes]]
+key = "plain"
+type = "script"
+code = "return Object.keys($context.data);"
+"""
+
+
+def test_every_script_that_can_name_the_raw_body_gets_it(tmp_path):
+    payloads = [{"n": n, "text": 'a "quoted" value'} for n in range(3)]
+
+    async def test(config, resources, store):
+        return await run_cohort(runs_of(config, resources, "raw", payloads))
+
+    outcomes = run_with(tmp_path, RAW, test)
+    for payload, outcome in zip(payloads, outcomes):
+        assert outcome.status == "resolved", outcome.error
+        results = {job.node: job.result for job in outcome.jobs}
+        body = orjson.dumps(payload).decode()
+        assert results["named"] == body
+        assert "raw" in results["listed"] and "data" in results["listed"]
+        assert results["through_arguments"] == len(body)
+        assert results["plain"] == ["n", "text"]
+
+
+@pytest.mark.parametrize("body, reads", [
+    ("const push = $context.data;\nreturn push.ref;", False),
+    ("return $context.headers['x-event'] + $context . query.page + $context.rawish;", False),
+    ("return $context.raw;", True),
+    ("return $context . raw.length;", True),
+    ("return $context['raw'];", True),
+    ("return $context?.raw;", True),
+    ("return $context/* a comment */.raw;", True),
+    ("return $context.\\u0072aw;", True),
+    ("const {raw} = $context; return raw;", True),
+    ("return JSON.stringify($context);", True),
+    ("return arguments[0].raw;", True),
+    ("return eval('$con' + 'text').raw;", True),
+])
+def test_a_script_reads_the_raw_body_unless_it_cannot_name_it(body, reads):
+    assert Script.function_body(body).reads_raw is reads

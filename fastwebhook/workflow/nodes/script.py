@@ -74,7 +74,8 @@ async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
     """The script's value, its console lines in the running node's job (those it printed before
     failing too: they help to see why)."""
     try:
-        value, logs = await run.resources.scripts.of(run.workflow.key).run(script, run.script_scope(), timeout, memory)
+        pool = run.resources.scripts.of(run.workflow.key)
+        value, logs = await pool.run(script, run.script_scope(script.reads_raw), timeout, memory)
     except ScriptError as error:
         run.logs.extend(error.logs)
         raise
@@ -90,7 +91,7 @@ async def evaluate_cohort(script: Script, timeout: float, memory: int, runs: lis
     scopes: list[dict] = []
     for i, run in enumerate(runs):
         try:
-            scopes.append(run.script_scope())
+            scopes.append(run.script_scope(script.reads_raw))
             scoped.append(i)
         except Exception as exc:  # noqa: BLE001 - fails that run's node alone
             results[i] = exc
