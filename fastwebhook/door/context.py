@@ -28,6 +28,7 @@ REDACTED_HEADERS = frozenset({
     "x-vault-token", "x-shopify-access-token", "set-cookie",
 })
 REDACTED = "[redacted]"
+COMPUTED = ("headers", "query", "data", "raw", "received_at")   # the keys __missing__ makes
 UNPARSED = object()   # context_of(..., data=UNPARSED): `data` is parsed when first read
 
 
@@ -59,16 +60,15 @@ class Context(dict):
         self[key] = value
         return value
 
-    def filled(self, raw: bool = True) -> dict:
+    def filled(self, keys: frozenset[str] | None = None) -> dict:
         """Itself with every key computed, for whoever takes the whole context (a dict: JSON
-        writes it as one, with no copy); without `raw` for one that cannot read it."""
-        for key in ("headers", "query", "data", "received_at"):
-            self[key]
-        if raw:
-            self["raw"]
-        elif "raw" in self:   # (a template asked for it)
-            return {key: value for key, value in self.items() if key != "raw"}
-        return self
+        writes it as one, with no copy); or only those of `keys` it has, for a script that can
+        name no others."""
+        if keys is None:
+            for key in COMPUTED:
+                self[key]
+            return self
+        return {key: self[key] for key in keys if key in COMPUTED or key in self}
 
 
 def context_of(stored: StoredRequest, body: bytes, body_limit: int, data=UNPARSED) -> Context:

@@ -32,6 +32,7 @@ from ..store.rows import Effect, Job, Status, Write, encode_result
 from ..core.units import timestamp
 from .nodes import NODE_TYPES, NodeType
 from .nodes.end import EndExecution
+from .scripts import EVERYTHING, Reads
 from .templates import render_value
 
 
@@ -106,16 +107,29 @@ class Run:
         """The running node's key (the request node's Idempotency-Key names it)."""
         return self._node.key
 
-    def script_scope(self, raw: bool = True) -> dict:
-        """The scope as plain data, for a script: what V8 is handed (`$context.raw` only for a
-        script that may read it)."""
-        if hasattr(self.context, "filled"):
-            context = self.context.filled(raw)
-        else:
-            context = {key: value for key, value in self.context.items() if raw or key != "raw"}
-        return {"$context": context, "$jobsMapByNodeKey": self.results, "$env": dict(self.env),
-                "$system": SYSTEM.as_dict(), "$execution": {"id": self.id_text},
-                "$workflow": {"key": self.workflow.key}}
+    def script_scope(self, reads: Reads = EVERYTHING) -> dict:
+        """The scope as plain data, for a script: what V8 is handed, only what the script can
+        name (scripts.Reads)."""
+        names = reads.parameters
+        scope = {}
+        if "$context" in names:
+            context = self.context
+            keys = reads.context_keys
+            if hasattr(context, "filled"):
+                scope["$context"] = context.filled(keys)
+            else:
+                scope["$context"] = dict(context) if keys is None else {k: context[k] for k in keys if k in context}
+        if "$jobsMapByNodeKey" in names:
+            scope["$jobsMapByNodeKey"] = self.results
+        if "$env" in names:
+            scope["$env"] = dict(self.env)
+        if "$system" in names:
+            scope["$system"] = SYSTEM.as_dict()
+        if "$execution" in names:
+            scope["$execution"] = {"id": self.id_text}
+        if "$workflow" in names:
+            scope["$workflow"] = {"key": self.workflow.key}
+        return scope
 
     def log(self, *parts: Any) -> None:
         """A line in the running node's job record."""

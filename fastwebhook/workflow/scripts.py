@@ -12,7 +12,7 @@ from functools import cached_property
 from ..core.errors import FastwebhookError
 from .v8 import MAX_LOG_LINES
 
-__all__ = ["MAX_LOG_LINES", "Script", "ScriptError"]
+__all__ = ["EVERYTHING", "MAX_LOG_LINES", "Reads", "Script", "ScriptError"]
 
 
 class ScriptError(FastwebhookError):
@@ -29,12 +29,36 @@ class ScriptError(FastwebhookError):
         self.line = line
 
 
-# A body can reach `$context.raw` only through `$context` itself, `arguments` or a direct `eval`
-# (strict mode: no `with`).  Where every `$context` it holds is `$context.<a name, not raw>` and
-# neither of the others appears, no run of it can read the raw body; any other use, however it
-# is spelt (`$context[k]`, `$context?.raw`, a comment in between), counts as reading it.
-_CONTEXT_AS_A_WHOLE = re.compile(r"\$context(?![\w$])(?!\s*\.\s*(?!raw(?![\w$]))[A-Za-z_$][\w$]*)")
-_PARAMETERS_OTHERWISE = re.compile(r"(?<![\w$])(?:arguments|eval)(?![\w$])")
+# A body reaches a run's scope only through the parameters it names, `arguments` or a direct
+# `eval` (strict mode: no `with`).  So a script is handed the parameters it names and, where every
+# `$context` it holds is `$context.<name>`, only those keys of the context.  Whatever could spell
+# a name another way (`arguments`, `eval`, an escape like `\u0024env`) gets the whole scope, and
+# any other use of `$context` (`$context[k]`, `$context?.raw`, a comment before the dot) the whole
+# context.  Extra names (in a string, a comment) only ship more.
+_PARAMETER = re.compile(r"(?<![\w$])\$(?:context|jobsMapByNodeKey|nodes|env|system|execution|workflow)(?![\w$])")
+_CONTEXT_KEY = re.compile(r"\$context\s*\.\s*([A-Za-z_$][\w$]*)")
+_CONTEXT_AS_A_WHOLE = re.compile(r"\$context(?![\w$])(?!\s*\.\s*[A-Za-z_$])")
+_ANY_NAME = re.compile(r"(?<![\w$])(?:arguments|eval)(?![\w$])|\\u")
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What of a run's scope a script can name: its parameters (`$nodes` is handed as
+    `$jobsMapByNodeKey`, the same object) and the keys of `$context` (None: all of them)."""
+
+    parameters: frozenset[str]
+    context_keys: frozenset[str] | None
+
+
+EVERYTHING = Reads(frozenset({"$context", "$jobsMapByNodeKey", "$env", "$system", "$execution", "$workflow"}), None)
+
+
+def reads_of(body: str) -> Reads:
+    if _ANY_NAME.search(body):
+        return EVERYTHING
+    parameters = {"$jobsMapByNodeKey" if name == "$nodes" else name for name in _PARAMETER.findall(body)}
+    keys = None if _CONTEXT_AS_A_WHOLE.search(body) else frozenset(_CONTEXT_KEY.findall(body))
+    return Reads(frozenset(parameters), keys)
 
 
 @dataclass(frozen=True)
@@ -50,11 +74,11 @@ class Script:
         return "__fwh_" + hashlib.sha256(self.body.encode()).hexdigest()[:16]
 
     @cached_property
-    def reads_raw(self) -> bool:
-        """Whether a run may read `$context.raw`.  A scope without it costs V8 ~30 % less to
-        take (the raw body is most of a webhook's scope), and nothing a script that cannot
-        name it does sees the difference."""
-        return bool(_CONTEXT_AS_A_WHOLE.search(self.body) or _PARAMETERS_OTHERWISE.search(self.body))
+    def reads(self) -> Reads:
+        """What of the scope a run of it is handed.  V8 takes a smaller scope for less: the
+        raw body and the headers are most of a webhook's, and a script that cannot name them
+        sees no difference."""
+        return reads_of(self.body)
 
     @classmethod
     def function_body(cls, code: str) -> "Script":

@@ -31,7 +31,7 @@ from fastwebhook.workflow.effects import MAX_BATCH, Effects
 from fastwebhook.workflow.resources import Resources
 from fastwebhook.workflow.runner import Run, job_rows, run_cohort, run_workflow
 from fastwebhook.workflow.script_pool import ScriptPool
-from fastwebhook.workflow.scripts import Script, ScriptError
+from fastwebhook.workflow.scripts import EVERYTHING, Script, ScriptError
 
 PUSHES = """
 [collections.pushes]
@@ -492,57 +492,104 @@ body = "{{$context.data.d}} {{$nodes.record.key}}"
 
 # --- what a script's scope holds ----------------------------------------------------------------
 
-RAW = """
-[workflows.raw]
-[[workflows.raw.nodes]]
+SCOPE = """
+[env]
+REGION = "eu-1"
+
+[workflows.scope]
+[[workflows.scope.nodes]]
+key = "first"
+type = "script"
+code = "return 7;"
+[[workflows.scope.nodes]]
 key = "named"
 type = "script"
-code = "return $context.raw;"
-[[workflows.raw.nodes]]
+code = "return [$context.raw, $context.headers['content-type'], $context.method, $env.REGION, $nodes.first, $jobsMapByNodeKey.first, $execution.id.length, $workflow.key, typeof $system.now];"
+[[workflows.scope.nodes]]
 key = "listed"
 type = "script"
 code = "return Object.keys($context).sort();"
-[[workflows.raw.nodes]]
+[[workflows.scope.nodes]]
 key = "through_arguments"
 type = "script"
-code = "return arguments[0].raw.length;"
-[[workflows.raw.nodes]]
+code = "return [arguments[0].raw.length, arguments[3].REGION, arguments[1].first, arguments[6].key];"
+[[workflows.scope.nodes]]
+key = "through_eval"
+type = "script"
+code = "return eval('$e' + 'nv').REGION + eval('$con' + 'text').method;"
+[[workflows.scope.nodes]]
+key = "escaped"
+type = "script"
+code = "return [\\u0024env.REGION, $context.r\\u0061w.length];"
+[[workflows.scope.nodes]]
 key = "plain"
 type = "script"
 code = "return Object.keys($context.data);"
 """
 
 
-def test_every_script_that_can_name_the_raw_body_gets_it(tmp_path):
+def test_every_script_gets_whatever_of_the_scope_it_can_name(tmp_path):
     payloads = [{"n": n, "text": 'a "quoted" value'} for n in range(3)]
 
     async def test(config, resources, store):
-        return await run_cohort(runs_of(config, resources, "raw", payloads))
+        return await run_cohort(runs_of(config, resources, "scope", payloads))
 
-    outcomes = run_with(tmp_path, RAW, test)
+    outcomes = run_with(tmp_path, SCOPE, test)
     for payload, outcome in zip(payloads, outcomes):
         assert outcome.status == "resolved", outcome.error
         results = {job.node: job.result for job in outcome.jobs}
         body = orjson.dumps(payload).decode()
-        assert results["named"] == body
-        assert "raw" in results["listed"] and "data" in results["listed"]
-        assert results["through_arguments"] == len(body)
+        assert results["named"] == [body, "application/json", "POST", "eu-1", 7, 7, 36, "scope", "string"]
+        assert results["listed"] == sorted(["data", "headers", "ip", "method", "params", "path", "query", "raw",
+                                            "received_at"])
+        assert results["through_arguments"] == [len(body), "eu-1", 7, "scope"]
+        assert results["through_eval"] == "eu-1POST"
+        assert results["escaped"] == ["eu-1", len(body)]
         assert results["plain"] == ["n", "text"]
 
 
-@pytest.mark.parametrize("body, reads", [
-    ("const push = $context.data;\nreturn push.ref;", False),
-    ("return $context.headers['x-event'] + $context . query.page + $context.rawish;", False),
-    ("return $context.raw;", True),
-    ("return $context . raw.length;", True),
-    ("return $context['raw'];", True),
-    ("return $context?.raw;", True),
-    ("return $context/* a comment */.raw;", True),
-    ("return $context.\\u0072aw;", True),
-    ("const {raw} = $context; return raw;", True),
-    ("return JSON.stringify($context);", True),
-    ("return arguments[0].raw;", True),
-    ("return eval('$con' + 'text').raw;", True),
+def test_a_run_hands_a_script_only_what_it_names(tmp_path):
+    """The scope V8 is handed; what a script cannot name never crosses (the raw body above all)."""
+    request = StoredRequest("POST", "/hook", "a=1", [("content-type", "application/json"), ("x-event", "push")],
+                            {}, "127.0.0.1", time.time(), "r-1")
+    context = context_of(request, b'{"ref": "main"}', 1 << 20)
+    config = load_config(str(write_config(tmp_path, "[workflows.hook]")))
+    run = Run((1).to_bytes(16, "big"), config.workflows["hook"], context, {"REGION": "eu-1"}, None)
+
+    def scope(body):
+        return run.script_scope(Script.function_body(body).reads)
+
+    assert scope("return $context.data.ref;") == {"$context": {"data": {"ref": "main"}}}
+    assert scope("return [$context.headers, $context.nothing, $env];") == {
+        "$context": {"headers": {"content-type": "application/json", "x-event": "push"}}, "$env": {"REGION": "eu-1"}}
+    assert scope("return 1;") == {}
+    whole = scope("return $context[key];")["$context"]
+    assert whole["raw"] == '{"ref": "main"}' and whole["query"] == {"a": "1"}
+    assert set(scope("return arguments.length;")) == {"$context", "$jobsMapByNodeKey", "$env", "$system",
+                                                      "$execution", "$workflow"}
+
+
+@pytest.mark.parametrize("body, parameters, keys", [
+    ("const push = $context.data;\nreturn push.ref;", {"$context"}, {"data"}),
+    ("return $context.headers['x-event'] + $context . query.page + $context.rawish;", {"$context"},
+     {"headers", "query", "rawish"}),
+    ("return $context.raw;", {"$context"}, {"raw"}),
+    ("return $context . raw.length;", {"$context"}, {"raw"}),
+    ("return $context['raw'];", {"$context"}, None),
+    ("return $context?.raw;", {"$context"}, None),
+    ("return $context/* a comment */.raw;", {"$context"}, None),
+    ("const {raw} = $context; return raw;", {"$context"}, None),
+    ("return JSON.stringify($context);", {"$context"}, None),
+    ("return $nodes.a + $jobsMapByNodeKey.b + $workflow.key;", {"$jobsMapByNodeKey", "$workflow"}, set()),
+    ("return `${$env.A}` + $system.now + $execution.id;", {"$env", "$system", "$execution"}, set()),
+    ("return my$env + $environment + $env_2;", set(), set()),
+    ("return '$env';", {"$env"}, set()),
+    ("return $context.\\u0072aw;", EVERYTHING.parameters, None),
+    ("return \\u0024env.A;", EVERYTHING.parameters, None),
+    ("return arguments[0].raw;", EVERYTHING.parameters, None),
+    ("return eval('$con' + 'text').raw;", EVERYTHING.parameters, None),
 ])
-def test_a_script_reads_the_raw_body_unless_it_cannot_name_it(body, reads):
-    assert Script.function_body(body).reads_raw is reads
+def test_a_script_reads_the_names_it_holds_and_nothing_else(body, parameters, keys):
+    reads = Script.function_body(body).reads
+    assert reads.parameters == parameters
+    assert reads.context_keys == (None if keys is None else frozenset(keys))

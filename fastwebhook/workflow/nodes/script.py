@@ -75,7 +75,7 @@ async def evaluate(script: Script, timeout: float, memory: int, run) -> Any:
     failing too: they help to see why)."""
     try:
         pool = run.resources.scripts.of(run.workflow.key)
-        value, logs = await pool.run(script, run.script_scope(script.reads_raw), timeout, memory)
+        value, logs = await pool.run(script, run.script_scope(script.reads), timeout, memory)
     except ScriptError as error:
         run.logs.extend(error.logs)
         raise
@@ -91,7 +91,7 @@ async def evaluate_cohort(script: Script, timeout: float, memory: int, runs: lis
     scopes: list[dict] = []
     for i, run in enumerate(runs):
         try:
-            scopes.append(run.script_scope(script.reads_raw))
+            scopes.append(run.script_scope(script.reads))
             scoped.append(i)
         except Exception as exc:  # noqa: BLE001 - fails that run's node alone
             results[i] = exc
