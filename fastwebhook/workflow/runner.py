@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
 
@@ -34,6 +34,9 @@ from .nodes import NODE_TYPES, NodeType
 from .nodes.end import EndExecution
 from .scripts import EVERYTHING, Reads
 from .templates import render_value
+
+if TYPE_CHECKING:   # (the door builds it: door.context.context_of)
+    from ..door.context import Context
 
 
 class _System:
@@ -74,7 +77,7 @@ class Outcome:
 class Run:
     """What one execution sees and leaves behind."""
 
-    def __init__(self, execution_id: bytes, workflow: Workflow, context: Mapping[str, Any],
+    def __init__(self, execution_id: bytes, workflow: Workflow, context: Context,
                  env: Mapping[str, str], resources: Any = None, *, committed: Mapping[str, Job] | None = None,
                  on_response=None):
         self.execution_id = execution_id
@@ -113,12 +116,7 @@ class Run:
         names = reads.parameters
         scope = {}
         if "$context" in names:
-            context = self.context
-            keys = reads.context_keys
-            if hasattr(context, "filled"):
-                scope["$context"] = context.filled(keys)
-            else:
-                scope["$context"] = dict(context) if keys is None else {k: context[k] for k in keys if k in context}
+            scope["$context"] = self.context.filled(reads.context_keys)
         if "$jobsMapByNodeKey" in names:
             scope["$jobsMapByNodeKey"] = self.results
         if "$env" in names:

@@ -18,6 +18,7 @@ import asyncio
 
 import orjson
 
+from ..store.rows import encode_result
 from .context_pool import ContextPool, Served, Waiter, duration_text, first_line
 from .scripts import Script, ScriptError
 from .v8 import Context, js_string, line_in, syntax_error_line
@@ -369,12 +370,7 @@ class ScriptPool(ContextPool):
 
 
 def _scope_text(scope: dict | str) -> str:
-    if isinstance(scope, str):
-        return scope
-    try:   # the common scope: string keys, plain values (orjson's checks for others cost a third more)
-        return orjson.dumps(scope).decode()
-    except TypeError:   # a key that is not a string, a value JSON lacks: the same text, the slow way
-        return orjson.dumps(scope, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return scope if isinstance(scope, str) else encode_result(scope).decode()
 
 
 def _at(line: int | None) -> str:
