@@ -116,20 +116,28 @@ def test_two_hosts_claiming_side_by_side_take_each_delivery_once_and_each_key_on
             await (one if batch % 2 else two).append(batch_deliveries)
         taken: dict[str, list] = {"one": [], "two": []}
 
+        async def claim_once(name, store):
+            claim = await store.claim(name, now, now + 30, 32, none_in_memory, runs_something)
+            taken[name] += [(d, "run") for d in claim.run] + [(d, "duplicate") for d, _ in claim.duplicates]
+
         async def claim_all(name, store):
             deadline = time.monotonic() + 20
             while sum(map(len, taken.values())) < len(expected) and time.monotonic() < deadline:
                 # (a SQLite claim that lost the race to the other store's comes back empty)
-                claim = await store.claim(name, now, now + 30, 32, none_in_memory, runs_something)
-                taken[name] += [(d, "run") for d in claim.run] + [(d, "duplicate") for d, _ in claim.duplicates]
+                await claim_once(name, store)
                 await asyncio.sleep(0.001)   # the other store's turn: the two claim side by side
 
+        # One claim each in turn first: the second host continues where the first left off (which
+        # of two racing hosts wins each round is the scheduler's choice, so it is not asserted).
+        await claim_once("one", one)
+        await claim_once("two", two)
+        assert taken["one"] and taken["two"]
+        assert not set(ids(d for d, _ in taken["one"])) & set(ids(d for d, _ in taken["two"]))
         await asyncio.gather(claim_all("one", one), claim_all("two", two))
         every = taken["one"] + taken["two"]
         assert sorted(ids(d for d, _ in every)) == sorted(ids(expected))       # each once
         runs = [d for d, how in every if how == "run"]
         assert sorted(d.dedup_hash for d in runs) == list(range(37))          # one run per key
-        assert taken["one"] and taken["two"]                                    # side by side
 
     run(url, scenario, stores=2)
 
