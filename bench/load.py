@@ -69,6 +69,9 @@ SQLite, each of these >= 0.9 x its sustained figure; and the burst >= 11 % of ba
 core. CPU per execution by thread is listed for no nodes and for the workflow (sustained and
 steady) beside each one's floor. With --baseline, the sustained workflow and each steady row
 are measured again with that checkout's code right after ours (before/after from the same run).
+--steady-runs N measures each steady row N times, alternating with its --baseline row, and
+reports the run of median executions/s, with the spread of the N: a single run of 30 s moves by
+up to +-15 % on these hosts, so a change smaller than that needs the median of several.
 The tables go to stdout and bench/results/steady.md.
 
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]
@@ -76,12 +79,14 @@ The tables go to stdout and bench/results/steady.md.
     .venv/bin/python bench/load.py --only bare --sustained   # bare, then the sustained run
     .venv/bin/python bench/load.py --sustained [--sustained-seconds 30]   # the sustained run alone
     .venv/bin/python bench/load.py --steady [--steady-seconds 30] [--baseline /tmp/before]   # the steady run alone
+    .venv/bin/python bench/load.py --steady --steady-runs 5 --baseline /tmp/before   # medians of 5 alternated
     .venv/bin/python bench/load.py --baseline /tmp/before --only fastwebhook-commit --only baseline-commit \
         --only fastwebhook-memory --only baseline-memory --runs 3   # before/after
 
 `--sustained` (or `--only sustained`) adds the sustained run to what --only and --families pick,
 or alone runs only it; `--steady` (or `--only steady`) likewise the steady run; with none of these
-every row runs, then the sustained run, then the steady run. Both run once whatever --runs.
+every row runs, then the sustained run, then the steady run. Both run once whatever --runs (the
+steady rows --steady-runs times).
 
 Exits 1 when a receiver could not be measured (its row says why), else 0; missing the speed
 targets is reported, not an error.
@@ -875,6 +880,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steady-seconds", type=int, default=30,
                         help="seconds of load in each steady row and in the steady run's sustained figures "
                              "(default 30)")
+    parser.add_argument("--steady-runs", type=int, default=1,
+                        help="runs of each steady row, alternated with its --baseline row; the run of "
+                             "median executions/s is reported with the spread (default 1)")
     parser.add_argument("--postgres", default=os.environ.get("FASTWEBHOOK_BENCH_POSTGRES", POSTGRES),
                         help="the PostgreSQL of the steady run's PostgreSQL rows, a fresh schema per row "
                              f"(default $FASTWEBHOOK_BENCH_POSTGRES, else {POSTGRES})")
@@ -885,8 +893,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=18080,
                         help="port every receiver listens on (default 18080)")
     args = parser.parse_args(argv)
-    if min(args.duration, args.runs, args.sustained_seconds, args.steady_seconds) < 1:
-        parser.error("--duration, --runs, --sustained-seconds and --steady-seconds must be at least 1")
+    if min(args.duration, args.runs, args.sustained_seconds, args.steady_seconds, args.steady_runs) < 1:
+        parser.error("--duration, --runs, --sustained-seconds, --steady-seconds and --steady-runs must be at least 1")
     if args.drain_timeout <= 0:
         parser.error("--drain-timeout must be positive")
     if SUSTAINED in (args.only or ()):
@@ -1032,9 +1040,26 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                          FLOOR_WORKFLOW):
             if receiver.name not in ceilings:
                 ceilings[receiver.name] = run_sustained(receiver, seconds, args)
-        steady_rows = [measure_steady_row(case, code, args, body_file, Path(session))
-                       for case in STEADY_CASES for code in (None, *([checkout] if checkout else []))]
+        steady_rows = []
+        for case in STEADY_CASES:
+            codes = (None, *([checkout] if checkout else []))
+            runs: dict[Path | None, list[report.SteadyRow]] = {code: [] for code in codes}
+            for _ in range(args.steady_runs):   # ours and the baseline's alternated: drift hits both
+                for code in codes:
+                    runs[code].append(measure_steady_row(case, code, args, body_file, Path(session)))
+            steady_rows += [median_run(runs[code]) for code in codes]
     return report.Steady(seconds, bare, burst, ceilings, steady_rows, floor)
+
+
+def median_run(runs: list[report.SteadyRow]) -> report.SteadyRow:
+    """The run of median executions/s (the lower of the two middle ones), carrying every run's
+    figure; a row with a failed run is that failure."""
+    failed = next((row for row in runs if row.result is None), None)
+    if failed is not None:
+        return failed
+    ranked = sorted(runs, key=lambda row: row.result.per_second)
+    return dataclasses.replace(ranked[(len(ranked) - 1) // 2],
+                               runs=tuple(row.result.per_second for row in runs))
 
 
 def measure_row(receiver: Receiver, duration: int, port: int, body_file: Path, session: Path) -> report.Row:

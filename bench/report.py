@@ -89,6 +89,7 @@ class SteadyRow:
     connections: int
     result: SteadyResult | None
     error: str | None  # why it could not be measured
+    runs: tuple[float, ...] = ()  # with --steady-runs N > 1: executions/s of every run, in order (result: the median's)
 
 
 @dataclass(frozen=True)
@@ -600,6 +601,8 @@ def steady_table(steady: Steady) -> str:
             notes.append(f"{load.duplicates:,} answered as duplicates: dedup keys repeated")
         if result.helper_us is not None:
             notes.append(f"PostgreSQL {result.helper_us:.1f} us CPU/execution")
+        if len(row.runs) > 1:
+            notes.append(f"the median of {len(row.runs)} runs: {min(row.runs):,.0f}-{max(row.runs):,.0f}/s")
         if load.others_cpu_share > BUSY_WARNING:
             notes.append(f"skewed: other processes took {100 * load.others_cpu_share:.0f} % of the CPUs")
         cpu = f"{sum(us for _, us in result.thread_us):.1f}" if result.thread_us else "—"
@@ -698,7 +701,8 @@ def steady_before_after(steady: Steady) -> str:
             continue
         ours, theirs = row.result, base.result
         cpu = lambda result: sum(us for _, us in result.thread_us)  # noqa: E731
-        lines.append(f"- {name} is {ours.per_second / theirs.per_second:.2f}x {base.name}: "
+        medians = f" (medians of {len(row.runs)} alternated runs)" if len(row.runs) > 1 else ""
+        lines.append(f"- {name} is {ours.per_second / theirs.per_second:.2f}x {base.name}{medians}: "
                      f"{ours.per_second:,.0f} vs {theirs.per_second:,.0f} executions/s, "
                      f"{ours.refused_per_second:,.0f} vs {theirs.refused_per_second:,.0f} 503/s, "
                      f"CPU {cpu(ours):.1f} vs {cpu(theirs):.1f} us/execution")
