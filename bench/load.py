@@ -70,8 +70,8 @@ core. CPU per execution by thread is listed for no nodes and for the workflow (s
 steady) beside each one's floor. With --baseline, the sustained workflow and each steady row
 are measured again with that checkout's code right after ours (before/after from the same run).
 --steady-runs N measures each steady row N times, alternating with its --baseline row, and
-reports the run of median executions/s, with the spread of the N: a single run of 30 s moves by
-up to +-15 % on these hosts, so a change smaller than that needs the median of several.
+reports the run of median executions/s, with the spread of the N: runs of the same code differ
+by more than 10 % on these hosts, so a smaller change needs the median of several.
 The tables go to stdout and bench/results/steady.md.
 
     .venv/bin/python bench/load.py [--duration 10] [--runs 3] [--only bare --only fastwebhook-commit]

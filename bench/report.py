@@ -89,7 +89,7 @@ class SteadyRow:
     connections: int
     result: SteadyResult | None
     error: str | None  # why it could not be measured
-    runs: tuple[float, ...] = ()  # with --steady-runs N > 1: executions/s of every run, in order (result: the median's)
+    runs: tuple[float, ...] = ()  # --steady-runs N > 1: every run's executions/s (result: the median run's)
 
 
 @dataclass(frozen=True)
