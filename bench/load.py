@@ -41,7 +41,8 @@ sustained run above, reused when its seconds are the same); the same for fastweb
 (condition -> script in V8 -> create); floor-no-nodes and floor-workflow
 (bench/peers/floor_workflow.py, with --no-nodes and as bench/workflow_load.py runs it: the same
 work done with nothing general in between, load + drain; a bound only where it kept its core
-busy); then the steady rows, each on a fresh server with a config that
+busy) and floor-spec (bench/peers/floor_spec.py: floor-no-nodes with what SPEC.md asks of each
+request done inline); then the steady rows, each on a fresh server with a config that
 has NO [queue] section (the default capacity, workers and hold): no nodes (fastwebhook-steady.toml)
 at 64 and at 256 connections, condition -> script -> create (fastwebhook-steady-workflow.toml) at
 64 and 256, and no nodes on PostgreSQL, one host (fastwebhook-steady-postgres.toml on a fresh
@@ -354,6 +355,13 @@ FLOOR_NO_NODES = Receiver("floor-no-nodes", "bench/peers/floor_workflow.py --no-
                           "batch ONE transaction with each delivery's execution row (resolved) and its dedup key in "
                           "the unique index", peer("floor_workflow.py", "--no-nodes", "--db", "{workdir}/floor.db"),
                           verifies=True, metrics=True)
+# ... and that floor doing, inline, what SPEC.md asks of every such request (ids, the stored
+# request, the dedup window, limits, deadlines, metrics): the no-node rows' bound for a receiver
+# that meets the SPEC (bench/peers/floor_spec.py).
+FLOOR_SPEC = Receiver("floor-spec", "bench/peers/floor_spec.py: floor-no-nodes and, inline, each duty SPEC.md sets "
+                      "for the request (X-Request-Id, a UUIDv7 and X-Execution-Id, the stored request with the "
+                      "signature redacted in the log, the dedup window with its expiry, limits, deadlines, metrics)",
+                      peer("floor_spec.py", "--db", "{workdir}/floor.db"), verifies=True, metrics=True)
 
 
 @dataclass(frozen=True)
@@ -1036,7 +1044,7 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                             body_file, Path(session))
         workflow_baseline = [older(checkout, SUSTAINED_WORKFLOW.name, SUSTAINED_WORKFLOW.description, "workflow")
                              ] if checkout else []
-        for receiver in (SUSTAINED_RECEIVER, FLOOR_NO_NODES, SUSTAINED_WORKFLOW, *workflow_baseline,
+        for receiver in (SUSTAINED_RECEIVER, FLOOR_NO_NODES, FLOOR_SPEC, SUSTAINED_WORKFLOW, *workflow_baseline,
                          FLOOR_WORKFLOW):
             if receiver.name not in ceilings:
                 ceilings[receiver.name] = run_sustained(receiver, seconds, args)

@@ -49,14 +49,15 @@ STEADY_SUSTAINED = {  # steady row: the sustained run of the same work (load, th
     "steady": SUSTAINED, "steady-256": SUSTAINED,
     "steady-workflow": "sustained-workflow", "steady-workflow-256": "sustained-workflow",
 }
-STEADY_FLOORS = {  # steady row: the floor of the same work on SQLite at the same 64 connections
-    # (bench/peers/floor_workflow.py, load + drain, as the sustained figures)
-    "steady": "floor-no-nodes", "steady-workflow": "floor-workflow",
+STEADY_FLOORS = {  # steady row: the floors of the same work on SQLite at the same 64 connections
+    # (bench/peers/floor_workflow.py, and floor_spec.py with the SPEC's duties per request; load +
+    # drain, as the sustained figures)
+    "steady": ("floor-no-nodes", "floor-spec"), "steady-workflow": ("floor-workflow",),
 }
 CPU_BOUND = 0.9   # of one core: a floor using less waits on something, and bounds only its own design
 # CPU per execution by thread is listed for these: each work (no nodes, the workflow) sustained,
 # steady (before and after) and its floor, so that a target missed shows which thread's cost holds it
-CPU_BY_THREAD = ("sustained", "floor-no-nodes", "steady", "baseline-steady",
+CPU_BY_THREAD = ("sustained", "floor-no-nodes", "floor-spec", "steady", "baseline-steady",
                  "sustained-workflow", "baseline-sustained-workflow", "floor-workflow",
                  "steady-workflow", "baseline-steady-workflow")
 
@@ -663,13 +664,14 @@ def steady_targets(steady: Steady) -> str:
                 ratio = rate / sustained.result.per_second
                 line += f", {ratio:.2f}x {STEADY_SUSTAINED[name]} ({sustained.result.per_second:,.0f}/s)"
                 met = met and ratio >= of_sustained
-        floor_name = STEADY_FLOORS.get(name, "")
-        floor = steady.ceilings.get(floor_name)
-        floor_note = _floor_note(floor_name, floor.result.per_second / bare, of_bare,
-                                 floor.result.per_second * sum(us for _, us in floor.result.thread_us) / 1e6,
-                                 rate / floor.result.per_second) \
-            if floor is not None and floor.result is not None else ""
-        lines.append(f"{line} — {'met' if met else 'MISSED'}{floor_note}")
+        floor_notes = ""
+        for floor_name in STEADY_FLOORS.get(name, ()):
+            floor = steady.ceilings.get(floor_name)
+            if floor is not None and floor.result is not None:
+                floor_notes += _floor_note(floor_name, floor.result.per_second / bare, of_bare,
+                                           floor.result.per_second * sum(us for _, us in floor.result.thread_us) / 1e6,
+                                           rate / floor.result.per_second)
+        lines.append(f"{line} — {'met' if met else 'MISSED'}{floor_notes}")
     return "\n".join(lines)
 
 
