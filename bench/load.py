@@ -42,7 +42,8 @@ sustained run above, reused when its seconds are the same); the same for fastweb
 (bench/peers/floor_workflow.py, with --no-nodes and as bench/workflow_load.py runs it: the same
 work done with nothing general in between, load + drain; a bound only where it kept its core
 busy) and floor-spec (bench/peers/floor_spec.py: floor-no-nodes with what SPEC.md asks of each
-request done inline); then the steady rows, each on a fresh server with a config that
+request done inline), and these two no-node floors again from 256 connections (the steady rows'
+second count); then the steady rows, each on a fresh server with a config that
 has NO [queue] section (the default capacity, workers and hold): no nodes (fastwebhook-steady.toml)
 at 64 and at 256 connections, condition -> script -> create (fastwebhook-steady-workflow.toml) at
 64 and 256, and no nodes on PostgreSQL, one host (fastwebhook-steady-postgres.toml on a fresh
@@ -381,17 +382,18 @@ class SteadyCase:
         return older(checkout, self.name, self.description, self.variant, storage)
 
 
+MANY_CONNECTIONS = 256      # the steady rows' second sender count
 _STEADY = 'durability "commit", the default queue (no [queue] section)'
 STEADY_CASES = [
     SteadyCase("steady", "steady", 64, f"fastwebhook-steady.toml: {_STEADY}, no nodes"),
-    SteadyCase("steady-256", "steady", 256, f"fastwebhook-steady.toml: {_STEADY}, no nodes"),
+    SteadyCase("steady-256", "steady", MANY_CONNECTIONS, f"fastwebhook-steady.toml: {_STEADY}, no nodes"),
     SteadyCase("steady-workflow", "steady-workflow", 64,
                f"fastwebhook-steady-workflow.toml: {_STEADY}, condition -> script (V8) -> create"),
-    SteadyCase("steady-workflow-256", "steady-workflow", 256,
+    SteadyCase("steady-workflow-256", "steady-workflow", MANY_CONNECTIONS,
                f"fastwebhook-steady-workflow.toml: {_STEADY}, condition -> script (V8) -> create"),
     SteadyCase("steady-postgres", "steady-postgres", 64,
                f"fastwebhook-steady-postgres.toml: {_STEADY}, no nodes, PostgreSQL, one host", postgres=True),
-    SteadyCase("steady-postgres-256", "steady-postgres", 256,
+    SteadyCase("steady-postgres-256", "steady-postgres", MANY_CONNECTIONS,
                f"fastwebhook-steady-postgres.toml: {_STEADY}, no nodes, PostgreSQL, one host", postgres=True),
 ]
 
@@ -494,7 +496,7 @@ def measure(receiver: Receiver, workdir: Path, port: int, duration: int, body_fi
 
 
 def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int, drain_timeout: float,
-                      body_file: Path) -> SustainedResult:
+                      body_file: Path, connections: int = CONNECTIONS) -> SustainedResult:
     """A burst of load the durable queue absorbs, then the drain: executions per second overall."""
     with running(receiver, workdir, port, body_file) as (process, request):
         pid = process.pid
@@ -506,7 +508,7 @@ def measure_sustained(receiver: Receiver, workdir: Path, port: int, seconds: int
         threads_before = thread_cpu_seconds(pid)
         with CpuAccount(receiver_group=pid) as account:
             started = time.monotonic()
-            load = run_wrk(port, seconds, body_file, request)
+            load = run_wrk(port, seconds, body_file, request, connections)
             load_ended = time.monotonic()
             rss_kib = memory_kib(pid, "VmRSS")
             if rss_kib is None:
@@ -998,15 +1000,17 @@ def say_measured(result: WrkResult) -> None:
         say("  warning: other processes were busy during this run; its figures are skewed")
 
 
-def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace) -> report.Sustained:
+def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace,
+                  connections: int = CONNECTIONS) -> report.Sustained:
     """A sustained run (load, then the drain), once: its result or why it failed."""
-    say(f"[{receiver.name}] {receiver.description}: {WARMUP_SECONDS} s warm-up, {seconds} s of load, "
-        f"then the drain (at most {args.drain_timeout:.0f} s) ...")
+    say(f"[{receiver.name}] {receiver.description}: {WARMUP_SECONDS} s warm-up, {seconds} s of load "
+        f"from {connections} connections, then the drain (at most {args.drain_timeout:.0f} s) ...")
     with tempfile.TemporaryDirectory(prefix="fastwebhook-bench-") as session:
         body_file = Path(session) / "body.json"
         body_file.write_bytes(payload.BODY)
         try:
-            result = measure_sustained(receiver, Path(session), args.port, seconds, args.drain_timeout, body_file)
+            result = measure_sustained(receiver, Path(session), args.port, seconds, args.drain_timeout, body_file,
+                                       connections)
         except ReceiverError as error:
             say(f"  FAILED: {error}")
             return report.Sustained(receiver.description, seconds, None, str(error))
@@ -1048,6 +1052,11 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                          FLOOR_WORKFLOW):
             if receiver.name not in ceilings:
                 ceilings[receiver.name] = run_sustained(receiver, seconds, args)
+        # the no-node floors again from as many senders as the rows of 256 (at 64 they wait on
+        # their commits more than they work)
+        for receiver in (FLOOR_NO_NODES, FLOOR_SPEC):
+            name = f"{receiver.name}-{MANY_CONNECTIONS}"
+            ceilings[name] = run_sustained(dataclasses.replace(receiver, name=name), seconds, args, MANY_CONNECTIONS)
         steady_rows = []
         for case in STEADY_CASES:
             codes = (None, *([checkout] if checkout else []))

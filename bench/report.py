@@ -38,6 +38,7 @@ BASELINES = [  # (row, the same config served by the --baseline checkout's code)
     (MEMORY, "baseline-memory"),
 ]
 BURST, BURST_TARGET, BURST_P99_MS = "burst", 0.11, 30.0  # its acked req/s as a share of bare's, p99 at most
+BURST_CONNECTIONS = 64      # the burst's and floor-log's (bench/load.py CONNECTIONS)
 STEADY_TARGETS = [  # (steady row, its executions/s as a share of bare's req/s at least, of its sustained's)
     ("steady", 0.10, 0.9),
     ("steady-256", 0.10, 0.9),
@@ -49,15 +50,16 @@ STEADY_SUSTAINED = {  # steady row: the sustained run of the same work (load, th
     "steady": SUSTAINED, "steady-256": SUSTAINED,
     "steady-workflow": "sustained-workflow", "steady-workflow-256": "sustained-workflow",
 }
-STEADY_FLOORS = {  # steady row: the floors of the same work on SQLite at the same 64 connections
+STEADY_FLOORS = {  # steady row: the floors of the same work on SQLite from as many connections
     # (bench/peers/floor_workflow.py, and floor_spec.py with the SPEC's duties per request; load +
     # drain, as the sustained figures)
     "steady": ("floor-no-nodes", "floor-spec"), "steady-workflow": ("floor-workflow",),
+    "steady-256": ("floor-no-nodes-256", "floor-spec-256"),
 }
 CPU_BOUND = 0.9   # of one core: a floor using less waits on something, and bounds only its own design
 # CPU per execution by thread is listed for these: each work (no nodes, the workflow) sustained,
 # steady (before and after) and its floor, so that a target missed shows which thread's cost holds it
-CPU_BY_THREAD = ("sustained", "floor-no-nodes", "floor-spec", "steady", "baseline-steady",
+CPU_BY_THREAD = ("sustained", "floor-no-nodes", "floor-spec", "floor-spec-256", "steady", "baseline-steady",
                  "sustained-workflow", "baseline-sustained-workflow", "floor-workflow",
                  "steady-workflow", "baseline-steady-workflow")
 
@@ -641,7 +643,7 @@ def steady_targets(steady: Steady) -> str:
         lines.append(f"{goal}: {100 * share:.1f} % of bare, p99 {burst.p99_ms:.2f} ms"
                      + (f", {burst.non_2xx_3xx:,} non-2xx" if burst.non_2xx_3xx else "")
                      + f" — {'met' if met else 'MISSED'}"
-                     + (_floor_note(floor.name, floor.per_second / bare, BURST_TARGET,
+                     + (_floor_note(floor.name, BURST_CONNECTIONS, floor.per_second / bare, BURST_TARGET,
                                     floor.per_second * (floor.cpu_us or 0.0) / 1e6, burst.per_second / floor.per_second)
                         if floor is not None and floor.measured else ""))
     rows = {row.name: row for row in steady.rows}
@@ -668,14 +670,14 @@ def steady_targets(steady: Steady) -> str:
         for floor_name in STEADY_FLOORS.get(name, ()):
             floor = steady.ceilings.get(floor_name)
             if floor is not None and floor.result is not None:
-                floor_notes += _floor_note(floor_name, floor.result.per_second / bare, of_bare,
+                floor_notes += _floor_note(floor_name, row.connections, floor.result.per_second / bare, of_bare,
                                            floor.result.per_second * sum(us for _, us in floor.result.thread_us) / 1e6,
                                            rate / floor.result.per_second)
         lines.append(f"{line} — {'met' if met else 'MISSED'}{floor_notes}")
     return "\n".join(lines)
 
 
-def _floor_note(floor: str, share: float, target: float, cores: float, of_floor: float) -> str:
+def _floor_note(floor: str, connections: int, share: float, target: float, cores: float, of_floor: float) -> str:
     """Where the floor of the same work stands against the target, and whether it proves a limit:
     only a floor that kept its core busy does (one that waited bounds its own design alone); and
     the row as a multiple of its floor, which holds where bare's share moves with the host (bare
@@ -686,7 +688,7 @@ def _floor_note(floor: str, share: float, target: float, cores: float, of_floor:
         verdict = "below the target with its core busy: the target is beyond this work here"
     else:
         verdict = "below the target, but not CPU-bound: no proof of a limit"
-    return (f" (its floor at 64 connections, {floor}: {100 * share:.1f} % of bare at {cores:.2f} of a core, "
+    return (f" (its floor at {connections} connections, {floor}: {100 * share:.1f} % of bare at {cores:.2f} of a core, "
             f"{verdict}; this row is {of_floor:.2f}x the floor)")
 
 
