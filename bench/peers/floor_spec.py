@@ -45,6 +45,7 @@ import orjson
 import uvloop
 
 import floor
+import floor_workflow
 
 MAX_HEADER_SIZE = 16384
 MAX_BODY_SIZE = 1 << 20
@@ -60,11 +61,6 @@ ACCEPTED_HEAD = (b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\nco
 DUPLICATE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 76\r\n"
                   b"x-request-id: ")
 METRICS_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS executions (id BLOB PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
-    created_at REAL NOT NULL, finished_at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedup_keys (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
-"""
 _request_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _requests = itertools.count(1)
 _random = random.Random(os.urandom(8)).getrandbits
@@ -122,7 +118,7 @@ class Log:
         self.committed: list[tuple] = []  # ... of the batches committed, waiting to be resolved
         self.wake = asyncio.Event()
         self.resolve_wake = asyncio.Event()
-        store.thread.submit(store.db.executescript, SCHEMA).result()
+        store.thread.submit(store.db.executescript, floor_workflow.NO_NODES_SCHEMA).result()
 
     def add(self, record: bytes, transport, answer: bytes, execution: tuple) -> None:
         self.records.append(record)
@@ -151,7 +147,7 @@ class Log:
             await self.resolve_wake.wait()
             self.resolve_wake.clear()
             batch, self.committed = self.committed, []
-            await loop.run_in_executor(self.store.thread, self.resolve, batch)
+            await loop.run_in_executor(self.store.thread, floor_workflow.resolve, self.store.db, batch)
             metrics = self.metrics
             metrics.executions += len(batch)
             metrics.depth -= len(batch)
@@ -159,23 +155,6 @@ class Log:
 
     def append(self, records: list[bytes]) -> None:
         self.store.db.execute("INSERT INTO log (records) VALUES (?)", (b"".join(records),))
-
-    def resolve(self, batch: list[tuple]) -> None:
-        now = time.time()
-        db = self.store.db
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR IGNORE INTO dedup_keys VALUES (?, ?, ?)",
-                           [(key_hash, execution, expires) for execution, key_hash, expires, _ in batch])
-            db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
-                           [(execution, received, now) for execution, _, _, received in batch])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.execute("PRAGMA synchronous=FULL")   # the log's appends
 
 
 class SpecProtocol(asyncio.Protocol):

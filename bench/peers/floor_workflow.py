@@ -54,16 +54,19 @@ DRIVER = """
 const __script = new Function("$context", %s);
 function __runBatch(text) { return JSON.stringify(JSON.parse(text).map(__script)); }
 """ % orjson.dumps(SCRIPT).decode()
-SCHEMA = """
+# what --no-nodes writes (and floor_spec.py): each execution's row and its dedup key
+NO_NODES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (id BLOB PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
     created_at REAL NOT NULL, finished_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup_keys (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
+"""
+SCHEMA = NO_NODES_SCHEMA + """
 CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY, execution BLOB NOT NULL, position INTEGER NOT NULL,
     node TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL, result BLOB, duration_ms REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_by_execution ON jobs (execution, position);
 CREATE TABLE IF NOT EXISTS records_pushes (id INTEGER PRIMARY KEY, delivery TEXT, branch TEXT, "commit" TEXT,
     pusher TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS records_pushes_unique_1 ON records_pushes (delivery);
-CREATE TABLE IF NOT EXISTS dedup_keys (hash INTEGER PRIMARY KEY, execution BLOB NOT NULL, expires_at REAL NOT NULL);
 """
 DEDUP_TTL = 86400.0
 METRICS = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n")
@@ -120,22 +123,8 @@ class Runner:
 
     def resolve(self, batch) -> None:
         """--no-nodes: each delivery's execution row, final, and its key in the unique index."""
-        now = time.time()
-        rows = [(new_id(), key, received) for key, _, received in batch]
-        db = self.db
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR IGNORE INTO dedup_keys VALUES (?, ?, ?)",
-                           [(hash(key), execution, now + DEDUP_TTL) for execution, key, _ in rows])
-            db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
-                           [(execution, received, now) for execution, _, received in rows])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.execute("PRAGMA synchronous=FULL")   # the log's appends
+        expires = time.time() + DEDUP_TTL
+        resolve(self.db, [(new_id(), hash(key), expires, received) for key, _, received in batch])
 
     def write(self, batch, on_main, results) -> None:
         now = time.time()
@@ -164,6 +153,25 @@ class Runner:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+
+def resolve(db, rows: list[tuple[bytes, int, float, float]]) -> None:
+    """Executions that run nothing, ONE transaction: each one's row, final (resolved), and its
+    dedup key in the unique index; rows of (execution id, key hash, its expiry, received at)."""
+    now = time.time()
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR IGNORE INTO dedup_keys VALUES (?, ?, ?)",
+                       [(key_hash, execution, expires) for execution, key_hash, expires, _ in rows])
+        db.executemany("INSERT INTO executions VALUES (?, 'bench', 'resolved', ?, ?)",
+                       [(execution, received, now) for execution, _, _, received in rows])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    finally:
+        db.execute("PRAGMA synchronous=FULL")   # the log's appends
 
 
 class WorkflowProtocol(floor.FloorProtocol):
