@@ -103,7 +103,7 @@ def query_of(query_string: str) -> dict:
 def stored_headers(pairs: list[tuple[str, str]], secret: frozenset[str]) -> list[tuple[str, str]]:
     """The request's headers as stored (names lower-cased, as the protocol gives them), the
     values of `secret` ones (REDACTED_HEADERS and the scheme's own) replaced."""
-    return [(name, REDACTED) if name in secret else (name, value) for name, value in pairs]
+    return [(pair[0], REDACTED) if pair[0] in secret else pair for pair in pairs]
 
 
 def stored_query(query_string: bytes, secret_names: frozenset[str]) -> str:

@@ -72,6 +72,7 @@ class Trigger:
         metrics = door.metrics
         self.duration = metrics.request_duration.slot(self.key)
         self.answered = {code: metrics.requests.slot(self.key, str(code)) for code in _CODES}
+        self.answered_202 = self.answered[202]   # the hot path's own
         self.duplicates = metrics.duplicates.slot(self.key)
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -144,9 +145,9 @@ class Trigger:
     def respond(self, request: Request, outcome: Receipt, started: float) -> Response | None:
         """The answer to an outcome; None for an accepted sync offer (its run answers)."""
         kind = outcome.kind
-        if kind == Offered.ACCEPTED:
+        if kind is Offered.ACCEPTED:
             return None if self.sync else self.accepted(request, outcome.execution, started)
-        if kind == Offered.DUPLICATE:
+        if kind is Offered.DUPLICATE:
             return self.duplicate(request, outcome.execution, started)
         if kind == Offered.QUEUE_FULL:
             return self.refuse(request, QUEUE_FULL, "queue_full", started)
@@ -167,7 +168,8 @@ class Trigger:
     # -- answers --------------------------------------------------------------------------------
     def accepted(self, request: Request, execution_id: bytes, started: float) -> Response:
         id_bytes = to_text(execution_id).encode()
-        self._count(202, started)
+        self.answered_202.value += 1
+        self.duration.observe(time.perf_counter() - started)
         return Response(202, b'{"execution_id":"' + id_bytes + b'","status":"queued"}',
                         headers=((b"x-execution-id", id_bytes),))
 

@@ -8,11 +8,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in REASONS.items()}
 JSON = b"application/json"
+NO_HEADERS = CIMultiDictProxy(CIMultiDict())
 
 
 class Request:
@@ -30,8 +31,8 @@ class Request:
         path, _, query = target.partition(b"?")
         self.path = path.decode("latin-1")
         self.query_string = query
-        self.headers: CIMultiDict[str] = CIMultiDict()
-        self.header_list: list[tuple[str, str]] = []    # as received, names lower-cased
+        self.headers: CIMultiDictProxy[str] = NO_HEADERS   # the protocol sets both once the head is read
+        self.header_list: list[tuple[str, str]] = []      # as received, names lower-cased
         self.body = b""
         self.http_version = "1.1"
         self.keep_alive = True
@@ -80,14 +81,12 @@ class Response:
     def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
         """Status line, headers and body as one bytes object: one write, one syscall."""
         status_line = _STATUS_LINES.get(self.status) or f"HTTP/1.1 {self.status} Unknown\r\n".encode()
-        parts = [status_line, b"content-type: ", self.content_type,
-                 b"\r\ncontent-length: ", str(len(self.body)).encode(),
-                 b"\r\nx-request-id: ", request_id]
-        for name, value in self.headers:
-            parts += (b"\r\n", name, b": ", value)
-        parts.append(b"\r\n\r\n" if keep_alive and not self.close else b"\r\nconnection: close\r\n\r\n")
-        parts.append(self.body)
-        return b"".join(parts)
+        extra = b"".join([b"\r\n%s: %s" % header for header in self.headers]) if self.headers else b""
+        body = self.body
+        return b"".join((status_line, b"content-type: ", self.content_type, b"\r\ncontent-length: ",
+                         str(len(body)).encode(), b"\r\nx-request-id: ", request_id, extra,
+                         b"\r\n\r\n" if keep_alive and not self.close else b"\r\nconnection: close\r\n\r\n",
+                         body))
 
 
 def answered_status(done: asyncio.Future) -> int:

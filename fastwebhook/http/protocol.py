@@ -101,7 +101,10 @@ class HttpProtocol(asyncio.Protocol):
         self.writing_paused = False
         self.held = 0                # requests in the pipeline the application holds
         self.max_header_size = limits.max_header_size
+        self.read_timeout = limits.read_timeout
+        self.tick = limits.tick
         self.incoming: _Incoming | None = None
+        self.valid_host = ""         # the last Host found valid on this connection
         # timers: one handle, re-armed lazily to the nearest deadline
         self.deadline = 0.0
         self.deadline_kind: Deadline | None = None
@@ -174,7 +177,11 @@ class HttpProtocol(asyncio.Protocol):
     # -- parser callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.incoming = _Incoming()
-        self._set_deadline(Deadline.READ, self.limits.read_timeout)
+        # _set_deadline(READ) inlined: this runs for every request
+        self.deadline_kind = Deadline.READ
+        self.deadline = self.loop.time() + self.read_timeout
+        if self.timer is None:
+            self._arm()
 
     def on_url(self, url: bytes) -> None:
         incoming = self.incoming
@@ -206,8 +213,13 @@ class HttpProtocol(asyncio.Protocol):
         request.headers = headers = CIMultiDict(incoming.raw_headers)
         hosts = headers.getall("host", ())
         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0), and a valid one
-        if len(hosts) > 1 or (version == "1.1" and not hosts) or (hosts and not valid_host(hosts[0])):
-            raise _Reject(BAD_HOST)
+        if len(hosts) != 1:
+            if hosts or version == "1.1":
+                raise _Reject(BAD_HOST)
+        elif hosts[0] != self.valid_host:   # a connection's requests name the same host: checked once
+            if not valid_host(hosts[0]):
+                raise _Reject(BAD_HOST)
+            self.valid_host = hosts[0]
         coding = headers.get("transfer-encoding")
         if coding is not None and (version == "1.0" or coding.strip().lower() != "chunked"):
             # RFC 9112 6.1: in HTTP/1.0 the framing of such a message is faulty; and the parser
@@ -246,11 +258,11 @@ class HttpProtocol(asyncio.Protocol):
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.deadline_kind = None
         response = self.app.handle(request)
+        if not self.pipeline and not isinstance(response, asyncio.Future):   # the common case
+            self._send(request.request_id.encode(), request.keep_alive, request.method == "HEAD", response)
+            return
         pending = _Pending(request.request_id.encode(), request.keep_alive, response,
                            request.method == "HEAD", request.held)
-        if not self.pipeline and not isinstance(response, asyncio.Future):
-            self._write(pending, response)
-            return
         self.pipeline.append(pending)
         if pending.held:   # not read on until the application lets it in (or refuses it)
             self.held += 1
@@ -319,11 +331,14 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
 
     def _write(self, pending: _Pending, response: Response) -> None:
+        self._send(pending.request_id, pending.keep_alive, pending.head_only, response)
+
+    def _send(self, request_id: bytes, keep_alive: bool, head_only: bool, response: Response) -> None:
         if self.closing:
             return
-        keep_alive = pending.keep_alive and not response.close
-        data = response.encode(pending.request_id, keep_alive)
-        if pending.head_only and response.body:
+        keep_alive = keep_alive and not response.close
+        data = response.encode(request_id, keep_alive)
+        if head_only and response.body:
             # RFC 9110 9.3.2: content after a HEAD answer would be read as the next response
             data = data[:-len(response.body)]
         self.transport.write(data)
@@ -379,10 +394,12 @@ class HttpProtocol(asyncio.Protocol):
         """Setting a deadline is an assignment; the one timer wakes at least every `tick`
         seconds while a deadline is set, so it is never late for a deadline set after it."""
         self.deadline_kind = kind
-        now = self.loop.time()
-        self.deadline = now + seconds
+        self.deadline = self.loop.time() + seconds
         if self.timer is None:
-            self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
+            self._arm()
+
+    def _arm(self) -> None:
+        self.timer = self.loop.call_at(min(self.deadline, self.loop.time() + self.tick), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -395,7 +412,7 @@ class HttpProtocol(asyncio.Protocol):
             else:  # a request still arriving, or a quiet keep-alive connection: just drop it
                 self._close()
         else:
-            self.timer = self.loop.call_at(min(self.deadline, now + self.limits.tick), self._on_timer)
+            self.timer = self.loop.call_at(min(self.deadline, now + self.tick), self._on_timer)
 
 
 def new_request_id() -> str:

@@ -257,11 +257,14 @@ class Intake:
             self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
             self.copies_size += len(batch)
         _call(self.on_committed)
+        waiting = self.waiting
         for delivery, settle in zip(batch, settles):
-            waiters = self.waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
-            accepted = Receipt(Offered.ACCEPTED, delivery.id)
+            waiters = waiting.pop(delivery.id, None) if delivery.dedup_hash is not None else None
             if settle is not None:
-                _call(settle, accepted)
+                try:   # (_call inlined: once per delivery)
+                    settle(Receipt(Offered.ACCEPTED, delivery.id))
+                except Exception:  # noqa: BLE001
+                    log.exception("a commit callback failed")
             if waiters:
                 duplicate = Receipt(Offered.DUPLICATE, delivery.id)
                 for waiter in waiters:
