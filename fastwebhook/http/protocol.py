@@ -304,13 +304,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _answer_of(self, future: asyncio.Future) -> Response:
         """A finished future's response; one that failed is our bug: 500, and the log says why."""
-        if future.cancelled():
+        try:
+            response = future.result()
+        except asyncio.CancelledError:
             return Response.error(503, "shutting down", ((b"retry-after", b"1"),))
-        error = future.exception()
-        if error is not None:
+        except BaseException as error:  # noqa: BLE001 (whatever it failed with is our bug)
             self.app.internal_error(error)
             return FAILED_ANSWER
-        response = future.result()
         if not isinstance(response, Response):
             self.app.internal_error(TypeError(f"a handler answered {response!r}, not a Response"))
             return FAILED_ANSWER

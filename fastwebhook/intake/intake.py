@@ -253,7 +253,8 @@ class Intake:
         if self.window_size + len(batch) <= WINDOW:
             self.window[seq] = batch
             self.window_size += len(batch)
-        elif self.copies_size + len(batch) <= COPIES_WINDOW and all(self.runs_nothing(d.workflow) for d in batch):
+        elif self.copies_size + len(batch) <= COPIES_WINDOW \
+                and all(map(self.runs_nothing, {d.workflow for d in batch})):
             self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
             self.copies_size += len(batch)
         _call(self.on_committed)
