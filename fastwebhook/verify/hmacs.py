@@ -1,7 +1,10 @@
 """HMAC helpers every MAC scheme reuses, and the `github` scheme (the hot one).
 
-Keys are prepared once at build time: copying a keyed OpenSSL HMAC object skips the key
-schedule, which measured faster than `hmac.new` or one-shot `hmac.digest` per request.
+Keys are prepared once at build time as RFC 2104's two hash states, the key absorbed into
+each: a request's MAC is then two copies, two updates and a digest, all of them C calls.  Copying
+a keyed `hmac.HMAC` instead skips the key schedule too, but its copy, update and digest are
+Python methods around the same C objects: ~0.8 us more a request (2.3 against 1.5 us for the
+micro benchmark's 1,160-byte body), `hmac.new` or one-shot `hmac.digest` more still.
 """
 
 from __future__ import annotations
@@ -23,9 +26,34 @@ ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.
 MAX_SIGNATURES = 16
 
 
-def keyed(secrets: Iterable[bytes], digestmod: Callable[..., Any]) -> tuple[hmac.HMAC, ...]:
-    """One keyed HMAC per secret, to be `.copy()`-ed per request."""
-    return tuple(hmac.new(secret, digestmod=digestmod) for secret in secrets)
+Keyed = tuple[Any, Any]   # (inner, outer): hash objects with the padded key absorbed
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+def keyed(secrets: Iterable[bytes], digestmod: Callable[..., Any]) -> tuple[Keyed, ...]:
+    """Per secret, HMAC's inner and outer hash states with the key absorbed (RFC 2104: a key
+    longer than the block is hashed first, a shorter one padded with zeros), to be `.copy()`-ed
+    per request by `mac`."""
+    prepared = []
+    for secret in secrets:
+        inner, outer = digestmod(), digestmod()
+        if len(secret) > inner.block_size:
+            secret = digestmod(secret).digest()
+        secret = secret.ljust(inner.block_size, b"\0")
+        inner.update(secret.translate(_INNER_PAD))
+        outer.update(secret.translate(_OUTER_PAD))
+        prepared.append((inner, outer))
+    return tuple(prepared)
+
+
+def mac(key: Keyed, pieces: Iterable[bytes]) -> Any:
+    """HMAC(key, the pieces joined), as a finished hash object (`hex_mac` or `base64_mac` it)."""
+    inner, outer = key[0].copy(), key[1].copy()
+    for piece in pieces:
+        inner.update(piece)
+    outer.update(inner.digest())
+    return outer
 
 
 def hex_mac(mac: hmac.HMAC) -> str:
@@ -73,16 +101,13 @@ def signature_candidates(value: str, prefix: str, normalize: Callable[[str], str
     return candidates
 
 
-def any_match(keys: tuple[hmac.HMAC, ...], pieces: Iterable[bytes], candidates: list[str],
-              encode: Callable[[hmac.HMAC], str]) -> bool:
+def any_match(keys: tuple[Keyed, ...], pieces: Iterable[bytes], candidates: list[str],
+              encode: Callable[[Any], str]) -> bool:
     """Whether any secret's MAC over ``pieces`` equals any candidate (constant-time compare)."""
     if not candidates:
         return False
     for key in keys:
-        mac = key.copy()
-        for piece in pieces:
-            mac.update(piece)
-        expected = encode(mac)
+        expected = encode(mac(key, pieces))
         for candidate in candidates:
             if hmac.compare_digest(expected, candidate):
                 return True
