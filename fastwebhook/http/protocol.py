@@ -267,10 +267,11 @@ class HttpProtocol(asyncio.Protocol):
         if pending.held:   # not read on until the application lets it in (or refuses it)
             self.held += 1
             self._pause_reading()
-        if isinstance(response, asyncio.Future):
+        if isinstance(response, asyncio.Future):   # its callback flushes: nothing behind it goes out before
             response.add_done_callback(self._flush)
             self._set_deadline(Deadline.ANSWER, self.limits.answer_timeout)
-        self._flush()
+        else:
+            self._flush()
         if len(self.pipeline) >= MAX_PIPELINE:
             self._pause_reading()
 
@@ -295,11 +296,11 @@ class HttpProtocol(asyncio.Protocol):
                 head = self._answer_of(head)
             pending = pipeline.popleft()
             self.held -= pending.held
-            self._write(pending, head)
+            self._send(pending.request_id, pending.keep_alive, pending.head_only, head)
         # below the high-water mark again, unless a refusal waits at the end or a request is
         # held: then nothing more is read
-        if len(pipeline) < MAX_PIPELINE and not self.writing_paused and not self.held and not (
-                pipeline and isinstance(pipeline[-1].response, _Raw)):
+        if self.reading_paused and len(pipeline) < MAX_PIPELINE and not self.writing_paused and not self.held \
+                and not (pipeline and isinstance(pipeline[-1].response, _Raw)):
             self._resume_reading()
 
     def _answer_of(self, future: asyncio.Future) -> Response:
@@ -326,12 +327,9 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(head, asyncio.Future):
                 head.remove_done_callback(self._flush)
                 head = self._answer_of(head) if head.done() else NO_ANSWER
-            self._write(pending, head)
+            self._send(pending.request_id, pending.keep_alive, pending.head_only, head)
         if not self.closing:
             self._close()
-
-    def _write(self, pending: _Pending, response: Response) -> None:
-        self._send(pending.request_id, pending.keep_alive, pending.head_only, response)
 
     def _send(self, request_id: bytes, keep_alive: bool, head_only: bool, response: Response) -> None:
         if self.closing:

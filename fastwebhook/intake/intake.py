@@ -21,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from enum import Enum
+from operator import attrgetter
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
@@ -63,6 +64,7 @@ class Receipt:
 
 QUEUE_FULL = Receipt(Offered.QUEUE_FULL)
 STORE_DOWN = Receipt(Offered.STORE_DOWN)
+_WORKFLOW = attrgetter("workflow")
 Settle = Callable[[Receipt], None]
 
 
@@ -170,12 +172,12 @@ class Intake:
         self.on_room()
 
     def release_all(self, deliveries: Iterable[Delivery]) -> None:
-        queued, released = self.queued, 0
-        for delivery in deliveries:
-            queued[delivery.workflow] -= 1
-            released += 1
+        released = Counter(map(_WORKFLOW, deliveries))   # (counted in C: a claim's hundreds)
         if released:
-            self.depth -= released
+            queued = self.queued
+            for workflow, count in released.items():
+                queued[workflow] -= count
+            self.depth -= released.total()
             self.on_room()
 
     def in_window(self, seq: int) -> list[Delivery] | None:

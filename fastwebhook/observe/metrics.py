@@ -40,6 +40,12 @@ class Histogram:
         cells[bisect_left(self.buckets, value)] += 1
         cells[-1] += value
 
+    def observe_many(self, value: float, count: int) -> None:
+        """`count` observations of `value`."""
+        cells = self.cells
+        cells[bisect_left(self.buckets, value)] += count
+        cells[-1] += value * count
+
     def family_args(self) -> tuple[list, float]:
         return _histogram_args(self.buckets, self.cells)
 
