@@ -149,7 +149,7 @@ class Trigger:
             return None if self.sync else self.accepted(request, outcome.execution, started)
         if kind is Offered.DUPLICATE:
             return self.duplicate(request, outcome.execution, started)
-        if kind == Offered.QUEUE_FULL:
+        if kind is Offered.QUEUE_FULL:
             return self.refuse(request, QUEUE_FULL, "queue_full", started)
         return self.refuse(request, STORE_DOWN, "store", started)
 

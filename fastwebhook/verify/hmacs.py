@@ -56,11 +56,11 @@ def mac(key: Keyed, pieces: Iterable[bytes]) -> Any:
     return outer
 
 
-def hex_mac(mac: hmac.HMAC) -> str:
+def hex_mac(mac: Any) -> str:   # a finished hash object: `mac`'s, or an hmac.HMAC (signing)
     return mac.hexdigest()
 
 
-def base64_mac(mac: hmac.HMAC) -> str:
+def base64_mac(mac: Any) -> str:
     # Padding is dropped on both sides so senders that omit it still match.
     return base64.b64encode(mac.digest()).decode("ascii").rstrip("=")
 
