@@ -64,7 +64,7 @@ class Receipt:
 
 QUEUE_FULL = Receipt(Offered.QUEUE_FULL)
 STORE_DOWN = Receipt(Offered.STORE_DOWN)
-_WORKFLOW = attrgetter("workflow")
+workflow_of = attrgetter("workflow")   # for counting deliveries by workflow in C
 Settle = Callable[[Receipt], None]
 
 
@@ -172,7 +172,7 @@ class Intake:
         self.on_room()
 
     def release_all(self, deliveries: Iterable[Delivery]) -> None:
-        released = Counter(map(_WORKFLOW, deliveries))   # (counted in C: a claim's hundreds)
+        released = Counter(map(workflow_of, deliveries))   # (counted in C: a claim's hundreds)
         if released:
             queued = self.queued
             for workflow, count in released.items():
