@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..store import Store
 from ..store.rows import Claim, Delivery, Final, Records, RequestLine
-from .balance import CLAIM_BATCH, Balance
+from .balance import BUSY_EVERY, CLAIM_BATCH, Balance
 from .intake import Intake
 from .workers import WorkerPool
 
@@ -125,8 +125,8 @@ class Dispatcher:
             while not self.stopping:
                 size, pause = self.balance.claim()
                 wait = self._last_round + pause - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0:   # judged again soon: the intake may fall idle or the share grow
+                    await asyncio.sleep(min(wait, BUSY_EVERY))
                     continue
                 self._last_round = loop.time()
                 if 0 < len(self.records) < RECORD_BATCH and not (self.unclaimed and self._room() > 0):
