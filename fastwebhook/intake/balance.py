@@ -8,11 +8,11 @@ square of how full the queue is (`(depth / capacity) ** 2`), and 1 as soon as a 
 while the intake is idle a claim takes `CLAIM_BATCH` at once.
 
 So a burst into an empty, deep queue is acknowledged first (a tenth full is a share of 1 %:
-~200 deliveries a second, the durable queue absorbs the rest), a backlog half as deep as the queue is
-worked at a third of the full pace (~6,800 deliveries a second), and a steady stream that fills
-the queue gives the work the whole loop (full claims back to back), while the door admits one
-held sender per slot the work frees.  Acknowledging never starves the work, and nothing is
-throttled at a fixed rate whatever the backlog.
+~200 deliveries a second, the durable queue absorbs the rest), a backlog half as deep as the
+queue is worked at a third of the full pace (~6,800 deliveries a second), and a steady stream
+that fills the queue gives the work the whole loop (full claims back to back), while the door
+admits one held sender per slot the work frees.  Acknowledging never starves the work, and
+nothing is throttled at a fixed rate whatever the backlog.
 """
 
 from __future__ import annotations
