@@ -74,7 +74,6 @@ class ContextPool:
         self._size = 0            # contexts open or being opened, idle or busy
         self._closed = False
         self._replacing: set[asyncio.Task] = set()   # held so the loop does not drop them
-        self._closing: set[asyncio.Future] = set()     # contexts being closed on a thread
         # contexts in a call into V8: when it began, and the isolate's CPU time then
         self._calling: dict[Context, tuple[float, float | None]] = {}
         self._handing_out = False
@@ -103,9 +102,7 @@ class ContextPool:
         idle, self._idle = self._idle, []
         for context in idle:
             self._size -= 1
-            self._close(context)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+            context.close()
 
     async def _acquire(self, script: Script, scope_text: str, memory: int, timeout: float, alone: bool = False):
         """(a context, whether to run alone), or the outcome when a batch took this run along
@@ -161,7 +158,7 @@ class ContextPool:
     def _release(self, context: Context) -> None:
         if self._closed:
             self._size -= 1
-            self._close(context)
+            context.close()
             return
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -234,15 +231,10 @@ class ContextPool:
             raise ScriptError("memory", f"script exceeded its memory limit of {_size_text(memory)}")
         return answer
 
-    def _close(self, context: Context) -> None:
-        closing = context.close()
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-
     async def _renew(self, context: Context) -> Context:
         """A fresh context in the slot of `context`, which is closed.  If none opens, the slot
         is given up (a waiter gets a replacement, or is failed)."""
-        self._close(context)
+        context.close()
         try:
             return await Context.open()
         except BaseException as error:
@@ -254,7 +246,7 @@ class ContextPool:
 
     def _discard(self, context: Context) -> None:
         self._size -= 1
-        self._close(context)
+        context.close()
         self._replace_for_waiters()
 
     def _replace_for_waiters(self) -> None:

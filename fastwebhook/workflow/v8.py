@@ -3,7 +3,6 @@ thread's CPU priority, and where V8's errors say a script went wrong."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -206,10 +205,13 @@ class Context:
                 return None
         return total / 1e9
 
-    def close(self) -> asyncio.Future:
-        """Closed on a thread: freeing an isolate joins its threads, which at their low priority
-        may wait behind other spinning scripts for milliseconds; the loop must not."""
-        return asyncio.get_running_loop().run_in_executor(None, self.racer.close)
+    def close(self) -> None:
+        """Closed on the loop's thread, never on another: mini-racer frees the values a closing
+        isolate hands back through the loop, and one freed there while another thread is still
+        freeing the isolate crashed the process (SIGSEGV in mr_callback, seen in the suite).
+        Joining the isolate's threads may take a few milliseconds behind other spinning
+        scripts; a context is closed only when it is renewed, discarded or the pool closes."""
+        self.racer.close()
 
 
 def _cpu_clock(tid: int) -> int:
