@@ -3,6 +3,7 @@ thread's CPU priority, and where V8's errors say a script went wrong."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -10,6 +11,7 @@ import time
 import orjson
 from py_mini_racer import JSEvalException, JSParseException, MiniRacer, init_mini_racer
 
+log = logging.getLogger("fastwebhook.scripts")
 MAX_LOG_LINES = 200        # a console.log in a loop must not fill the job record
 MAX_LOG_LINE = 4000        # characters of one console line
 
@@ -210,8 +212,12 @@ class Context:
         isolate hands back through the loop, and one freed there while another thread is still
         freeing the isolate crashed the process (SIGSEGV in mr_callback, seen in the suite).
         Joining the isolate's threads may take a few milliseconds behind other spinning
-        scripts; a context is closed only when it is renewed, discarded or the pool closes."""
-        self.racer.close()
+        scripts; a context is closed only when it is renewed, discarded or the pool closes.
+        A failure is logged, never raised: the pool's slot and waiters are handled either way."""
+        try:
+            self.racer.close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing a V8 context failed")
 
 
 def _cpu_clock(tid: int) -> int:

@@ -194,6 +194,27 @@ def test_an_endless_loop_stops_at_its_timeout_and_its_context_is_replaced():
     assert (first, after, size) == ((1, []), (1, []), 1)
 
 
+def test_a_context_that_fails_to_close_is_logged_and_its_slot_still_renewed(monkeypatch, caplog):
+    from py_mini_racer import MiniRacer
+
+    close = MiniRacer.close
+
+    def failing_close(racer, *args):   # mini-racer's close failing after it freed the isolate
+        close(racer, *args)
+        raise RuntimeError("close failed")
+
+    async def body(pool):
+        monkeypatch.setattr(MiniRacer, "close", failing_close)
+        with pytest.raises(ScriptError) as info:
+            await pool.run(Script.function_body("while (true) {}"), SCOPE, 0.2, 64 * MiB)
+        after = await pool.run(COUNTER, SCOPE, 1.0, 64 * MiB)   # the renewed context
+        return info.value.reason, after, pool.size
+    with caplog.at_level("ERROR", logger="fastwebhook.scripts"):
+        reason, after, size = in_pool(body, initial=1, most=1)
+    assert (reason, after, size) == ("timeout", (1, []), 1)
+    assert "closing a V8 context failed" in [record.getMessage() for record in caplog.records]
+
+
 ENDLESS_PROMISES = Script.function_body("(async () => { for (;;) await null; })(); return 'x';")
 
 
