@@ -410,7 +410,7 @@ class HttpProtocol(asyncio.Protocol):
             else:  # a request still arriving, or a quiet keep-alive connection: just drop it
                 self._close()
         else:
-            self.timer = self.loop.call_at(min(self.deadline, now + self.tick), self._on_timer)
+            self._arm()
 
 
 def new_request_id() -> str:
