@@ -1029,7 +1029,8 @@ def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace,
 
 def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: report.Sustained | None) -> report.Steady:
     """The steady run, once: bare, the burst, floor-log, the sustained figures and the floors, then each
-    steady row, its --baseline row right after it. bare and the sustained run are reused when this
+    steady row, its --baseline row right after it, then bare again (bare-end: the host's drift over
+    the run). bare and the sustained run are reused when this
     session measured them already (the latter with the same seconds of load)."""
     checkout, seconds = args.baseline, args.steady_seconds
     ceilings: dict[str, report.Sustained] = {}
@@ -1065,7 +1066,10 @@ def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: repo
                 for code in codes:
                     runs[code].append(measure_steady_row(case, code, args, body_file, Path(session)))
             steady_rows += [median_run(runs[code]) for code in codes]
-    return report.Steady(seconds, bare, burst, ceilings, steady_rows, floor)
+        # bare once more: the host's speed drifts over a run this long, and the shares move with it
+        bare_end = measure_row(dataclasses.replace(RECEIVERS[0], name="bare-end"), args.duration, args.port,
+                               body_file, Path(session))
+    return report.Steady(seconds, bare, burst, ceilings, steady_rows, floor, bare_end)
 
 
 def median_run(runs: list[report.SteadyRow]) -> report.SteadyRow:

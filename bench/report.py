@@ -103,6 +103,8 @@ class Steady:
     ceilings: dict[str, Sustained]  # by name: sustained, sustained-workflow (and its baseline), floor-workflow
     rows: list[SteadyRow]  # each --baseline row right after its own
     floor: Row | None = None  # floor-log: the ack path's floor (HMAC, JSON, one append per group commit)
+    # bare again once every row is measured: how far the host's speed moved during the run
+    bare_end: Row | None = None
 
     @property
     def failed(self) -> bool:
@@ -542,7 +544,8 @@ def steady_ceilings(steady: Steady) -> str:
         "| row | figure | % of bare | p99 ms | CPU us/unit | note |",
         "|---|--:|--:|--:|--:|---|",
     ]
-    for row in (steady.bare, steady.burst, *([steady.floor] if steady.floor else [])):
+    for row in (steady.bare, steady.burst, *([steady.floor] if steady.floor else []),
+                *([steady.bare_end] if steady.bare_end else [])):
         if row.measured:
             cpu = f"{row.cpu_us:.1f}" if row.cpu_us is not None else "—"
             figures = f"{row.per_second:,.0f} req/s (2xx) | {_share(row.per_second, bare)} | {row.p99_ms:.2f} | {cpu}"
@@ -571,7 +574,20 @@ def steady_ceilings(steady: Steady) -> str:
     lines += ["", "burst: acked req/s and p99 of fastwebhook-commit.toml (a queue of 1,000,000) under 64 connections; "
               "sustained figures: executions finished over load + drain; CPU per answer (bare, burst) or per "
               "execution (over load and drain), all the receiver's threads."]
+    drift = _bare_drift(steady)
+    if drift:
+        lines += ["", drift]
     return "\n".join(lines)
+
+
+def _bare_drift(steady: Steady) -> str | None:
+    """How far bare moved between the start and the end of the run: every share of bare in it
+    moves with the host by as much (these 2-core machines speed up and slow down by a fifth)."""
+    start, end = _bare_rate(steady), steady.bare_end
+    if not start or end is None or not end.measured or end.per_second <= 0:
+        return None
+    return (f"bare-end: bare again after the last row, {end.per_second:,.0f} against {start:,.0f} req/s at the "
+            f"start ({100 * (end.per_second / start - 1):+.1f} %); every share of bare above is of the start's.")
 
 
 def steady_table(steady: Steady) -> str:
