@@ -242,7 +242,7 @@ def test_zip_bomb_is_refused_quickly_and_cheaply():
     (gzip.compress(PAYLOAD)[:-20], "gzip"),                       # truncated
     (gzip.compress(PAYLOAD) + b"trailing junk", "gzip"),
     (b"\x78\x9c garbage after a zlib header", "deflate"),
-])
+], ids=["not-gzip", "truncated-gzip", "gzip-then-junk", "deflate-garbage"])   # (gzip's header holds the time)
 def test_corrupt_encoding(raw, coding):
     err = refused(decode_content, raw, coding, MiB)
     assert err.status == 400 and err.reason == "malformed"

@@ -169,7 +169,8 @@ def _verifier_for(scheme: str, options: dict, secret: bytes):
 
 
 @pytest.mark.parametrize("scheme, options, secret", [
-    (name, options, secret) for name, cases in SIGN_CASES.items() for options, secret in cases])
+    (name, options, secret) for name, cases in SIGN_CASES.items() for options, secret in cases], ids=[
+    f"{name}-{n}" for name, cases in SIGN_CASES.items() for n in range(len(cases))])   # (keys made per run)
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
 def test_sign_request_round_trips(scheme, options, secret, content_type):
     raw = RAW if content_type == "application/json" else b"a=1&b=caf%C3%A9&a=0"

@@ -465,7 +465,7 @@ def test_a_runaway_in_a_batch_times_out_alone_and_the_others_still_get_their_val
     assert outcomes[0] == (1, [])
     assert isinstance(outcomes[1], ScriptError) and outcomes[1].reason == "timeout"
     assert outcomes[2:] == [(n + 1, []) for n in range(1, 10)]
-    assert elapsed < 1.5
+    assert elapsed < 2.0   # the quick ones never waited out their own timeout behind the runaway
 
 
 def test_a_quick_run_batched_with_a_runaway_gets_its_value_not_a_timeout():
