@@ -1030,8 +1030,8 @@ def run_sustained(receiver: Receiver, seconds: int, args: argparse.Namespace,
 def run_steady(args: argparse.Namespace, rows: list[report.Row], sustained: report.Sustained | None) -> report.Steady:
     """The steady run, once: bare, the burst, floor-log, the sustained figures and the floors, then each
     steady row, its --baseline row right after it, then bare again (bare-end: the host's drift over
-    the run). bare and the sustained run are reused when this
-    session measured them already (the latter with the same seconds of load)."""
+    the run). bare and the sustained run are reused when this session measured them already (the
+    latter with the same seconds of load)."""
     checkout, seconds = args.baseline, args.steady_seconds
     ceilings: dict[str, report.Sustained] = {}
     if sustained is not None and sustained.seconds == seconds:
