@@ -511,8 +511,12 @@ def _share(part: float, whole: float | None) -> str:
 
 
 def _bare_rate(steady: Steady) -> float | None:
-    bare = steady.bare
-    return bare.per_second if bare.measured and bare.per_second > 0 else None
+    return _rate(steady.bare)
+
+
+def _rate(row: Row | None) -> float | None:
+    """A measured row's req/s; None when it was not measured (or answered nothing)."""
+    return row.per_second if row is not None and row.measured and row.per_second > 0 else None
 
 
 def _sustained_of(name: str, steady: Steady) -> Sustained | None:
@@ -583,11 +587,11 @@ def steady_ceilings(steady: Steady) -> str:
 def _bare_drift(steady: Steady) -> str | None:
     """How far bare moved between the start and the end of the run: every share of bare in it
     moves with the host by as much (these 2-core machines speed up and slow down by a fifth)."""
-    start, end = _bare_rate(steady), steady.bare_end
-    if not start or end is None or not end.measured or end.per_second <= 0:
+    start, end = _bare_rate(steady), _rate(steady.bare_end)
+    if not start or not end:
         return None
-    return (f"bare-end: bare again after the last row, {end.per_second:,.0f} against {start:,.0f} req/s at the "
-            f"start ({100 * (end.per_second / start - 1):+.1f} %); every share of bare above is of the start's.")
+    return (f"bare-end: bare again after the last row, {end:,.0f} against {start:,.0f} req/s at the "
+            f"start ({100 * (end / start - 1):+.1f} %); every share of bare above is of the start's.")
 
 
 def steady_table(steady: Steady) -> str:
