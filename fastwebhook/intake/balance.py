@@ -6,9 +6,8 @@ share** — while the intake is committing, a full claim (`CLAIM_BATCH`) goes ev
 full the queue is (`(depth / capacity) ** 2`), and 1 as soon as a sender is held; while the
 intake is idle a claim goes at once.  A claim is always whole: the share sets how often the
 work takes the store and the loop, never how much it takes then, since a claim's transaction
-and thread crossings cost the same for a few deliveries as for a thousand (claims of 128 at the
-least share cost the steady no-node stream ~10 % of its executions, the bench's A/B in
-docs/benchmarks.md).
+and thread crossings cost nearly the same for a few deliveries as for a thousand (claims of
+`128 + share * 896` cost the steady no-node stream 0-15 % of its executions: docs/benchmarks.md).
 
 So a burst into an empty, deep queue is acknowledged first (a tenth full is a share of 1 %:
 one claim a second, the least pace, while the durable queue absorbs the rest), a backlog half
