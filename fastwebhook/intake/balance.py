@@ -42,11 +42,11 @@ class Balance:
         fill = min(1.0, max(0.0, intake.depth / intake.capacity))
         return fill * fill
 
-    def claim(self) -> tuple[int, float]:
-        """(how many the next claim takes, how long after the last one it may start)."""
+    def pause(self) -> float:
+        """How long after the last claim the next (whole) one may start."""
         if not self.intake.busy:
-            return CLAIM_BATCH, 0.0
+            return 0.0
         share = self.share()
         if share <= 0.0:
-            return CLAIM_BATCH, MOST_PAUSE
-        return CLAIM_BATCH, min(MOST_PAUSE, BUSY_EVERY * (1.0 - share) / share)
+            return MOST_PAUSE
+        return min(MOST_PAUSE, BUSY_EVERY * (1.0 - share) / share)

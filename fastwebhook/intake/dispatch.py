@@ -67,7 +67,7 @@ class Dispatcher:
         self.store = store
         self.intake = intake
         self.pool = pool
-        self.balance = balance          # how big a claim is and how soon it may follow the last
+        self.balance = balance          # how soon a claim may follow the last
         self.runs_nothing = runs_nothing
         self.settled = settled          # told what a claim resolved or found duplicate
         self.clock = clock
@@ -123,8 +123,7 @@ class Dispatcher:
                     pass
             self._wake.clear()
             while not self.stopping:
-                size, pause = self.balance.claim()
-                wait = self._last_round + pause - loop.time()
+                wait = self._last_round + self.balance.pause() - loop.time()
                 if wait > 0:   # judged again soon: the intake may fall idle or the share grow
                     await asyncio.sleep(min(wait, BUSY_EVERY))
                     continue
@@ -141,7 +140,7 @@ class Dispatcher:
                         # claim would take (order_key lanes go by age), so they come first.
                         self._last_sweep = 0.0
                         continue
-                if not (self.unclaimed and self._room() > 0 and await self.claim(size)):
+                if not (self.unclaimed and self._room() > 0 and await self.claim()):
                     break
             if self.stopping:
                 await self.flush()
@@ -170,10 +169,10 @@ class Dispatcher:
             return 0
         return max(0, IN_MEMORY - ready - pool.running)
 
-    async def claim(self, size: int = CLAIM_BATCH) -> bool:
-        """One claim of at most `size`; False when the intake had nothing left to claim."""
+    async def claim(self) -> bool:
+        """One claim, as much as there is room for; False when the intake had nothing left to claim."""
         now = self.clock()
-        claim = await self.store.claim(self.owner, now, now + self.lease, min(self._room(), size),
+        claim = await self.store.claim(self.owner, now, now + self.lease, self._room(),
                                        self.intake.in_window, self.runs_nothing)
         self.intake.claimed(claim.finished, claim.partial, claim.done_below)
         if not (claim.run or claim.resolved or claim.duplicates):
