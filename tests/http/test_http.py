@@ -357,6 +357,16 @@ def test_many_small_headers_over_the_limit_get_431(server):
     assert_still_serving(server)
 
 
+def test_many_headers_over_the_limit_get_431_before_the_head_ends(server):
+    """Headers are counted as the parser hands them over, not only once the head is whole."""
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(400))
+    with Conn(server) as conn:
+        conn.send(b"POST /hook HTTP/1.1\r\nHost: t\r\n" + headers)   # no blank line: the head never ends
+        replies = parse_replies(conn.read_until_close(timeout=READ_TIMEOUT / 2))
+    assert [r.status for r in replies] == [431]
+    assert_still_serving(server)
+
+
 def test_url_over_max_header_size_gets_431(server):
     replies = hostile(server, b"POST /hook?" + b"q" * 3000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
     assert [r.status for r in replies] == [431]
