@@ -43,6 +43,16 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
+    yield from _postgres_schema()
+
+
+@pytest.fixture
+def postgres_url():
+    """`url`'s PostgreSQL case alone, for what only PostgreSQL does."""
+    yield from _postgres_schema()
+
+
+def _postgres_schema():
     require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield f"{POSTGRES}?schema={schema}"
