@@ -26,6 +26,9 @@ from .postgres_connector import PostgresConnector
 
 CLAIM_TRIES = 4     # looks past batches another host is claiming, before calling the intake empty
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
+CLAIMING = ("id", "workflow", "version", "status", "dedup_key", "duplicate_of", "created_at", "intake_seq",
+            "intake_index")   # claim_staging's columns, in the order a claim stages them
+DUPLICATE, RESOLVED, QUEUED = Status.DUPLICATE.value, Status.RESOLVED.value, Status.QUEUED.value
 
 
 class PostgresStore(Store):
@@ -113,25 +116,25 @@ class PostgresStore(Store):
                 keys = sorted(first)   # one order for every host: no two claims wait on each other in a ring
                 holders = dict(await session.fetch(self.sql["claim_keys"], (
                     keys, [first[h].id for h in keys], [first[h].dedup_expires for h in keys], now)))
-            columns: list[list] = [[] for _ in range(9)]
+            rows = []
             for seq, index, d in taken:
                 holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None
                 if holder is not None and holder != d.id:
-                    status = Status.DUPLICATE
+                    status = DUPLICATE
                     claim.duplicates.append((d, holder))
-                elif runs_nothing(d.workflow):
-                    status = Status.RESOLVED
-                    claim.resolved.append(d)
                 else:
-                    status = Status.QUEUED
-                    d.attempts = 1
-                    claim.run.append(d)
-                for column, value in zip(columns, (d.id, d.workflow, d.version, status, d.dedup_key,
-                                                   holder if status == Status.DUPLICATE else None,
-                                                   d.request.received_at, seq, index)):
-                    column.append(value)
-            await session.execute(self.sql["claim_insert"], (*columns[:8], max(0.0, lease_until - now), owner,
-                                                             columns[8]))
+                    holder = None
+                    if runs_nothing(d.workflow):
+                        status = RESOLVED
+                        claim.resolved.append(d)
+                    else:
+                        status = QUEUED
+                        d.attempts = 1
+                        claim.run.append(d)
+                rows.append((d.id, d.workflow, d.version, status, d.dedup_key, holder, d.request.received_at,
+                             seq, index))
+            await session.copy_in("claiming", CLAIMING, rows)
+            await session.execute(self.sql["claim_insert"], (max(0.0, lease_until - now), owner))
             await session.execute(self.sql["claim_mark"], ([seq for seq, _ in picked],))
         claim.finished = [seq for seq, _ in picked]
         return claim, wanted[-1]

@@ -63,6 +63,11 @@ class _Session:
         count = status.rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
 
+    async def copy_in(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        """Rows into one of the connection's temporary tables (the `claim_staging` kind), by COPY."""
+        with _wrapped("write"):
+            await self.connection.copy_records_to_table(table, records=rows, columns=columns, schema_name="pg_temp")
+
 
 class PostgresConnector:
     dialect = "postgres"
@@ -95,7 +100,7 @@ class PostgresConnector:
                 finally:
                     await connection.close()
             self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE, timeout=10,
-                                                  server_settings=settings)
+                                                  server_settings=settings, init=self._staging)
             timeout = max(1, round(self.statement_timeout * 1000))   # milliseconds
             # statement_timeout counts a wait for another host's row lock too: lock_timeout ends
             # such a wait first, as a conflict that passes (the batch is tried again), so the
@@ -105,6 +110,10 @@ class PostgresConnector:
                 server_settings={**settings, "statement_timeout": str(timeout),
                                  "lock_timeout": str(max(1, timeout // 2))})
         await self._migrate()
+
+    async def _staging(self, connection: asyncpg.Connection) -> None:
+        """A new pool connection's temporary tables, where a claim stages its rows."""
+        await connection.execute(self.sql["claim_staging"])
 
     async def reach(self) -> None:
         """Connect and go (`fastwebhook check`): nothing is created or changed."""

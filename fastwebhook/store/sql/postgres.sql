@@ -153,19 +153,25 @@ ON CONFLICT (hash) DO UPDATE SET
     expires_at = CASE WHEN dedup.expires_at <= $4 THEN excluded.expires_at ELSE dedup.expires_at END
 RETURNING hash, execution;
 
+-- name: claim_staging
+-- The claim's rows, staged on its connection by COPY (made once a connection): asyncpg sends
+-- COPY's rows value by value in C, where an array parameter costs a Python call per value.
+CREATE TEMP TABLE IF NOT EXISTS claiming (
+    id BYTEA, workflow TEXT, version TEXT, status TEXT, dedup_key TEXT, duplicate_of BYTEA,
+    created_at DOUBLE PRECISION, intake_seq BIGINT, intake_index INTEGER
+) ON COMMIT DELETE ROWS;
+
 -- name: claim_insert
--- Every delivery's row; a lease (queued) timed by the database's clock, $9 seconds long.
+-- Every staged delivery's row; a lease (queued) timed by the database's clock, $1 seconds long.
 INSERT INTO executions (id, workflow, version, status, dedup_key, duplicate_of, created_at, started_at,
                         finished_at, owner, lease_until, intake_seq, intake_index)
 SELECT id, workflow, version, status, dedup_key, duplicate_of, created_at,
        CASE WHEN status != 'queued' THEN extract(epoch FROM clock_timestamp()) END,
        CASE WHEN status != 'queued' THEN extract(epoch FROM clock_timestamp()) END,
-       CASE WHEN status = 'queued' THEN $10 END,
-       CASE WHEN status = 'queued' THEN extract(epoch FROM clock_timestamp()) + $9 END,
+       CASE WHEN status = 'queued' THEN $2 END,
+       CASE WHEN status = 'queued' THEN extract(epoch FROM clock_timestamp()) + $1 END,
        intake_seq, intake_index
-FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::float8[],
-            $8::bigint[], $11::int[])
-     AS t(id, workflow, version, status, dedup_key, duplicate_of, created_at, intake_seq, intake_index)
+FROM pg_temp.claiming
 ON CONFLICT (id) DO NOTHING;
 
 -- name: claim_mark
