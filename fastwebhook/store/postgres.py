@@ -26,8 +26,9 @@ from .postgres_connector import PostgresConnector
 
 CLAIM_TRIES = 4     # looks past batches another host is claiming, before calling the intake empty
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
+CLAIM_KEYS = ("hash", "execution", "expires_at")   # claim_staging's tables' columns, as staged
 CLAIMING = ("id", "workflow", "version", "status", "dedup_key", "duplicate_of", "created_at", "intake_seq",
-            "intake_index")   # claim_staging's columns, in the order a claim stages them
+            "intake_index")
 DUPLICATE, RESOLVED, QUEUED = Status.DUPLICATE.value, Status.RESOLVED.value, Status.QUEUED.value
 
 
@@ -113,9 +114,8 @@ class PostgresStore(Store):
                     first.setdefault(d.dedup_hash, d)
             holders: dict[int, bytes] = {}
             if first:
-                keys = sorted(first)   # one order for every host: no two claims wait on each other in a ring
-                holders = dict(await session.fetch(self.sql["claim_keys"], (
-                    keys, [first[h].id for h in keys], [first[h].dedup_expires for h in keys], now)))
+                await session.copy_in("claim_keys", CLAIM_KEYS, [(h, d.id, d.dedup_expires) for h, d in first.items()])
+                holders = dict(await session.fetch(self.sql["claim_keys"], (now,)))
             rows = []
             for seq, index, d in taken:
                 holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None

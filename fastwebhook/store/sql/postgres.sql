@@ -142,20 +142,24 @@ WHERE seq = ANY($1::bigint[]) AND NOT claimed
 ORDER BY seq FOR UPDATE SKIP LOCKED;
 
 -- name: claim_keys
--- Each key into the unique index, or, held by a live execution, left to it; either way the
--- holder comes back, in one pass over the index (a key another host is taking this moment is
--- waited for, then its holder returned).  Keys expire by the claim's time ($4): their expiry
--- times are the hosts' (received + ttl).
+-- Each staged key into the unique index, or, held by a live execution, left to it; either way
+-- the holder comes back, in one pass over the index (a key another host is taking this moment
+-- is waited for, then its holder returned), in the keys' order on every host, so no two claims
+-- wait on each other in a ring.  Keys expire by the claim's time ($1): their expiry times are
+-- the hosts' (received + ttl).
 INSERT INTO dedup (hash, execution, expires_at)
-SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::float8[])
+SELECT hash, execution, expires_at FROM pg_temp.claim_keys ORDER BY hash
 ON CONFLICT (hash) DO UPDATE SET
-    execution = CASE WHEN dedup.expires_at <= $4 THEN excluded.execution ELSE dedup.execution END,
-    expires_at = CASE WHEN dedup.expires_at <= $4 THEN excluded.expires_at ELSE dedup.expires_at END
+    execution = CASE WHEN dedup.expires_at <= $1 THEN excluded.execution ELSE dedup.execution END,
+    expires_at = CASE WHEN dedup.expires_at <= $1 THEN excluded.expires_at ELSE dedup.expires_at END
 RETURNING hash, execution;
 
 -- name: claim_staging
--- The claim's rows, staged on its connection by COPY (made once a connection): asyncpg sends
+-- The claim's keys and rows, staged on its connection by COPY (made once a connection): asyncpg sends
 -- COPY's rows value by value in C, where an array parameter costs a Python call per value.
+CREATE TEMP TABLE IF NOT EXISTS claim_keys (
+    hash BIGINT, execution BYTEA, expires_at DOUBLE PRECISION
+) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS claiming (
     id BYTEA, workflow TEXT, version TEXT, status TEXT, dedup_key TEXT, duplicate_of BYTEA,
     created_at DOUBLE PRECISION, intake_seq BIGINT, intake_index INTEGER
