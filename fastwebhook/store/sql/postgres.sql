@@ -85,11 +85,11 @@ CREATE TABLE replay_keys (
 -- Intake blobs compressed with LZ4 instead of pglz: storing a batch of 64 webhooks (~100 KB) cost
 -- the database ~650 us of CPU with pglz and ~260 us with LZ4, which also decompresses faster for
 -- a claim that reads one back (docs/benchmarks.md). Rows stored before keep theirs. A server
--- built without LZ4 keeps pglz.
+-- built without LZ4, or older than 14 (no SET COMPRESSION), keeps pglz.
 DO $$
 BEGIN
     EXECUTE 'ALTER TABLE intake ALTER COLUMN deliveries SET COMPRESSION lz4';
-EXCEPTION WHEN feature_not_supported THEN
+EXCEPTION WHEN feature_not_supported OR syntax_error THEN
     NULL;
 END $$;
 
