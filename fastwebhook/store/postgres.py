@@ -26,10 +26,10 @@ from .postgres_connector import PostgresConnector
 
 CLAIM_TRIES = 4     # looks past batches another host is claiming, before calling the intake empty
 HELD_FOR = 10.0     # seconds other hosts leave a batch to the host whose sync senders wait for it
-CLAIM_KEYS = ("hash", "execution", "expires_at")   # claim_staging's tables' columns, as staged
+# claim_staging's two temporary tables: their columns, in the order a claim stages them
+CLAIM_KEYS = ("hash", "execution", "expires_at")
 CLAIMING = ("id", "workflow", "version", "status", "dedup_key", "duplicate_of", "created_at", "intake_seq",
             "intake_index")
-DUPLICATE, RESOLVED, QUEUED = Status.DUPLICATE.value, Status.RESOLVED.value, Status.QUEUED.value
 
 
 class PostgresStore(Store):
@@ -120,15 +120,15 @@ class PostgresStore(Store):
             for seq, index, d in taken:
                 holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None
                 if holder is not None and holder != d.id:
-                    status = DUPLICATE
+                    status = Status.DUPLICATE
                     claim.duplicates.append((d, holder))
                 else:
                     holder = None
                     if runs_nothing(d.workflow):
-                        status = RESOLVED
+                        status = Status.RESOLVED
                         claim.resolved.append(d)
                     else:
-                        status = QUEUED
+                        status = Status.QUEUED
                         d.attempts = 1
                         claim.run.append(d)
                 rows.append((d.id, d.workflow, d.version, status, d.dedup_key, holder, d.request.received_at,

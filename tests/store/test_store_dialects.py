@@ -414,7 +414,6 @@ def test_a_statement_past_the_budget_fails_alone_and_the_store_goes_on(url):
     run(url, scenario, statement_timeout=0.05)
 
 
-
 def test_postgres_stores_intake_batches_with_lz4_and_reads_them_back(postgres_url):
     """migration_3: a batch's blob goes in with LZ4 rather than pglz (the database's CPU per
     append), and a claim that reads it back gets every body as it was."""

@@ -155,8 +155,8 @@ ON CONFLICT (hash) DO UPDATE SET
 RETURNING hash, execution;
 
 -- name: claim_staging
--- The claim's keys and rows, staged on its connection by COPY (made once a connection): asyncpg sends
--- COPY's rows value by value in C, where an array parameter costs a Python call per value.
+-- The claim's keys and rows, staged on its connection by COPY (made once a connection): asyncpg
+-- sends COPY's rows value by value in C, where an array parameter costs a Python call a value.
 CREATE TEMP TABLE IF NOT EXISTS claim_keys (
     hash BIGINT, execution BYTEA, expires_at DOUBLE PRECISION
 ) ON COMMIT DELETE ROWS;
