@@ -510,10 +510,6 @@ def _share(part: float, whole: float | None) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "—"
 
 
-def _bare_rate(steady: Steady) -> float | None:
-    return _rate(steady.bare)
-
-
 def _rate(row: Row | None) -> float | None:
     """A measured row's req/s; None when it was not measured (or answered nothing)."""
     return row.per_second if row is not None and row.measured and row.per_second > 0 else None
@@ -541,7 +537,7 @@ def _p99_cell(result: SteadyResult) -> str:
 
 def steady_ceilings(steady: Steady) -> str:
     """bare, the burst, the sustained figures and floor-workflow of the steady run's session."""
-    bare = _bare_rate(steady)
+    bare = _rate(steady.bare)
     lines = [
         f"Steady run: the ceilings of the same session ({steady.seconds} s of load for the sustained figures):",
         "",
@@ -587,7 +583,7 @@ def steady_ceilings(steady: Steady) -> str:
 def _bare_drift(steady: Steady) -> str | None:
     """How far bare moved between the start and the end of the run: every share of bare in it
     moves with the host by as much (these 2-core machines speed up and slow down by a fifth)."""
-    start, end = _bare_rate(steady), _rate(steady.bare_end)
+    start, end = _rate(steady.bare), _rate(steady.bare_end)
     if not start or not end:
         return None
     return (f"bare-end: bare again after the last row, {end:,.0f} against {start:,.0f} req/s at the "
@@ -595,7 +591,7 @@ def _bare_drift(steady: Steady) -> str | None:
 
 
 def steady_table(steady: Steady) -> str:
-    bare = _bare_rate(steady)
+    bare = _rate(steady.bare)
     lines = [
         f"Steady rows: a fresh server, the default queue (no [queue] section), 1 s warm-up, {steady.seconds} s of "
         "load, no drain:",
@@ -650,7 +646,7 @@ def steady_table(steady: Steady) -> str:
 
 
 def steady_targets(steady: Steady) -> str:
-    bare = _bare_rate(steady)
+    bare = _rate(steady.bare)
     lines = ["Targets of the steady run (same run):"]
     burst = steady.burst
     goal = f"- {BURST} ≥ {100 * BURST_TARGET:.0f} % of bare with p99 ≤ {BURST_P99_MS:g} ms"
