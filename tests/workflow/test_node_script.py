@@ -236,6 +236,7 @@ def test_a_condition_expression_picks_its_branch(server):
     assert post(server, "decide", {"n": 1}).body == b"small"
 
 
+@pytest.mark.alone   # the run's CPU timeout (nice 19) and the answer's wait, timed by the clock
 def test_an_endless_loop_ends_at_its_timeout_while_ingest_goes_on(server):
     spinning = post(server, "spin", {})
     assert spinning.status == 202
