@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -419,7 +420,11 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+    # which build of Python: here Debian's python3.11 ran the ack path in ~0.83x the time of a
+    # pyenv build of 3.11.7 (docs/benchmarks.md), so a run names the one it used
+    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return (f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+            f"Python {platform.python_version()} ({python.resolve()})")
 
 
 def _first_line_of(*argv: str, any_status: bool = False) -> str:
