@@ -420,11 +420,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    # which build of Python: here Debian's python3.11 ran the ack path in ~0.83x the time of a
-    # pyenv build of 3.11.7 (docs/benchmarks.md), so a run names the one it used
-    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    # which build of Python (a venv's python links to it): here Debian's python3.11 ran the ack
+    # path in ~0.85x the time of a pyenv build of 3.11.7 (docs/benchmarks.md)
     return (f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-            f"Python {platform.python_version()} ({python.resolve()})")
+            f"Python {platform.python_version()} ({Path(sys.executable).resolve()})")
 
 
 def _first_line_of(*argv: str, any_status: bool = False) -> str:
