@@ -118,19 +118,19 @@ class PostgresStore(Store):
                 holders = dict(await session.fetch(self.sql["claim_keys"], (now,)))
             rows = []
             for seq, index, d in taken:
-                holder = holders.get(d.dedup_hash) if d.dedup_hash is not None else None
-                if holder is not None and holder != d.id:
+                holder = holders.get(d.dedup_hash)   # (no key: None)
+                if holder == d.id:   # its own key
+                    holder = None
+                if holder is not None:
                     status = Status.DUPLICATE
                     claim.duplicates.append((d, holder))
+                elif runs_nothing(d.workflow):
+                    status = Status.RESOLVED
+                    claim.resolved.append(d)
                 else:
-                    holder = None
-                    if runs_nothing(d.workflow):
-                        status = Status.RESOLVED
-                        claim.resolved.append(d)
-                    else:
-                        status = Status.QUEUED
-                        d.attempts = 1
-                        claim.run.append(d)
+                    status = Status.QUEUED
+                    d.attempts = 1
+                    claim.run.append(d)
                 rows.append((d.id, d.workflow, d.version, status, d.dedup_key, holder, d.request.received_at,
                              seq, index))
             await session.copy_in("claiming", CLAIMING, rows)
