@@ -107,7 +107,8 @@ class Trigger:
                         return Response(answer.status, answer.body, answer.content_type)
                 body = self.verify(body, headers, request.received_at, view)
             # A decrypted body (wecom, feishu) is the plaintext, never content-encoded.
-            raw = decode_content(body, headers.get("content-encoding"), self.body_limit) if body is request.body else body
+            coding = headers.get("content-encoding")
+            raw = decode_content(body, coding, self.body_limit) if coding and body is request.body else body
             data = parse_body(raw, content_type)
             if self.schema is not None:
                 self.schema(data)
@@ -117,7 +118,8 @@ class Trigger:
 
     def admit(self, request: Request, body: bytes, data, started: float) -> Response | asyncio.Future:
         """The checks passed: store the request as the workflow will see it and offer it."""
-        stored = StoredRequest(request.method, request.path, stored_query(request.query_string, self.secret_query),
+        query = stored_query(request.query_string, self.secret_query) if request.query_string else ""
+        stored = StoredRequest(request.method, request.path, query,
                                stored_headers(request.header_list, self.redacted), request.params, request.ip,
                                request.received_at, request.request_id)
         dedup_key = self._dedup_key(request, stored, body, data) if self.dedup_enabled else None

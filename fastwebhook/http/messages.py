@@ -13,6 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in REASONS.items()}
 JSON = b"application/json"
+_HEADER_LINE = b"\r\n%s: %s"   # % (name, value)
 NO_HEADERS = CIMultiDictProxy(CIMultiDict())
 
 
@@ -81,7 +82,7 @@ class Response:
     def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
         """Status line, headers and body as one bytes object: one write, one syscall."""
         status_line = _STATUS_LINES.get(self.status) or f"HTTP/1.1 {self.status} Unknown\r\n".encode()
-        extra = b"".join([b"\r\n%s: %s" % header for header in self.headers]) if self.headers else b""
+        extra = b"".join(map(_HEADER_LINE.__mod__, self.headers)) if self.headers else b""
         body = self.body
         return b"".join((status_line, b"content-type: ", self.content_type, b"\r\ncontent-length: ",
                          str(len(body)).encode(), b"\r\nx-request-id: ", request_id, extra,

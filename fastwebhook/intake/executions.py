@@ -25,13 +25,13 @@ from ..http import Response
 from ..core.ids import to_text
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import FINAL, Claim, Delivery, Final, Status
+from ..store.rows import FINAL, Claim, Delivery, Final, Status, workflow_of
 from ..workflow.resources import Resources
 from ..workflow.runner import Outcome, Run, job_rows, run_cohort
 from ..workflow.templates import render_value
 from .alerts import FAILING, alert_of
 from .dispatch import Dispatcher
-from .intake import Intake, workflow_of
+from .intake import Intake
 
 log = logging.getLogger("fastwebhook")
 

@@ -21,13 +21,12 @@ import logging
 import time
 from collections import Counter
 from enum import Enum
-from operator import attrgetter
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import ClaimCopies, Delivery
+from ..store.rows import ClaimCopies, Delivery, workflow_of
 
 log = logging.getLogger("fastwebhook.intake")
 
@@ -64,7 +63,6 @@ class Receipt:
 
 QUEUE_FULL = Receipt(Offered.QUEUE_FULL)
 STORE_DOWN = Receipt(Offered.STORE_DOWN)
-workflow_of = attrgetter("workflow")   # for counting deliveries by workflow in C
 Settle = Callable[[Receipt], None]
 
 
@@ -145,11 +143,12 @@ class Intake:
             self.replies[delivery.id] = reply
         answer_now = not self.durable and reply is None and key_hash not in self.unchecked \
             and len(self.open) + self.in_flight < MEMORY_BACKLOG
-        self.open.append(delivery)
+        open_batch = self.open
+        open_batch.append(delivery)
         self.settles.append(None if answer_now else settle)
         if key_hash is not None and not answer_now:
             self.waiting[delivery.id] = []
-        if not self._wake.is_set():
+        if len(open_batch) == 1:   # the first of a batch wakes the writers (a later one finds them awake)
             self._wake.set()
             self._idle.clear()
         return Receipt(Offered.ACCEPTED, delivery.id) if answer_now else None
@@ -256,7 +255,7 @@ class Intake:
             self.window[seq] = batch
             self.window_size += len(batch)
         elif self.copies_size + len(batch) <= COPIES_WINDOW \
-                and all(map(self.runs_nothing, {d.workflow for d in batch})):
+                and all(map(self.runs_nothing, set(map(workflow_of, batch)))):
             self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
             self.copies_size += len(batch)
         _call(self.on_committed)

@@ -18,7 +18,7 @@ import orjson
 from ..core.errors import StoreError
 from . import batch_codec
 from .rows import (Claim, ClaimCopies, Delivery, Effect, ExecutionRecord, Final, Job, Records,
-                   RequestLine, Status, StoredRequest)
+                   RequestLine, Status, StoredRequest, workflow_of)
 
 
 class StatementTimeout(StoreError):
@@ -64,7 +64,7 @@ def held_in_memory(in_memory: Callable[[int], list[Delivery] | None], seq: int,
     copies are not, once a delivery among them has something to run (a reload gave its workflow
     nodes): that batch is read back."""
     batch = in_memory(seq)
-    if isinstance(batch, ClaimCopies) and not all(runs_nothing(d.workflow) for d in batch):
+    if isinstance(batch, ClaimCopies) and not all(map(runs_nothing, set(map(workflow_of, batch)))):
         return None
     return batch
 

@@ -14,6 +14,7 @@ so the marks cost webhooks nothing.
 from __future__ import annotations
 
 import struct
+from operator import attrgetter
 from typing import Collection, Iterable, Iterator
 
 import orjson
@@ -21,6 +22,7 @@ import orjson
 from .rows import Delivery, StoredRequest
 
 _LENGTH = struct.Struct("<I")
+_body = attrgetter("body")
 
 
 def encode(deliveries: list[Delivery]) -> bytes:
@@ -34,7 +36,7 @@ def encode(deliveries: list[Delivery]) -> bytes:
             meta = (*meta, _hex(d.replay_of), _hex(d.failure_of))
         metas.append(meta)
     head = orjson.dumps(metas)
-    return b"".join((_LENGTH.pack(len(head)), head, *(d.body for d in deliveries)))
+    return b"".join((_LENGTH.pack(len(head)), head, *map(_body, deliveries)))
 
 
 def decode(blob: bytes, only: int | Collection[int] | None = None) -> list[Delivery]:

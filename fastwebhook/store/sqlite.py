@@ -3,6 +3,7 @@ which owns the file, its connections and their threads."""
 
 from __future__ import annotations
 
+from itertools import count, repeat
 from typing import Callable
 
 import orjson
@@ -98,7 +99,7 @@ class SqliteStore(Store):
                 batch = batch_codec.decode(fetched[0][0])
             start = partial if seq == seqs[0] else 0
             part = batch[start:start + limit - len(taken)]
-            taken.extend((seq, start + i, d) for i, d in enumerate(part))
+            taken.extend(zip(repeat(seq), count(start), part))   # (seq, index, delivery), made in C
             if start + len(part) < len(batch):
                 new_cursor, new_partial, left = seq - 1, start + len(part), (seq, batch)
                 break
