@@ -230,6 +230,7 @@ def test_a_repeat_the_door_window_no_longer_holds_ends_duplicate_at_the_claim(se
     third = post_json(server, "/custom", {"id": "evt_store"})
     assert (third.status, third.json()) == (200, {"execution_id": original, "status": "duplicate"})
     assert execution_count(server) == 2
+    assert server.call(depth) == 0   # answered at the door: it took no slot
 
 
 def test_duplicate_survives_a_restart(serve):
