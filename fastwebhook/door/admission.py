@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from ..http import Request, Response
+from ..http import PENDING, Answer, Request, Response
 from ..intake.intake import Intake
 from ..observe.metrics import Metrics
 from ..store.rows import RequestLine
@@ -27,7 +27,7 @@ from ..store.rows import RequestLine
 RETRY_AFTER = ((b"retry-after", b"1"),)
 QUEUE_FULL = Response.error(503, "queue full", RETRY_AFTER)
 SUMMARY_EVERY = 1.0         # seconds: one request-log line per workflow with that many refusals
-Enter = Callable[[Request, float], "Response | asyncio.Future"]   # the rest of the door's path
+Enter = Callable[[Request, float], "Response | asyncio.Future | Answer"]   # the rest of the door's path
 
 
 class _Held:
@@ -115,7 +115,7 @@ class Admission:
         except Exception as exc:  # noqa: BLE001 - the protocol answers 500 and logs it
             held.answer.set_exception(exc)
             return
-        if isinstance(response, asyncio.Future):
+        if isinstance(response, PENDING):
             response.add_done_callback(lambda done: _pass_on(done, held.answer))
         else:
             held.answer.set_result(response)

@@ -16,7 +16,8 @@ import time
 
 from ..config.model import Mode, Workflow
 from ..core.errors import RequestError
-from ..http import Request, Response, answered_status
+from ..http import Answer, Request, Response, answered_status
+from ..http.messages import JSON, Prepared
 from ..core.ids import new_id, to_text
 from ..intake.intake import Offered, Receipt
 from ..store.rows import Delivery, RequestLine, StoredRequest
@@ -32,6 +33,8 @@ from .ratelimit import TokenBucket, parse_rate
 from .schema import SchemaError
 
 STORE_DOWN = Response.error(503, "store unavailable", RETRY_AFTER)
+# The 202 of an acceptance, made as bytes at once: ids have one length, so the head is constant.
+ACCEPTED_HEAD = Prepared.head_of(202, JSON, len(b'{"execution_id":"","status":"queued"}') + len(to_text(bytes(16))))
 
 
 class Trigger:
@@ -76,7 +79,7 @@ class Trigger:
         self.duplicates = metrics.duplicates.slot(self.key)
 
     # -- the hot path ---------------------------------------------------------------------------
-    def __call__(self, request: Request) -> Response | asyncio.Future:
+    def __call__(self, request: Request) -> Response | asyncio.Future | Answer:
         started = time.perf_counter()
         if self.allowed is not None and request.ip not in self.allowed:
             return self.reject(request, RequestError("forbidden", status=403, reason="ip",
@@ -85,7 +88,7 @@ class Trigger:
             return self.admission.wait(request, self.key, self.enter, started)
         return self.enter(request, started)
 
-    def enter(self, request: Request, started: float) -> Response | asyncio.Future:
+    def enter(self, request: Request, started: float) -> Response | asyncio.Future | Answer:
         """A request with room in the queue: checked, parsed and offered."""
         headers = request.headers
         try:
@@ -116,7 +119,7 @@ class Trigger:
             return self.reject(request, exc, started)
         return self.admit(request, body, data, started)
 
-    def admit(self, request: Request, body: bytes, data, started: float) -> Response | asyncio.Future:
+    def admit(self, request: Request, body: bytes, data, started: float) -> Response | asyncio.Future | Answer:
         """The checks passed: store the request as the workflow will see it and offer it."""
         query = stored_query(request.query_string, self.secret_query) if request.query_string else ""
         stored = StoredRequest(request.method, request.path, query,
@@ -140,8 +143,8 @@ class Trigger:
         if self.sync:
             self.door.await_sync(to_text(delivery.id), self.workflow, answer)
             answer.add_done_callback(lambda done: self._log(request, answered_status(done), None, started, delivery.id))
-        else:
-            answer = self.door.loop.create_future()
+        else:   # its commit gives it, and the protocol sends it then and there
+            answer = Answer()
         return answer
 
     def respond(self, request: Request, outcome: Receipt, started: float) -> Response | None:
@@ -172,8 +175,8 @@ class Trigger:
         id_bytes = to_text(execution_id).encode()
         self.answered_202.value += 1
         self.duration.observe(time.perf_counter() - started)
-        return Response(202, b'{"execution_id":"' + id_bytes + b'","status":"queued"}',
-                        headers=((b"x-execution-id", id_bytes),))
+        body = b'{"execution_id":"' + id_bytes + b'","status":"queued"}'
+        return Prepared(202, body, ACCEPTED_HEAD, b"".join((b"\r\nx-execution-id: ", id_bytes, b"\r\n\r\n", body)))
 
     def duplicate(self, request: Request, original: bytes, started: float) -> Response:
         id_bytes = to_text(original).encode()

@@ -3,6 +3,6 @@
 Nothing in here knows what a webhook or a workflow is.
 """
 
-from .messages import Request, Response, answered_status
+from .messages import PENDING, Answer, Request, Response, answered_status
 
-__all__ = ["Request", "Response", "answered_status"]
+__all__ = ["PENDING", "Answer", "Request", "Response", "answered_status"]

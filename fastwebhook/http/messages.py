@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_plus
@@ -15,6 +16,7 @@ _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase
 JSON = b"application/json"
 _HEADER_LINE = b"\r\n%s: %s"   # % (name, value)
 NO_HEADERS = CIMultiDictProxy(CIMultiDict())
+log = logging.getLogger("fastwebhook.http")
 
 
 class Request:
@@ -90,7 +92,107 @@ class Response:
                          body))
 
 
-def answered_status(done: asyncio.Future) -> int:
+class Prepared(Response):
+    """A hot path's response, its bytes made when it is: `head` is everything up to the
+    x-request-id value, `tail` all after it, as `Response.encode` would make them."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, status: int, body: bytes, head: bytes, tail: bytes):
+        super().__init__(status, body)
+        self.head = head
+        self.tail = tail
+
+    @staticmethod
+    def head_of(status: int, content_type: bytes, length: int) -> bytes:
+        """What `Response.encode` starts with, up to the x-request-id value."""
+        return b"".join((_STATUS_LINES[status], b"content-type: ", content_type, b"\r\ncontent-length: ",
+                         str(length).encode(), b"\r\nx-request-id: "))
+
+    def encode(self, request_id: bytes, keep_alive: bool) -> bytes:
+        if keep_alive:
+            return b"".join((self.head, request_id, self.tail))
+        end = self.tail.index(b"\r\n\r\n")   # of the headers: "connection: close" goes before it
+        return b"".join((self.head, request_id, self.tail[:end], b"\r\nconnection: close", self.tail[end:]))
+
+
+class Answer:
+    """A Response to come, given once: what an acceptance waits for while its commit runs.
+
+    An asyncio future's callbacks wait for the loop's next turn; these run the moment it is
+    given, so an acknowledgement leaves with the commit that decided it, without a turn of the
+    loop per request.  It has the part of a future's interface the protocol and the door use,
+    so either stands for a response not ready yet (`PENDING`); it is not awaitable."""
+
+    __slots__ = ("_response", "_cancelled", "_callbacks")
+
+    def __init__(self):
+        self._response: Response | None = None
+        self._cancelled = False
+        self._callbacks: list = []
+
+    def done(self) -> bool:
+        return self._response is not None or self._cancelled
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def result(self) -> Response:
+        if self._cancelled:
+            raise asyncio.CancelledError()
+        if self._response is None:
+            raise asyncio.InvalidStateError("the answer is not given yet")
+        return self._response
+
+    def exception(self) -> None:
+        if self._cancelled:
+            raise asyncio.CancelledError()
+        return None
+
+    def set_result(self, response: Response) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the answer was given already")
+        self._response = response
+        self._run()
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._cancelled = True
+        self._run()
+        return True
+
+    def add_done_callback(self, callback) -> None:
+        if self.done():
+            _call(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    def remove_done_callback(self, callback) -> int:
+        kept = [c for c in self._callbacks if c != callback]
+        removed = len(self._callbacks) - len(kept)
+        self._callbacks = kept
+        return removed
+
+    def _run(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _call(callback, self)
+
+
+def _call(callback, answer: Answer) -> None:
+    """As the loop runs a future's callback: a failing one is logged, the others still run."""
+    try:
+        callback(answer)
+    except Exception:  # noqa: BLE001
+        log.exception("an answer's callback failed")
+
+
+# what stands for a response not ready yet: the protocol and the door take either
+PENDING = (asyncio.Future, Answer)
+
+
+def answered_status(done: asyncio.Future | Answer) -> int:
     """The status a finished future of a Response answered with (for the request log)."""
     if done.cancelled():
         return 503

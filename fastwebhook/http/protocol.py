@@ -3,7 +3,8 @@
 The protocol knows nothing of webhooks.  Limits are enforced in the parser callbacks and
 answered from prebuilt responses; responses leave in request order whatever order they are
 ready in, so pipelining is correct by construction.  No task is created per request: a response
-that is not ready yet is a future whose callback flushes the pipeline.
+that is not ready yet is a future (or an `Answer`, which calls back at once) whose callback
+flushes the pipeline.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from multidict import CIMultiDict
 
 from .limits import (BAD_HOST, HEADERS_TOO_LARGE, MALFORMED, UNSUPPORTED_UPGRADE, VERSION_NOT_SUPPORTED,
                      Deadline, Limits, valid_host)
-from .messages import Request, Response
+from .messages import PENDING, Answer, Request, Response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # our own bug in a callback: the connection pays, never the process (limits.py has the others)
@@ -35,7 +36,7 @@ _request_counter = itertools.count(1)
 
 class Application(TypingProtocol):
     def route(self, request: Request) -> None: ...
-    def handle(self, request: Request) -> Response | asyncio.Future: ...
+    def handle(self, request: Request) -> Response | asyncio.Future | Answer: ...
     def too_large(self, request: Request) -> Response: ...
     def connection_opened(self) -> None: ...
     def connection_closed(self) -> None: ...
@@ -130,7 +131,7 @@ class HttpProtocol(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         for pending in self.pipeline:
-            if isinstance(pending.response, asyncio.Future):
+            if isinstance(pending.response, PENDING):
                 pending.response.remove_done_callback(self._flush)
                 if pending.held:   # nobody waits for it any more: it is never admitted
                     pending.response.cancel()
@@ -258,7 +259,7 @@ class HttpProtocol(asyncio.Protocol):
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.deadline_kind = None
         response = self.app.handle(request)
-        if not self.pipeline and not isinstance(response, asyncio.Future):   # the common case
+        if not self.pipeline and not isinstance(response, PENDING):   # the common case
             self._send(request.request_id.encode(), request.keep_alive, request.method == "HEAD", response)
             return
         pending = _Pending(request.request_id.encode(), request.keep_alive, response,
@@ -267,9 +268,10 @@ class HttpProtocol(asyncio.Protocol):
         if pending.held:   # not read on until the application lets it in (or refuses it)
             self.held += 1
             self._pause_reading()
-        if isinstance(response, asyncio.Future):   # its callback flushes: nothing behind it goes out before
-            response.add_done_callback(self._flush)
+        if isinstance(response, PENDING):   # its callback flushes: nothing behind it goes out before
+            # (the deadline first: an Answer given already flushes in add_done_callback itself)
             self._set_deadline(Deadline.ANSWER, self.limits.answer_timeout)
+            response.add_done_callback(self._flush)
         else:
             self._flush()
         if len(self.pipeline) >= MAX_PIPELINE:
@@ -290,7 +292,7 @@ class HttpProtocol(asyncio.Protocol):
         pipeline = self.pipeline
         while pipeline and not self.closing:
             head = pipeline[0].response
-            if isinstance(head, asyncio.Future):
+            if isinstance(head, PENDING):
                 if not head.done():
                     break
                 head = self._answer_of(head)
@@ -303,7 +305,7 @@ class HttpProtocol(asyncio.Protocol):
                 and not (pipeline and isinstance(pipeline[-1].response, _Raw)):
             self._resume_reading()
 
-    def _answer_of(self, future: asyncio.Future) -> Response:
+    def _answer_of(self, future: asyncio.Future | Answer) -> Response:
         """A finished future's response; one that failed is our bug: 500, and the log says why."""
         try:
             response = future.result()
@@ -324,7 +326,7 @@ class HttpProtocol(asyncio.Protocol):
             pending = pipeline.popleft()
             self.held -= pending.held
             head = pending.response
-            if isinstance(head, asyncio.Future):
+            if isinstance(head, PENDING):
                 head.remove_done_callback(self._flush)
                 head = self._answer_of(head) if head.done() else NO_ANSWER
             self._send(pending.request_id, pending.keep_alive, pending.head_only, head)

@@ -9,7 +9,7 @@ import time
 from ..admin import page as admin_page
 from ..admin.api import AdminApi
 from ..config.model import ADMIN_PAGE, Config
-from ..http.messages import Request, Response, answered_status
+from ..http.messages import PENDING, Request, Response, answered_status
 from ..door.trigger import Trigger
 from ..observe.metrics import CONTENT_TYPE
 from ..door.netaccess import AddressSet, client_ip
@@ -85,7 +85,7 @@ class WebhookApp:
     def _answer_logged(self, request: Request):
         """`handle` with [log] access on: the answer, and a line of it on stdout."""
         response = self._answer(request)
-        if isinstance(response, asyncio.Future):
+        if isinstance(response, PENDING):
             response.add_done_callback(lambda done: _access_line(request, answered_status(done)))
         else:
             _access_line(request, response.status)
@@ -161,7 +161,7 @@ class WebhookApp:
         """A reserved endpoint's answers go to the request log too (SPEC section 8: every request)."""
         def answer(request: Request):
             response = handler(request)
-            if isinstance(response, asyncio.Future):
+            if isinstance(response, PENDING):
                 response.add_done_callback(lambda done: self._log(request, answered_status(done), None, None))
             else:
                 self._log(request, response.status, None, None)

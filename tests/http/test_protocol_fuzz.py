@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastwebhook.http.messages import Response
+from fastwebhook.http.messages import Answer, Prepared, Response
 from fastwebhook.http.protocol import HttpProtocol, Limits
 from conftest import base_config
 from wait_support import wait_for
@@ -115,13 +115,15 @@ class FakeTransport:
 
 
 class StubApp:
-    """The edge of the protocol: `/later` answers with a future resolved by the test, `/small`
-    has a 64-byte body limit, anything else a 202 at once."""
+    """The edge of the protocol: `/later` answers with a future resolved by the test, `/given`
+    with an `Answer` the test gives (`/given-at-once`: given before the protocol has it),
+    `/small` has a 64-byte body limit, anything else a 202 at once."""
 
     def __init__(self, loop: FakeLoop):
         self.loop = loop
         self.handled = []
         self.pending: list[asyncio.Future] = []
+        self.answers: list[Answer] = []
         self.errors: list = []
         self.refusals: list = []
         self.open = 0
@@ -135,6 +137,12 @@ class StubApp:
             future = asyncio.Future(loop=self.loop)
             self.pending.append(future)
             return future
+        if request.path.startswith("/given"):
+            answer = Answer()
+            self.answers.append(answer)
+            if request.path == "/given-at-once":
+                answer.set_result(Response.json(201, {"given": "at once"}))
+            return answer
         return Response.json(202, {"n": len(self.handled), "body": request.body.decode("latin-1")})
 
     def too_large(self, request) -> Response:
@@ -570,6 +578,101 @@ def test_connection_lost_with_answers_pending_drops_them_quietly():
         app.resolve(future)
     assert transport.data == b""
     assert app.open == 0 and app.errors == []
+
+
+GIVEN = _post(b"/given", b"{}")
+
+
+def test_an_answer_goes_out_the_moment_it_is_given_with_those_behind_it():
+    """No turn of the loop between an Answer's commit and its bytes (a future waits for one)."""
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(GIVEN + VALID["post"])
+    assert transport.data == b""
+    app.answers[0].set_result(Response.json(200, {"given": True}))
+    assert not app.loop.ready, "nothing was left for the loop to run"
+    assert [(s, b) for s, _, b in responses(transport.data)] == [(200, b'{"given":true}'), (202, b'{"n":2,"body":"{}"}')]
+    finish(protocol, transport, app)
+
+
+def test_an_answer_given_before_the_protocol_has_it_goes_out_and_the_keepalive_deadline_follows():
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(_post(b"/given-at-once", b"{}"))
+    assert [s for s, _, _ in responses(transport.data)] == [201]
+    app.loop.advance(LIMITS.keepalive_timeout + 0.1)   # idle, not an answer owed: closed quietly
+    assert transport.closed
+    assert [s for s, _, _ in responses(transport.data)] == [201]
+
+
+def test_an_answer_never_given_gets_503_at_the_answer_deadline_and_a_late_one_is_dropped():
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(VALID["post"] + GIVEN)
+    app.loop.advance(LIMITS.answer_timeout + 1)
+    assert [s for s, _, _ in responses(transport.data)] == [202, 503]
+    assert transport.closed
+    app.answers[0].set_result(Response.json(200, {"late": True}))
+    assert transport.writes_after_close == 0
+    finish(protocol, transport, app)
+
+
+def test_connection_lost_with_answers_owed_drops_them_quietly():
+    app = StubApp(FakeLoop())
+    protocol, transport = connect(app)
+    protocol.data_received(GIVEN * 3)
+    protocol.connection_lost(ConnectionResetError())
+    for answer in app.answers:
+        answer.set_result(Response.json(200, {}))
+    assert transport.data == b""
+    assert app.open == 0 and app.errors == []
+
+
+def test_an_answer_runs_its_callbacks_in_order_and_one_that_fails_stops_none(caplog):
+    answer, calls = Answer(), []
+
+    def failing(done):
+        calls.append("failing")
+        raise RuntimeError("a bug in a callback")
+
+    answer.add_done_callback(lambda done: calls.append(("first", done.result().status)))
+    answer.add_done_callback(failing)
+    answer.add_done_callback(lambda done: calls.append("last"))
+    removed = Answer()
+    removed.add_done_callback(failing)
+    assert removed.remove_done_callback(failing) == 1
+    with caplog.at_level(logging.ERROR, logger="fastwebhook.http"):
+        answer.set_result(Response(204))
+        removed.set_result(Response(204))
+    assert calls == [("first", 204), "failing", "last"]
+    assert "a bug in a callback" in caplog.text
+    with pytest.raises(asyncio.InvalidStateError):
+        answer.set_result(Response(200))
+    answer.add_done_callback(lambda done: calls.append("after"))   # done already: at once
+    assert calls[-1] == "after"
+    assert answer.cancel() is False and not answer.cancelled()
+
+
+def test_a_cancelled_answer_says_so_as_a_future_would():
+    answer, seen = Answer(), []
+    assert not answer.done()
+    with pytest.raises(asyncio.InvalidStateError):
+        answer.result()
+    answer.add_done_callback(lambda done: seen.append(done.cancelled()))
+    assert answer.cancel() is True
+    assert seen == [True] and answer.done()
+    for read in (answer.result, answer.exception):
+        with pytest.raises(asyncio.CancelledError):
+            read()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_prepared_response_is_the_bytes_response_encode_makes(keep_alive):
+    body = b'{"execution_id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","status":"queued"}'
+    tail = b"\r\nx-execution-id: 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\r\n\r\n" + body
+    prepared = Prepared(202, body, Prepared.head_of(202, b"application/json", len(body)), tail)
+    generic = Response(202, body, headers=((b"x-execution-id", b"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),))
+    assert prepared.encode(b"req-1", keep_alive) == generic.encode(b"req-1", keep_alive)
 
 
 # --- the real server, over real sockets ---------------------------------------------------------
