@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_right
 from collections import Counter
 from enum import Enum
+from itertools import accumulate
+from operator import attrgetter
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
@@ -31,9 +34,14 @@ from ..store.rows import ClaimCopies, Delivery, workflow_of
 log = logging.getLogger("fastwebhook.intake")
 
 MAX_BATCH = 1000          # deliveries per append: bounds the latency of one commit
+# ... and bytes of bodies per append (past its first delivery): large bodies make smaller
+# batches, so one append never nears SQLite's or PostgreSQL's 1 GB limit for a value, nor
+# holds a thousand bodies of a MiB at once.
+MAX_BATCH_BYTES = 32 << 20
 # Committed deliveries kept in memory for the claim; the rest are read back.  A claim keeping up
 # finds its batches here (a few of them); one that fell behind reads back whatever the size.
 WINDOW = 2048
+WINDOW_BYTES = 32 << 20   # ... with at most this many bytes of bodies among them
 # ... and past those, claim copies of batches whose workflows run nothing (~600 bytes a delivery):
 # a backlog of such deliveries as deep as the default capacity resolves without a read-back.
 COPIES_WINDOW = 10_000
@@ -91,6 +99,7 @@ class Intake:
         self.waiting: dict[bytes, list[Settle]] = {}   # commit in flight -> repeats waiting on it
         self.window: dict[int, list[Delivery]] = {}    # committed batches by seq, for the claim
         self.window_size = 0
+        self.window_bytes = 0
         self.copies: dict[int, ClaimCopies] = {}       # ... past the window, those that run nothing
         self.copies_size = 0
         self.runs_nothing: Callable[[str], bool] = lambda workflow: False   # Service sets it
@@ -194,6 +203,7 @@ class Intake:
             batch = self.window.pop(seq, None)
             if batch is not None:
                 self.window_size -= len(batch)
+                self.window_bytes -= body_bytes(batch)
             copies = self.copies.pop(seq, None)
             if copies is not None:
                 self.copies_size -= len(copies)
@@ -203,9 +213,10 @@ class Intake:
                 if seq not in self.copies:
                     self.copies[seq] = batch
                     self.copies_size += len(batch)
-            elif seq not in self.window:
+            elif seq not in self.window and self.window_bytes + (size := body_bytes(batch)) <= WINDOW_BYTES:
                 self.window[seq] = batch
                 self.window_size += len(batch)
+                self.window_bytes += size
 
     # -- the group commit -------------------------------------------------------------------------
     def in_order(self, ordered: bool) -> None:
@@ -227,8 +238,9 @@ class Intake:
             if not self.open:
                 self._wake.clear()
                 continue
-            batch, settles = self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
-            del self.open[:MAX_BATCH], self.settles[:MAX_BATCH]
+            size = batch_size(self.open)
+            batch, settles = self.open[:size], self.settles[:size]
+            del self.open[:size], self.settles[:size]
             taken = len(batch)   # (the append may drop repeats from the batch in place)
             self.in_flight += taken
             self.committing[id(batch)] = batch
@@ -251,9 +263,11 @@ class Intake:
         self.healthy = True
         self.metrics.store_commit.observe(time.perf_counter() - started)
         self.metrics.store_batch.observe(len(batch))
-        if self.window_size + len(batch) <= WINDOW:
+        size = body_bytes(batch)
+        if self.window_size + len(batch) <= WINDOW and self.window_bytes + size <= WINDOW_BYTES:
             self.window[seq] = batch
             self.window_size += len(batch)
+            self.window_bytes += size
         elif self.copies_size + len(batch) <= COPIES_WINDOW \
                 and all(map(self.runs_nothing, set(map(workflow_of, batch)))):
             self.copies[seq] = ClaimCopies(d.claim_copy() for d in batch)
@@ -344,6 +358,20 @@ class Intake:
             await self._idle.wait()
             if self.open and not self.healthy:
                 return
+
+
+_body = attrgetter("body")
+
+
+def body_bytes(deliveries: list[Delivery]) -> int:
+    return sum(map(len, map(_body, deliveries)))   # (summed in C: a batch's thousand)
+
+
+def batch_size(open_batch: list[Delivery]) -> int:
+    """How many of the open deliveries the next append takes: up to MAX_BATCH, and no more
+    than MAX_BATCH_BYTES of bodies once it has one."""
+    ends = list(accumulate(map(len, map(_body, open_batch[:MAX_BATCH]))))
+    return max(1, bisect_right(ends, MAX_BATCH_BYTES))
 
 
 def _call(callback: Callable, *args) -> None:

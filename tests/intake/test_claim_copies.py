@@ -1,6 +1,7 @@
-"""The intake's claim copies (intake.py), over a real SQLite store: past the window of committed
-batches, copies of those whose workflows all run nothing, counted through whole and partial
-claims; a batch with work in it is never copied."""
+"""The intake's window and claim copies (intake.py), over a real store: past the window of
+committed batches, copies of those whose workflows all run nothing, counted through whole and
+partial claims; a batch with work in it is never copied.  Large bodies make smaller batches and
+a window of fewer deliveries: both are bounded in bytes too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 
 from fastwebhook.config.model import StorageConfig
+from fastwebhook.intake import intake as intake_module
 from fastwebhook.intake.intake import WINDOW, Intake
 from fastwebhook.observe.metrics import Metrics
 from fastwebhook.store import open_store
@@ -20,10 +22,12 @@ from store_support import none_in_memory
 url = store_support.url   # the fixture: a SQLite file, or a fresh PostgreSQL schema
 
 
-def delivery(n: int, workflow: str) -> Delivery:
+def delivery(n: int, workflow: str, size: int = 0) -> Delivery:
     request = StoredRequest("POST", "/hook", "", [("content-type", "application/json")], {}, "127.0.0.1",
                             time.time(), f"req-{n}")
-    return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, b'{"n": %d}' % n, None, None, 0.0)
+    body = b'{"n": %d}' % n
+    return Delivery(n.to_bytes(16, "big"), workflow, "v1", request, body.ljust(size) if size else body,
+                    None, None, 0.0)
 
 
 def test_copies_are_kept_past_the_window_only_for_batches_that_run_nothing(tmp_path):
@@ -105,3 +109,44 @@ def test_what_another_process_claimed_leaves_this_ones_memory(url):
 
 def runs_nothing(workflow: str) -> bool:
     return True
+
+
+def test_large_bodies_make_smaller_batches_and_a_window_bounded_in_bytes(url, monkeypatch):
+    """An append takes bodies up to MAX_BATCH_BYTES (one at least, however large), and the
+    window keeps batches while their bodies fit WINDOW_BYTES: the claim reads the rest back."""
+    monkeypatch.setattr(intake_module, "MAX_BATCH_BYTES", 10_000)
+    monkeypatch.setattr(intake_module, "WINDOW_BYTES", 25_000)
+
+    async def main():
+        store = open_store(StorageConfig(url=url))
+        await store.open()
+        intake = Intake(store, Metrics(), 100_000, True)
+        writer = asyncio.create_task(intake.run())
+        answered: list = []
+        try:
+            for n in range(12):   # all open before the writer runs: it cuts them into batches
+                assert intake.offer(delivery(n, "busy", 4_000), answered.append) is None
+            assert intake.offer(delivery(12, "busy", 15_000), answered.append) is None   # alone
+            await intake.drain()
+            assert len(answered) == 13
+            assert [count for (count,) in await store.db.fetch("SELECT count FROM intake ORDER BY seq")] \
+                == [2, 2, 2, 2, 2, 2, 1]
+            assert intake.window_size == 6 and intake.window_bytes == 24_000   # a fourth batch: 32,000
+            assert all(intake_module.body_bytes(batch) == 8_000 for batch in intake.window.values())
+
+            run = []
+            while len(run) < 13:
+                now = time.time()
+                claim = await store.claim("me", now, now + 30, 5, intake.in_window, intake.runs_nothing)
+                intake.claimed(claim.finished, claim.partial, claim.done_below)
+                assert claim.run, "the claim found nothing"
+                run += claim.run
+            assert [int.from_bytes(d.id, "big") for d in run] == list(range(13))
+            assert [len(d.body) for d in run] == [4_000] * 12 + [15_000]   # read back whole
+            assert (intake.window, intake.window_size, intake.window_bytes) == ({}, 0, 0)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await store.close()
+
+    asyncio.run(main())
