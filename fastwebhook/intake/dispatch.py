@@ -28,6 +28,7 @@ log = logging.getLogger("fastwebhook.dispatch")
 LEASE_SECONDS = 30.0
 SWEEP_EVERY = 1.0           # look for lapsed leases and other processes' batches this often
 IN_MEMORY = CLAIM_BATCH      # claimed deliveries ready or running, at most
+IN_MEMORY_BYTES = 64 << 20   # ... and bytes of their bodies (a claim's first one whatever its size)
 # Records are written in batches: a few rows, waiting for more, for at most RECORD_LINGER.  When
 # executions end one by one (each waiting on a script, say), a transaction per execution would
 # cost the event loop and the store's thread more than the executions themselves.
@@ -158,14 +159,15 @@ class Dispatcher:
         """How many to claim now.  What RAM holds of the backlog stays bounded (the rest waits in
         the store): at most IN_MEMORY deliveries ready or running, since a worker runs a cohort
         of up to 256 at once and 64 workers could otherwise hold 16,384 executions with their
-        parsed bodies.  The ready queue is topped up only once it is down to one batch: while
+        parsed bodies; and at most IN_MEMORY_BYTES of their bodies (the claim stops there too,
+        past its first delivery: with bodies of a MiB, 1,024 would be a GiB).  The ready queue is topped up only once it is down to one batch: while
         workers finish a few at a time, a claim of those few would cost a transaction each.
         Deliveries parked behind an order-key lane or a concurrency cap do not count: they never
         stall the claims of other keys or workflows (each workflow's share of the queue bounds
         them)."""
         pool = self.pool
         ready = len(pool.ready)
-        if ready >= CLAIM_BATCH:
+        if ready >= CLAIM_BATCH or pool.held_bytes >= IN_MEMORY_BYTES:
             return 0
         return max(0, IN_MEMORY - ready - pool.running)
 
@@ -173,7 +175,8 @@ class Dispatcher:
         """One claim, as much as there is room for; False when the intake had nothing left to claim."""
         now = self.clock()
         claim = await self.store.claim(self.owner, now, now + self.lease, self._room(),
-                                       self.intake.in_window, self.runs_nothing)
+                                       self.intake.in_window, self.runs_nothing,
+                                       max_bytes=IN_MEMORY_BYTES - self.pool.held_bytes)
         self.intake.claimed(claim.finished, claim.partial, claim.done_below)
         if not (claim.run or claim.resolved or claim.duplicates):
             self.unclaimed = False

@@ -23,13 +23,12 @@ from bisect import bisect_right
 from collections import Counter
 from enum import Enum
 from itertools import accumulate
-from operator import attrgetter
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import ClaimCopies, Delivery, workflow_of
+from ..store.rows import ClaimCopies, Delivery, body_of, workflow_of
 
 log = logging.getLogger("fastwebhook.intake")
 
@@ -360,17 +359,14 @@ class Intake:
                 return
 
 
-_body = attrgetter("body")
-
-
 def body_bytes(deliveries: list[Delivery]) -> int:
-    return sum(map(len, map(_body, deliveries)))   # (summed in C: a batch's thousand)
+    return sum(map(len, map(body_of, deliveries)))   # (summed in C: a batch's thousand)
 
 
 def batch_size(open_batch: list[Delivery]) -> int:
     """How many of the open deliveries the next append takes: up to MAX_BATCH, and no more
     than MAX_BATCH_BYTES of bodies once it has one."""
-    ends = list(accumulate(map(len, map(_body, open_batch[:MAX_BATCH]))))
+    ends = list(accumulate(map(len, map(body_of, open_batch[:MAX_BATCH]))))
     return max(1, bisect_right(ends, MAX_BATCH_BYTES))
 
 

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from ..store.rows import Delivery
+from ..store.rows import Delivery, body_of
 from .gate import Gate
 
 log = logging.getLogger("fastwebhook.workers")
@@ -32,6 +32,7 @@ class WorkerPool:
         self.ready: deque[Delivery] = deque()
         self.idle: deque[asyncio.Future] = deque()
         self.running = 0
+        self.held_bytes = 0           # bodies of the ready and running deliveries
         self._waking = 0              # idle workers woken that have not taken their cohort yet
         self._tasks: list[asyncio.Task] = []
 
@@ -46,6 +47,7 @@ class WorkerPool:
 
     def _ready(self, delivery: Delivery) -> None:
         self.ready.append(delivery)
+        self.held_bytes += len(delivery.body)
         # one woken worker per COHORT_MAX ready: a claim's batch is not 64 wake-ups for one cohort
         if self.idle and self._waking * COHORT_MAX < len(self.ready):
             self._wake_one()
@@ -69,6 +71,7 @@ class WorkerPool:
         (they stay queued in the store)."""
         left = list(self.ready)
         self.ready.clear()
+        self.held_bytes -= sum(map(len, map(body_of, left)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.running and loop.time() < deadline:
@@ -119,6 +122,7 @@ class WorkerPool:
                               len(cohort), cohort[0].id.hex())
             finally:
                 self.running -= len(cohort)
+                self.held_bytes -= sum(map(len, map(body_of, cohort)))
                 if self.gate is not None:
                     for delivery in cohort:
                         for released in self.gate.finish(delivery):

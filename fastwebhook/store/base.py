@@ -11,6 +11,8 @@ so several processes, later several hosts, share one store without double runs.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
 from typing import AsyncContextManager, Callable, Protocol
 
 import orjson
@@ -18,7 +20,7 @@ import orjson
 from ..core.errors import StoreError
 from . import batch_codec
 from .rows import (Claim, ClaimCopies, Delivery, Effect, ExecutionRecord, Final, Job, Records,
-                   RequestLine, Status, StoredRequest, workflow_of)
+                   RequestLine, Status, StoredRequest, body_of, workflow_of)
 
 
 class StatementTimeout(StoreError):
@@ -69,6 +71,18 @@ def held_in_memory(in_memory: Callable[[int], list[Delivery] | None], seq: int,
     return batch
 
 
+def within_bytes(part: list[Delivery], budget: int, runs_nothing: Callable[[str], bool],
+                 first: bool) -> tuple[list[Delivery], int]:
+    """As much of a claim's `part` as `budget` bytes of bodies to run hold (the `first` part of
+    a claim keeps one delivery whatever its size), and the budget left.  A part whose workflows
+    all run nothing holds none: its deliveries are resolved in the claim and let go."""
+    if not part or all(map(runs_nothing, set(map(workflow_of, part)))):
+        return part, budget
+    ends = list(accumulate(map(len, map(body_of, part))))   # (in C: a claim's thousand)
+    fits = max(bisect_right(ends, budget), 1 if first else 0)
+    return part[:fits], budget - (ends[fits - 1] if fits else 0)
+
+
 class Store:
     shared_by_hosts = False     # several hosts on one database (PostgreSQL): they follow each other
     appenders = 1               # group commits in flight at once (SQLite: one writer at a time)
@@ -102,9 +116,10 @@ class Store:
 
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory: Callable[[int], list[Delivery] | None],
-                    runs_nothing: Callable[[str], bool]) -> Claim:
+                    runs_nothing: Callable[[str], bool], max_bytes: int | None = None) -> Claim:
         """The next `limit` unclaimed deliveries, in order, each given its execution row and its
-        dedup key in the unique index, leased to `owner`."""
+        dedup key in the unique index, leased to `owner`; with `max_bytes`, no more of them
+        than that many bytes of bodies to run hold (one at least, however large)."""
         raise NotImplementedError
 
     async def reclaim(self, owner: str, now: float, lease_until: float, limit: int,

@@ -14,15 +14,13 @@ so the marks cost webhooks nothing.
 from __future__ import annotations
 
 import struct
-from operator import attrgetter
 from typing import Collection, Iterable, Iterator
 
 import orjson
 
-from .rows import Delivery, StoredRequest
+from .rows import Delivery, StoredRequest, body_of
 
 _LENGTH = struct.Struct("<I")
-_body = attrgetter("body")
 
 
 def encode(deliveries: list[Delivery]) -> bytes:
@@ -36,7 +34,7 @@ def encode(deliveries: list[Delivery]) -> bytes:
             meta = (*meta, _hex(d.replay_of), _hex(d.failure_of))
         metas.append(meta)
     head = orjson.dumps(metas)
-    return b"".join((_LENGTH.pack(len(head)), head, *map(_body, deliveries)))
+    return b"".join((_LENGTH.pack(len(head)), head, *map(body_of, deliveries)))
 
 
 def decode(blob: bytes, only: int | Collection[int] | None = None) -> list[Delivery]:

@@ -70,14 +70,16 @@ class PostgresStore(Store):
         return None, {hash_: execution for _, hash_, execution in rows}
 
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
-                    in_memory, runs_nothing) -> Claim:
+                    in_memory, runs_nothing, max_bytes: int | None = None) -> Claim:
         """The oldest unclaimed batches no other host is taking (SKIP LOCKED), whole, as many
-        as make `limit` deliveries (at least one), in one transaction: their dedup keys into
-        the unique index, their execution rows, the mark."""
+        as make `limit` deliveries and, with `max_bytes`, that many bytes of blobs (at least
+        one batch), in one transaction: their dedup keys into the unique index, their
+        execution rows, the mark."""
         after: int | None = 0
         done_below = None
         for _ in range(CLAIM_TRIES):   # another host taking the same candidates: look past them
-            claim, after = await self._claim_from(after, owner, now, lease_until, limit, in_memory, runs_nothing)
+            claim, after = await self._claim_from(after, owner, now, lease_until, limit, in_memory, runs_nothing,
+                                                  max_bytes)
             done_below = claim.done_below if done_below is None else done_below   # (the first try's)
             if claim.finished or after is None:
                 break
@@ -85,18 +87,20 @@ class PostgresStore(Store):
         return claim
 
     async def _claim_from(self, after: int, owner: str, now: float, lease_until: float, limit: int,
-                          in_memory, runs_nothing) -> tuple[Claim, int | None]:
+                          in_memory, runs_nothing, max_bytes: int | None) -> tuple[Claim, int | None]:
         """One try from intake seq `after` on; also says where a next try would start (None:
-        nothing was there to take)."""
+        nothing was there to take).  A batch counts against `max_bytes` by its blob's size,
+        read back or held in memory: its deliveries are claimed whole."""
         claim = Claim()
-        wanted, total = [], 0
-        for seq, count in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR, after)):
+        wanted, total, total_bytes = [], 0, 0
+        for seq, count, size in await self.db.fetch(self.sql["claim_sizes"], (limit, owner, now - HELD_FOR, after)):
             if after == 0 and not wanted:   # the oldest this host may take: below it, all are claimed
                 claim.done_below = seq
-            if wanted and total + count > limit:
+            if wanted and (total + count > limit or (max_bytes is not None and total_bytes + size > max_bytes)):
                 break
             wanted.append(seq)
             total += count
+            total_bytes += size
         if not wanted:
             return claim, None
         held = {seq: batch for seq in wanted if (batch := held_in_memory(in_memory, seq, runs_nothing)) is not None}

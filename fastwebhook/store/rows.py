@@ -80,6 +80,7 @@ class Delivery:
 
 
 workflow_of = attrgetter("workflow")   # a delivery's workflow, for maps and counts in C
+body_of = attrgetter("body")           # ... and its body
 
 
 class ClaimCopies(list):

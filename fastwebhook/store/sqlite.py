@@ -11,7 +11,7 @@ import orjson
 from ..core.errors import StoreError
 from ..core.ids import first_id_at
 from . import batch_codec
-from .base import Store, held_in_memory, placeholders
+from .base import Store, held_in_memory, placeholders, within_bytes
 from .rows import TRANSITIONS, Claim, Delivery, Records, Status
 from .sqlite_connector import SqliteConnector
 
@@ -74,7 +74,7 @@ class SqliteStore(Store):
     # -- the claim ------------------------------------------------------------------------------
     async def claim(self, owner: str, now: float, lease_until: float, limit: int,
                     in_memory: Callable[[int], list[Delivery] | None],
-                    runs_nothing: Callable[[str], bool]) -> Claim:
+                    runs_nothing: Callable[[str], bool], max_bytes: int | None = None) -> Claim:
         """Take the next `limit` unclaimed deliveries, in order (a batch may be taken in parts).
 
         `in_memory(seq)` gives a batch this process still holds (else it is read back; the
@@ -99,6 +99,8 @@ class SqliteStore(Store):
                 batch = batch_codec.decode(fetched[0][0])
             start = partial if seq == seqs[0] else 0
             part = batch[start:start + limit - len(taken)]
+            if max_bytes is not None:
+                part, max_bytes = within_bytes(part, max_bytes, runs_nothing, first=not taken)
             taken.extend(zip(repeat(seq), count(start), part))   # (seq, index, delivery), made in C
             if start + len(part) < len(batch):
                 new_cursor, new_partial, left = seq - 1, start + len(part), (seq, batch)

@@ -36,3 +36,39 @@ def test_an_idle_worker_keeps_no_finished_delivery_alive():
         return held
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_the_pool_counts_the_bodies_it_holds_ready_or_running():
+    """What the dispatcher's claims are bounded by, in bytes (IN_MEMORY_BYTES)."""
+    go = asyncio.Event()
+    running_bytes = []
+
+    async def execute_cohort(cohort: list[Delivery]) -> None:
+        running_bytes.append(pool.held_bytes)
+        await go.wait()
+
+    pool = WorkerPool(1, execute_cohort)
+
+    async def scenario() -> None:
+        pool.start()
+        for n in range(5):
+            pool.push(Delivery(n.to_bytes(16, "big"), "bytes", "v", REQUEST, b"x" * 1000, None, None, 0.0))
+        assert pool.held_bytes == 5_000
+        while not running_bytes:
+            await asyncio.sleep(0)
+        assert running_bytes == [5_000] and pool.running == 5   # one cohort: all five, still counted
+        pool.push(Delivery((9).to_bytes(16, "big"), "bytes", "v", REQUEST, b"y" * 300, None, None, 0.0))
+        go.set()
+        while pool.running or pool.ready:
+            await asyncio.sleep(0)
+        assert pool.held_bytes == 0
+        pool.push(Delivery((10).to_bytes(16, "big"), "bytes", "v", REQUEST, b"z" * 700, None, None, 0.0))
+        go.clear()
+        while not pool.running:
+            await asyncio.sleep(0)
+        pool.push(Delivery((11).to_bytes(16, "big"), "bytes", "v", REQUEST, b"w" * 200, None, None, 0.0))
+        assert pool.held_bytes == 900
+        left = await pool.stop(0.01)   # the one ready is handed back, the running one cancelled
+        assert [len(d.body) for d in left] == [200] and pool.held_bytes == 0
+
+    asyncio.run(scenario())

@@ -57,6 +57,43 @@ def test_an_append_is_listed_queued_and_a_claim_takes_it_once(url):
     run(url, scenario)
 
 
+def test_a_claim_takes_no_more_bodies_to_run_than_its_byte_budget_but_one_at_least(url):
+    """SQLite cuts a batch by its bodies; PostgreSQL takes batches whole, counted by their blobs."""
+    def big(n: int) -> Delivery:
+        d = delivery(n)
+        d.body = d.body.ljust(4_000)
+        return d
+
+    async def scenario(store):
+        now = time.time()
+        for first in (1, 3, 5, 7):
+            await store.append([big(first), big(first + 1)])   # batches of 2 bodies of 4,000 bytes
+        sqlite = store.db.dialect == "sqlite"
+        claim = await store.claim("me", now, now + 30, 100, none_in_memory, runs_something, max_bytes=10_000)
+        assert ids(claim.run) == [1, 2]   # 3 bodies (SQLite), 2 blobs (PostgreSQL): past the budget
+        claim = await store.claim("me", now, now + 30, 100, none_in_memory, runs_something, max_bytes=100)
+        assert ids(claim.run) == ([3] if sqlite else [3, 4]), "one at least, however large"
+        claim = await store.claim("me", now, now + 30, 100, none_in_memory, runs_something)
+        assert ids(claim.run) == ([4, 5, 6, 7, 8] if sqlite else [5, 6, 7, 8]), "no budget: the limit alone"
+        assert all(len(d.body) == 4_000 for d in claim.run)
+
+    run(url, scenario)
+
+
+def test_a_byte_budget_leaves_deliveries_that_run_nothing_whole_on_sqlite(tmp_path):
+    """Resolved in the claim, their bodies are let go at once: they spend none of it."""
+    async def scenario(store):
+        now = time.time()
+        batch = [delivery(n) for n in range(1, 7)]
+        for d in batch:
+            d.body = d.body.ljust(4_000)
+        await store.append(batch)
+        claim = await store.claim("me", now, now + 30, 100, none_in_memory, lambda workflow: True, max_bytes=100)
+        assert ids(claim.resolved) == [1, 2, 3, 4, 5, 6] and claim.run == []
+
+    run(f"sqlite:///{tmp_path / 'store.db'}", scenario)
+
+
 def test_dedup_keys_are_taken_once_within_a_claim_and_against_live_and_expired_keys(url):
     async def scenario(store):
         now = 5000.0   # the dedup expiry times are the hosts' (received + ttl): the claim's clock

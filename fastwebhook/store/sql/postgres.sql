@@ -127,10 +127,11 @@ SELECT NULL, hash, execution FROM held;
 SELECT hash, execution FROM dedup WHERE expires_at > $1 AND hash = ANY($2::bigint[]);
 
 -- name: claim_sizes
--- The oldest unclaimed batches and their sizes, unlocked (the claim then locks as many as it
--- takes); one that a sync sender waits for is its host's ($2), unless it has waited past the
--- cut ($3: that host is gone).
-SELECT seq, count FROM intake
+-- The oldest unclaimed batches and their sizes (deliveries; bytes, read from the stored value's
+-- header, never decompressed), unlocked (the claim then locks as many as it takes); one that a
+-- sync sender waits for is its host's ($2), unless it has waited past the cut ($3: that host
+-- is gone).
+SELECT seq, count, octet_length(deliveries) FROM intake
 WHERE NOT claimed AND seq > $4 AND (held_by IS NULL OR held_by = $2 OR first_at < $3)
 ORDER BY seq LIMIT $1;
 
