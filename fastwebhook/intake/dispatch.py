@@ -160,8 +160,9 @@ class Dispatcher:
         the store): at most IN_MEMORY deliveries ready or running, since a worker runs a cohort
         of up to 256 at once and 64 workers could otherwise hold 16,384 executions with their
         parsed bodies; and at most IN_MEMORY_BYTES of their bodies (the claim stops there too,
-        past its first delivery: with bodies of a MiB, 1,024 would be a GiB).  The ready queue is topped up only once it is down to one batch: while
-        workers finish a few at a time, a claim of those few would cost a transaction each.
+        past its first delivery: with bodies of a MiB, 1,024 would be a GiB).  The ready queue
+        is topped up only once it is down to one batch: while workers finish a few at a time, a
+        claim of those few would cost a transaction each.
         Deliveries parked behind an order-key lane or a concurrency cap do not count: they never
         stall the claims of other keys or workflows (each workflow's share of the queue bounds
         them)."""
