@@ -19,16 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_right
 from collections import Counter
 from enum import Enum
-from itertools import accumulate
 from typing import Callable, Iterable
 
 from .dedup import DoorCache
 from ..observe.metrics import Metrics
 from ..store import Store
-from ..store.rows import ClaimCopies, Delivery, body_of, workflow_of
+from ..store.rows import ClaimCopies, Delivery, bodies_within, body_bytes, workflow_of
 
 log = logging.getLogger("fastwebhook.intake")
 
@@ -359,15 +357,10 @@ class Intake:
                 return
 
 
-def body_bytes(deliveries: list[Delivery]) -> int:
-    return sum(map(len, map(body_of, deliveries)))   # (summed in C: a batch's thousand)
-
-
 def batch_size(open_batch: list[Delivery]) -> int:
     """How many of the open deliveries the next append takes: up to MAX_BATCH, and no more
     than MAX_BATCH_BYTES of bodies once it has one."""
-    ends = list(accumulate(map(len, map(body_of, open_batch[:MAX_BATCH]))))
-    return max(1, bisect_right(ends, MAX_BATCH_BYTES))
+    return bodies_within(open_batch[:MAX_BATCH], MAX_BATCH_BYTES, at_least_one=True)[0]
 
 
 def _call(callback: Callable, *args) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from ..store.rows import Delivery, body_of
+from ..store.rows import Delivery, body_bytes
 from .gate import Gate
 
 log = logging.getLogger("fastwebhook.workers")
@@ -71,7 +71,7 @@ class WorkerPool:
         (they stay queued in the store)."""
         left = list(self.ready)
         self.ready.clear()
-        self.held_bytes -= sum(map(len, map(body_of, left)))
+        self.held_bytes -= body_bytes(left)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.running and loop.time() < deadline:
@@ -122,7 +122,7 @@ class WorkerPool:
                               len(cohort), cohort[0].id.hex())
             finally:
                 self.running -= len(cohort)
-                self.held_bytes -= sum(map(len, map(body_of, cohort)))
+                self.held_bytes -= body_bytes(cohort)
                 if self.gate is not None:
                     for delivery in cohort:
                         for released in self.gate.finish(delivery):

@@ -11,8 +11,6 @@ so several processes, later several hosts, share one store without double runs.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from itertools import accumulate
 from typing import AsyncContextManager, Callable, Protocol
 
 import orjson
@@ -20,7 +18,7 @@ import orjson
 from ..core.errors import StoreError
 from . import batch_codec
 from .rows import (Claim, ClaimCopies, Delivery, Effect, ExecutionRecord, Final, Job, Records,
-                   RequestLine, Status, StoredRequest, body_of, workflow_of)
+                   RequestLine, Status, StoredRequest, bodies_within, workflow_of)
 
 
 class StatementTimeout(StoreError):
@@ -78,9 +76,8 @@ def within_bytes(part: list[Delivery], budget: int, runs_nothing: Callable[[str]
     all run nothing holds none: its deliveries are resolved in the claim and let go."""
     if not part or all(map(runs_nothing, set(map(workflow_of, part)))):
         return part, budget
-    ends = list(accumulate(map(len, map(body_of, part))))   # (in C: a claim's thousand)
-    fits = max(bisect_right(ends, budget), 1 if first else 0)
-    return part[:fits], budget - (ends[fits - 1] if fits else 0)
+    fits, used = bodies_within(part, budget, at_least_one=first)
+    return part[:fits], budget - used
 
 
 class Store:

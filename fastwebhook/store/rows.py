@@ -4,8 +4,10 @@ request-log lines.  No HTTP, no admin JSON, no body parsing: the store moves the
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Callable
 
@@ -81,6 +83,19 @@ class Delivery:
 
 workflow_of = attrgetter("workflow")   # a delivery's workflow, for maps and counts in C
 body_of = attrgetter("body")           # ... and its body
+
+
+def body_bytes(deliveries: list[Delivery]) -> int:
+    """The bytes of their bodies (summed in C: a batch's thousand)."""
+    return sum(map(len, map(body_of, deliveries)))
+
+
+def bodies_within(deliveries: list[Delivery], budget: int, at_least_one: bool) -> tuple[int, int]:
+    """How many of `deliveries`, from the first, have their bodies within `budget` bytes (one at
+    least, however large, with `at_least_one`), and those bodies' bytes; counted in C."""
+    ends = list(accumulate(map(len, map(body_of, deliveries))))
+    fits = max(bisect_right(ends, budget), 1 if at_least_one and ends else 0)
+    return fits, ends[fits - 1] if fits else 0
 
 
 class ClaimCopies(list):

@@ -13,7 +13,7 @@ from fastwebhook.intake import intake as intake_module
 from fastwebhook.intake.intake import WINDOW, Intake
 from fastwebhook.observe.metrics import Metrics
 from fastwebhook.store import open_store
-from fastwebhook.store.rows import ClaimCopies, Delivery, StoredRequest
+from fastwebhook.store.rows import ClaimCopies, Delivery, StoredRequest, body_bytes
 from fastwebhook.store.sqlite import SqliteStore
 from fastwebhook.store.sqlite_connector import SqliteConnector
 import store_support
@@ -132,7 +132,7 @@ def test_large_bodies_make_smaller_batches_and_a_window_bounded_in_bytes(url, mo
             assert [count for (count,) in await store.db.fetch("SELECT count FROM intake ORDER BY seq")] \
                 == [2, 2, 2, 2, 2, 2, 1]
             assert intake.window_size == 6 and intake.window_bytes == 24_000   # a fourth batch: 32,000
-            assert all(intake_module.body_bytes(batch) == 8_000 for batch in intake.window.values())
+            assert all(body_bytes(batch) == 8_000 for batch in intake.window.values())
 
             run = []
             while len(run) < 13:
